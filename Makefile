@@ -1,0 +1,28 @@
+# The two commands a new machine needs (as root, Debian 12):
+#   make demo   build berth, build a busybox image, run the pods in examples/
+#   make test   install what the tests need, then fmt, clippy and every test
+.PHONY: demo test deps check build bench schemas clean
+
+CARGO ?= cargo
+
+deps:
+	scripts/install-deps.sh
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace --bins
+
+test: deps check build
+	$(CARGO) nextest run --workspace --profile ci
+
+demo: deps
+	scripts/demo.sh
+
+schemas: build
+	target/debug/berth schema --out schemas
+
+clean:
+	$(CARGO) clean

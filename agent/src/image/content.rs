@@ -1,0 +1,390 @@
+//! Content store: blobs addressed by sha256 digest, the containerd way.
+//!
+//! A blob is first written to `ingest/<hex>.partial` while it is hashed, then
+//! checked against the expected digest and size, fsynced and renamed to
+//! `sha256/<hex>`. A blob path therefore only ever holds verified content: a
+//! crash, a full disk or a wrong digest leaves at most a partial file in
+//! `ingest/`, never a corrupt blob. Partial files are kept so that an
+//! interrupted download resumes where it stopped (HTTP Range), and removed
+//! when their content turns out to be wrong.
+//!
+//! The API is synchronous; async callers move writes to a blocking thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Digest, DigestAlgorithm};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("unsupported digest algorithm in {digest} (berth stores sha256 content only)")]
+    UnsupportedAlgorithm { digest: String },
+    #[error("blob {expected} failed verification: content hashes to sha256:{actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("blob {digest} has {actual} bytes, but {expected} were expected")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("blob {digest} is not in the content store")]
+    NotFound { digest: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, ContentError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
+    move |source| ContentError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens the store rooted at `root` (normally `Paths::content()`).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [root.join("sha256"), root.join("ingest")] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the verified blob for `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
+        Ok(self.root.join("sha256").join(sha256_hex(digest)?))
+    }
+
+    fn partial_path(&self, digest: &Digest) -> Result<PathBuf> {
+        Ok(self
+            .root
+            .join("ingest")
+            .join(format!("{}.partial", sha256_hex(digest)?)))
+    }
+
+    /// Size of the stored blob, or `None` when it is not stored.
+    pub fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.blob_path(digest)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_err("stat", &path)(err)),
+        }
+    }
+
+    pub fn contains(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.size(digest)?.is_some())
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => ContentError::NotFound {
+                digest: digest.to_string(),
+            },
+            _ => io_err("opening", &path)(err),
+        })
+    }
+
+    /// Reads a small blob (manifest, index, config) whole.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest)?;
+        let mut bytes = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .map_err(io_err("reading", &path))?;
+        Ok(bytes)
+    }
+
+    /// Stores `bytes` as a blob; the digest is computed here and returned.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = sha256_digest_of(bytes);
+        if self.contains(&digest)? {
+            return Ok(digest);
+        }
+        let mut ingest = self.ingest(&digest, Some(bytes.len() as u64))?;
+        ingest.restart()?;
+        ingest.write_all(bytes)?;
+        ingest.commit()?;
+        Ok(digest)
+    }
+
+    /// Starts (or resumes) writing the blob `digest`. If a partial file from
+    /// an earlier attempt exists, its bytes are kept and re-hashed, and
+    /// [`Ingest::offset`] says where to resume.
+    pub fn ingest(&self, digest: &Digest, expected_size: Option<u64>) -> Result<Ingest> {
+        let path = self.partial_path(digest)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        let mut hasher = Sha256::new();
+        let offset = io::copy(&mut file, &mut HashWriter(&mut hasher))
+            .map_err(io_err("re-reading partial", &path))?;
+        let mut ingest = Ingest {
+            store: self.clone(),
+            digest: digest.clone(),
+            expected_size,
+            path,
+            file,
+            hasher,
+            written: offset,
+        };
+        if expected_size.is_some_and(|size| offset > size) {
+            ingest.restart()?;
+        }
+        Ok(ingest)
+    }
+
+    /// Removes a blob (garbage collection). Missing blobs are not an error.
+    pub fn delete(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_err("removing", &path)(err)),
+        }
+    }
+
+    /// Every stored blob's digest.
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("sha256");
+        let mut digests = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            if let Some(name) = entry.file_name().to_str()
+                && let Ok(digest) = format!("sha256:{name}").parse::<Digest>()
+            {
+                digests.push(digest);
+            }
+        }
+        Ok(digests)
+    }
+}
+
+/// A blob being written. Dropping it without [`Ingest::commit`] keeps the
+/// partial bytes for a later resume; [`Ingest::abort`] discards them.
+pub struct Ingest {
+    store: ContentStore,
+    digest: Digest,
+    expected_size: Option<u64>,
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Ingest {
+    /// Bytes already written (from this or an earlier attempt).
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Throws away partial bytes, e.g. when the server ignores a Range request.
+    pub fn restart(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .map_err(io_err("truncating", &self.path))?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(io_err("writing", &self.path))?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Verifies size and digest, then makes the blob visible atomically. On a
+    /// mismatch the partial file is removed and nothing is stored.
+    pub fn commit(self) -> Result<PathBuf> {
+        let actual = hex::encode(self.hasher.clone().finalize());
+        let expected = sha256_hex(&self.digest)?.to_owned();
+        let size_problem = self.expected_size.filter(|&size| size != self.written);
+        if actual != expected || size_problem.is_some() {
+            let err = match size_problem {
+                Some(expected_size) => ContentError::SizeMismatch {
+                    digest: self.digest.to_string(),
+                    expected: expected_size,
+                    actual: self.written,
+                },
+                None => ContentError::DigestMismatch {
+                    expected: self.digest.to_string(),
+                    actual,
+                },
+            };
+            self.abort()?;
+            return Err(err);
+        }
+        self.file
+            .sync_all()
+            .map_err(io_err("syncing", &self.path))?;
+        let target = self.store.blob_path(&self.digest)?;
+        fs::rename(&self.path, &target).map_err(io_err("renaming into place", &target))?;
+        sync_dir(target.parent().unwrap_or(&self.store.root))?;
+        Ok(target)
+    }
+
+    /// Discards the partial bytes.
+    pub fn abort(self) -> Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_err("removing", &self.path)(err)),
+        }
+    }
+}
+
+impl Write for Ingest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The hex part of a sha256 digest; other algorithms are refused.
+pub fn sha256_hex(digest: &Digest) -> Result<&str> {
+    match digest.algorithm() {
+        DigestAlgorithm::Sha256 => Ok(digest.digest()),
+        _ => Err(ContentError::UnsupportedAlgorithm {
+            digest: digest.to_string(),
+        }),
+    }
+}
+
+pub fn sha256_digest_of(bytes: &[u8]) -> Digest {
+    let hex = hex::encode(Sha256::digest(bytes));
+    format!("sha256:{hex}")
+        .parse()
+        .expect("a sha256 hex string is a valid digest")
+}
+
+/// Makes a rename durable: the directory entry itself must reach the disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path().join("content")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let (_dir, store) = store();
+        let digest = store.write_blob(b"hello").expect("write");
+        assert_eq!(
+            digest.to_string(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(store.read_blob(&digest).expect("read"), b"hello");
+        assert_eq!(store.list().expect("list"), vec![digest]);
+    }
+
+    #[test]
+    fn wrong_digest_stores_nothing() {
+        let (_dir, store) = store();
+        let claimed = sha256_digest_of(b"the real thing");
+        let mut ingest = store.ingest(&claimed, None).expect("ingest");
+        ingest.write_all(b"an impostor").expect("write");
+        let err = ingest.commit().expect_err("must not verify");
+        assert!(matches!(err, ContentError::DigestMismatch { .. }), "{err}");
+        assert!(!store.contains(&claimed).expect("contains"));
+        let leftovers = fs::read_dir(store.root().join("ingest"))
+            .expect("ls")
+            .count();
+        assert_eq!(leftovers, 0, "a rejected blob leaves no partial file");
+    }
+
+    #[test]
+    fn wrong_size_stores_nothing() {
+        let (_dir, store) = store();
+        let digest = sha256_digest_of(b"abc");
+        let mut ingest = store.ingest(&digest, Some(4)).expect("ingest");
+        ingest.write_all(b"abc").expect("write");
+        let err = ingest.commit().expect_err("size must be checked");
+        assert!(matches!(err, ContentError::SizeMismatch { .. }), "{err}");
+        assert!(!store.contains(&digest).expect("contains"));
+    }
+
+    #[test]
+    fn interrupted_ingest_resumes_at_its_offset() {
+        let (_dir, store) = store();
+        let data = vec![7u8; 10_000];
+        let digest = sha256_digest_of(&data);
+        let mut first = store.ingest(&digest, Some(10_000)).expect("ingest");
+        first.write_all(&data[..4_000]).expect("write");
+        drop(first); // the connection dropped
+
+        let mut second = store.ingest(&digest, Some(10_000)).expect("resume");
+        assert_eq!(second.offset(), 4_000);
+        second.write_all(&data[4_000..]).expect("write rest");
+        second.commit().expect("verified");
+        assert_eq!(store.read_blob(&digest).expect("read"), data);
+    }
+
+    #[test]
+    fn non_sha256_digests_are_refused() {
+        let (_dir, store) = store();
+        let digest: Digest = format!("sha512:{}", "a".repeat(128))
+            .parse()
+            .expect("digest");
+        assert!(matches!(
+            store.blob_path(&digest),
+            Err(ContentError::UnsupportedAlgorithm { .. })
+        ));
+    }
+}

@@ -1,0 +1,5 @@
+//! The image service: content store (blobs by digest), remote (registry
+//! client and hosts.toml resolver), unpacked layer snapshots, metadata, import
+//! and garbage collection.
+
+pub mod content;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what berth needs on a fresh Debian 12 machine, from Debian's
+# packages only. Idempotent: it runs apt-get only when something is missing.
+#   scripts/install-deps.sh           runtime + test dependencies
+#   scripts/install-deps.sh --bench   also podman and containerd, to compare
+set -euo pipefail
+
+packages=(
+  runc crun nftables iproute2              # what the agent runs on
+  busybox-static skopeo docker-registry    # test and demo images, a real registry
+  containernetworking-plugins              # the cni driver's tests
+  curl jq                                  # demo and tests talk HTTP
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(podman containerd hyperfine)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d (if present) keeps the packages' own services (docker-registry
+  # on :5000, containerd) from starting: tests start their own, on loopback.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

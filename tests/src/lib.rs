@@ -1,0 +1,144 @@
+//! Shared test kit for berth's end-to-end tests: locate the built binaries,
+//! name kernel objects uniquely, wait for conditions with deadlines, and
+//! refuse to run privileged tests as non-root (loudly, never a silent pass).
+//!
+//! The binaries are built once per test run (`make test` runs
+//! `cargo build --workspace --bins` before `cargo nextest run`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Fails the test with a clear message unless it runs as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (namespaces, mounts, an OCI runtime); run it as root, e.g. `sudo make test`"
+    );
+}
+
+/// The workspace's target directory, honouring `CARGO_TARGET_DIR`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+fn built_binary(name: &str, env_override: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_override) {
+        return PathBuf::from(path);
+    }
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (make test does this)",
+        path.display()
+    );
+    path
+}
+
+/// The `berth` binary under test (`BERTH_BIN` overrides).
+pub fn berth_bin() -> PathBuf {
+    built_binary("berth", "BERTH_BIN")
+}
+
+/// The `berth-shim` binary under test (`BERTH_SHIM_BIN` overrides).
+pub fn shim_bin() -> PathBuf {
+    built_binary("berth-shim", "BERTH_SHIM_BIN")
+}
+
+/// A name unique to this test process, short enough for an interface name
+/// (IFNAMSIZ is 16 including the NUL): `<prefix><pid hex><counter hex>`.
+/// Every kernel object a test creates starts with `bt`, so a leak is easy to
+/// find and never collides with a real host object.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("bt{prefix}{:x}{n:x}", std::process::id());
+    assert!(
+        name.len() <= 15,
+        "name {name} is too long for a kernel object"
+    );
+    name
+}
+
+/// Polls `probe` until it returns `Some`, or fails the test after `timeout`
+/// naming what was awaited. This is the only way tests wait.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Runs `berth` with `args` and returns its output (any exit code).
+pub fn berth(args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .args(args)
+        .output()
+        .expect("spawning berth")
+}
+
+/// The three directories an agent under test uses, in one temp dir.
+pub struct TestDirs {
+    pub temp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+    pub manifests: PathBuf,
+}
+
+impl TestDirs {
+    pub fn new() -> Self {
+        let temp = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let root = temp.path().join("root");
+        let run_root = temp.path().join("run");
+        let manifests = temp.path().join("manifests");
+        for dir in [&root, &run_root, &manifests] {
+            std::fs::create_dir_all(dir).expect("creating test dirs");
+        }
+        Self {
+            temp,
+            root,
+            run_root,
+            manifests,
+        }
+    }
+
+    /// `berth --root .. --run-root .. --manifests .. <args>` as a Command.
+    pub fn berth_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--run-root")
+            .arg(&self.run_root)
+            .arg("--manifests")
+            .arg(&self.manifests)
+            .args(args);
+        cmd
+    }
+
+    /// Runs a berth CLI command against these directories.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_command(args).output().expect("spawning berth")
+    }
+}
+
+impl Default for TestDirs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
