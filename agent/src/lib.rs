@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod db;
 pub mod image;
 pub mod paths;
+pub mod source;
