@@ -27,3 +27,6 @@ impl Default for SourceConfig {
         }
     }
 }
+
+pub mod scan;
+pub mod watch;
