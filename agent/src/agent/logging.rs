@@ -17,8 +17,10 @@ pub fn init(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),

@@ -28,5 +28,6 @@ impl Default for SourceConfig {
     }
 }
 
+pub mod dir;
 pub mod scan;
 pub mod watch;

@@ -9,8 +9,9 @@
 //!   symlinks to directories are not (no loops, no escaping the tree), except
 //!   the manifest directory itself, which the caller resolves first;
 //! - only regular files are read (a FIFO would block the agent forever),
-//!   and at most `max_file_bytes + 1` bytes of each: the parser reports the
-//!   oversize file, the agent never holds a huge file in memory.
+//!   and files over `max_file_bytes` are not read at all (one that grows
+//!   while being read is cut at `max_file_bytes + 1` bytes, which the parser
+//!   reports as too large): the agent never holds a huge file in memory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -52,16 +53,19 @@ pub struct ScannedFile<C> {
 pub enum FileContent {
     /// Up to `max_file_bytes + 1` bytes and their SHA-256 (hex).
     Bytes { bytes: Vec<u8>, hash: String },
+    /// Larger than the limit: not read at all.
+    TooLarge { size: u64 },
     /// Exists but cannot be read; the message names the problem.
     Unreadable { message: String },
 }
 
 impl FileContent {
     /// Identity of the content for change detection.
-    pub fn fingerprint(&self) -> &str {
+    pub fn fingerprint(&self) -> String {
         match self {
-            FileContent::Bytes { hash, .. } => hash,
-            FileContent::Unreadable { message } => message,
+            FileContent::Bytes { hash, .. } => hash.clone(),
+            FileContent::TooLarge { size } => format!("too large: {size}"),
+            FileContent::Unreadable { message } => format!("unreadable: {message}"),
         }
     }
 }
@@ -144,6 +148,9 @@ fn read_bounded(path: &Path, max: u64) -> Option<FileContent> {
         Err(err) => return unreadable(format!("cannot open {}: {err}", path.display())),
     };
     match file.metadata() {
+        Ok(meta) if meta.is_file() && meta.len() > max => {
+            return Some(FileContent::TooLarge { size: meta.len() });
+        }
         Ok(meta) if meta.is_file() => {}
         Ok(_) => return unreadable(format!("{} is not a regular file", path.display())),
         Err(err) => return unreadable(format!("cannot stat {}: {err}", path.display())),
@@ -221,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_at_most_one_byte_past_the_limit_and_never_opens_fifos_blocking() {
+    fn skips_oversized_files_and_never_opens_fifos_blocking() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         fs::write(root.join("big.yaml"), vec![b'#'; 5000]).expect("write");
@@ -233,9 +240,7 @@ mod tests {
         symlink("fifo.yaml", root.join("link-to-fifo.yaml")).expect("symlink");
         let files = scan(root, 100, yaml_only).expect("scan");
         assert_eq!(names(&files), ["big.yaml", "link-to-fifo.yaml"]);
-        assert!(
-            matches!(&files[0].content, FileContent::Bytes { bytes, .. } if bytes.len() == 101)
-        );
+        assert_eq!(files[0].content, FileContent::TooLarge { size: 5000 });
         assert!(
             matches!(&files[1].content, FileContent::Unreadable { message } if message.contains("not a regular file")),
             "{:?}",
