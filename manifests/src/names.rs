@@ -157,6 +157,68 @@ pub fn label_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Linux capability names (without `CAP_`), as of Linux 6.x.
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Normalises a capability as written in a pod (`NET_ADMIN`, `CAP_NET_ADMIN`,
+/// `net_admin`) to the OCI form `CAP_NET_ADMIN`; `ALL` stays `ALL`.
+pub fn capability(name: &str) -> Result<String, String> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if bare == "ALL" {
+        return Ok("ALL".to_owned());
+    }
+    if CAPABILITIES.contains(&bare) {
+        return Ok(format!("CAP_{bare}"));
+    }
+    let hint = crate::fields::did_you_mean(bare, CAPABILITIES)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    Err(format!("`{name}` is not a Linux capability{hint}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +272,17 @@ mod tests {
         assert!(label_value("").is_ok());
         assert!(label_value("v1.2_3").is_ok());
         assert!(label_value("-x").is_err());
+    }
+
+    #[test]
+    fn capabilities_normalise_to_the_oci_form() {
+        assert_eq!(capability("NET_ADMIN").as_deref(), Ok("CAP_NET_ADMIN"));
+        assert_eq!(capability("CAP_SYS_TIME").as_deref(), Ok("CAP_SYS_TIME"));
+        assert_eq!(capability("all").as_deref(), Ok("ALL"));
+        assert!(
+            capability("NET_ADMN")
+                .expect_err("typo")
+                .contains("did you mean `NET_ADMIN`")
+        );
     }
 }

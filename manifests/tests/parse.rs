@@ -41,7 +41,7 @@ fn every_document_reports_its_own_problems_with_positions() {
         diagnostics("x.yaml", &text),
         [
             "x.yaml:9:7: error: unknown field `imagePulPolicy` in `spec.containers[0]`; did you mean `imagePullPolicy`?",
-            "x.yaml:11:26: error: invalid i32",
+            "x.yaml:11:26: error: `spec.containers[0].ports[0].containerPort`: expected a whole number (in range) (found `abc`)",
             "x.yaml:21:3: warning: `spec.priorityClassName` is a Kubernetes field that berth ignores",
             "x.yaml:23:7: error: unclosed bracket '['",
         ][..],

@@ -34,7 +34,7 @@ fn tables(kind: Kind) -> &'static Tables {
         Kind::ALL
             .into_iter()
             .map(|kind| {
-                let ours = FieldTable::from_schema(&crate::schema::schema_for(kind));
+                let ours = FieldTable::from_schema(&crate::schema::type_schema(kind));
                 let k8s = FieldTable::from_lines(
                     K8S_FIELDS
                         .lines()
@@ -51,6 +51,11 @@ fn tables(kind: Kind) -> &'static Tables {
         .find(|(k, _)| *k == kind)
         .expect("a table exists for every kind");
     tables
+}
+
+/// Kubernetes' fields for `kind` (empty for berth's own kinds).
+pub(crate) fn kubernetes_table(kind: Kind) -> &'static FieldTable {
+    &tables(kind).k8s
 }
 
 /// Where a subtree's fields are checked against.

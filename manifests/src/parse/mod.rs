@@ -215,8 +215,9 @@ fn parse_document(path: &Path, document: split::DocumentText<'_>) -> Document {
         Ok(object) => Some(object),
         Err(err) => {
             let (pos, message) = yaml_error(&err, document.first_line, out.line);
+            let (field, message) = name_the_field(&root, pos, message);
             out.diagnostics
-                .push(diag(pos, Severity::Error, None, message));
+                .push(diag(pos, Severity::Error, field, message));
             None
         }
     };
@@ -290,20 +291,65 @@ fn yaml_error(err: &serde_saphyr::Error, first_line: usize, fallback_line: usize
     (pos, improve_message(message))
 }
 
-/// Adds a suggestion to serde's "unknown variant `x`, expected one of `A`,
-/// `B`" messages.
+/// Rewords serde's terse messages and adds a suggestion to "unknown variant
+/// `x`, expected one of A, B".
 fn improve_message(message: String) -> String {
+    let plain = match message.as_str() {
+        "invalid i32" | "invalid i64" | "invalid u32" | "invalid u64" | "invalid u16" => {
+            Some("expected a whole number (in range)")
+        }
+        "expected sequence start" => Some("expected a list"),
+        "expected mapping start" => Some("expected a mapping"),
+        "invalid boolean (true or false expected)" => Some("expected true or false"),
+        _ => None,
+    };
+    if let Some(plain) = plain {
+        return plain.to_owned();
+    }
     let Some(rest) = message.strip_prefix("unknown variant `") else {
         return message;
     };
     let Some((input, expected)) = rest.split_once('`') else {
         return message;
     };
-    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let expected = expected
+        .trim_start_matches(", expected one of ")
+        .trim_start_matches(", expected ");
+    let candidates: Vec<&str> = expected.split(", ").map(|c| c.trim_matches('`')).collect();
     match crate::fields::did_you_mean(input, candidates.iter().copied()) {
         Some(suggestion) => format!("{message}; did you mean `{suggestion}`?"),
         None => message,
     }
+}
+
+/// Prefixes a type error with the field it is about and the value found.
+fn name_the_field(root: &Node, pos: Pos, message: String) -> (Option<String>, String) {
+    let Some((path, node)) = root.find_at(pos) else {
+        return (None, message);
+    };
+    let found = match &node.value {
+        Value::Scalar(tree::Scalar::Null) => " (found nothing)".to_owned(),
+        Value::Scalar(scalar) => {
+            let text = scalar.to_string();
+            if text.chars().count() > 40 || text.contains('\n') {
+                String::new()
+            } else {
+                format!(" (found `{text}`)")
+            }
+        }
+        Value::Seq(_) => " (found a list)".to_owned(),
+        Value::Map(_) => " (found a mapping)".to_owned(),
+    };
+    if path.is_empty() {
+        return (None, message);
+    }
+    if message.starts_with("missing field") {
+        return (Some(path.clone()), format!("{message} in `{path}`"));
+    }
+    if message.starts_with("unknown variant") {
+        return (Some(path.clone()), format!("`{path}`: {message}"));
+    }
+    (Some(path.clone()), format!("`{path}`: {message}{found}"))
 }
 
 /// Reads `apiVersion` and `kind` and checks they name a kind berth knows.

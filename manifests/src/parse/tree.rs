@@ -133,6 +133,39 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The path and node of the value that starts at `pos` (the deepest one),
+    /// for naming the field a type error is about.
+    pub fn find_at(&self, pos: Pos) -> Option<(String, &Node)> {
+        let mut found = None;
+        self.find_at_inner(pos, String::new(), &mut found);
+        found
+    }
+
+    fn find_at_inner<'a>(&'a self, pos: Pos, path: String, found: &mut Option<(String, &'a Node)>) {
+        if self.pos == pos {
+            *found = Some((path.clone(), self));
+        }
+        match &self.value {
+            Value::Scalar(_) => {}
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    item.find_at_inner(pos, format!("{path}[{i}]"), found);
+                }
+            }
+            Value::Map(entries) => {
+                for entry in entries {
+                    let child = join_key(&path, &entry.key);
+                    if entry.key_pos == pos {
+                        *found = Some((child.clone(), &entry.value));
+                    }
+                    entry.value.find_at_inner(pos, child, found);
+                }
+            }
+        }
+    }
+}
+
 /// One step of a field path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Segment<'a> {

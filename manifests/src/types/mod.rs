@@ -11,7 +11,7 @@
 //! Kubernetes-only → warning), which serde's `deny_unknown_fields` could not
 //! do with positions and warnings.
 
-mod config;
+pub(crate) mod config;
 mod image;
 mod meta;
 mod pod;

@@ -42,6 +42,7 @@ pub struct RegistrySpec {
     /// `ca`, `client`, … apply to the server). Default: the host itself
     /// (`docker.io` → `https://registry-1.docker.io`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "server_schema")]
     pub server: Option<RegistryHost>,
     /// Mirrors, tried in this order before `server`.
     #[serde(
@@ -50,6 +51,18 @@ pub struct RegistrySpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub hosts: Vec<RegistryHost>,
+}
+
+/// `server` is a URL string or a host mapping.
+fn server_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let host = generator.subschema_for::<RegistryHost>();
+    schemars::json_schema!({
+        "anyOf": [
+            { "type": "string", "description": "The upstream URL, e.g. `https://registry-1.docker.io`." },
+            host,
+            { "type": "null" }
+        ]
+    })
 }
 
 /// One endpoint: a mirror (`hosts` entry) or the upstream (`server`).
