@@ -152,6 +152,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_example_config_is_valid_and_matches_the_defaults_it_claims() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed toml block");
+        let config: AgentConfig =
+            toml::from_str(&readme[start..end]).expect("README config parses");
+        assert_eq!(config.source, crate::source::SourceConfig::default());
+        assert_eq!(
+            config.controller,
+            crate::controller::ControllerConfig::default()
+        );
+    }
+
+    #[test]
     fn sections_parse_from_kebab_case_toml_and_unknown_keys_are_errors() {
         let config: AgentConfig = toml::from_str(
             "[source]\nresync-interval = \"30s\"\ndebounce = \"100ms\"\n[controller]\nworkers = 2\n",

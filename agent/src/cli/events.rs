@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use super::status::{print_rows, truncate};
+use super::status::{finish_output, print_rows, truncate};
 use super::{GlobalArgs, OutputFormat};
 use crate::config::duration;
 use crate::status::events::{Event, read_events};
@@ -42,11 +42,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let events = select(events, &args, SystemTime::now());
     let mut out = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &events)?;
-            writeln!(out)?;
-        }
+    let printed = match args.output {
+        OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &events)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
         OutputFormat::Table => {
             let rows: Vec<[String; 5]> = events
                 .iter()
@@ -64,10 +63,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 &mut out,
                 &["TIME", "TYPE", "SUBJECT", "REASON", "MESSAGE"],
                 &rows,
-            )?;
+            )
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    finish_output(printed)
 }
 
 fn select(events: Vec<Event>, args: &Args, now: SystemTime) -> Vec<Event> {

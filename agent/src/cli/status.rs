@@ -34,20 +34,30 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let running = lock::is_held(&paths.agent_lock())
         .with_context(|| format!("checking agent lock {}", paths.agent_lock().display()))?;
     let mut out = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(
-                &mut out,
-                &JsonStatus {
-                    agent_running: running,
-                    status: &doc,
-                },
-            )?;
-            writeln!(out)?;
+    let printed = match args.output {
+        OutputFormat::Json => serde_json::to_writer_pretty(
+            &mut out,
+            &JsonStatus {
+                agent_running: running,
+                status: &doc,
+            },
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out)),
+        OutputFormat::Table => print_table(&mut out, &doc, running),
+    };
+    finish_output(printed)
+}
+
+/// A reader that went away (`berth status | head`) is not an error.
+pub fn finish_output(printed: std::io::Result<()>) -> anyhow::Result<ExitCode> {
+    match printed {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => {
+            other.context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
         }
-        OutputFormat::Table => print_table(&mut out, &doc, running)?,
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads the status file, or explains why there is none.
@@ -61,7 +71,7 @@ pub fn load(status_file: &Path, run_root: &Path) -> anyhow::Result<StatusDocumen
     })
 }
 
-fn print_table(out: &mut impl Write, doc: &StatusDocument, running: bool) -> anyhow::Result<()> {
+fn print_table(out: &mut impl Write, doc: &StatusDocument, running: bool) -> std::io::Result<()> {
     let agent = &doc.agent;
     let state = match (running, agent.state) {
         (true, AgentState::Starting) => "starting".to_owned(),
