@@ -303,6 +303,7 @@ mod tests {
                 bytes: text.as_bytes().to_vec(),
                 hash: hex::encode(Sha256::digest(text.as_bytes())),
             },
+            symlink_target: None,
         }
     }
 
@@ -476,6 +477,7 @@ mod tests {
             content: FileContent::Unreadable {
                 message: "cannot open /etc/agent.d/a.yaml: Permission denied".into(),
             },
+            symlink_target: None,
         };
         let state = store.update(vec![unreadable]).expect("unreadable");
         assert!(state.get(&key("x")).is_some());

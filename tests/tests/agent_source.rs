@@ -479,3 +479,42 @@ fn sighup_resyncs_sigterm_stops_cleanly_and_readiness_reaches_systemd() {
     assert!(agent.stop().success(), "SIGTERM is a clean exit");
     assert_eq!(count_events(&dirs, "agent", "Stopped"), 1);
 }
+
+#[test]
+fn a_missing_manifest_directory_is_a_clear_start_error() {
+    let dirs = TestDirs::new();
+    fs::remove_dir(&dirs.manifests).expect("rmdir");
+    let mut agent = AgentProcess::start(&dirs, &[]);
+    assert!(!agent.wait_exit(REACT).success());
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("manifest directory {}", dirs.manifests.display())),
+        "{log}"
+    );
+    assert!(log.contains("does not exist"), "{log}");
+}
+
+#[test]
+fn a_vanished_manifest_directory_keeps_the_last_state_until_it_returns() {
+    let dirs = TestDirs::new();
+    fs::write(dirs.manifests.join("a.yaml"), config_map("a", &["x"])).expect("write");
+    let agent = AgentProcess::start_ready(&dirs, &[]);
+    let moved = dirs.temp.path().join("moved-away");
+    fs::rename(&dirs.manifests, &moved).expect("move the directory away");
+    let status = agent.wait_for_status(&dirs, "the source error", |s| {
+        s["agent"]["sourceError"].as_str().is_some()
+    });
+    assert!(
+        status["agent"]["sourceError"]
+            .as_str()
+            .is_some_and(|e| e.contains("keeping the last desired state")),
+        "{status:#}"
+    );
+    assert_eq!(names_of(&status, "ConfigMap"), ["a"], "nothing deleted");
+
+    fs::rename(&moved, &dirs.manifests).expect("move it back");
+    fs::write(dirs.manifests.join("b.yaml"), config_map("b", &["x"])).expect("write");
+    agent.wait_for_status(&dirs, "recovery", |s| {
+        s["agent"]["sourceError"].is_null() && names_of(s, "ConfigMap") == ["a", "b"]
+    });
+}

@@ -164,15 +164,19 @@ impl DirSource {
                 manifests::MAX_FILE_BYTES,
                 manifests::classify_path,
             )?;
-            // A git-sync style swap during the scan may have removed files
-            // under our feet: only a scan of a target that is still the
-            // current one after the scan is consistent.
+            // A swap during the scan (git-sync replacing the directory, a
+            // ConfigMap volume replacing `..data`) may have mixed two
+            // versions or removed files under our feet: only a scan whose
+            // directory and symlinks still resolve the same way after it is
+            // consistent.
             let after = self.resolve()?;
-            if after == resolved && dir_identity(&after) == identity || attempt >= MAX_SCAN_ATTEMPTS
-            {
+            let consistent = after == resolved
+                && dir_identity(&after) == identity
+                && scan::symlinks_unchanged(&resolved, &scanned);
+            if consistent || attempt >= MAX_SCAN_ATTEMPTS {
                 break scanned;
             }
-            debug!(from = %resolved.display(), to = %after.display(), "manifest directory moved during the scan; rescanning");
+            debug!(from = %resolved.display(), to = %after.display(), "manifest directory changed during the scan; rescanning");
             resolved = after;
             attempt += 1;
         };

@@ -47,6 +47,8 @@ pub struct ScannedFile<C> {
     /// What `classify` said it is.
     pub class: C,
     pub content: FileContent,
+    /// For a symlink: where it resolved when it was read.
+    pub symlink_target: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,10 @@ pub fn scan<C>(
             if file_type.is_symlink() && fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
+            let symlink_target = file_type
+                .is_symlink()
+                .then(|| fs::canonicalize(&path).ok())
+                .flatten();
             let Some(content) = read_bounded(&path, max_file_bytes) else {
                 continue;
             };
@@ -122,6 +128,7 @@ pub fn scan<C>(
                 relative,
                 class,
                 content,
+                symlink_target,
             });
             if found.len() > MAX_FILES {
                 return Err(ScanError::TooManyFiles {
@@ -132,6 +139,16 @@ pub fn scan<C>(
     }
     found.sort_by(|a, b| a.relative.cmp(&b.relative));
     Ok(found)
+}
+
+/// Whether every symlinked file of a scan still resolves where it did. A
+/// Kubernetes `..data` swap between reading two files changes this, and the
+/// scan mixed two versions: the caller scans again.
+pub fn symlinks_unchanged<C>(root: &Path, files: &[ScannedFile<C>]) -> bool {
+    files.iter().all(|file| match &file.symlink_target {
+        Some(target) => fs::canonicalize(root.join(&file.relative)).ok().as_ref() == Some(target),
+        None => true,
+    })
 }
 
 /// Reads at most `max + 1` bytes of a regular file; `None` if it is gone.
@@ -213,6 +230,23 @@ mod tests {
         assert!(
             matches!(&files[0].content, FileContent::Bytes { bytes, .. } if bytes == b"v: 1\n")
         );
+    }
+
+    #[test]
+    fn a_data_swap_after_the_scan_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for version in ["..v1", "..v2"] {
+            fs::create_dir(root.join(version)).expect("mkdir");
+            fs::write(root.join(version).join("b.yaml"), version).expect("write");
+        }
+        symlink("..v1", root.join("..data")).expect("symlink");
+        symlink("..data/b.yaml", root.join("b.yaml")).expect("symlink");
+        let files = scan(root, 1024, yaml_only).expect("scan");
+        assert!(symlinks_unchanged(root, &files));
+        symlink("..v2", root.join("..data_tmp")).expect("symlink");
+        fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+        assert!(!symlinks_unchanged(root, &files));
     }
 
     #[test]
