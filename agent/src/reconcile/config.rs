@@ -14,13 +14,6 @@ pub struct SecretReconciler;
 /// Lists at most this many key names in a ConfigMap's message.
 const MAX_LISTED_KEYS: usize = 8;
 
-fn wrong_kind(desired: &DesiredObject) -> ReconcileError {
-    ReconcileError::Failed(format!(
-        "{} does not hold a {} object",
-        desired.key, desired.key.kind
-    ))
-}
-
 fn keys_message(count: usize, names: Option<Vec<&str>>) -> String {
     let noun = if count == 1 { "key" } else { "keys" };
     match names {
@@ -42,7 +35,7 @@ impl ObjectReconciler for ConfigMapReconciler {
         desired: &DesiredObject,
     ) -> Result<Applied, ReconcileError> {
         let Object::ConfigMap(config_map) = desired.object.as_ref() else {
-            return Err(wrong_kind(desired));
+            return Err(ReconcileError::wrong_kind(desired));
         };
         let mut names: Vec<&str> = config_map
             .data
@@ -70,7 +63,7 @@ impl ObjectReconciler for SecretReconciler {
         desired: &DesiredObject,
     ) -> Result<Applied, ReconcileError> {
         let Object::Secret(secret) = desired.object.as_ref() else {
-            return Err(wrong_kind(desired));
+            return Err(ReconcileError::wrong_kind(desired));
         };
         Ok(Applied::new(
             Phase::Ready,

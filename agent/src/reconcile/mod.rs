@@ -90,6 +90,17 @@ pub enum ReconcileError {
     Subsystem(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl ReconcileError {
+    /// The dispatcher routed an object to the wrong kind's reconciler (a
+    /// bug, reported rather than panicking).
+    pub fn wrong_kind(desired: &DesiredObject) -> Self {
+        Self::Failed(format!(
+            "{} does not hold a {} object",
+            desired.key, desired.key.kind
+        ))
+    }
+}
+
 /// The per-kind reconciler (see the module docs for the contract).
 pub trait ObjectReconciler: Send + Sync + 'static {
     fn apply(
@@ -231,5 +242,96 @@ impl Reconciler for Reconcilers {
         keys.sort();
         keys.dedup();
         keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::desired::DesiredStore;
+    use crate::desired::generations::Generations;
+    use crate::source::scan::{FileContent, ScannedFile};
+    use crate::status::{AgentInfo, AgentState};
+
+    fn scanned(relative: &str, text: &str) -> ScannedFile<manifests::ManifestFile> {
+        ScannedFile {
+            relative: relative.into(),
+            class: manifests::classify_path(Path::new(relative)).expect("manifest path"),
+            content: FileContent::Bytes {
+                bytes: text.as_bytes().to_vec(),
+                hash: hex::encode(Sha256::digest(text.as_bytes())),
+            },
+            symlink_target: None,
+        }
+    }
+
+    const SECRET: &str =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n";
+
+    #[tokio::test]
+    async fn apply_reports_status_and_a_vanished_object_is_cleaned_up_and_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = DesiredStore::new(Path::new("/m"), Generations::in_memory());
+        let state = store
+            .update(vec![scanned("s.yaml", SECRET)])
+            .expect("state");
+        let (publish, desired) = watch::channel(state);
+        let status = StatusStore::new(
+            AgentInfo {
+                pid: 1,
+                version: "test".into(),
+                state: AgentState::Starting,
+                started_at: String::new(),
+                updated_at: String::new(),
+                manifests: "/m".into(),
+                resolved_manifests: None,
+                desired_revision: 0,
+                source_error: None,
+            },
+            None,
+        );
+        let events_path = dir.path().join("events.jsonl");
+        let (observed, _observed_rx) = mpsc::channel(1);
+        let reconcilers = Reconcilers::new(Context {
+            desired,
+            status: status.clone(),
+            events: EventLog::open(events_path.clone(), 100),
+            observed,
+        });
+        let key = ObjectKey::new(Kind::Secret, "default", "db");
+
+        let action = reconcilers.reconcile(&key).await.expect("apply");
+        assert_eq!(action, Action::await_change());
+        let reported = status.get(&key).expect("status");
+        assert_eq!(
+            (reported.phase, reported.message.as_str()),
+            (Phase::Ready, "1 key")
+        );
+        assert_eq!(reconcilers.relist().await, vec![key.clone()]);
+
+        publish.send_replace(store.update(Vec::new()).expect("file deleted"));
+        assert_eq!(
+            reconcilers.relist().await,
+            vec![key.clone()],
+            "still has a status"
+        );
+        reconcilers.reconcile(&key).await.expect("cleanup");
+        assert!(status.get(&key).is_none());
+        assert!(reconcilers.relist().await.is_empty());
+
+        let saved = dir.path().join("status.json");
+        status.save(&saved).expect("save");
+        let log = std::fs::read_to_string(&events_path).expect("events");
+        assert!(log.contains("\"Deleted\""), "{log}");
+        for text in [log, std::fs::read_to_string(&saved).expect("status")] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("password"),
+                "{text}"
+            );
+        }
     }
 }

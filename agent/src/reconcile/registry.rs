@@ -17,10 +17,7 @@ impl ObjectReconciler for RegistryReconciler {
         desired: &DesiredObject,
     ) -> Result<Applied, ReconcileError> {
         let Object::Registry(registry) = desired.object.as_ref() else {
-            return Err(ReconcileError::Failed(format!(
-                "{} does not hold a Registry",
-                desired.key
-            )));
+            return Err(ReconcileError::wrong_kind(desired));
         };
         let hosts = registry.spec.hosts.len();
         let message = match (&registry.spec.server, hosts) {
