@@ -98,6 +98,21 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> ParsedFile {
     // indentation. Outside strings a tab can only be whitespace in JSON, and
     // inside strings it must be escaped, so swapping them for spaces changes
     // nothing but keeps every column.
+    if is_json {
+        // YAML accepts more than JSON (trailing commas, comments); a `.json`
+        // file must be JSON, as kubectl requires.
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            parsed.diagnostics.push(Diagnostic {
+                file: path.to_owned(),
+                line: err.line().max(1),
+                column: err.column().max(1),
+                severity: Severity::Error,
+                field: None,
+                message: format!("invalid JSON: {}", json_error_message(&err)),
+            });
+            return parsed;
+        }
+    }
     let text = if is_json {
         text.replace('\t', " ")
     } else {
@@ -109,8 +124,18 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> ParsedFile {
     parsed
 }
 
+/// serde_json's message without its " at line X column Y" suffix.
+fn json_error_message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
 /// The file as UTF-8 text, or the reason it cannot be parsed at all.
-pub(crate) fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
+pub(crate)
+ fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
     let file_error = |line, column, message: String| {
         Box::new(Diagnostic {
             file: path.to_owned(),
@@ -138,19 +163,29 @@ pub(crate) fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box
     })
 }
 
+/// Parser limits. A manifest is at most 4 MiB; these bound what a small
+/// document can expand into (alias bombs) and how deep it may nest, so
+/// hostile input costs milliseconds and a few MiB, never a crash.
+pub const MAX_DEPTH: usize = 64;
+pub const MAX_NODES: usize = 200_000;
+/// Values replayed through aliases (`*name`) per document.
+pub const MAX_ALIAS_REPLAY: usize = 10_000;
+
 fn yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! {
+    let mut options = serde_saphyr::options! {
         // YAML 1.2 core booleans: `no`, `on`, `y` stay strings.
         strict_booleans: true,
         budget: serde_saphyr::budget! {
-            max_depth: 64,
-            max_nodes: 200_000,
+            max_depth: MAX_DEPTH,
+            max_nodes: MAX_NODES,
             max_total_scalar_bytes: 8 * 1024 * 1024,
             max_aliases: 1_000,
             max_anchors: 1_000,
             max_documents: 1,
         },
-    }
+    };
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY;
+    options
 }
 
 /// Parses one document into a [`Document`].
@@ -242,7 +277,11 @@ fn typed<T: DeserializeOwned>(
     text: &str,
     wrap: fn(T) -> Object,
 ) -> Result<Object, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options::<T>(text, yaml_options()).map(wrap)
+    let mut options = yaml_options();
+    // Like the API server: `value: 1` or `args: [3600]` where a string
+    // belongs is an error (quote it), not a silent conversion.
+    options.no_schema = true;
+    serde_saphyr::from_str_with_options::<T>(text, options).map(wrap)
 }
 
 /// Turns an issue's field path into a positioned diagnostic.
@@ -261,9 +300,12 @@ pub(crate) fn issue_diagnostic(path: &Path, root: &Node, issue: Issue) -> Diagno
 /// The position and message of a serde-saphyr error, in file coordinates.
 fn yaml_error(err: &serde_saphyr::Error, first_line: usize, fallback_line: usize) -> (Pos, String) {
     use serde_saphyr::MessageFormatter as _;
-    let message = serde_saphyr::UserMessageFormatter
-        .format_message(err)
-        .into_owned();
+    let message = match budget_breach(err) {
+        Some(message) => message,
+        None => serde_saphyr::UserMessageFormatter
+            .format_message(err)
+            .into_owned(),
+    };
     // Messages may quote input; keep control characters out of the terminal.
     let message: String = message
         .chars()
@@ -291,6 +333,43 @@ fn yaml_error(err: &serde_saphyr::Error, first_line: usize, fallback_line: usize
     (pos, improve_message(message))
 }
 
+/// A plain sentence for a breached parsing budget (alias bombs, deep
+/// nesting, huge documents).
+fn budget_breach(err: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    let mut err = err;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = err
+    {
+        err = error;
+    }
+    let breach = match err {
+        serde_saphyr::Error::Budget { breach, .. } => breach,
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+        | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+        | serde_saphyr::Error::AliasReplayCounterOverflow { .. } => {
+            return Some(format!(
+                "document refused: its aliases expand to more than {MAX_ALIAS_REPLAY} values (an alias bomb such as \"billion laughs\")"
+            ));
+        }
+        _ => return None,
+    };
+
+    let why = match breach {
+        BudgetBreach::Depth { .. } => format!("it nests deeper than {MAX_DEPTH} levels"),
+        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
+            format!("it has more than {MAX_NODES} values")
+        }
+
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. } => "it uses too many anchors or aliases".to_owned(),
+        BudgetBreach::ScalarBytes { .. } => "its text values add up to more than 8 MiB".to_owned(),
+        other => format!("it breaks a parser limit ({other:?})"),
+    };
+    Some(format!("document refused: {why}"))
+}
+
 /// Rewords serde's terse messages and adds a suggestion to "unknown variant
 /// `x`, expected one of A, B".
 fn improve_message(message: String) -> String {
@@ -301,6 +380,11 @@ fn improve_message(message: String) -> String {
         "expected sequence start" => Some("expected a list"),
         "expected mapping start" => Some("expected a mapping"),
         "invalid boolean (true or false expected)" => Some("expected true or false"),
+        "recursion limit exceeded" => Some("document refused: it nests too deeply"),
+        "value requires quoting" => {
+            Some("a number or true/false where text belongs: quote it, as Kubernetes requires")
+        }
+
         _ => None,
     };
     if let Some(plain) = plain {
@@ -324,6 +408,14 @@ fn improve_message(message: String) -> String {
 
 /// Prefixes a type error with the field it is about and the value found.
 fn name_the_field(root: &Node, pos: Pos, message: String) -> (Option<String>, String) {
+    if message.starts_with("missing field") {
+        return match root.mapping_at(pos) {
+            Some(path) if !path.is_empty() => {
+                (Some(path.clone()), format!("{message} in `{path}`"))
+            }
+            _ => (None, format!("{message} at the top level")),
+        };
+    }
     let Some((path, node)) = root.find_at(pos) else {
         return (None, message);
     };
@@ -342,9 +434,6 @@ fn name_the_field(root: &Node, pos: Pos, message: String) -> (Option<String>, St
     };
     if path.is_empty() {
         return (None, message);
-    }
-    if message.starts_with("missing field") {
-        return (Some(path.clone()), format!("{message} in `{path}`"));
     }
     if message.starts_with("unknown variant") {
         return (Some(path.clone()), format!("`{path}`: {message}"));

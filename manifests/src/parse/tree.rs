@@ -40,7 +40,8 @@ impl fmt::Display for Scalar {
             Scalar::Null => f.write_str("null"),
             Scalar::Bool(b) => write!(f, "{b}"),
             Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Float(x) => write!(f, "{x:?}"),
+
             Scalar::Str(s) => f.write_str(s),
         }
     }
@@ -140,6 +141,35 @@ impl Node {
         let mut found = None;
         self.find_at_inner(pos, String::new(), &mut found);
         found
+    }
+
+    /// The path of the mapping that a "missing field" error at `pos` is
+    /// about: a mapping starting there, or the mapping holding a key there.
+    pub fn mapping_at(&self, pos: Pos) -> Option<String> {
+        let mut found = None;
+        self.mapping_at_inner(pos, String::new(), &mut found);
+        found
+    }
+
+    fn mapping_at_inner(&self, pos: Pos, path: String, found: &mut Option<String>) {
+        match &self.value {
+            Value::Scalar(_) => {}
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    item.mapping_at_inner(pos, format!("{path}[{i}]"), found);
+                }
+            }
+            Value::Map(entries) => {
+                if self.pos == pos || entries.iter().any(|e| e.key_pos == pos) {
+                    *found = Some(path.clone());
+                }
+                for entry in entries {
+                    entry
+                        .value
+                        .mapping_at_inner(pos, join_key(&path, &entry.key), found);
+                }
+            }
+        }
     }
 
     fn find_at_inner<'a>(&'a self, pos: Pos, path: String, found: &mut Option<(String, &'a Node)>) {

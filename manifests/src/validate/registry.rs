@@ -97,9 +97,13 @@ fn validate_host(path: &str, host: &RegistryHost, check_url: bool, issues: &mut 
 
 /// `scheme://host[:port][/path]` with one of `schemes`.
 fn url(text: &str, schemes: &[&str]) -> Result<(), String> {
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| format!("expected {}://host[:port]", schemes.join(" or ")))?;
+    let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+        format!(
+            "expected scheme://host[:port] with scheme {}",
+            schemes.join(" or ")
+        )
+    })?;
+
     if !schemes.contains(&scheme) {
         return Err(format!(
             "scheme `{scheme}` is not one of {}",
