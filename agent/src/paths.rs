@@ -20,6 +20,7 @@
 //! agent.lock                    held by the running agent
 //! status.json                   object status, written atomically by the agent
 //! events.jsonl                  bounded event log
+//! events.jsonl.1                the previous, rotated event log
 //! bundles/<id>/                 OCI bundle: config.json, rootfs/ (overlay mountpoint)
 //! shims/<id>/                   shim state: shim.pid, container.pid, exit.json
 //! netns/<pod-id>                bind-mounted network namespaces

@@ -142,3 +142,4 @@ impl Default for TestDirs {
         Self::new()
     }
 }
+pub mod agent;
