@@ -1,1 +1,4 @@
-//! placeholder
+//! berth's pod networking: namespace files, and the network drivers behind
+//! one trait (`bridge` over netlink, `host`, `none`, `cni`).
+
+pub mod ns;
