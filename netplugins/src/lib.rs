@@ -1,8 +1,13 @@
 //! berth's pod networking: namespace files, and the network drivers behind
 //! one trait (`bridge` over netlink, `host`, `none`, `cni`).
 
+pub mod bridge;
+pub mod cni;
 pub mod dns;
+pub mod driver;
 pub mod firewall;
 pub mod ipam;
+pub mod netlink;
 pub mod ns;
 pub mod ports;
+mod sysctl;
