@@ -19,6 +19,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::dns;
+pub use crate::driver::Environment;
 use crate::driver::{
     self, CleanupReport, IpConfig, NetError, NetworkDriver, NetworkStatus, PodNetwork, blocking,
     netns_path, setup_failed, teardown_result,
@@ -71,17 +72,6 @@ impl Default for BridgeConfig {
             nft_table: "berth".to_string(),
         }
     }
-}
-
-/// Where drivers keep their files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Environment {
-    /// The agent's SQLite database (`<root>/berth.db`).
-    pub database: PathBuf,
-    /// Network namespace files (`<run-root>/netns`).
-    pub netns_dir: PathBuf,
-    /// CNI result cache (`<root>/cni-cache`); only the cni driver uses it.
-    pub cni_cache_dir: PathBuf,
 }
 
 /// Points in [`BridgeDriver::setup`] a test hook can observe (and crash at).

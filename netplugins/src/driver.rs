@@ -35,6 +35,17 @@ pub struct PodNetwork {
     pub host_aliases: Vec<HostAlias>,
 }
 
+/// Where drivers keep their files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// The agent's SQLite database (`<root>/berth.db`).
+    pub database: PathBuf,
+    /// Network namespace files (`<run-root>/netns`).
+    pub netns_dir: PathBuf,
+    /// CNI result cache (`<root>/cni-cache`); only the cni driver uses it.
+    pub cni_cache_dir: PathBuf,
+}
+
 /// One address of the pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
