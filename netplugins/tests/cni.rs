@@ -6,112 +6,11 @@ mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 
-use berth_e2e::{require_root, unique_name};
-use netplugins::cni::{CniConfig, CniDriver};
+use berth_e2e::require_root;
 use netplugins::driver::NetworkDriver;
 use netplugins::ports::Protocol;
-use support::{TestNet, host_port, pod, tcp_ask, tcp_echo};
-
-/// A CNI network of the test's own; its bridge is deleted on drop (the
-/// bridge plugin leaves it on DEL, as it should for other pods).
-struct CniNet {
-    net: TestNet,
-    bridge: String,
-    config: CniConfig,
-}
-
-impl CniNet {
-    fn new() -> Self {
-        let net = TestNet::new();
-        let bridge = unique_name("cni");
-        let conflist = net.dir.path().join("test.conflist");
-        let list = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": net.config.network,
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": net.config.subnet.to_string()}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": net.dir.path().join("host-local").display().to_string()
-                    }
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}}
-            ]
-        });
-        std::fs::write(&conflist, serde_json::to_vec_pretty(&list).expect("json"))
-            .expect("write conflist");
-        let config = CniConfig {
-            conflist,
-            ..CniConfig::default()
-        };
-        CniNet {
-            net,
-            bridge,
-            config,
-        }
-    }
-
-    async fn driver(&self) -> CniDriver {
-        CniDriver::new(self.config.clone(), self.net.env.clone())
-            .await
-            .expect("cni driver")
-    }
-
-    /// Ports of the CNI bridge (the pods' host-side veths).
-    fn bridge_ports(&self) -> usize {
-        let out = Command::new("ip")
-            .args(["-o", "link", "show", "master", &self.bridge])
-            .output()
-            .expect("ip");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    }
-
-    /// Address leases host-local keeps on disk.
-    fn host_local_leases(&self) -> usize {
-        let dir = self
-            .net
-            .dir
-            .path()
-            .join("host-local")
-            .join(&self.net.config.network);
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok())
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for CniNet {
-    /// DEL every pod the cache still knows (a failed test leaves iptables
-    /// rules and host-local leases otherwise), then delete the bridge.
-    fn drop(&mut self) {
-        let (config, env) = (self.config.clone(), self.net.env.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(driver) = CniDriver::new(config, env).await {
-                    let _ = driver.cleanup_orphans(&Default::default()).await;
-                }
-            });
-        })
-        .join();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
-}
+use support::{CniNet, host_port, pod, tcp_ask, tcp_echo};
 
 fn cache_files(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("results"))

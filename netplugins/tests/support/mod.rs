@@ -6,14 +6,15 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netplugins::bridge::{BridgeConfig, BridgeDriver, Environment};
-use netplugins::driver::PodNetwork;
+use netplugins::cni::{CniConfig, CniDriver};
+use netplugins::driver::{NetworkDriver, PodNetwork};
 use netplugins::ns::{self, NsKind};
 use netplugins::ports::{PortMapping, Protocol};
 
@@ -313,4 +314,103 @@ pub fn udp_ask(to: SocketAddr, message: &str) -> std::io::Result<String> {
         }
     }
     Err(last_err.expect("at least one attempt"))
+}
+
+/// A CNI network of the test's own; its bridge is deleted on drop (the
+/// bridge plugin leaves it on DEL, as it should for other pods).
+pub struct CniNet {
+    pub net: TestNet,
+    pub bridge: String,
+    pub config: CniConfig,
+}
+
+impl CniNet {
+    pub fn new() -> Self {
+        let net = TestNet::new();
+        let bridge = berth_e2e::unique_name("cni");
+        let conflist = net.dir.path().join("test.conflist");
+        let list = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": net.config.network,
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": net.config.subnet.to_string()}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": net.dir.path().join("host-local").display().to_string()
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        std::fs::write(&conflist, serde_json::to_vec_pretty(&list).expect("json"))
+            .expect("write conflist");
+        let config = CniConfig {
+            conflist,
+            ..CniConfig::default()
+        };
+        CniNet {
+            net,
+            bridge,
+            config,
+        }
+    }
+
+    pub async fn driver(&self) -> CniDriver {
+        CniDriver::new(self.config.clone(), self.net.env.clone())
+            .await
+            .expect("cni driver")
+    }
+
+    /// Ports of the CNI bridge (the pods' host-side veths).
+    pub fn bridge_ports(&self) -> usize {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
+    /// Address leases host-local keeps on disk.
+    pub fn host_local_leases(&self) -> usize {
+        let dir = self
+            .net
+            .dir
+            .path()
+            .join("host-local")
+            .join(&self.net.config.network);
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok())
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for CniNet {
+    /// DEL every pod the cache still knows (a failed test leaves iptables
+    /// rules and host-local leases otherwise), then delete the bridge.
+    fn drop(&mut self) {
+        let (config, env) = (self.config.clone(), self.net.env.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(driver) = CniDriver::new(config, env).await {
+                    let _ = driver.cleanup_orphans(&Default::default()).await;
+                }
+            });
+        })
+        .join();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
 }
