@@ -180,6 +180,33 @@ impl BridgeConfig {
     }
 }
 
+/// Refuses a subnet that overlaps a route of another interface (a LAN, a
+/// VPN, docker0, podman's cni-podman0…): pods would shadow those hosts.
+async fn check_subnet_is_free(
+    host: &Netlink,
+    config: &BridgeConfig,
+    subnet: Ipv4Net,
+) -> Result<(), NetError> {
+    let links = host.links().await?;
+    let name_of = |index: Option<u32>| {
+        index
+            .and_then(|i| links.iter().find(|l| l.index == i))
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| "?".to_string())
+    };
+    for (route, oif) in host.ipv4_routes().await? {
+        let overlaps = route.contains(&subnet.network()) || subnet.contains(&route.network());
+        let interface = name_of(oif);
+        if overlaps && interface != config.bridge {
+            return Err(config_err(format!(
+                "subnet {subnet} overlaps the route to {route} on {interface}; choose another subnet for bridge {}",
+                config.bridge
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// FNV-1a: a stable hash (std's hasher may change between releases, and
 /// veth names must stay the same across agent upgrades).
 fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -198,6 +225,7 @@ impl BridgeDriver {
         let database = env.database.clone();
         let store = Arc::new(blocking(move || Ok(IpamStore::open(&database)?)).await?);
         let host = Netlink::connect()?;
+        check_subnet_is_free(&host, &config, pool.subnet()).await?;
         let startup_warnings = firewall::detect_foreign_forward_drops(&config.nft_table)
             .await?
             .iter()
@@ -457,6 +485,13 @@ impl BridgeDriver {
         if !addresses.iter().any(|(ip, _)| *ip == IpAddr::V4(address)) {
             return Err(problem(format!(
                 "{POD_INTERFACE} lost its address {address}"
+            )));
+        }
+        // A firewall reload (`nft flush ruleset`) takes NAT and host ports away.
+        if !firewall::table_exists(&self.config.nft_table).await? {
+            return Err(problem(format!(
+                "nftables table ip {} is gone (was the firewall reloaded?)",
+                self.config.nft_table
             )));
         }
         Ok(())

@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteType};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
 };
@@ -281,6 +284,42 @@ impl Netlink {
                     AddressAttribute::Address(ip) => Some((*ip, msg.header.prefix_len)),
                     _ => None,
                 })
+            })
+            .collect())
+    }
+
+    /// The main table's IPv4 unicast routes to a network (not the default
+    /// route), with their output link.
+    pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>, NetlinkError> {
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.fail("listing routes"))?;
+        Ok(msgs
+            .iter()
+            .filter(|msg| {
+                msg.header.table == RouteHeader::RT_TABLE_MAIN
+                    && msg.header.kind == RouteType::Unicast
+            })
+            .filter(|msg| msg.header.destination_prefix_length > 0)
+            .filter_map(|msg| {
+                let mut destination = None;
+                let mut oif = None;
+                for attr in &msg.attributes {
+                    match attr {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                            destination = Some(*ip)
+                        }
+                        RouteAttribute::Oif(index) => oif = Some(*index),
+                        _ => {}
+                    }
+                }
+                let net = Ipv4Net::new(destination?, msg.header.destination_prefix_length).ok()?;
+                Some((net, oif))
             })
             .collect())
     }

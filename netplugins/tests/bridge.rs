@@ -217,6 +217,13 @@ async fn setup_converges_when_run_again_and_check_notices_damage() {
     let reply = tcp_ask(None, SocketAddr::new(pod_ip(&repaired), 80), "ok").expect("reachable");
     assert_eq!(reply, "r:ok");
 
+    // A firewall reload drops the table: check says so, setup restores it.
+    support::run("nft", &["delete", "table", "ip", &net.config.nft_table]);
+    let err = driver.check(&pod("again")).await.expect_err("table gone");
+    assert!(err.to_string().contains(&net.config.nft_table), "{err}");
+    driver.setup(&pod("again")).await.expect("restore");
+    driver.check(&pod("again")).await.expect("restored");
+
     driver.teardown(&pod("again")).await.expect("teardown");
     driver
         .teardown(&pod("again"))
@@ -224,4 +231,85 @@ async fn setup_converges_when_run_again_and_check_notices_damage() {
         .expect("teardown again is fine");
     let err = driver.check(&pod("again")).await.expect_err("gone");
     assert!(err.to_string().contains("lease"), "{err}");
+}
+
+/// CVE-2020-8558: with `route_localnet=1` on the bridge, a pod that crafts
+/// packets to 127.0.0.1 (raw sockets, or its own routes) would reach
+/// services the host binds to localhost only. The table's input rule stops
+/// that; without it the same connection goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_cannot_reach_the_hosts_localhost_services() {
+    require_root();
+    let net = TestNet::new();
+    let driver = net.driver().await;
+    let status = driver.setup(&pod("prober")).await.expect("setup");
+    let netns = status.netns.clone().expect("netns");
+    let ns_arg = format!("--net={}", netns.display());
+    let gateway = net.gateway().to_string();
+    // Inside the pod: send 127.0.0.0/8 to the host instead of lo.
+    for cmd in [
+        vec!["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+        vec!["sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"],
+        vec![
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.0/8",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+        vec!["ip", "route", "add", "127.0.0.0/8", "via", &gateway],
+    ] {
+        let mut args = vec![ns_arg.as_str()];
+        args.extend(cmd);
+        support::run("nsenter", &args);
+    }
+    // 127.0.0.2: the pod still has 127.0.0.1 itself (a /32 local route).
+    let secret = tcp_echo(None, SocketAddr::from(([127, 0, 0, 2], 0)), "secret");
+    let attempt = || {
+        netplugins::ns::run_in(netplugins::ns::NsKind::Net, &netns, || {
+            std::net::TcpStream::connect_timeout(&secret, std::time::Duration::from_secs(1))
+        })
+        .expect("enter netns")
+    };
+    let guarded = attempt();
+    assert!(
+        matches!(&guarded, Err(err) if err.kind() == std::io::ErrorKind::TimedOut),
+        "the pod's packets to the host's localhost must be dropped: {guarded:?}"
+    );
+    // Prove the path is real: without the guard the pod gets through.
+    support::run(
+        "nft",
+        &["flush", "chain", "ip", &net.config.nft_table, "input"],
+    );
+    let unguarded = attempt();
+    assert!(
+        unguarded.is_ok(),
+        "without the guard the connection should work: {unguarded:?}"
+    );
+    driver.teardown(&pod("prober")).await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_that_overlaps_a_host_route_is_refused() {
+    require_root();
+    let taken = TestNet::new();
+    let driver = taken.driver().await;
+    driver.setup(&pod("holder")).await.expect("setup");
+    // Another network on another bridge asking for the same subnet.
+    let mut clash = TestNet::new();
+    clash.config.subnet = taken.config.subnet;
+    let err = netplugins::bridge::BridgeDriver::new(clash.config.clone(), clash.env.clone())
+        .await
+        .err()
+        .expect("overlap refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&taken.config.subnet.to_string()) && text.contains(&taken.config.bridge),
+        "{text}"
+    );
+    driver.teardown(&pod("holder")).await.expect("teardown");
 }

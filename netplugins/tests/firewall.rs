@@ -106,6 +106,12 @@ fn rendered_table_is_accepted_by_nft_and_replaced_atomically() {
         "{listed}"
     );
 
+    assert!(
+        listed
+            .contains("iifname \"btbr0\" ip daddr 127.0.0.0/8 ct state invalid,new,untracked drop"),
+        "{listed}"
+    );
+
     // The last pod gone: the table goes too.
     let empty = batch(&spec(vec![]));
     let listed = apply_in_private_netns(&[batch(&spec(vec![])), empty.clone(), empty]);
