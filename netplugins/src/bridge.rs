@@ -22,7 +22,7 @@ use crate::dns;
 pub use crate::driver::Environment;
 use crate::driver::{
     self, CleanupReport, IpConfig, NetError, NetworkDriver, NetworkStatus, PodNetwork, blocking,
-    netns_path, setup_failed, teardown_result,
+    netns_path, teardown_result,
 };
 use crate::firewall::{self, FirewallSpec};
 use crate::ipam::{IpamStore, Pool};
@@ -351,13 +351,7 @@ impl BridgeDriver {
         })?;
         firewall::ruleset::check_mappings(&pod_id, &published)
             .map_err(firewall::FirewallError::from)?;
-        let resolv =
-            dns::resolv_conf(&dns::HostResolv::read(), &pod.dns, false).map_err(|source| {
-                NetError::Dns {
-                    pod_id: pod_id.clone(),
-                    source,
-                }
-            })?;
+        let resolv = driver::pod_resolv_conf(pod, false)?;
 
         let bridge = self.ensure_bridge().await?;
         let netns = self.netns(&pod_id);
@@ -536,11 +530,7 @@ impl BridgeDriver {
         if let Err(err) = self.sync_firewall().await {
             errors.push(err);
         }
-        if errors.is_empty() {
-            Ok(report)
-        } else {
-            Err(NetError::Cleanup { errors })
-        }
+        driver::cleanup_result(report, errors)
     }
 }
 
@@ -550,17 +540,9 @@ impl NetworkDriver for BridgeDriver {
     }
 
     fn setup<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<NetworkStatus, NetError>> {
-        async move {
-            match self.setup_pod(pod).await {
-                Ok(status) => Ok(status),
-                // Nothing to undo when the pod id itself is unusable.
-                Err(err @ NetError::InvalidPodId { .. }) => Err(err),
-                Err(err) => {
-                    let rollback = self.teardown_pod(&pod.pod_id).await;
-                    Err(setup_failed(&pod.pod_id, err, rollback))
-                }
-            }
-        }
+        driver::setup_or_undo(&pod.pod_id, self.setup_pod(pod), || {
+            self.teardown_pod(&pod.pod_id)
+        })
         .boxed()
     }
 

@@ -191,6 +191,48 @@ pub(crate) fn teardown_result(pod_id: &str, errors: Vec<NetError>) -> Result<(),
     }
 }
 
+/// The pod's `/etc/resolv.conf` from the host's resolvers and its settings.
+pub(crate) fn pod_resolv_conf(
+    pod: &PodNetwork,
+    host_network: bool,
+) -> Result<crate::dns::Rendered, NetError> {
+    crate::dns::resolv_conf(&crate::dns::HostResolv::read(), &pod.dns, host_network).map_err(
+        |source| NetError::Dns {
+            pod_id: pod.pod_id.clone(),
+            source,
+        },
+    )
+}
+
+/// Runs `setup`; if it fails, runs `undo` and reports both (a pod id that
+/// cannot name anything has nothing to undo).
+pub(crate) async fn setup_or_undo<U>(
+    pod_id: &str,
+    setup: impl std::future::Future<Output = Result<NetworkStatus, NetError>>,
+    undo: impl FnOnce() -> U,
+) -> Result<NetworkStatus, NetError>
+where
+    U: std::future::Future<Output = Result<(), NetError>>,
+{
+    match setup.await {
+        Ok(status) => Ok(status),
+        Err(err @ NetError::InvalidPodId { .. }) => Err(err),
+        Err(err) => Err(setup_failed(pod_id, err, undo().await)),
+    }
+}
+
+/// Turns the errors collected by an orphan cleanup into its result.
+pub(crate) fn cleanup_result(
+    report: CleanupReport,
+    errors: Vec<NetError>,
+) -> Result<CleanupReport, NetError> {
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(NetError::Cleanup { errors })
+    }
+}
+
 /// Runs blocking work (SQLite) off the async threads.
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, NetError>
 where

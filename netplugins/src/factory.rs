@@ -107,11 +107,7 @@ impl Drivers {
                 Err(err) => errors.push(err),
             }
         }
-        if errors.is_empty() {
-            Ok(report)
-        } else {
-            Err(NetError::Cleanup { errors })
-        }
+        crate::driver::cleanup_result(report, errors)
     }
 }
 

@@ -77,13 +77,7 @@ impl HostDriver {
     async fn setup_pod(&self, pod: &PodNetwork) -> Result<NetworkStatus, NetError> {
         driver::validate_pod_id(&pod.pod_id)?;
         let wanted = ports::published(&Self::host_ports(pod));
-        let resolv =
-            dns::resolv_conf(&dns::HostResolv::read(), &pod.dns, true).map_err(|source| {
-                NetError::Dns {
-                    pod_id: pod.pod_id.clone(),
-                    source,
-                }
-            })?;
+        let resolv = driver::pod_resolv_conf(pod, true)?;
         let (store, id, claims) = (self.store.clone(), pod.pod_id.clone(), wanted.clone());
         blocking(move || Ok(store.claim_ports(CLAIMS_NETWORK, &id, &claims)?)).await?;
         Ok(NetworkStatus {

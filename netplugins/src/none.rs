@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use crate::dns;
 use crate::driver::{
     self, CleanupReport, Environment, NetError, NetworkDriver, NetworkStatus, PodNetwork,
-    netns_path, setup_failed, teardown_result,
+    netns_path, teardown_result,
 };
 use crate::netlink;
 use crate::ns::{self, NsKind};
@@ -25,13 +25,7 @@ impl NoneDriver {
 
     async fn setup_pod(&self, pod: &PodNetwork) -> Result<NetworkStatus, NetError> {
         driver::validate_pod_id(&pod.pod_id)?;
-        let resolv =
-            dns::resolv_conf(&dns::HostResolv::read(), &pod.dns, false).map_err(|source| {
-                NetError::Dns {
-                    pod_id: pod.pod_id.clone(),
-                    source,
-                }
-            })?;
+        let resolv = driver::pod_resolv_conf(pod, false)?;
         let netns = netns_path(&self.env.netns_dir, &pod.pod_id);
         ns::create(NsKind::Net, &netns)?;
         netlink::in_netns(&netns, |nl| async move {
@@ -67,13 +61,9 @@ impl NetworkDriver for NoneDriver {
     }
 
     fn setup<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<NetworkStatus, NetError>> {
-        async move {
-            match self.setup_pod(pod).await {
-                Ok(status) => Ok(status),
-                Err(err @ NetError::InvalidPodId { .. }) => Err(err),
-                Err(err) => Err(setup_failed(&pod.pod_id, err, self.remove(&pod.pod_id))),
-            }
-        }
+        driver::setup_or_undo(&pod.pod_id, self.setup_pod(pod), || async {
+            self.remove(&pod.pod_id)
+        })
         .boxed()
     }
 
@@ -105,11 +95,7 @@ impl NetworkDriver for NoneDriver {
             let mut report = CleanupReport::default();
             let mut errors = Vec::new();
             driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors);
-            if errors.is_empty() {
-                Ok(report)
-            } else {
-                Err(NetError::Cleanup { errors })
-            }
+            driver::cleanup_result(report, errors)
         }
         .boxed()
     }

@@ -27,7 +27,7 @@ use exec::{CniCommand, Invocation};
 use crate::dns;
 use crate::driver::{
     self, CleanupReport, Environment, NetError, NetworkDriver, NetworkStatus, PodNetwork, blocking,
-    netns_path, setup_failed, teardown_result,
+    netns_path, teardown_result,
 };
 use crate::ipam::IpamStore;
 use crate::netlink;
@@ -141,13 +141,7 @@ impl CniDriver {
     async fn setup_pod(&self, pod: &PodNetwork) -> Result<NetworkStatus, NetError> {
         driver::validate_pod_id(&pod.pod_id)?;
         let published = ports::published(&pod.ports);
-        let resolv =
-            dns::resolv_conf(&dns::HostResolv::read(), &pod.dns, false).map_err(|source| {
-                NetError::Dns {
-                    pod_id: pod.pod_id.clone(),
-                    source,
-                }
-            })?;
+        let resolv = driver::pod_resolv_conf(pod, false)?;
         let (store, network, id, wanted) = (
             self.store.clone(),
             self.claims_network(),
@@ -322,11 +316,7 @@ impl CniDriver {
         }
         report.pods.sort();
         report.pods.dedup();
-        if errors.is_empty() {
-            Ok(report)
-        } else {
-            Err(NetError::Cleanup { errors })
-        }
+        driver::cleanup_result(report, errors)
     }
 }
 
@@ -336,16 +326,9 @@ impl NetworkDriver for CniDriver {
     }
 
     fn setup<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<NetworkStatus, NetError>> {
-        async move {
-            match self.setup_pod(pod).await {
-                Ok(status) => Ok(status),
-                Err(err @ NetError::InvalidPodId { .. }) => Err(err),
-                Err(err) => {
-                    let rollback = self.teardown_pod(&pod.pod_id).await;
-                    Err(setup_failed(&pod.pod_id, err, rollback))
-                }
-            }
-        }
+        driver::setup_or_undo(&pod.pod_id, self.setup_pod(pod), || {
+            self.teardown_pod(&pod.pod_id)
+        })
         .boxed()
     }
 

@@ -162,16 +162,8 @@ impl IpamStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&sql)?;
             self.replace_ports(&tx, network, pod_id, ports)?;
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
-                    params![network, pod_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(&sql)?;
-            let address = match existing {
-                Some(text) => self.parse_address(&text)?,
+            let address = match self.lease_in(&tx, network, pod_id)? {
+                Some(address) => address,
                 None => {
                     let used = self.addresses_in(&tx, network)?;
                     let last: Option<String> = tx
@@ -369,18 +361,24 @@ impl IpamStore {
 
     /// The address `pod_id` holds in `network`, if any.
     pub fn lease_of(&self, network: &str, pod_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let sql = self.sql();
-        self.with_conn(|conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
-                    params![network, pod_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(&sql)?;
-            text.map(|t| self.parse_address(&t)).transpose()
-        })
+        self.with_conn(|conn| self.lease_in(conn, network, pod_id))
+    }
+
+    fn lease_in(
+        &self,
+        conn: &Connection,
+        network: &str,
+        pod_id: &str,
+    ) -> Result<Option<Ipv4Addr>, IpamError> {
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
+                params![network, pod_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        text.map(|t| self.parse_address(&t)).transpose()
     }
 
     /// Pods of `network` with their addresses and host ports: what the
