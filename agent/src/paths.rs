@@ -12,6 +12,7 @@
 //! snapshots/.staging/           layers being unpacked (never read as snapshots)
 //! containers/<id>/{upper,work}  a container's writable layer
 //! logs/<ns>_<pod>/<container>/  CRI-format container logs
+//! cni-cache/results/            CNI results per pod, for DEL after a restart
 //! ```
 //!
 //! Volatile, under `--run-root` (gone after a reboot, by design):
@@ -68,6 +69,12 @@ impl Paths {
 
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// The cni driver's result cache (persistent: DEL after a reboot still
+    /// needs what ADD returned, to release IPAM leases kept on disk).
+    pub fn cni_cache(&self) -> PathBuf {
+        self.root.join("cni-cache")
     }
 
     pub fn agent_lock(&self) -> PathBuf {
