@@ -5,4 +5,5 @@
 pub mod auth;
 pub mod content;
 pub mod hosts;
+pub mod hosts_dir;
 pub mod remote;

@@ -118,7 +118,7 @@ async fn transfer(
             .expect("a byte range is a valid header value");
         headers.insert(header::RANGE, range);
     }
-    let mut response = session.get("blobs", &digest.to_string(), headers).await?;
+    let mut response = session.get("blobs", digest.as_ref(), headers).await?;
     let status = response.status();
     let url = response.url().to_string();
     match status {

@@ -224,8 +224,8 @@ pub struct Puller {
 
 /// A parsed manifest document.
 enum Document {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 struct ManifestBlob {
@@ -315,7 +315,7 @@ impl Puller {
                 let chosen_platform = Platform::of_descriptor(entry).unwrap_or(platform.clone());
                 let child = fetch_manifest_any(
                     &pullers,
-                    &entry.digest().to_string(),
+                    entry.digest().as_ref(),
                     Some(entry.digest()),
                     &self.store,
                     progress,
@@ -372,7 +372,7 @@ impl Puller {
             index_digest,
             manifest_digest: chosen.digest,
             manifest_media_type: chosen.media_type,
-            manifest,
+            manifest: *manifest,
             config_digest,
             config,
             layers,
@@ -544,7 +544,7 @@ async fn fetch_manifest(
         reason: format!("manifest content hashes to {actual}, but {wanted} was expected"),
     };
     match (expected, &claimed) {
-        (Some(expected), _) if *expected != actual => return Err(mismatch(&expected.to_string())),
+        (Some(expected), _) if *expected != actual => return Err(mismatch(expected.as_ref())),
         (None, Some(claimed))
             if claimed.starts_with("sha256:") && *claimed != actual.to_string() =>
         {
@@ -610,12 +610,12 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<(String, Do
             }
         });
     let document = match media_type.as_str() {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => Document::Index(
+        OCI_INDEX | DOCKER_MANIFEST_LIST => Document::Index(Box::new(
             serde_json::from_slice(body).map_err(|err| format!("invalid {media_type}: {err}"))?,
-        ),
-        OCI_MANIFEST | DOCKER_MANIFEST => Document::Manifest(
+        )),
+        OCI_MANIFEST | DOCKER_MANIFEST => Document::Manifest(Box::new(
             serde_json::from_slice(body).map_err(|err| format!("invalid {media_type}: {err}"))?,
-        ),
+        )),
         other => return Err(format!("unsupported manifest media type {other:?}")),
     };
     Ok((media_type, document))
