@@ -117,9 +117,17 @@ fn list_attempts(attempts: &[Attempt]) -> String {
 
 impl RemoteError {
     fn http(url: &str, err: reqwest::Error) -> Self {
+        // The URL is in this error already; reqwest would repeat it.
+        let mut reason = error_chain(&err.without_url());
+        if url.starts_with("https://") && reason.contains("InvalidContentType") {
+            reason.push_str(
+                " (the host does not speak TLS: if it is a plain-HTTP registry, \
+                 configure it as http:// in its hosts.toml)",
+            );
+        }
         Self::Http {
             url: url.to_owned(),
-            reason: error_chain(&err),
+            reason,
         }
     }
 
@@ -173,7 +181,8 @@ pub trait Progress: Send + Sync {
     /// The blob is stored and verified; `downloaded` is false when it was
     /// already there.
     fn blob_done(&self, _digest: &Digest, _downloaded: bool) {}
-    /// A host failed and the next one will be tried.
+    /// A host failed and the next one will be tried (the last host's
+    /// failure is in the error instead).
     fn host_failed(&self, _host: &str, _error: &RemoteError) {}
 }
 
@@ -439,10 +448,19 @@ impl Attempts {
         }
     }
 
-    fn failed(&mut self, session: &Session<'_>, error: RemoteError, progress: &dyn Progress) {
+    /// Records `session`'s failure; `more` says whether another host follows.
+    fn failed(
+        &mut self,
+        session: &Session<'_>,
+        error: RemoteError,
+        more: bool,
+        progress: &dyn Progress,
+    ) {
         let host = session.name();
-        tracing::warn!(%host, %error, what = %self.what, "registry host failed; trying the next one");
-        progress.host_failed(&host, &error);
+        if more {
+            tracing::warn!(%host, %error, what = %self.what, "registry host failed; trying the next one");
+            progress.host_failed(&host, &error);
+        }
         self.attempts.push(Attempt { host, error });
     }
 
@@ -463,10 +481,10 @@ async fn fetch_manifest_any(
     what: &str,
 ) -> Result<ManifestBlob, RemoteError> {
     let mut attempts = Attempts::new(what.to_owned());
-    for session in sessions {
+    for (i, session) in sessions.iter().enumerate() {
         match fetch_manifest(session, reference, expected, store).await {
             Ok(manifest) => return Ok(manifest),
-            Err(error) => attempts.failed(session, error, progress),
+            Err(error) => attempts.failed(session, error, i + 1 < sessions.len(), progress),
         }
     }
     Err(attempts.into_error())
@@ -480,13 +498,13 @@ async fn fetch_blob_any(
 ) -> Result<blob::Downloaded, RemoteError> {
     let digest = descriptor.digest();
     let mut attempts = Attempts::new(format!("blob {digest}"));
-    for session in sessions {
+    for (i, session) in sessions.iter().enumerate() {
         match blob::download(session, store, descriptor, progress).await {
             Ok(downloaded) => {
                 progress.blob_done(digest, downloaded.transferred > 0);
                 return Ok(downloaded);
             }
-            Err(error) => attempts.failed(session, error, progress),
+            Err(error) => attempts.failed(session, error, i + 1 < sessions.len(), progress),
         }
     }
     Err(attempts.into_error())
