@@ -55,6 +55,7 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     requests: Mutex<Vec<ProxiedRequest>>,
     rewrite: Mutex<Option<(String, String)>>,
+    strip_range: AtomicBool,
 }
 
 pub struct Proxy {
@@ -125,6 +126,12 @@ impl Proxy {
         *self.shared.rewrite.lock().expect("rewrite lock") = Some((from.to_owned(), to.to_owned()));
     }
 
+    /// Drop `Range` headers before forwarding, like a server that does not
+    /// support ranges (it answers 200 with the whole body).
+    pub fn strip_range(&self) {
+        self.shared.strip_range.store(true, Ordering::SeqCst);
+    }
+
     /// Every request handled so far, in order of completion.
     pub fn requests(&self) -> Vec<ProxiedRequest> {
         self.shared.requests.lock().expect("requests lock").clone()
@@ -189,12 +196,17 @@ fn header<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
-/// The head with `Connection: close` in place of any connection header.
-fn closing_head(lines: &[String], first: &str) -> String {
+/// The head with `Connection: close` in place of any connection header,
+/// without the headers named in `drop`.
+fn closing_head(lines: &[String], first: &str, drop: &[&str]) -> String {
     let mut head = format!("{first}\r\n");
     for line in lines.iter().skip(1) {
         let name = line.split(':').next().unwrap_or_default().trim();
-        if !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("keep-alive") {
+        let dropped = ["connection", "keep-alive"]
+            .iter()
+            .chain(drop)
+            .any(|d| name.eq_ignore_ascii_case(d));
+        if !dropped {
             head.push_str(line);
             head.push_str("\r\n");
         }
@@ -238,9 +250,17 @@ fn handle(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result
         _ => target.clone(),
     };
     let mut server = TcpStream::connect(upstream)?;
-    server.write_all(
-        closing_head(&request, &format!("{method} {forwarded_target} {version}")).as_bytes(),
-    )?;
+    let drop: &[&str] = if shared.strip_range.load(Ordering::SeqCst) {
+        &["range"]
+    } else {
+        &[]
+    };
+    let head = closing_head(
+        &request,
+        &format!("{method} {forwarded_target} {version}"),
+        drop,
+    );
+    server.write_all(head.as_bytes())?;
     // Registry pulls send no request bodies; uploads go to the registry directly.
     let mut server_reader = BufReader::new(server);
     let response = read_head(&mut server_reader)?;
@@ -250,7 +270,7 @@ fn handle(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     let status_line = response.first().cloned().unwrap_or_default();
-    client.write_all(closing_head(&response, &status_line).as_bytes())?;
+    client.write_all(closing_head(&response, &status_line, &[]).as_bytes())?;
 
     let limit = match record.fault {
         Some(Fault::CutAfter(n)) => n,
