@@ -56,7 +56,13 @@ struct Shared {
     requests: Mutex<Vec<ProxiedRequest>>,
     rewrite: Mutex<Option<(String, String)>>,
     strip_range: AtomicBool,
+    /// The token realm, when the proxy demands anonymous bearer tokens.
+    token_realm: Mutex<Option<String>>,
 }
+
+/// The token the proxy's token endpoint hands out.
+pub const TEST_TOKEN: &str = "berth-test-token";
+const TOKEN_PATH: &str = "/token";
 
 pub struct Proxy {
     port: u16,
@@ -130,6 +136,14 @@ impl Proxy {
     /// support ranges (it answers 200 with the whole body).
     pub fn strip_range(&self) {
         self.shared.strip_range.store(true, Ordering::SeqCst);
+    }
+
+    /// Demand a bearer token on every request, as Docker Hub does: answer
+    /// 401 with a `Bearer realm=…/token` challenge, and hand out
+    /// [`TEST_TOKEN`] anonymously at `/token`.
+    pub fn require_bearer_token(&self) {
+        *self.shared.token_realm.lock().expect("realm lock") =
+            Some(format!("{}{TOKEN_PATH}", self.url()));
     }
 
     /// Every request handled so far, in order of completion.
@@ -233,6 +247,35 @@ fn handle(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result
         fault: take_fault(shared, &method, &target),
     };
     let mut client = client;
+    let realm = shared.token_realm.lock().expect("realm lock").clone();
+    if let Some(realm) = realm {
+        let bearer = format!("Bearer {TEST_TOKEN}");
+        if target.starts_with(TOKEN_PATH) {
+            let body = format!(r#"{{"token":"{TEST_TOKEN}","expires_in":300}}"#);
+            write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            record.status = 200;
+            shared.requests.lock().expect("requests lock").push(record);
+            return Ok(());
+        }
+        if header(&request, "authorization") != Some(bearer.as_str()) {
+            let repository = target
+                .strip_prefix("/v2/")
+                .and_then(|rest| rest.split("/manifests/").next())
+                .and_then(|rest| rest.split("/blobs/").next())
+                .unwrap_or_default();
+            write!(
+                client,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"berth-test\",scope=\"repository:{repository}:pull\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            record.status = 401;
+            shared.requests.lock().expect("requests lock").push(record);
+            return Ok(());
+        }
+    }
     if let Some(Fault::Status(status)) = record.fault {
         write!(
             client,

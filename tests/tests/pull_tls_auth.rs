@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use berth_e2e::TestDirs;
 use berth_e2e::images::busybox_image;
+use berth_e2e::proxy::Proxy;
 use berth_e2e::pull::{certs_d, field, pull_err, pull_ok, stored_blob, write_hosts_toml};
 use berth_e2e::registry::{Registry, RegistryOptions};
 
@@ -92,4 +93,47 @@ fn htpasswd_basic_auth_with_credentials_from_config_json() {
     let result = pull_ok(&dirs, &image.reference, &["--auth-file", &right]);
     assert_eq!(field(&result, "manifestDigest"), image.digest);
     assert!(stored_blob(&dirs, &image.digest).is_some());
+}
+
+#[test]
+fn anonymous_bearer_tokens_are_fetched_once_and_reused() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/token");
+    let proxy = Proxy::start(&registry.host());
+    proxy.require_bearer_token();
+    let dirs = TestDirs::new();
+    write_hosts_toml(
+        &certs_d(&dirs),
+        &registry.host(),
+        &format!("server = \"{}\"\n", proxy.url()),
+    );
+    let result = pull_ok(&dirs, &image.reference, &[]);
+    assert_eq!(field(&result, "manifestDigest"), image.digest);
+
+    let requests = proxy.requests();
+    let tokens: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.target.starts_with("/token"))
+        .map(|r| r.target.as_str())
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "one token for the whole pull: {requests:?}"
+    );
+    assert!(
+        tokens[0].contains("scope=repository%3Aberth%2Ftoken%3Apull")
+            && tokens[0].contains("service=berth-test"),
+        "the token request carries the challenge's scope and service: {}",
+        tokens[0]
+    );
+    let served: Vec<_> = requests
+        .iter()
+        .filter(|r| r.status == 200 && r.target.starts_with("/v2/"))
+        .collect();
+    assert_eq!(served.len(), 4, "manifest, config, 2 layers: {requests:?}");
+    assert!(
+        served.iter().all(|r| r.authorization),
+        "every request carried the token"
+    );
 }

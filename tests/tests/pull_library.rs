@@ -1,0 +1,216 @@
+//! The pull API as the agent uses it (no CLI): credentials from an image
+//! pull secret, a hosts config swapped between pulls, progress callbacks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use berth::image::auth::Credentials;
+use berth::image::content::ContentStore;
+use berth::image::hosts::{HostEntry, HostsConfig, RegistryHosts, Resolver};
+use berth::image::remote::{ImageReference, NoProgress, Platform, Progress, Puller, RemoteError};
+use berth_e2e::images::busybox_image;
+use berth_e2e::registry::{Registry, RegistryOptions, free_port};
+use oci_spec::image::Digest;
+
+fn server_only(registry_host: &str, server: &str) -> HostsConfig {
+    let mut config = HostsConfig::new();
+    config.insert(
+        registry_host,
+        RegistryHosts {
+            source: "test".to_owned(),
+            hosts: Vec::new(),
+            server: HostEntry {
+                url: server.to_owned(),
+                ..HostEntry::default()
+            },
+        },
+    );
+    config
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret as a user writes it.
+fn pull_secret_manifest(host: &str, user: &str, password: &str) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let auth = engine.encode(format!("{user}:{password}"));
+    let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Secret",
+            "metadata": {{"name": "regcred", "namespace": "default"}},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {{".dockerconfigjson": "{}"}}}}"#,
+        engine.encode(config)
+    )
+}
+
+/// The Secret's type and decoded data, as the manifest API hands them over.
+fn secret_parts(manifest: &str) -> (String, BTreeMap<String, Vec<u8>>) {
+    let secret: serde_json::Value = serde_json::from_str(manifest).expect("secret JSON");
+    let data = secret["data"]
+        .as_object()
+        .expect("data")
+        .iter()
+        .map(|(key, value)| {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().expect("base64 string"))
+                .expect("base64");
+            (key.clone(), decoded)
+        })
+        .collect();
+    (secret["type"].as_str().expect("type").to_owned(), data)
+}
+
+#[test]
+fn an_image_pull_secret_authenticates_the_pull() {
+    let registry = Registry::start(RegistryOptions::basic_auth("puller", "from-a-secret"));
+    let image = busybox_image(&registry, "berth/secret");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ContentStore::open(store_dir.path()).expect("content store");
+    let resolver =
+        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
+    let reference: ImageReference = image.reference.parse().expect("reference");
+    let rt = runtime();
+
+    let anonymous = Puller::new(resolver.clone(), Credentials::none(), store.clone());
+    let err = rt
+        .block_on(anonymous.fetch(&reference, &Platform::host(), &NoProgress))
+        .expect_err("the registry needs credentials");
+    assert!(err.to_string().contains("requires credentials"), "{err}");
+
+    let (secret_type, data) = secret_parts(&pull_secret_manifest(
+        &registry.host(),
+        "puller",
+        "from-a-secret",
+    ));
+    let credentials =
+        Credentials::from_pull_secret("default/regcred", &secret_type, &data).expect("secret");
+    let puller = Puller::new(resolver, credentials, store.clone());
+    let fetched = rt
+        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+        .expect("pull with the secret");
+    assert_eq!(fetched.manifest_digest.to_string(), image.digest);
+    assert_eq!(fetched.layers.len(), 2);
+    for layer in &fetched.layers {
+        assert!(store.contains(layer.digest()).expect("contains"));
+    }
+}
+
+#[test]
+fn a_new_hosts_config_applies_to_the_next_pull_and_a_broken_one_is_refused() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/swap");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ContentStore::open(store_dir.path()).expect("content store");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let resolver = Arc::new(Resolver::new(server_only(&registry.host(), &down)).expect("resolver"));
+    let puller = Puller::new(resolver.clone(), Credentials::none(), store);
+    let reference: ImageReference = image.reference.parse().expect("reference");
+    let rt = runtime();
+
+    let err = rt
+        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+        .expect_err("the configured server is down");
+    assert!(matches!(err, RemoteError::AllHostsFailed { .. }), "{err}");
+    assert!(err.to_string().contains(&down), "{err}");
+
+    let mut broken = HostsConfig::new();
+    let mut entry = HostEntry {
+        url: registry.url(),
+        ..HostEntry::default()
+    };
+    entry.client.ca = vec!["/nonexistent/berth/ca.pem".into()];
+    broken.insert(
+        registry.host(),
+        RegistryHosts {
+            source: "certs.d/broken/hosts.toml".to_owned(),
+            hosts: vec![entry],
+            server: HostEntry::default(),
+        },
+    );
+    let refused = resolver.set_config(broken).expect_err("unreadable CA");
+    assert!(
+        refused.to_string().contains("certs.d/broken/hosts.toml"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("/nonexistent/berth/ca.pem"),
+        "{refused}"
+    );
+
+    resolver
+        .set_config(server_only(&registry.host(), &registry.url()))
+        .expect("a good config");
+    let fetched = rt
+        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+        .expect("the same puller uses the new config");
+    assert_eq!(fetched.manifest_digest.to_string(), image.digest);
+}
+
+#[derive(Default)]
+struct Recorder {
+    progress: Mutex<BTreeMap<String, Vec<(u64, u64)>>>,
+    done: Mutex<Vec<(String, bool)>>,
+}
+
+impl Progress for Recorder {
+    fn blob_progress(&self, digest: &Digest, done: u64, total: u64) {
+        let mut progress = self.progress.lock().expect("lock");
+        progress
+            .entry(digest.to_string())
+            .or_default()
+            .push((done, total));
+    }
+
+    fn blob_done(&self, digest: &Digest, downloaded: bool) {
+        self.done
+            .lock()
+            .expect("lock")
+            .push((digest.to_string(), downloaded));
+    }
+}
+
+#[test]
+fn progress_reports_every_blob_up_to_its_size() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/progress");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ContentStore::open(store_dir.path()).expect("content store");
+    let resolver =
+        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
+    let puller = Puller::new(resolver, Credentials::none(), store).with_concurrency(1);
+    let reference: ImageReference = image.reference.parse().expect("reference");
+    let rt = runtime();
+
+    let recorder = Recorder::default();
+    rt.block_on(puller.fetch(&reference, &Platform::host(), &recorder))
+        .expect("pull");
+    let built = &image.manifests[0];
+    let progress = recorder.progress.lock().expect("lock");
+    for blob in std::iter::once(&built.config).chain(&built.layers) {
+        let reports = progress
+            .get(&blob.digest)
+            .unwrap_or_else(|| panic!("no progress for {}", blob.digest));
+        assert!(reports.iter().all(|&(_, total)| total == blob.size));
+        assert!(reports.windows(2).all(|w| w[0].0 <= w[1].0), "monotonic");
+        assert_eq!(reports.last().map(|r| r.0), Some(blob.size));
+    }
+    assert_eq!(recorder.done.lock().expect("lock").len(), 3);
+
+    let again = Recorder::default();
+    rt.block_on(puller.fetch(&reference, &Platform::host(), &again))
+        .expect("pull again");
+    let done = again.done.lock().expect("lock");
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter().all(|(_, downloaded)| !downloaded),
+        "all already present"
+    );
+}
