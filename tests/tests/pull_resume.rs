@@ -17,7 +17,7 @@ const MIB: u64 = 1 << 20;
 fn big_image(registry: &Registry, name: &str) -> (PushedImage, String, u64) {
     let spec = ImageSpec::new(vec![
         busybox_entries(),
-        vec![Entry::noise("data/blob.bin", 4 * MIB as usize, 7)],
+        vec![Entry::noise("data/blob.bin", 4 << 20, 7)],
     ]);
     let image = push_image(registry, name, &[spec], PushFormat::Oci);
     let layer = image.manifests[0].layers[1].clone();
