@@ -2,6 +2,7 @@
 //! pull secret, a hosts config swapped between pulls, progress callbacks.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -37,35 +38,33 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// A `kubernetes.io/dockerconfigjson` Secret as a user writes it.
-fn pull_secret_manifest(host: &str, user: &str, password: &str) -> String {
+/// A `kubernetes.io/dockerconfigjson` Secret manifest as a user writes it.
+fn pull_secret_yaml(host: &str, user: &str, password: &str) -> String {
     let engine = base64::engine::general_purpose::STANDARD;
     let auth = engine.encode(format!("{user}:{password}"));
     let config = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
     format!(
-        r#"{{"apiVersion": "v1", "kind": "Secret",
-            "metadata": {{"name": "regcred", "namespace": "default"}},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {{".dockerconfigjson": "{}"}}}}"#,
+        "apiVersion: v1\n\
+         kind: Secret\n\
+         metadata:\n  name: regcred\n  namespace: default\n\
+         type: kubernetes.io/dockerconfigjson\n\
+         data:\n  .dockerconfigjson: {}\n",
         engine.encode(config)
     )
 }
 
-/// The Secret's type and decoded data, as the manifest API hands them over.
-fn secret_parts(manifest: &str) -> (String, BTreeMap<String, Vec<u8>>) {
-    let secret: serde_json::Value = serde_json::from_str(manifest).expect("secret JSON");
-    let data = secret["data"]
-        .as_object()
-        .expect("data")
-        .iter()
-        .map(|(key, value)| {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value.as_str().expect("base64 string"))
-                .expect("base64");
-            (key.clone(), decoded)
-        })
-        .collect();
-    (secret["type"].as_str().expect("type").to_owned(), data)
+/// The Secret object, parsed by the manifest API as the agent does.
+fn parse_secret(yaml: &str) -> manifests::types::Secret {
+    let parsed = manifests::parse_file(Path::new("/manifests/regcred.yaml"), yaml.as_bytes());
+    assert!(
+        !parsed.has_errors(),
+        "{:?}",
+        parsed.all_diagnostics().collect::<Vec<_>>()
+    );
+    match parsed.objects().next() {
+        Some(manifests::Object::Secret(secret)) => secret.clone(),
+        other => panic!("expected a Secret, got {other:?}"),
+    }
 }
 
 #[test]
@@ -85,13 +84,12 @@ fn an_image_pull_secret_authenticates_the_pull() {
         .expect_err("the registry needs credentials");
     assert!(err.to_string().contains("requires credentials"), "{err}");
 
-    let (secret_type, data) = secret_parts(&pull_secret_manifest(
+    let secret = parse_secret(&pull_secret_yaml(
         &registry.host(),
         "puller",
         "from-a-secret",
     ));
-    let credentials =
-        Credentials::from_pull_secret("default/regcred", &secret_type, &data).expect("secret");
+    let credentials = Credentials::from_secret(&secret).expect("a dockerconfigjson secret");
     let puller = Puller::new(resolver, credentials, store.clone());
     let fetched = rt
         .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))

@@ -5,12 +5,10 @@
 //! `*.cert` + `*.key` client pairs).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::hosts::{
-    Capabilities, ClientCert, ClientSettings, HostEntry, HostsConfig, RegistryHosts,
-    host_from_dir_name,
-};
+use manifests::{ManifestFile, Object};
+
+use super::hosts::{ClientCert, ClientSettings, HostEntry, HostsConfig, HostsError, RegistryHosts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostsDirError {
@@ -20,8 +18,12 @@ pub enum HostsDirError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    /// Every diagnostic of a hosts.toml that does not parse, one per line
+    /// (`path:line:col: error: message`).
+    #[error("{}", .diagnostics.join("\n"))]
+    Invalid { diagnostics: Vec<String> },
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
 }
 
 /// Reads every host directory under `dir`. Any file that does not parse is
@@ -48,14 +50,55 @@ pub fn load_certs_d(dir: &Path) -> Result<HostsConfig, HostsDirError> {
     for name in names {
         let host_dir = dir.join(&name);
         let file = host_dir.join("hosts.toml");
+        // The manifests crate owns the directory-name rules (`host_port_`).
+        let Some(ManifestFile::HostsToml { host }) =
+            manifests::classify_path(&Path::new("certs.d").join(&name).join("hosts.toml"))
+        else {
+            continue;
+        };
         let registry = match std::fs::read(&file) {
-            Ok(bytes) => parse_hosts_toml(&file, &bytes)?,
+            Ok(bytes) => parse_hosts_file(&file, &host, &bytes)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => docker_cert_files(&host_dir)?,
             Err(err) => return Err(read_err(&file)(err)),
         };
-        config.insert(host_from_dir_name(&name), registry);
+        config.insert(host, registry);
     }
     Ok(config)
+}
+
+/// One hosts.toml, through the manifests crate's parser (positions, typo
+/// suggestions), into the resolver's form.
+pub fn parse_hosts_file(
+    file: &Path,
+    host: &str,
+    bytes: &[u8],
+) -> Result<RegistryHosts, HostsDirError> {
+    let parsed = manifests::parse_hosts_toml(file, host, bytes);
+    if parsed.has_errors() {
+        return Err(HostsDirError::Invalid {
+            diagnostics: parsed
+                .all_diagnostics()
+                .filter(|d| d.is_error())
+                .map(ToString::to_string)
+                .collect(),
+        });
+    }
+    let registry = parsed.objects().find_map(|object| match object {
+        Object::Registry(registry) => Some(registry),
+        _ => None,
+    });
+    match registry {
+        Some(registry) => Ok(RegistryHosts::from_registry(
+            registry,
+            &file.display().to_string(),
+        )?),
+        None => Err(HostsDirError::Invalid {
+            diagnostics: vec![format!(
+                "{}: holds no registry configuration",
+                file.display()
+            )],
+        }),
+    }
 }
 
 /// Docker's layout: every `*.crt` is a CA, every `x.cert` with an `x.key`
@@ -95,208 +138,12 @@ fn docker_cert_files(dir: &Path) -> Result<RegistryHosts, HostsDirError> {
     })
 }
 
-/// Parses one hosts.toml (containerd's format). Relative `ca`/`client`
-/// paths resolve against the file's directory.
-pub fn parse_hosts_toml(path: &Path, bytes: &[u8]) -> Result<RegistryHosts, HostsDirError> {
-    let invalid = |reason: String| HostsDirError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| invalid("not UTF-8".to_owned()))?;
-    let table: toml::Table = toml::from_str(text).map_err(|err| invalid(err.to_string()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut server = entry_from_table("", &table, base).map_err(invalid)?;
-    for key in table.keys() {
-        if !["server", "host"].contains(&key.as_str()) && !ENTRY_KEYS.contains(&key.as_str()) {
-            return Err(invalid(format!("unknown key {key:?}")));
-        }
-    }
-    if let Some(url) = table.get("server") {
-        server.url = url
-            .as_str()
-            .ok_or_else(|| invalid("server must be a string".to_owned()))?
-            .to_owned();
-    }
-    let mut hosts = Vec::new();
-    if let Some(host_tables) = table.get("host") {
-        let host_tables = host_tables
-            .as_table()
-            .ok_or_else(|| invalid("host must be a table of [host.\"url\"] tables".to_owned()))?;
-        // `preserve_order`: file order is the order hosts are tried in.
-        for (url, value) in host_tables {
-            let entry = value
-                .as_table()
-                .ok_or_else(|| invalid(format!("host {url:?} must be a table")))?;
-            for key in entry.keys() {
-                if !ENTRY_KEYS.contains(&key.as_str()) {
-                    return Err(invalid(format!("host {url:?}: unknown key {key:?}")));
-                }
-            }
-            hosts.push(
-                entry_from_table(url, entry, base)
-                    .map_err(|reason| invalid(format!("host {url:?}: {reason}")))?,
-            );
-        }
-    }
-    Ok(RegistryHosts {
-        source: path.display().to_string(),
-        hosts,
-        server,
-    })
-}
-
-const ENTRY_KEYS: [&str; 7] = [
-    "capabilities",
-    "ca",
-    "client",
-    "skip_verify",
-    "header",
-    "override_path",
-    "dial_timeout",
-];
-
-fn entry_from_table(url: &str, table: &toml::Table, base: &Path) -> Result<HostEntry, String> {
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
-    let strings = |value: &toml::Value, what: &str| -> Result<Vec<String>, String> {
-        match value {
-            toml::Value::String(s) => Ok(vec![s.clone()]),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| {
-                    item.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{what} must be strings"))
-                })
-                .collect(),
-            _ => Err(format!("{what} must be a string or an array of strings")),
-        }
-    };
-    let mut entry = HostEntry {
-        url: url.to_owned(),
-        ..HostEntry::default()
-    };
-    if let Some(caps) = table.get("capabilities") {
-        let mut parsed = Capabilities {
-            pull: false,
-            resolve: false,
-            push: false,
-        };
-        for cap in strings(caps, "capabilities")? {
-            match cap.to_ascii_lowercase().as_str() {
-                "pull" => parsed.pull = true,
-                "resolve" => parsed.resolve = true,
-                "push" => parsed.push = true,
-                other => {
-                    return Err(format!(
-                        "unknown capability {other:?} (pull, resolve, push)"
-                    ));
-                }
-            }
-        }
-        entry.capabilities = parsed;
-    }
-    if let Some(ca) = table.get("ca") {
-        entry.client.ca = strings(ca, "ca")?.iter().map(|p| resolve(p)).collect();
-    }
-    if let Some(client) = table.get("client") {
-        let pair = |value: &toml::Value| -> Result<ClientCert, String> {
-            match value {
-                toml::Value::String(cert) => Ok(ClientCert {
-                    cert: resolve(cert),
-                    key: None,
-                }),
-                toml::Value::Array(parts) => match parts.as_slice() {
-                    [toml::Value::String(cert), toml::Value::String(key)] => Ok(ClientCert {
-                        cert: resolve(cert),
-                        key: Some(resolve(key)),
-                    }),
-                    _ => Err("a client pair must be [cert, key]".to_owned()),
-                },
-                _ => Err("client must be a path, [cert, key], or an array of those".to_owned()),
-            }
-        };
-        // As containerd: a string, or an array whose items are single
-        // files (strings) or [cert, key] pairs.
-        entry.client.client_certs = match client {
-            toml::Value::Array(items) => items.iter().map(pair).collect::<Result<_, _>>()?,
-            other => vec![pair(other)?],
-        };
-    }
-    if let Some(skip) = table.get("skip_verify") {
-        entry.client.skip_verify = skip
-            .as_bool()
-            .ok_or_else(|| "skip_verify must be true or false".to_owned())?;
-    }
-    if let Some(headers) = table.get("header") {
-        let headers = headers
-            .as_table()
-            .ok_or_else(|| "header must be a table of name = value(s)".to_owned())?;
-        for (name, values) in headers {
-            for value in strings(values, &format!("header {name}"))? {
-                entry.client.headers.push((name.clone(), value));
-            }
-        }
-    }
-    if let Some(override_path) = table.get("override_path") {
-        entry.override_path = override_path
-            .as_bool()
-            .ok_or_else(|| "override_path must be true or false".to_owned())?;
-    }
-    if let Some(timeout) = table.get("dial_timeout") {
-        let text = timeout
-            .as_str()
-            .ok_or_else(|| "dial_timeout must be a duration string like \"5s\"".to_owned())?;
-        entry.client.dial_timeout = Some(parse_go_duration(text)?);
-    }
-    Ok(entry)
-}
-
-/// Go's `time.ParseDuration` for the units a timeout uses: `500ms`, `5s`,
-/// `1m30s`, `1.5s`.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 5s, 1m30s)");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += number * seconds;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hosts_toml_in_file_order_with_every_field() {
+    fn hosts_toml_gives_endpoints_in_file_order_with_every_setting() {
         let text = r#"
 server = "https://registry.example"
 ca = "root.pem"
@@ -313,27 +160,29 @@ ca = "root.pem"
   override_path = true
   client = "both.pem"
 "#;
-        let parsed = parse_hosts_toml(Path::new("/etc/certs.d/r/hosts.toml"), text.as_bytes())
-            .expect("parse");
-        assert_eq!(parsed.server.url, "https://registry.example");
+        let file = Path::new("/etc/certs.d/registry.example/hosts.toml");
+        let hosts = parse_hosts_file(file, "registry.example", text.as_bytes()).expect("parse");
+        assert_eq!(hosts.source, file.display().to_string());
+        let mut config = HostsConfig::new();
+        config.insert("registry.example", hosts);
+        let endpoints = config.endpoints("registry.example").expect("endpoints");
+        let roots: Vec<String> = endpoints.iter().map(|e| e.display_name()).collect();
         assert_eq!(
-            parsed.server.client.ca,
-            [PathBuf::from("/etc/certs.d/r/root.pem")]
-        );
-        let urls: Vec<&str> = parsed.hosts.iter().map(|h| h.url.as_str()).collect();
-        assert_eq!(
-            urls,
+            roots,
             [
-                "https://zz-mirror.local",
-                "http://aa-mirror.local:5000/prefix"
+                "https://zz-mirror.local/v2",
+                "http://aa-mirror.local:5000/prefix",
+                "https://registry.example/v2"
             ]
         );
-        let first = &parsed.hosts[0];
+        let [first, second, server] = endpoints.as_slice() else {
+            panic!("three endpoints");
+        };
         assert!(first.capabilities.pull && !first.capabilities.resolve);
         assert_eq!(
             first.client.client_certs,
             [ClientCert {
-                cert: PathBuf::from("/etc/certs.d/r/client.cert"),
+                cert: PathBuf::from("/etc/certs.d/registry.example/client.cert"),
                 key: Some(PathBuf::from("/abs/client.key")),
             }]
         );
@@ -344,39 +193,71 @@ ca = "root.pem"
                 ("X-Token".to_owned(), "b".to_owned())
             ]
         );
-        assert_eq!(first.client.dial_timeout, Some(Duration::from_secs(90)));
-        let second = &parsed.hosts[1];
-        assert!(second.override_path && second.client.skip_verify);
-        assert_eq!(second.client.client_certs[0].key, None);
+        assert_eq!(
+            first.client.dial_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(second.client.skip_verify);
+        assert_eq!(second.namespace.as_deref(), Some("registry.example"));
+        assert_eq!(
+            server.client.ca,
+            [PathBuf::from("/etc/certs.d/registry.example/root.pem")]
+        );
+        assert!(server.is_server && server.namespace.is_none());
     }
 
     #[test]
-    fn bad_hosts_toml_names_the_file_and_problem() {
-        for (text, fragment) in [
-            ("server = 1", "server"),
-            ("[host.\"https://m\"]\ncapabilities = [\"fly\"]", "fly"),
-            ("[host.\"https://m\"]\nskipverify = true", "skipverify"),
-            ("server = ", "TOML"),
-        ] {
-            let err =
-                parse_hosts_toml(Path::new("/x/hosts.toml"), text.as_bytes()).expect_err(text);
-            let message = err.to_string();
-            assert!(message.contains("/x/hosts.toml"), "{message}");
-            assert!(
-                message.contains(fragment) || fragment == "TOML",
-                "{text}: {message}"
-            );
-        }
+    fn a_bad_hosts_toml_is_an_error_with_file_line_and_column() {
+        let text = "[host.\"https://m\"]\ncapabilities = [\"fly\"]\n";
+        let err = parse_hosts_file(Path::new("/x/hosts.toml"), "m", text.as_bytes())
+            .expect_err("unknown capability");
+        let message = err.to_string();
+        assert!(message.starts_with("/x/hosts.toml:2:"), "{message}");
+        assert!(message.contains("fly"), "{message}");
+
+        let text = "[host.\"https://m\"]\ndial_timeout = \"soon\"\n";
+        let err = parse_hosts_file(Path::new("/x/hosts.toml"), "m", text.as_bytes())
+            .expect_err("bad duration");
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("fast").is_err());
-        assert!(parse_go_duration("").is_err());
+    fn a_registry_object_converts_like_its_hosts_toml() {
+        let yaml = r#"
+apiVersion: berth/v1
+kind: Registry
+metadata:
+  name: docker.io
+spec:
+  hosts:
+    - url: http://mirror.local:5000
+      capabilities: [pull, resolve]
+"#;
+        let parsed = manifests::parse_file(Path::new("/m/registry.yaml"), yaml.as_bytes());
+        assert!(
+            !parsed.has_errors(),
+            "{:?}",
+            parsed.all_diagnostics().collect::<Vec<_>>()
+        );
+        let Some(Object::Registry(registry)) = parsed.objects().next() else {
+            panic!("a Registry object");
+        };
+        let hosts = RegistryHosts::from_registry(registry, "Registry/docker.io").expect("convert");
+        let mut config = HostsConfig::new();
+        config.insert(registry.host(), hosts);
+        let endpoints = config.endpoints("docker.io").expect("endpoints");
+        let urls: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.url("library/busybox", "manifests", "1"))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "http://mirror.local:5000/v2/library/busybox/manifests/1?ns=docker.io",
+                "https://registry-1.docker.io/v2/library/busybox/manifests/1"
+            ]
+        );
+        assert!(!endpoints[0].capabilities.push);
     }
 
     #[test]

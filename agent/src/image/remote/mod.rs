@@ -18,7 +18,6 @@
 
 mod blob;
 pub mod platform;
-pub mod reference;
 mod session;
 
 use std::fmt;
@@ -31,8 +30,10 @@ use oci_spec::image::{
 };
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
+/// References are parsed and normalised by the manifests crate (one grammar
+/// for validation and pulls).
+pub use manifests::ImageReference;
 pub use platform::Platform;
-pub use reference::ImageReference;
 use session::{AuthCache, Session};
 
 use crate::image::auth::Credentials;
@@ -295,7 +296,7 @@ impl Puller {
             .transpose()?;
         let top = fetch_manifest_any(
             &resolvers,
-            reference.manifest_reference(),
+            reference.object(),
             expected.as_ref(),
             &self.store,
             progress,
@@ -391,7 +392,7 @@ impl Puller {
 
     fn sessions(&self, reference: &ImageReference) -> Result<Vec<Session<'_>>, RemoteError> {
         let mut sessions = Vec::new();
-        for endpoint in self.resolver.endpoints(reference.registry())? {
+        for endpoint in self.resolver.endpoints(reference.domain())? {
             let client = self.resolver.client(&endpoint)?;
             let credential = self.credentials.for_host(endpoint.authority()).cloned();
             sessions.push(Session::new(
@@ -419,7 +420,7 @@ impl Puller {
         if chosen.is_empty() {
             return Err(RemoteError::NoHost {
                 reference: reference.to_string(),
-                registry: reference.registry().to_owned(),
+                registry: reference.domain().to_owned(),
                 capability: name,
             });
         }
