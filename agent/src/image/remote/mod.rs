@@ -18,6 +18,7 @@
 
 mod blob;
 pub mod platform;
+pub mod reference;
 mod session;
 
 use std::fmt;
@@ -30,10 +31,8 @@ use oci_spec::image::{
 };
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
-/// References are parsed and normalised by the manifests crate (one grammar
-/// for validation and pulls).
-pub use manifests::ImageReference;
 pub use platform::Platform;
+pub use reference::ImageReference;
 use session::{AuthCache, Session};
 
 use crate::image::auth::Credentials;
