@@ -9,7 +9,9 @@ use base64::Engine as _;
 use berth::image::auth::Credentials;
 use berth::image::content::ContentStore;
 use berth::image::hosts::{HostEntry, HostsConfig, RegistryHosts, Resolver};
-use berth::image::remote::{ImageReference, NoProgress, Platform, Progress, Puller, RemoteError};
+use berth::image::remote::{
+    BlobGuard, FetchOptions, ImageReference, NoProgress, Platform, Progress, Puller, RemoteError,
+};
 use berth_e2e::images::busybox_image;
 use berth_e2e::registry::{Registry, RegistryOptions, free_port};
 use oci_spec::image::Digest;
@@ -90,9 +92,13 @@ fn an_image_pull_secret_authenticates_the_pull() {
         "from-a-secret",
     ));
     let credentials = Credentials::from_secret(&secret).expect("a dockerconfigjson secret");
-    let puller = Puller::new(resolver, credentials, store.clone());
+    // The same puller, with the pod's pull secret for this pull only.
+    let options = FetchOptions {
+        credentials: Some(&credentials),
+        ..FetchOptions::new(&NoProgress)
+    };
     let fetched = rt
-        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+        .block_on(anonymous.fetch_with(&reference, &Platform::host(), options))
         .expect("pull with the secret");
     assert_eq!(fetched.manifest_digest.to_string(), image.digest);
     assert_eq!(fetched.layers.len(), 2);
@@ -210,5 +216,84 @@ fn progress_reports_every_blob_up_to_its_size() {
     assert!(
         done.iter().all(|(_, downloaded)| !downloaded),
         "all already present"
+    );
+}
+
+/// Records what it protected and whether the blob was already stored then.
+struct Guard {
+    store: ContentStore,
+    refuse: bool,
+    protected: Mutex<Vec<(String, bool)>>,
+}
+
+impl BlobGuard for Guard {
+    fn protect(&self, digest: &Digest) -> Result<(), String> {
+        if self.refuse {
+            return Err("lease expired".to_owned());
+        }
+        let stored = self.store.contains(digest).map_err(|e| e.to_string())?;
+        self.protected
+            .lock()
+            .expect("lock")
+            .push((digest.to_string(), stored));
+        Ok(())
+    }
+}
+
+#[test]
+fn every_blob_is_protected_before_it_is_written() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/guarded");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = ContentStore::open(store_dir.path()).expect("content store");
+    let resolver =
+        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
+    let puller = Puller::new(resolver, Credentials::none(), store.clone());
+    let reference: ImageReference = image.reference.parse().expect("reference");
+    let rt = runtime();
+
+    let refusing = Guard {
+        store: store.clone(),
+        refuse: true,
+        protected: Mutex::new(Vec::new()),
+    };
+    let options = FetchOptions {
+        guard: Some(&refusing),
+        ..FetchOptions::new(&NoProgress)
+    };
+    let err = rt
+        .block_on(puller.fetch_with(&reference, &Platform::host(), options))
+        .expect_err("a guard that refuses stops the pull");
+    assert!(err.to_string().contains("lease expired"), "{err}");
+    assert!(
+        store.list().expect("list").is_empty(),
+        "nothing was written"
+    );
+
+    let guard = Guard {
+        store: store.clone(),
+        refuse: false,
+        protected: Mutex::new(Vec::new()),
+    };
+    let options = FetchOptions {
+        guard: Some(&guard),
+        ..FetchOptions::new(&NoProgress)
+    };
+    rt.block_on(puller.fetch_with(&reference, &Platform::host(), options))
+        .expect("pull");
+    let protected = guard.protected.lock().expect("lock");
+    let built = &image.manifests[0];
+    let mut expected: Vec<String> = std::iter::once(&built.manifest)
+        .chain(std::iter::once(&built.config))
+        .chain(&built.layers)
+        .map(|b| b.digest.clone())
+        .collect();
+    expected.sort();
+    let mut seen: Vec<String> = protected.iter().map(|(d, _)| d.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, expected, "manifest, config and layers");
+    assert!(
+        protected.iter().all(|(_, stored)| !stored),
+        "each was protected before it was stored: {protected:?}"
     );
 }

@@ -97,6 +97,8 @@ pub enum RemoteError {
         what: String,
         attempts: Vec<Attempt>,
     },
+    #[error("blob {digest}: cannot protect it from garbage collection: {reason}")]
+    Guard { digest: String, reason: String },
     #[error("internal error: {reason}")]
     Internal { reason: String },
 }
@@ -184,6 +186,88 @@ pub trait Progress: Send + Sync {
     /// A host failed and the next one will be tried (the last host's
     /// failure is in the error instead).
     fn host_failed(&self, _host: &str, _error: &RemoteError) {}
+}
+
+/// Keeps blobs safe from garbage collection while a pull writes them (the
+/// image service's lease implements it).
+pub trait BlobGuard: Send + Sync {
+    /// Called before `digest` is written to the content store; an error
+    /// stops the pull.
+    fn protect(&self, digest: &Digest) -> Result<(), String>;
+}
+
+/// Per-pull settings beyond the reference and platform.
+#[derive(Clone, Copy)]
+pub struct FetchOptions<'a> {
+    pub progress: &'a dyn Progress,
+    /// Credentials for this pull only (the node's merged with a pod's image
+    /// pull secrets); `None` uses the puller's.
+    pub credentials: Option<&'a Credentials>,
+    pub guard: Option<&'a dyn BlobGuard>,
+}
+
+impl<'a> FetchOptions<'a> {
+    pub fn new(progress: &'a dyn Progress) -> Self {
+        Self {
+            progress,
+            credentials: None,
+            guard: None,
+        }
+    }
+
+    fn protect(&self, digest: &Digest) -> Result<(), RemoteError> {
+        match self.guard {
+            Some(guard) => guard.protect(digest).map_err(|reason| RemoteError::Guard {
+                digest: digest.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Progress for the agent's log: per blob, one `info` line at most every
+/// `interval`, and one when it is stored.
+pub struct TracingProgress {
+    image: String,
+    interval: Duration,
+    last: std::sync::Mutex<std::collections::HashMap<Digest, Instant>>,
+}
+
+impl TracingProgress {
+    pub fn new(image: impl Into<String>, interval: Duration) -> Self {
+        Self {
+            image: image.into(),
+            interval,
+            last: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl Progress for TracingProgress {
+    fn blob_progress(&self, digest: &Digest, done: u64, total: u64) {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last
+            .get(digest)
+            .is_none_or(|at| now.duration_since(*at) >= self.interval);
+        if due {
+            last.insert(digest.clone(), now);
+            tracing::info!(image = %self.image, blob = %digest, done, total, "pulling");
+        }
+    }
+
+    fn blob_done(&self, digest: &Digest, downloaded: bool) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
+        tracing::info!(image = %self.image, blob = %digest, downloaded, "blob stored");
+    }
+
+    fn host_failed(&self, host: &str, error: &RemoteError) {
+        tracing::warn!(image = %self.image, %host, %error, "registry host failed; trying the next one");
+    }
 }
 
 /// Progress reporting that reports nothing.
@@ -279,8 +363,20 @@ impl Puller {
         platform: &Platform,
         progress: &dyn Progress,
     ) -> Result<FetchedImage, RemoteError> {
+        self.fetch_with(reference, platform, FetchOptions::new(progress))
+            .await
+    }
+
+    /// [`Puller::fetch`] with per-pull credentials and a GC guard.
+    pub async fn fetch_with(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        options: FetchOptions<'_>,
+    ) -> Result<FetchedImage, RemoteError> {
         let started = Instant::now();
-        let sessions = self.sessions(reference)?;
+        let credentials = options.credentials.unwrap_or(&self.credentials);
+        let sessions = self.sessions(reference, credentials)?;
         let mut stats = FetchStats::default();
 
         let (capability, name): (fn(&Capabilities) -> bool, _) = match reference.digest() {
@@ -298,7 +394,7 @@ impl Puller {
             reference.object(),
             expected.as_ref(),
             &self.store,
-            progress,
+            &options,
             &format!("manifest of {reference}"),
         )
         .await?;
@@ -327,7 +423,7 @@ impl Puller {
                     entry.digest().as_ref(),
                     Some(entry.digest()),
                     &self.store,
-                    progress,
+                    &options,
                     &format!("manifest for {chosen_platform} of {reference}"),
                 )
                 .await?;
@@ -349,11 +445,17 @@ impl Puller {
                 blobs.push(layer.clone());
             }
         }
-        let results: Vec<blob::Downloaded> = futures::stream::iter(blobs.iter())
-            .map(|descriptor| fetch_blob_any(&pullers, &self.store, descriptor, progress))
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
+        // Owned descriptors: a closure over borrowed ones would make the
+        // future not `Send` (a higher-ranked lifetime rustc cannot prove).
+        let (pullers, store, options) = (&pullers, &self.store, &options);
+        let results: Vec<blob::Downloaded> =
+            futures::stream::iter(blobs)
+                .map(|descriptor| async move {
+                    fetch_blob_any(pullers, store, &descriptor, options).await
+                })
+                .buffer_unordered(self.concurrency)
+                .try_collect()
+                .await?;
         for downloaded in &results {
             stats.bytes_transferred += downloaded.transferred;
             if downloaded.transferred > 0 {
@@ -389,11 +491,15 @@ impl Puller {
         })
     }
 
-    fn sessions(&self, reference: &ImageReference) -> Result<Vec<Session<'_>>, RemoteError> {
+    fn sessions(
+        &self,
+        reference: &ImageReference,
+        credentials: &Credentials,
+    ) -> Result<Vec<Session<'_>>, RemoteError> {
         let mut sessions = Vec::new();
         for endpoint in self.resolver.endpoints(reference.domain())? {
             let client = self.resolver.client(&endpoint)?;
-            let credential = self.credentials.for_host(endpoint.authority()).cloned();
+            let credential = credentials.for_host(endpoint.authority()).cloned();
             sessions.push(Session::new(
                 endpoint,
                 reference.repository(),
@@ -477,14 +583,15 @@ async fn fetch_manifest_any(
     reference: &str,
     expected: Option<&Digest>,
     store: &ContentStore,
-    progress: &dyn Progress,
+    options: &FetchOptions<'_>,
     what: &str,
 ) -> Result<ManifestBlob, RemoteError> {
     let mut attempts = Attempts::new(what.to_owned());
     for (i, session) in sessions.iter().enumerate() {
-        match fetch_manifest(session, reference, expected, store).await {
+        match fetch_manifest(session, reference, expected, store, options).await {
             Ok(manifest) => return Ok(manifest),
-            Err(error) => attempts.failed(session, error, i + 1 < sessions.len(), progress),
+            Err(error @ RemoteError::Guard { .. }) => return Err(error),
+            Err(error) => attempts.failed(session, error, i + 1 < sessions.len(), options.progress),
         }
     }
     Err(attempts.into_error())
@@ -494,9 +601,11 @@ async fn fetch_blob_any(
     sessions: &[&Session<'_>],
     store: &ContentStore,
     descriptor: &Descriptor,
-    progress: &dyn Progress,
+    options: &FetchOptions<'_>,
 ) -> Result<blob::Downloaded, RemoteError> {
     let digest = descriptor.digest();
+    options.protect(digest)?;
+    let progress = options.progress;
     let mut attempts = Attempts::new(format!("blob {digest}"));
     for (i, session) in sessions.iter().enumerate() {
         match blob::download(session, store, descriptor, progress).await {
@@ -515,6 +624,7 @@ async fn fetch_manifest(
     reference: &str,
     expected: Option<&Digest>,
     store: &ContentStore,
+    options: &FetchOptions<'_>,
 ) -> Result<ManifestBlob, RemoteError> {
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_MANIFESTS));
@@ -576,6 +686,7 @@ async fn fetch_manifest(
             reason,
         })?;
     let transferred = body.len() as u64;
+    options.protect(&actual)?;
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.write_blob(&body))
         .await
@@ -721,6 +832,20 @@ mod tests {
         let other = r#"{"schemaVersion":2,"mediaType":"application/vnd.cncf.helm.config.v1+json"}"#;
         let err = parse_manifest(None, other.as_bytes()).err().expect("helm");
         assert!(err.contains("unsupported"), "{err}");
+    }
+
+    /// The agent runs pulls with `tokio::spawn`, which needs `Send` futures.
+    #[test]
+    fn fetch_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(dir.path()).expect("store");
+        let resolver = Arc::new(Resolver::new(Default::default()).expect("resolver"));
+        let puller = Puller::new(resolver, Credentials::none(), store);
+        let reference: ImageReference = "busybox".parse().expect("reference");
+        let platform = Platform::host();
+        let future = puller.fetch(&reference, &platform, &NoProgress);
+        assert_send(&future);
     }
 
     #[test]
