@@ -13,6 +13,16 @@ pub fn write_hosts_toml(certs_d: &Path, host: &str, toml: &str) {
     std::fs::write(dir.join("hosts.toml"), toml).expect("writing hosts.toml");
 }
 
+/// Configures `registry_host` to be served by `server` alone (a plain-HTTP
+/// test registry, or a proxy in front of one).
+pub fn use_server(dirs: &TestDirs, registry_host: &str, server: &str) {
+    write_hosts_toml(
+        &certs_d(dirs),
+        registry_host,
+        &format!("server = \"{server}\"\n"),
+    );
+}
+
 /// The certs.d directory `berth pull --hosts-dir` reads in these tests.
 pub fn certs_d(dirs: &TestDirs) -> PathBuf {
     dirs.temp.path().join("certs.d")

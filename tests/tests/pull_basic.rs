@@ -3,18 +3,8 @@
 
 use berth_e2e::TestDirs;
 use berth_e2e::images::{busybox_image, sha256};
-use berth_e2e::pull::{
-    certs_d, field, partial_files, pull_err, pull_ok, stored_blob, write_hosts_toml,
-};
+use berth_e2e::pull::{field, partial_files, pull_err, pull_ok, stored_blob, use_server};
 use berth_e2e::registry::{Registry, RegistryOptions};
-
-fn plain_http(dirs: &TestDirs, registry: &Registry) {
-    write_hosts_toml(
-        &certs_d(dirs),
-        &registry.host(),
-        &format!("server = \"{}\"\n", registry.url()),
-    );
-}
 
 fn assert_stored(dirs: &TestDirs, digest: &str, size: u64) {
     let bytes = stored_blob(dirs, digest).unwrap_or_else(|| panic!("{digest} is not stored"));
@@ -27,7 +17,7 @@ fn pull_by_tag_stores_every_blob_verified_and_a_second_pull_downloads_nothing() 
     let registry = Registry::start(RegistryOptions::default());
     let image = busybox_image(&registry, "berth/busybox");
     let dirs = TestDirs::new();
-    plain_http(&dirs, &registry);
+    use_server(&dirs, &registry.host(), &registry.url());
 
     let result = pull_ok(&dirs, &image.reference, &[]);
     assert_eq!(field(&result, "digest"), image.digest);
@@ -67,7 +57,7 @@ fn pull_by_digest_gets_exactly_that_manifest() {
     let registry = Registry::start(RegistryOptions::default());
     let image = busybox_image(&registry, "berth/by-digest");
     let dirs = TestDirs::new();
-    plain_http(&dirs, &registry);
+    use_server(&dirs, &registry.host(), &registry.url());
 
     let result = pull_ok(&dirs, &image.by_digest(), &[]);
     assert_eq!(field(&result, "manifestDigest"), image.digest);

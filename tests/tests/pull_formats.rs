@@ -3,16 +3,12 @@
 
 use berth_e2e::TestDirs;
 use berth_e2e::images::{Entry, ImageSpec, PushFormat, busybox_entries, push_image, sha256};
-use berth_e2e::pull::{certs_d, field, pull_err, pull_ok, stored_blob, write_hosts_toml};
+use berth_e2e::pull::{field, pull_err, pull_ok, stored_blob, use_server};
 use berth_e2e::registry::{Registry, RegistryOptions};
 
 fn setup(registry: &Registry) -> TestDirs {
     let dirs = TestDirs::new();
-    write_hosts_toml(
-        &certs_d(&dirs),
-        &registry.host(),
-        &format!("server = \"{}\"\n", registry.url()),
-    );
+    use_server(&dirs, &registry.host(), &registry.url());
     dirs
 }
 

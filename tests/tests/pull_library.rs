@@ -10,9 +10,10 @@ use berth::image::auth::Credentials;
 use berth::image::content::ContentStore;
 use berth::image::hosts::{HostEntry, HostsConfig, RegistryHosts, Resolver};
 use berth::image::remote::{
-    BlobGuard, FetchOptions, ImageReference, NoProgress, Platform, Progress, Puller, RemoteError,
+    BlobGuard, FetchOptions, FetchedImage, ImageReference, NoProgress, Platform, Progress, Puller,
+    RemoteError,
 };
-use berth_e2e::images::busybox_image;
+use berth_e2e::images::{PushedImage, busybox_image};
 use berth_e2e::registry::{Registry, RegistryOptions, free_port};
 use oci_spec::image::Digest;
 
@@ -38,6 +39,57 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// A registry with a busybox image, an empty content store, a resolver
+/// sending the registry's images to it, and a runtime to pull with.
+struct Fixture {
+    registry: Registry,
+    image: PushedImage,
+    _store_dir: tempfile::TempDir,
+    store: ContentStore,
+    resolver: Arc<Resolver>,
+    reference: ImageReference,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new(options: RegistryOptions, name: &str) -> Self {
+        let registry = Registry::start(options);
+        let image = busybox_image(&registry, name);
+        let store_dir = tempfile::tempdir().expect("tempdir");
+        let store = ContentStore::open(store_dir.path()).expect("content store");
+        let resolver = Arc::new(
+            Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"),
+        );
+        let reference = image.reference.parse().expect("reference");
+        Self {
+            registry,
+            image,
+            _store_dir: store_dir,
+            store,
+            resolver,
+            reference,
+            rt: runtime(),
+        }
+    }
+
+    fn puller(&self) -> Puller {
+        Puller::new(
+            self.resolver.clone(),
+            Credentials::none(),
+            self.store.clone(),
+        )
+    }
+
+    fn fetch(
+        &self,
+        puller: &Puller,
+        options: FetchOptions<'_>,
+    ) -> Result<FetchedImage, RemoteError> {
+        self.rt
+            .block_on(puller.fetch_with(&self.reference, &Platform::host(), options))
+    }
 }
 
 /// A `kubernetes.io/dockerconfigjson` Secret manifest as a user writes it.
@@ -71,23 +123,18 @@ fn parse_secret(yaml: &str) -> manifests::types::Secret {
 
 #[test]
 fn an_image_pull_secret_authenticates_the_pull() {
-    let registry = Registry::start(RegistryOptions::basic_auth("puller", "from-a-secret"));
-    let image = busybox_image(&registry, "berth/secret");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = ContentStore::open(store_dir.path()).expect("content store");
-    let resolver =
-        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
-    let reference: ImageReference = image.reference.parse().expect("reference");
-    let rt = runtime();
-
-    let anonymous = Puller::new(resolver.clone(), Credentials::none(), store.clone());
-    let err = rt
-        .block_on(anonymous.fetch(&reference, &Platform::host(), &NoProgress))
+    let f = Fixture::new(
+        RegistryOptions::basic_auth("puller", "from-a-secret"),
+        "berth/secret",
+    );
+    let puller = f.puller();
+    let err = f
+        .fetch(&puller, FetchOptions::new(&NoProgress))
         .expect_err("the registry needs credentials");
     assert!(err.to_string().contains("requires credentials"), "{err}");
 
     let secret = parse_secret(&pull_secret_yaml(
-        &registry.host(),
+        &f.registry.host(),
         "puller",
         "from-a-secret",
     ));
@@ -97,49 +144,43 @@ fn an_image_pull_secret_authenticates_the_pull() {
         credentials: Some(&credentials),
         ..FetchOptions::new(&NoProgress)
     };
-    let fetched = rt
-        .block_on(anonymous.fetch_with(&reference, &Platform::host(), options))
-        .expect("pull with the secret");
-    assert_eq!(fetched.manifest_digest.to_string(), image.digest);
+    let fetched = f.fetch(&puller, options).expect("pull with the secret");
+    assert_eq!(fetched.manifest_digest.to_string(), f.image.digest);
     assert_eq!(fetched.layers.len(), 2);
     for layer in &fetched.layers {
-        assert!(store.contains(layer.digest()).expect("contains"));
+        assert!(f.store.contains(layer.digest()).expect("contains"));
     }
 }
 
 #[test]
 fn a_new_hosts_config_applies_to_the_next_pull_and_a_broken_one_is_refused() {
-    let registry = Registry::start(RegistryOptions::default());
-    let image = busybox_image(&registry, "berth/swap");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = ContentStore::open(store_dir.path()).expect("content store");
+    let f = Fixture::new(RegistryOptions::default(), "berth/swap");
     let down = format!("http://127.0.0.1:{}", free_port());
-    let resolver = Arc::new(Resolver::new(server_only(&registry.host(), &down)).expect("resolver"));
-    let puller = Puller::new(resolver.clone(), Credentials::none(), store);
-    let reference: ImageReference = image.reference.parse().expect("reference");
-    let rt = runtime();
-
-    let err = rt
-        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+    f.resolver
+        .set_config(server_only(&f.registry.host(), &down))
+        .expect("a config whose server is down");
+    let puller = f.puller();
+    let err = f
+        .fetch(&puller, FetchOptions::new(&NoProgress))
         .expect_err("the configured server is down");
     assert!(matches!(err, RemoteError::AllHostsFailed { .. }), "{err}");
     assert!(err.to_string().contains(&down), "{err}");
 
-    let mut broken = HostsConfig::new();
-    let mut entry = HostEntry {
-        url: registry.url(),
+    let mut mirror = HostEntry {
+        url: f.registry.url(),
         ..HostEntry::default()
     };
-    entry.client.ca = vec!["/nonexistent/berth/ca.pem".into()];
+    mirror.client.ca = vec!["/nonexistent/berth/ca.pem".into()];
+    let mut broken = HostsConfig::new();
     broken.insert(
-        registry.host(),
+        f.registry.host(),
         RegistryHosts {
             source: "certs.d/broken/hosts.toml".to_owned(),
-            hosts: vec![entry],
+            hosts: vec![mirror],
             server: HostEntry::default(),
         },
     );
-    let refused = resolver.set_config(broken).expect_err("unreadable CA");
+    let refused = f.resolver.set_config(broken).expect_err("unreadable CA");
     assert!(
         refused.to_string().contains("certs.d/broken/hosts.toml"),
         "{refused}"
@@ -148,14 +189,18 @@ fn a_new_hosts_config_applies_to_the_next_pull_and_a_broken_one_is_refused() {
         refused.to_string().contains("/nonexistent/berth/ca.pem"),
         "{refused}"
     );
+    let err = f
+        .fetch(&puller, FetchOptions::new(&NoProgress))
+        .expect_err("the refused config is not in effect: still the down server");
+    assert!(err.to_string().contains(&down), "{err}");
 
-    resolver
-        .set_config(server_only(&registry.host(), &registry.url()))
+    f.resolver
+        .set_config(server_only(&f.registry.host(), &f.registry.url()))
         .expect("a good config");
-    let fetched = rt
-        .block_on(puller.fetch(&reference, &Platform::host(), &NoProgress))
+    let fetched = f
+        .fetch(&puller, FetchOptions::new(&NoProgress))
         .expect("the same puller uses the new config");
-    assert_eq!(fetched.manifest_digest.to_string(), image.digest);
+    assert_eq!(fetched.manifest_digest.to_string(), f.image.digest);
 }
 
 #[derive(Default)]
@@ -183,20 +228,12 @@ impl Progress for Recorder {
 
 #[test]
 fn progress_reports_every_blob_up_to_its_size() {
-    let registry = Registry::start(RegistryOptions::default());
-    let image = busybox_image(&registry, "berth/progress");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = ContentStore::open(store_dir.path()).expect("content store");
-    let resolver =
-        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
-    let puller = Puller::new(resolver, Credentials::none(), store).with_concurrency(1);
-    let reference: ImageReference = image.reference.parse().expect("reference");
-    let rt = runtime();
-
+    let f = Fixture::new(RegistryOptions::default(), "berth/progress");
+    let puller = f.puller().with_concurrency(1);
     let recorder = Recorder::default();
-    rt.block_on(puller.fetch(&reference, &Platform::host(), &recorder))
+    f.fetch(&puller, FetchOptions::new(&recorder))
         .expect("pull");
-    let built = &image.manifests[0];
+    let built = &f.image.manifests[0];
     let progress = recorder.progress.lock().expect("lock");
     for blob in std::iter::once(&built.config).chain(&built.layers) {
         let reports = progress
@@ -209,7 +246,7 @@ fn progress_reports_every_blob_up_to_its_size() {
     assert_eq!(recorder.done.lock().expect("lock").len(), 3);
 
     let again = Recorder::default();
-    rt.block_on(puller.fetch(&reference, &Platform::host(), &again))
+    f.fetch(&puller, FetchOptions::new(&again))
         .expect("pull again");
     let done = again.done.lock().expect("lock");
     assert_eq!(done.len(), 3);
@@ -224,6 +261,16 @@ struct Guard {
     store: ContentStore,
     refuse: bool,
     protected: Mutex<Vec<(String, bool)>>,
+}
+
+impl Guard {
+    fn new(store: &ContentStore, refuse: bool) -> Self {
+        Self {
+            store: store.clone(),
+            refuse,
+            protected: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl BlobGuard for Guard {
@@ -242,47 +289,31 @@ impl BlobGuard for Guard {
 
 #[test]
 fn every_blob_is_protected_before_it_is_written() {
-    let registry = Registry::start(RegistryOptions::default());
-    let image = busybox_image(&registry, "berth/guarded");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = ContentStore::open(store_dir.path()).expect("content store");
-    let resolver =
-        Arc::new(Resolver::new(server_only(&registry.host(), &registry.url())).expect("resolver"));
-    let puller = Puller::new(resolver, Credentials::none(), store.clone());
-    let reference: ImageReference = image.reference.parse().expect("reference");
-    let rt = runtime();
+    let f = Fixture::new(RegistryOptions::default(), "berth/guarded");
+    let puller = f.puller();
 
-    let refusing = Guard {
-        store: store.clone(),
-        refuse: true,
-        protected: Mutex::new(Vec::new()),
-    };
+    let refusing = Guard::new(&f.store, true);
     let options = FetchOptions {
         guard: Some(&refusing),
         ..FetchOptions::new(&NoProgress)
     };
-    let err = rt
-        .block_on(puller.fetch_with(&reference, &Platform::host(), options))
+    let err = f
+        .fetch(&puller, options)
         .expect_err("a guard that refuses stops the pull");
     assert!(err.to_string().contains("lease expired"), "{err}");
     assert!(
-        store.list().expect("list").is_empty(),
+        f.store.list().expect("list").is_empty(),
         "nothing was written"
     );
 
-    let guard = Guard {
-        store: store.clone(),
-        refuse: false,
-        protected: Mutex::new(Vec::new()),
-    };
+    let guard = Guard::new(&f.store, false);
     let options = FetchOptions {
         guard: Some(&guard),
         ..FetchOptions::new(&NoProgress)
     };
-    rt.block_on(puller.fetch_with(&reference, &Platform::host(), options))
-        .expect("pull");
+    f.fetch(&puller, options).expect("pull");
     let protected = guard.protected.lock().expect("lock");
-    let built = &image.manifests[0];
+    let built = &f.image.manifests[0];
     let mut expected: Vec<String> = std::iter::once(&built.manifest)
         .chain(std::iter::once(&built.config))
         .chain(&built.layers)

@@ -8,7 +8,7 @@ use berth_e2e::images::{
     Entry, ImageSpec, PushFormat, PushedImage, busybox_entries, push_image, sha256,
 };
 use berth_e2e::proxy::{Fault, Proxy};
-use berth_e2e::pull::{certs_d, partial_file, pull_err, pull_ok, stored_blob, write_hosts_toml};
+use berth_e2e::pull::{partial_file, pull_err, pull_ok, stored_blob, use_server};
 use berth_e2e::registry::{Registry, RegistryOptions};
 
 const MIB: u64 = 1 << 20;
@@ -25,15 +25,6 @@ fn big_image(registry: &Registry, name: &str) -> (PushedImage, String, u64) {
     (image, layer.digest, layer.size)
 }
 
-/// Pull only through `proxy` (as the server).
-fn through(dirs: &TestDirs, registry: &Registry, proxy: &Proxy) {
-    write_hosts_toml(
-        &certs_d(dirs),
-        &registry.host(),
-        &format!("server = \"{}\"\n", proxy.url()),
-    );
-}
-
 #[test]
 fn an_interrupted_pull_resumes_where_it_stopped_without_refetching_bytes() {
     let registry = Registry::start(RegistryOptions::default());
@@ -44,7 +35,7 @@ fn an_interrupted_pull_resumes_where_it_stopped_without_refetching_bytes() {
     // the first pull gives up with 3 MiB kept.
     proxy.add_fault(&blob_path, Fault::CutAfter(MIB), 3);
     let dirs = TestDirs::new();
-    through(&dirs, &registry, &proxy);
+    use_server(&dirs, &registry.host(), &proxy.url());
 
     let stderr = pull_err(&dirs, &image.reference, &[]);
     assert!(stderr.contains(&layer), "{stderr}");
@@ -96,7 +87,7 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     let blob_path = format!("/blobs/{layer}");
     proxy.add_fault(&blob_path, Fault::CutAfter(MIB), 1);
     let dirs = TestDirs::new();
-    through(&dirs, &registry, &proxy);
+    use_server(&dirs, &registry.host(), &proxy.url());
 
     pull_ok(&dirs, &image.reference, &[]);
     let bytes = stored_blob(&dirs, &layer).expect("the layer is stored");

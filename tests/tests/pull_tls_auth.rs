@@ -6,7 +6,9 @@ use base64::Engine as _;
 use berth_e2e::TestDirs;
 use berth_e2e::images::busybox_image;
 use berth_e2e::proxy::Proxy;
-use berth_e2e::pull::{certs_d, field, pull_err, pull_ok, stored_blob, write_hosts_toml};
+use berth_e2e::pull::{
+    certs_d, field, pull_err, pull_ok, stored_blob, use_server, write_hosts_toml,
+};
 use berth_e2e::registry::{Registry, RegistryOptions};
 
 #[test]
@@ -66,11 +68,7 @@ fn htpasswd_basic_auth_with_credentials_from_config_json() {
     let registry = Registry::start(RegistryOptions::basic_auth("berth", "s3cret-pass"));
     let image = busybox_image(&registry, "berth/private");
     let dirs = TestDirs::new();
-    write_hosts_toml(
-        &certs_d(&dirs),
-        &registry.host(),
-        &format!("server = \"{}\"\n", registry.url()),
-    );
+    use_server(&dirs, &registry.host(), &registry.url());
 
     let stderr = pull_err(&dirs, &image.reference, &[]);
     assert!(
@@ -102,11 +100,7 @@ fn anonymous_bearer_tokens_are_fetched_once_and_reused() {
     let proxy = Proxy::start(&registry.host());
     proxy.require_bearer_token();
     let dirs = TestDirs::new();
-    write_hosts_toml(
-        &certs_d(&dirs),
-        &registry.host(),
-        &format!("server = \"{}\"\n", proxy.url()),
-    );
+    use_server(&dirs, &registry.host(), &proxy.url());
     let result = pull_ok(&dirs, &image.reference, &[]);
     assert_eq!(field(&result, "manifestDigest"), image.digest);
 
