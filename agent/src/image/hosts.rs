@@ -334,19 +334,46 @@ impl HostsConfig {
         endpoints_for(self.lookup(registry), registry)
     }
 
-    fn all_endpoints(&self) -> Result<Vec<Endpoint>, HostsError> {
-        let mut all = Vec::new();
+    /// Builds the HTTP client of every host, so that a config whose CA or
+    /// key files cannot be used is refused before it takes effect.
+    fn build_clients(&self) -> Result<HashMap<ClientSettings, reqwest::Client>, HostsError> {
+        let mut clients = HashMap::new();
         for (key, config) in &self.registries {
-            // `_default` has no registry host of its own; a placeholder is
-            // enough to check that its clients can be built.
-            let registry = if key == DEFAULT_HOST_KEY {
-                "default.invalid"
-            } else {
-                key
-            };
-            all.extend(endpoints_for(Some(config), registry)?);
+            config.build_clients_into(key, &mut clients)?;
         }
-        Ok(all)
+        Ok(clients)
+    }
+}
+
+impl RegistryHosts {
+    /// Checks that this config can be used for `host` (its key: a registry
+    /// host or `_default`): every URL parses and every host's client can be
+    /// built (CA and client certificate files readable and valid, headers
+    /// and proxy well-formed). The registry reconciler reports the error in
+    /// the object's status and leaves the config out of the resolver.
+    pub fn check(&self, host: &str) -> Result<(), HostsError> {
+        self.build_clients_into(host, &mut HashMap::new())
+    }
+
+    fn build_clients_into(
+        &self,
+        host: &str,
+        clients: &mut HashMap<ClientSettings, reqwest::Client>,
+    ) -> Result<(), HostsError> {
+        // `_default` has no registry host of its own; a placeholder is
+        // enough to check that its clients can be built.
+        let registry = if host == DEFAULT_HOST_KEY {
+            "default.invalid"
+        } else {
+            host
+        };
+        for endpoint in endpoints_for(Some(self), registry)? {
+            if !clients.contains_key(&endpoint.client) {
+                let client = build_client(&endpoint)?;
+                clients.insert(endpoint.client.clone(), client);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -539,13 +566,7 @@ impl Resolver {
     /// its hosts cannot be built (unreadable CA or key, bad header), the
     /// error names the file and host, and the previous config stays in effect.
     pub fn set_config(&self, config: HostsConfig) -> Result<(), HostsError> {
-        let mut clients = HashMap::new();
-        for endpoint in config.all_endpoints()? {
-            if !clients.contains_key(&endpoint.client) {
-                let client = build_client(&endpoint)?;
-                clients.insert(endpoint.client.clone(), client);
-            }
-        }
+        let clients = config.build_clients()?;
         // Clients are rebuilt rather than reused: a CA file may have new
         // content under the same path.
         *self.clients.lock().unwrap_or_else(|p| p.into_inner()) = clients;
@@ -846,6 +867,21 @@ mod tests {
         assert!(parse_go_duration("5").is_err());
         assert!(parse_go_duration("fast").is_err());
         assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn check_refuses_a_registry_whose_client_cannot_be_built() {
+        let mut bad_header = host("http://mirror");
+        bad_header.client.headers = vec![("X-Bad\nName".to_owned(), "v".to_owned())];
+        let err = config(vec![bad_header], "")
+            .check("_default")
+            .expect_err("invalid header name");
+        assert!(err.to_string().contains("test/hosts.toml"), "{err}");
+        assert!(
+            config(vec![host("http://mirror")], "")
+                .check("docker.io")
+                .is_ok()
+        );
     }
 
     #[test]
