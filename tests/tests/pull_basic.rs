@@ -85,3 +85,27 @@ fn a_plain_http_registry_is_not_used_without_a_config_saying_http() {
     );
     assert!(stored_blob(&dirs, &image.digest).is_none());
 }
+
+#[test]
+fn registry_objects_in_the_manifest_directory_configure_the_pull() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/from-manifests");
+    let dirs = TestDirs::new();
+    std::fs::write(
+        dirs.manifests.join("registry.yaml"),
+        format!(
+            "apiVersion: berth/v1\nkind: Registry\nmetadata:\n  name: \"{}\"\nspec:\n  server: {}\n",
+            registry.host(),
+            registry.url()
+        ),
+    )
+    .expect("writing the Registry object");
+    let output = dirs.berth(&["pull", "-o", "json", &image.reference]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(field(&result, "manifestDigest"), image.digest);
+}

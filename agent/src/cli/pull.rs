@@ -3,8 +3,9 @@
 //! with a progress bar per layer on a terminal (plain lines otherwise) and a
 //! summary (bytes, time, MB/s).
 //!
-//! Host configuration: the manifest directory's `certs.d/`, then
-//! `--hosts-dir` (its hosts win). Credentials: `--auth-file`, else
+//! Host configuration: the manifest directory's `certs.d/*/hosts.toml` files
+//! and `Registry` objects (what the agent would use), then `--hosts-dir`
+//! (its hosts win). Credentials: `--auth-file`, else
 //! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json` when present.
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use super::{GlobalArgs, OutputFormat};
 use crate::image::auth::Credentials;
 use crate::image::content::ContentStore;
 use crate::image::hosts::{HostsConfig, Resolver};
-use crate::image::hosts_dir::load_certs_d;
+use crate::image::hosts_dir::{load_certs_d, load_manifest_dir};
 use crate::image::remote::{
     DEFAULT_CONCURRENCY, FetchedImage, ImageReference, Platform, Progress, Puller, RemoteError,
 };
@@ -35,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     pub platform: Option<String>,
     /// A containerd-style certs.d directory (<host>/hosts.toml); its hosts
-    /// override those of the manifest directory's certs.d.
+    /// override those configured in the manifest directory.
     #[arg(long, env = "BERTH_HOSTS_DIR")]
     pub hosts_dir: Option<PathBuf>,
     /// Docker-style credentials file (`auths`).
@@ -84,9 +85,13 @@ fn pull_failed(reference: &ImageReference, err: RemoteError) -> anyhow::Error {
 
 fn hosts_config(manifests: &Path, hosts_dir: Option<&Path>) -> anyhow::Result<HostsConfig> {
     let mut config = HostsConfig::new();
-    let in_manifests = manifests.join("certs.d");
-    if in_manifests.is_dir() {
-        config.overlay(load_certs_d(&in_manifests)?);
+    if manifests.is_dir() {
+        config.overlay(load_manifest_dir(manifests).with_context(|| {
+            format!(
+                "reading registry configuration in the manifest directory {}",
+                manifests.display()
+            )
+        })?);
     }
     if let Some(dir) = hosts_dir {
         let loaded =

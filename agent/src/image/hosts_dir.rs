@@ -1,8 +1,11 @@
-//! Reading a containerd `certs.d` directory into a [`HostsConfig`]: one
-//! subdirectory per registry host (`docker.io`, `registry.local:5000` or
-//! `registry.local_5000_`, `_default`), each with a `hosts.toml` or, as
-//! containerd also accepts, Docker's certificate files (`*.crt` CAs,
-//! `*.cert` + `*.key` client pairs).
+//! Reading registry configuration from disk into a [`HostsConfig`]:
+//! - a containerd `certs.d` directory: one subdirectory per registry host
+//!   (`docker.io`, `registry.local:5000` or `registry.local_5000_`,
+//!   `_default`), each with a `hosts.toml` or, as containerd also accepts,
+//!   Docker's certificate files (`*.crt` CAs, `*.cert` + `*.key` pairs);
+//! - a manifest directory, as `berth pull` sees it: every `certs.d/*/hosts.toml`
+//!   and every `berth/v1 Registry` object in it (the files the agent reads,
+//!   chosen by the same `manifests::classify_path`).
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +67,102 @@ pub fn load_certs_d(dir: &Path) -> Result<HostsConfig, HostsDirError> {
         config.insert(host, registry);
     }
     Ok(config)
+}
+
+/// The registry configuration in a manifest directory: its hosts.toml
+/// files and Registry objects. A hosts.toml or a Registry document that does
+/// not parse is an error naming it; other manifests' problems are not this
+/// reader's business (`berth validate` reports them).
+pub fn load_manifest_dir(dir: &Path) -> Result<HostsConfig, HostsDirError> {
+    let mut config = HostsConfig::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let read_err = |source| HostsDirError::Read {
+            path: current.clone(),
+            source,
+        };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&current)
+            .map_err(read_err)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(read_err)?;
+        entries.sort();
+        for path in entries {
+            let relative = path.strip_prefix(dir).unwrap_or(&path);
+            if relative
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            match manifests::classify_path(relative) {
+                Some(ManifestFile::HostsToml { host }) => {
+                    let bytes = read_small(&path)?;
+                    config.insert(host.clone(), parse_hosts_file(&path, &host, &bytes)?);
+                }
+                Some(ManifestFile::Yaml | ManifestFile::Json) => {
+                    let bytes = read_small(&path)?;
+                    for (host, registry) in registry_objects(&path, &bytes)? {
+                        config.insert(host, registry);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn read_small(path: &Path) -> Result<Vec<u8>, HostsDirError> {
+    let read_err = |source| HostsDirError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > manifests::MAX_FILE_BYTES {
+        return Err(HostsDirError::Invalid {
+            diagnostics: vec![manifests::file_too_large(path, size).to_string()],
+        });
+    }
+    std::fs::read(path).map_err(read_err)
+}
+
+/// The Registry objects of one manifest file, by configured host.
+fn registry_objects(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(String, RegistryHosts)>, HostsDirError> {
+    let parsed = manifests::parse_file(path, bytes);
+    let mut found = Vec::new();
+    for document in &parsed.documents {
+        let is_registry = document
+            .key
+            .as_ref()
+            .is_some_and(|key| key.kind == manifests::Kind::Registry);
+        if is_registry && document.has_errors() {
+            return Err(HostsDirError::Invalid {
+                diagnostics: document
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(ToString::to_string)
+                    .collect(),
+            });
+        }
+        if let Some(Object::Registry(registry)) = &document.object {
+            let source = format!("Registry/{} ({})", registry.host(), path.display());
+            found.push((
+                registry.host().to_owned(),
+                RegistryHosts::from_registry(registry, &source)?,
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// One hosts.toml, through the manifests crate's parser (positions, typo
@@ -258,6 +357,47 @@ spec:
             ]
         );
         assert!(!endpoints[0].capabilities.push);
+    }
+
+    #[test]
+    fn a_manifest_dir_gives_its_hosts_toml_files_and_registry_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("site/certs.d/quay.io");
+        std::fs::create_dir_all(&certs).expect("mkdir");
+        std::fs::write(
+            certs.join("hosts.toml"),
+            "server = \"http://quay-mirror\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("registries.yaml"),
+            "apiVersion: berth/v1\nkind: Registry\nmetadata:\n  name: docker.io\n\
+             spec:\n  hosts:\n    - url: http://hub-mirror\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("broken-pod.yaml"), "kind: Pod\nspec: [").expect("write");
+        std::fs::write(dir.path().join("notes.yaml.bak"), "kind: Registry").expect("write");
+
+        let config = load_manifest_dir(dir.path()).expect("load");
+        let quay = config.endpoints("quay.io").expect("quay");
+        assert_eq!(quay[0].origin, "http://quay-mirror");
+        let hub = config.endpoints("docker.io").expect("hub");
+        assert_eq!(hub[0].origin, "http://hub-mirror");
+        assert!(
+            hub[0].source.contains("registries.yaml"),
+            "{}",
+            hub[0].source
+        );
+
+        std::fs::write(
+            dir.path().join("bad-registry.yaml"),
+            "apiVersion: berth/v1\nkind: Registry\nmetadata:\n  name: ghcr.io\n\
+             spec:\n  hosts:\n    - url: http://m\n      capabilites: [pull]\n",
+        )
+        .expect("write");
+        let err = load_manifest_dir(dir.path()).expect_err("typo in a Registry");
+        assert!(err.to_string().contains("bad-registry.yaml"), "{err}");
     }
 
     #[test]
