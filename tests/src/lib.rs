@@ -142,3 +142,5 @@ impl Default for TestDirs {
         Self::new()
     }
 }
+
+pub mod layers;

@@ -3,3 +3,5 @@
 //! and garbage collection.
 
 pub mod content;
+pub mod snapshot;
+pub mod unpack;
