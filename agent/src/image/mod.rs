@@ -2,6 +2,9 @@
 //! client and hosts.toml resolver), unpacked layer snapshots, metadata, import
 //! and garbage collection.
 
+pub mod auth;
 pub mod content;
+pub mod hosts;
+pub mod remote;
 pub mod snapshot;
 pub mod unpack;
