@@ -4,7 +4,12 @@
 
 pub mod auth;
 pub mod content;
+pub mod gc;
 pub mod hosts;
+pub mod import;
+pub mod meta;
+pub mod policy;
 pub mod remote;
+pub mod service;
 pub mod snapshot;
 pub mod unpack;

@@ -143,12 +143,13 @@ impl Snapshotter {
     }
 
     /// Unpacks one layer from the content store into its snapshot unless it
-    /// is already there. Returns the bytes of file content written (0 when
-    /// the snapshot already existed).
-    pub fn unpack(&self, content: &ContentStore, layer: &LayerPlan) -> Result<u64> {
+    /// is already there. Returns the bytes of file content written, or
+    /// `None` when the snapshot already existed (possibly committed by
+    /// another process meanwhile).
+    pub fn unpack(&self, content: &ContentStore, layer: &LayerPlan) -> Result<Option<u64>> {
         let target = self.path(&layer.chain_id)?;
         if target.is_dir() {
-            return Ok(0);
+            return Ok(None);
         }
         let content_err = |source| SnapshotError::Content {
             layer: layer.blob.to_string(),
@@ -173,7 +174,7 @@ impl Snapshotter {
         layer: &LayerPlan,
         staging: &Path,
         target: &Path,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let unpacked = unpack_layer(blob, &layer.media_type, staging).map_err(|source| {
             SnapshotError::Unpack {
                 layer: layer.blob.to_string(),
@@ -201,7 +202,7 @@ impl Snapshotter {
             Ok(()) => {}
             // Another process unpacked the same layer meanwhile: theirs is
             // just as good.
-            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => return Ok(0),
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => return Ok(None),
             Err(errno) => {
                 return Err(io_err("renaming into place", target)(io::Error::from(
                     errno,
@@ -212,22 +213,23 @@ impl Snapshotter {
             layer: layer.blob.to_string(),
             source,
         })?;
-        Ok(unpacked.file_bytes)
+        Ok(Some(unpacked.file_bytes))
     }
 
     /// Unpacks every missing layer, at most `parallelism` at a time. On the
     /// first failure the remaining layers are skipped and that error is
     /// returned; layers already committed stay (they are valid).
-    /// Returns each layer's written file bytes, in `layers` order.
+    /// Returns what [`Snapshotter::unpack`] returned for each layer, in
+    /// `layers` order.
     pub fn unpack_all(
         &self,
         content: &ContentStore,
         layers: &[LayerPlan],
         parallelism: usize,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<Option<u64>>> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<u64>>>> =
+        let results: Mutex<Vec<Option<Result<Option<u64>>>>> =
             Mutex::new((0..layers.len()).map(|_| None).collect());
         let workers = parallelism.clamp(1, layers.len().max(1));
         std::thread::scope(|scope| {
@@ -326,6 +328,22 @@ pub fn remove_tree(path: &Path) {
     {
         tracing::warn!(path = %path.display(), %err, "could not remove a staging directory; GC will retry");
     }
+}
+
+/// File bytes under `dir` (regular files only, hardlinks counted once per
+/// link), for snapshots whose size was never recorded.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The process that created a staging entry (`<anything>-<pid>-<rand>`).
