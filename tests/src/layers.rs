@@ -242,6 +242,18 @@ pub struct OciLayout {
 /// Writes an image of `layers` (each with its media type) for
 /// linux/amd64 to `dir`, tagged `tag` in `index.json`.
 pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> OciLayout {
+    let diff_ids: Vec<String> = layers.iter().map(|(layer, _)| layer.diff_id()).collect();
+    write_oci_layout_claiming(dir, tag, layers, &diff_ids)
+}
+
+/// Like [`write_oci_layout`], but the config claims `diff_ids` (to test
+/// what happens when a config lies about its layers).
+pub fn write_oci_layout_claiming(
+    dir: &Path,
+    tag: &str,
+    layers: &[(&Layer, &str)],
+    diff_ids: &[String],
+) -> OciLayout {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("creating blobs dir");
     let put = |bytes: &[u8]| -> String {
@@ -260,7 +272,6 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> Oci
         }));
         layer_digests.push(digest);
     }
-    let diff_ids: Vec<String> = layers.iter().map(|(layer, _)| layer.diff_id()).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "created": "2023-11-14T22:13:20Z",
         "architecture": "amd64",
@@ -302,6 +313,16 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> Oci
         config_digest,
         layer_digests,
     }
+}
+
+/// Packs an OCI layout directory into an OCI archive (what
+/// `skopeo copy … oci-archive:` writes), without needing skopeo.
+pub fn oci_archive(layout: &Path, archive: &Path) {
+    let file = std::fs::File::create(archive).expect("creating the archive");
+    let mut tar = tar::Builder::new(file);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", layout).expect("packing the layout");
+    tar.into_inner().expect("finishing the archive");
 }
 
 /// One line per entry under `root` (relative path → type, mode, owner,

@@ -137,8 +137,27 @@ impl ImageService {
     }
 
     /// Records an image whose blobs are all in the content store, under
-    /// the name `fetched.reference`. Does not unpack.
+    /// the name `fetched.reference`. Does not unpack (see
+    /// [`ImageService::install_fetched`]).
     pub fn record_fetched(&self, fetched: &FetchedImage) -> Result<ImageRecord> {
+        let (name, record) = self.plan_fetched(fetched)?;
+        self.meta
+            .record_image(&name, &record, fetched.index_digest.as_ref())?;
+        self.stored(&name)
+    }
+
+    /// Unpacks the layers of a fetched image and then records it: an image
+    /// whose layers fail to unpack (a diffID mismatch, a hostile entry) is
+    /// never recorded. The blobs stay in the content store until GC.
+    pub fn install_fetched(&self, fetched: &FetchedImage) -> Result<ImageRecord> {
+        let (name, record) = self.plan_fetched(fetched)?;
+        self.unpack_layers(&name, &record.layers)?;
+        self.meta
+            .record_image(&name, &record, fetched.index_digest.as_ref())?;
+        self.stored(&name)
+    }
+
+    fn plan_fetched(&self, fetched: &FetchedImage) -> Result<(String, ManifestRecord)> {
         let name = fetched.reference.to_string();
         let record = manifest_record(
             &self.content,
@@ -149,9 +168,7 @@ impl ImageService {
             &fetched.layers,
             &fetched.platform,
         )?;
-        self.meta
-            .record_image(&name, &record, fetched.index_digest.as_ref())?;
-        self.stored(&name)
+        Ok((name, record))
     }
 
     /// The stored image `reference` names: by exact name, or, for a
@@ -189,9 +206,17 @@ impl ImageService {
 
     fn unpack_record(&self, record: &ImageRecord) -> Result<Vec<PathBuf>> {
         let layers = self.meta.layers(&record.manifest_digest)?;
+        self.unpack_layers(&record.name, &layers)?;
+        self.meta.touch(&record.name)?;
         let chain_ids: Vec<Digest> = layers.iter().map(|l| l.chain_id.clone()).collect();
+        Ok(self.snapshots.lowerdirs(&chain_ids)?)
+    }
+
+    /// Unpacks the layers that have no snapshot yet, under a lease, and
+    /// records their sizes.
+    fn unpack_layers(&self, name: &str, layers: &[LayerRecord]) -> Result<()> {
         let mut missing = Vec::new();
-        for layer in &layers {
+        for layer in layers {
             if !self.snapshots.exists(&layer.chain_id)? {
                 missing.push(LayerPlan {
                     blob: layer.blob.clone(),
@@ -205,35 +230,33 @@ impl ImageService {
                 self.meta.record_snapshot(&layer.chain_id, size)?;
             }
         }
-        if !missing.is_empty() {
-            let lease = self.lease(&format!("unpack {}", record.name))?;
-            for layer in &missing {
-                lease.add_blob(&layer.blob)?;
-                lease.add_snapshot(&layer.chain_id)?;
-            }
-            let started = std::time::Instant::now();
-            let sizes = self.snapshots.unpack_all(
-                &self.content,
-                &missing,
-                self.options.unpack_parallelism,
-            )?;
-            for (layer, size) in missing.iter().zip(sizes) {
-                let size = match size {
-                    Some(size) => size,
-                    None => snapshot::disk_usage(&self.snapshots.path(&layer.chain_id)?),
-                };
-                self.meta.record_snapshot(&layer.chain_id, size)?;
-            }
-            tracing::info!(
-                image = %record.name,
-                layers = missing.len(),
-                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "unpacked image layers"
-            );
-            lease.release()?;
+        if missing.is_empty() {
+            return Ok(());
         }
-        self.meta.touch(&record.name)?;
-        Ok(self.snapshots.lowerdirs(&chain_ids)?)
+        let lease = self.lease(&format!("unpack {name}"))?;
+        for layer in &missing {
+            lease.add_blob(&layer.blob)?;
+            lease.add_snapshot(&layer.chain_id)?;
+        }
+        let started = std::time::Instant::now();
+        let sizes =
+            self.snapshots
+                .unpack_all(&self.content, &missing, self.options.unpack_parallelism)?;
+        for (layer, size) in missing.iter().zip(sizes) {
+            let size = match size {
+                Some(size) => size,
+                None => snapshot::disk_usage(&self.snapshots.path(&layer.chain_id)?),
+            };
+            self.meta.record_snapshot(&layer.chain_id, size)?;
+        }
+        tracing::info!(
+            image = %name,
+            layers = missing.len(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "unpacked image layers"
+        );
+        lease.release()?;
+        Ok(())
     }
 
     /// Records that `container_id` runs `reference` (so neither rmi nor GC
@@ -329,10 +352,7 @@ impl ImageService {
         let images = import::read_archive(&self.content, &lease, archive, name, &Platform::host())?;
         let mut records = Vec::new();
         for image in &images {
-            self.record_fetched(image)?;
-            let record = self.stored(&image.reference.to_string())?;
-            self.unpack_record(&record)?;
-            records.push(self.stored(&record.name)?);
+            records.push(self.install_fetched(image)?);
         }
         lease.release()?;
         Ok(records)
