@@ -117,6 +117,8 @@ pub enum MetaError {
         "image metadata schema version {found} is newer than this berth understands ({SCHEMA_VERSION})"
     )]
     SchemaTooNew { found: i64 },
+    #[error("lease {id} expired and was collected; the work it protected must start again")]
+    LeaseGone { id: String },
     #[error("image metadata row for {what} holds an invalid digest {value:?}")]
     BadDigest { what: String, value: String },
 }
@@ -755,17 +757,26 @@ impl Lease {
     }
 
     pub fn add_blob(&self, digest: &Digest) -> Result<()> {
-        self.add("blob", digest.as_ref())
+        self.add(std::iter::once(("blob", digest)))
     }
 
     pub fn add_snapshot(&self, chain_id: &Digest) -> Result<()> {
-        self.add("snapshot", chain_id.as_ref())
+        self.add(std::iter::once(("snapshot", chain_id)))
     }
 
-    /// Adds a resource and extends the lease (a long pull keeps it alive by
+    /// Adds blobs and snapshots in one transaction.
+    pub fn add_all(&self, blobs: &[&Digest], snapshots: &[&Digest]) -> Result<()> {
+        let resources = blobs
+            .iter()
+            .map(|d| ("blob", *d))
+            .chain(snapshots.iter().map(|d| ("snapshot", *d)));
+        self.add(resources)
+    }
+
+    /// Adds resources and extends the lease (a long pull keeps it alive by
     /// making progress). Fails if the lease has expired and was collected:
-    /// then the resource may already be gone and the caller must restart.
-    fn add(&self, kind: &str, key: &str) -> Result<()> {
+    /// then a resource may already be gone and the caller must restart.
+    fn add<'d>(&self, resources: impl Iterator<Item = (&'static str, &'d Digest)>) -> Result<()> {
         self.store.write(|tx| -> Result<()> {
             let renewed = tx
                 .execute(
@@ -774,17 +785,20 @@ impl Lease {
                 )
                 .map_err(sql("renewing a lease"))?;
             if renewed == 0 {
-                return Err(MetaError::Sql {
-                    op: "adding to a lease",
-                    source: rusqlite::Error::QueryReturnedNoRows,
+                return Err(MetaError::LeaseGone {
+                    id: self.id.clone(),
                 });
             }
-            tx.execute(
-                "INSERT INTO lease_resources (lease_id, kind, key) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                params![self.id, kind, key],
-            )
-            .map_err(sql("adding to a lease"))?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO lease_resources (lease_id, kind, key) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(sql("adding to a lease"))?;
+            for (kind, digest) in resources {
+                stmt.execute(params![self.id, kind, digest.to_string()])
+                    .map_err(sql("adding to a lease"))?;
+            }
             Ok(())
         })
     }

@@ -151,9 +151,12 @@ impl ImageService {
     /// never recorded. The blobs stay in the content store until GC.
     pub fn install_fetched(&self, fetched: &FetchedImage) -> Result<ImageRecord> {
         let (name, record) = self.plan_fetched(fetched)?;
-        self.unpack_layers(&name, &record.layers)?;
+        // Held until the record exists: from then on the image is a root.
+        let lease = self.lease(&format!("install {name}"))?;
+        self.unpack_layers(&name, &record.layers, &lease)?;
         self.meta
             .record_image(&name, &record, fetched.index_digest.as_ref())?;
+        lease.release()?;
         self.stored(&name)
     }
 
@@ -206,15 +209,24 @@ impl ImageService {
 
     fn unpack_record(&self, record: &ImageRecord) -> Result<Vec<PathBuf>> {
         let layers = self.meta.layers(&record.manifest_digest)?;
-        self.unpack_layers(&record.name, &layers)?;
+        // An rmi and GC in another process may race with us: the lease
+        // keeps the layers until the caller holds them some other way.
+        let lease = self.lease(&format!("unpack {}", record.name))?;
+        self.unpack_layers(&record.name, &layers, &lease)?;
         self.meta.touch(&record.name)?;
         let chain_ids: Vec<Digest> = layers.iter().map(|l| l.chain_id.clone()).collect();
-        Ok(self.snapshots.lowerdirs(&chain_ids)?)
+        let lowerdirs = self.snapshots.lowerdirs(&chain_ids)?;
+        lease.release()?;
+        Ok(lowerdirs)
     }
 
-    /// Unpacks the layers that have no snapshot yet, under a lease, and
-    /// records their sizes.
-    fn unpack_layers(&self, name: &str, layers: &[LayerRecord]) -> Result<()> {
+    /// Unpacks the layers that have no snapshot yet and records their
+    /// sizes. Every layer is added to `lease` first, so GC keeps what this
+    /// finds already present as well as what it creates.
+    fn unpack_layers(&self, name: &str, layers: &[LayerRecord], lease: &Lease) -> Result<()> {
+        let blobs: Vec<&Digest> = layers.iter().map(|l| &l.blob).collect();
+        let chain_ids: Vec<&Digest> = layers.iter().map(|l| &l.chain_id).collect();
+        lease.add_all(&blobs, &chain_ids)?;
         let mut missing = Vec::new();
         for layer in layers {
             if !self.snapshots.exists(&layer.chain_id)? {
@@ -233,11 +245,6 @@ impl ImageService {
         if missing.is_empty() {
             return Ok(());
         }
-        let lease = self.lease(&format!("unpack {name}"))?;
-        for layer in &missing {
-            lease.add_blob(&layer.blob)?;
-            lease.add_snapshot(&layer.chain_id)?;
-        }
         let started = std::time::Instant::now();
         let sizes =
             self.snapshots
@@ -255,7 +262,6 @@ impl ImageService {
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "unpacked image layers"
         );
-        lease.release()?;
         Ok(())
     }
 
