@@ -147,3 +147,5 @@ impl Default for TestDirs {
         Self::new()
     }
 }
+
+pub mod layers;
