@@ -154,11 +154,18 @@ impl Proxy {
         self.shared.requests.lock().expect("requests lock").clone()
     }
 
+    /// The requests whose target contains `path_contains`.
+    pub fn requests_for(&self, path_contains: &str) -> Vec<ProxiedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.target.contains(path_contains))
+            .collect()
+    }
+
     /// Body bytes sent for requests whose target contains `path_contains`.
     pub fn body_bytes(&self, path_contains: &str) -> u64 {
-        self.requests()
+        self.requests_for(path_contains)
             .iter()
-            .filter(|r| r.target.contains(path_contains))
             .map(|r| r.body_bytes)
             .sum()
     }

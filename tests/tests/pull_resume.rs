@@ -57,11 +57,7 @@ fn an_interrupted_pull_resumes_where_it_stopped_without_refetching_bytes() {
     assert_eq!(sha256(&bytes), layer);
     assert!(!partial.exists(), "the partial file became the blob");
 
-    let requests: Vec<_> = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.target.contains(&blob_path))
-        .collect();
+    let requests = proxy.requests_for(&blob_path);
     let ranges: Vec<Option<String>> = requests.iter().map(|r| r.range.clone()).collect();
     assert_eq!(
         ranges,
@@ -95,11 +91,7 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     pull_ok(&dirs, &image.reference, &[]);
     let bytes = stored_blob(&dirs, &layer).expect("the layer is stored");
     assert_eq!(sha256(&bytes), layer);
-    let requests: Vec<_> = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.target.contains(&blob_path))
-        .collect();
+    let requests = proxy.requests_for(&blob_path);
     assert_eq!(requests.len(), 2);
     assert_eq!(
         requests[1].range,
@@ -151,11 +143,7 @@ fn a_pull_killed_mid_download_resumes_from_its_partial_file() {
     pull_ok(&dirs, &image.reference, &[]);
     let bytes = stored_blob(&dirs, &layer).expect("the layer is stored");
     assert_eq!(sha256(&bytes), layer);
-    let requests: Vec<_> = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.target.contains(&blob_path))
-        .collect();
+    let requests = proxy.requests_for(&blob_path);
     // Requests are logged as they finish: the killed one may come last.
     let resumed = requests
         .iter()
