@@ -10,6 +10,8 @@ packages=(
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests
   curl jq                                  # demo and tests talk HTTP
+  python3-jsonschema                       # examples are checked against the Kubernetes schemas
+
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(podman containerd hyperfine)

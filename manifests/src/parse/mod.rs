@@ -134,8 +134,7 @@ fn json_error_message(err: &serde_json::Error) -> String {
 }
 
 /// The file as UTF-8 text, or the reason it cannot be parsed at all.
-pub(crate)
- fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
+pub(crate) fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
     let file_error = |line, column, message: String| {
         Box::new(Diagnostic {
             file: path.to_owned(),
@@ -185,6 +184,10 @@ fn yaml_options() -> serde_saphyr::Options {
         },
     };
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY;
+    // `defaultMode: 0644` is octal in Kubernetes manifests (YAML 1.1 rules,
+    // as the API machinery reads them), not decimal 644.
+    options.legacy_octal_numbers = true;
+
     options
 }
 
@@ -267,6 +270,16 @@ fn parse_document(path: &Path, document: split::DocumentText<'_>) -> Document {
             .map(|issue| issue_diagnostic(path, &root, issue)),
     );
     out.diagnostics.sort_by_key(|d| (d.line, d.column));
+    // The field check and the typed pass can both object to one value;
+    // one message per field is enough.
+    out.diagnostics.dedup_by(|later, earlier| {
+        later.field.is_some()
+            && later.field == earlier.field
+            && (later.line, later.column) == (earlier.line, earlier.column)
+            && later.is_error()
+            && earlier.is_error()
+    });
+
     if !out.has_errors() {
         out.object = object.map(|o| resolve_relative_paths(o, path));
     }
