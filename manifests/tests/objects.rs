@@ -193,3 +193,51 @@ fn oversized_and_flat_but_huge_documents_are_refused() {
         "{d:?}"
     );
 }
+
+#[test]
+fn defaults_follow_kubernetes() {
+    let parsed = parse(
+        "p.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - {name: a, image: nginx}\n    - {name: b, image: 'nginx:1.27'}\n    - {name: c, image: nginx, imagePullPolicy: Never}\n",
+    );
+    let Object::Pod(pod) = only_object(&parsed) else {
+        panic!("a Pod")
+    };
+    use manifests::types::{ImagePullPolicy, RestartPolicy};
+    let policies: Vec<ImagePullPolicy> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.image_pull_policy_or_default())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            ImagePullPolicy::Always,
+            ImagePullPolicy::IfNotPresent,
+            ImagePullPolicy::Never
+        ]
+    );
+    assert_eq!(pod.spec.restart_policy_or_default(), RestartPolicy::Always);
+    assert_eq!(pod.spec.termination_grace_period_seconds_or_default(), 30);
+}
+
+#[test]
+fn docker_config_secrets_are_checked_without_quoting_them() {
+    let bad = parse_file(
+        Path::new("s.yaml"),
+        b"apiVersion: v1\nkind: Secret\nmetadata: {name: pull}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{\"not-auths\": 1}'\n",
+    );
+    let messages: Vec<String> = bad.all_diagnostics().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0]
+            .starts_with("s.yaml:6:22: error: `.dockerconfigjson` must be a JSON docker config"),
+        "{messages:?}"
+    );
+    assert!(!messages[0].contains("not-auths"));
+    parse(
+        "ok.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: pull}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{\"auths\": {\"r.local\": {\"auth\": \"dTpw\"}}}'\n",
+    );
+}
