@@ -4,9 +4,10 @@
 //! every object validates against berth's own published schema, and every
 //! file's yaml-language-server modeline points at its kind's schema.
 //!
-//! JSON Schema validation runs Debian's python3-jsonschema (installed by
-//! scripts/install-deps.sh): lighter than a Rust validator crate, and the
-//! same library many editors' tooling uses.
+//! The schema checks run Debian's python3-jsonschema and python3-yaml
+//! (scripts/install-deps.sh): lighter than a Rust validator crate, and
+//! PyYAML reads YAML 1.1 the way kubectl does, so "valid for Kubernetes"
+//! means what kubectl would send.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,14 +42,85 @@ fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The documents of a manifest file as JSON values, read with the same
-/// YAML rules berth uses (YAML 1.2 booleans, octal modes like Kubernetes).
-fn documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).expect("reading an example");
-    let mut options = serde_saphyr::options! { strict_booleans: true };
-    options.legacy_octal_numbers = true;
-    serde_saphyr::from_multiple_with_options::<Value>(&text, options)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+fn kubernetes_schemas() -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/k8s-schema");
+    json!({
+        "Pod": dir.join("pod-v1.json"),
+        "ConfigMap": dir.join("configmap-v1.json"),
+        "Secret": dir.join("secret-v1.json"),
+    })
+}
+
+fn berth_schema(kind: &str) -> PathBuf {
+    repo()
+        .join("schemas")
+        .join(format!("{}.json", kind.to_lowercase()))
+}
+
+/// Reads every file's YAML documents with PyYAML and checks each against
+/// the schemas: v1 kinds against Kubernetes' (draft 4), every kind against
+/// berth's (draft 7). `extra` holds inline `{name, kind, doc, valid}` cases.
+/// Prints one JSON line per document (`{file, kind}`) and one per outcome
+/// that differs from what was expected (`{fail, errors}`).
+const CHECKER: &str = r#"
+import json, sys
+try:
+    import jsonschema, yaml
+except ImportError as e:
+    sys.exit(f"{e}: run scripts/install-deps.sh (apt-get install python3-jsonschema python3-yaml)")
+job = json.load(sys.stdin)
+loaded = {}
+def schema(path):
+    if path not in loaded:
+        with open(path) as f:
+            loaded[path] = json.load(f)
+    return loaded[path]
+def check(name, doc, path, validator, valid):
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(schema(path)).iter_errors(doc)]
+    if bool(errors) == valid:
+        print(json.dumps({"fail": name, "errors": errors[:5]}))
+def check_all(name, doc, valid):
+    kind = doc.get("kind")
+    if doc.get("apiVersion") == "v1":
+        check(f"{name} vs Kubernetes v1.31", doc, job["kubernetes"][kind], jsonschema.Draft4Validator, valid)
+    check(f"{name} vs schemas/", doc, f"{job['berth']}/{kind.lower()}.json", jsonschema.Draft7Validator, valid)
+for path in job["files"]:
+    with open(path) as f:
+        for index, doc in enumerate(d for d in yaml.safe_load_all(f) if d is not None):
+            print(json.dumps({"file": path, "kind": doc.get("kind"), "apiVersion": doc.get("apiVersion")}))
+            check_all(f"{path}#{index}", doc, True)
+for case in job["extra"]:
+    check_all(case["name"], case["doc"], case["valid"])
+"#;
+
+fn run_checker(files: &[PathBuf], extra: &[Value]) -> Vec<Value> {
+    let job = json!({
+        "files": files,
+        "kubernetes": kubernetes_schemas(),
+        "berth": repo().join("schemas"),
+        "extra": extra,
+    });
+    let mut child = Command::new("python3")
+        .args(["-c", CHECKER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/install-deps.sh)");
+    let input = serde_json::to_vec(&job).expect("job as JSON");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input)
+        .expect("writing the job");
+    let output = child.wait_with_output().expect("running python3");
+    assert!(
+        output.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 #[test]
@@ -100,118 +172,46 @@ fn berth_validate_accepts_every_example_together() {
     }
 }
 
-/// Checks documents against schemas with python3-jsonschema. Each case is
-/// `{name, schema (path), draft (4 or 7), doc, valid (expected)}`; returns
-/// the cases whose outcome differs, with the validator's reasons.
-fn check_with_python(cases: &[Value]) -> Vec<String> {
-    const SCRIPT: &str = r#"
-import json, sys
-try:
-    import jsonschema
-except ImportError:
-    sys.exit("python3-jsonschema is missing: run scripts/install-deps.sh (apt-get install python3-jsonschema)")
-validators = {4: jsonschema.Draft4Validator, 7: jsonschema.Draft7Validator}
-schemas = {}
-for case in json.load(sys.stdin):
-    path = case["schema"]
-    if path not in schemas:
-        with open(path) as f:
-            schemas[path] = json.load(f)
-    validator = validators[case["draft"]](schemas[path])
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(case["doc"])]
-    if bool(errors) == case["valid"]:
-        print(json.dumps({"name": case["name"], "errors": errors[:5]}))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed (scripts/install-deps.sh)");
-    let input = serde_json::to_vec(cases).expect("cases as JSON");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input)
-        .expect("writing cases");
-    let output = child.wait_with_output().expect("running python3");
-    assert!(
-        output.status.success(),
-        "python3 failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn kubernetes_schema(kind: &str) -> Option<PathBuf> {
-    let file = match kind {
-        "Pod" => "pod-v1.json",
-        "ConfigMap" => "configmap-v1.json",
-        "Secret" => "secret-v1.json",
-        _ => return None,
-    };
-    Some(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/k8s-schema")
-            .join(file),
-    )
-}
-
-fn berth_schema(kind: &str) -> PathBuf {
-    repo()
-        .join("schemas")
-        .join(format!("{}.json", kind.to_lowercase()))
-}
-
 #[test]
 fn examples_validate_against_the_kubernetes_and_berth_schemas() {
     let mut files = Vec::new();
     manifest_files(&examples(), &mut files);
-    let mut cases = Vec::new();
-    let mut v1_objects = 0;
-    for file in &files {
-        for (index, doc) in documents(file).into_iter().enumerate() {
-            let kind = doc["kind"]
-                .as_str()
-                .expect("every example has a kind")
-                .to_owned();
-            let name = format!("{}#{index} ({kind})", file.display());
-            if doc["apiVersion"] == "v1" {
-                let schema = kubernetes_schema(&kind).expect("v1 kinds are Pod, ConfigMap, Secret");
-                v1_objects += 1;
-                cases.push(json!({"name": format!("{name} vs Kubernetes v1.31"), "schema": schema, "draft": 4, "doc": doc.clone(), "valid": true}));
-            }
-            cases.push(json!({"name": format!("{name} vs schemas/"), "schema": berth_schema(&kind), "draft": 7, "doc": doc, "valid": true}));
-        }
-    }
-    assert!(v1_objects >= 7, "only {v1_objects} v1 objects in examples/");
 
     // The schemas must also reject what berth rejects, or editors would not
-    // flag it: a misspelt field, a wrong type.
-    let typo = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
-        "spec": {"containers": [{"name": "x", "image": "busybox", "imagePulPolicy": "Always"}]}});
-    let wrong_type = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
-        "spec": {"containers": [{"name": "x", "image": "busybox", "ports": [{"containerPort": "http"}]}]}});
-    let ignored_field = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "creationTimestamp": null},
-        "spec": {"priorityClassName": "system-node-critical", "containers": [{"name": "x", "image": "busybox"}]}, "status": {}});
-    cases.push(json!({"name": "typo", "schema": berth_schema("Pod"), "draft": 7, "doc": typo, "valid": false}));
-    cases.push(json!({"name": "wrong type", "schema": berth_schema("Pod"), "draft": 7, "doc": wrong_type, "valid": false}));
-    cases.push(json!({"name": "ignored Kubernetes fields", "schema": berth_schema("Pod"), "draft": 7, "doc": ignored_field, "valid": true}));
-
-    let failures = check_with_python(&cases);
+    // flag it (a misspelt field, a wrong type), and accept the Kubernetes
+    // fields berth only warns about.
+    let pod = |container: Value, extra_spec: Value| {
+        let mut doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": [container]}});
+        if let (Some(spec), Some(extra)) = (doc["spec"].as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        doc
+    };
+    let extra = [
+        json!({"name": "typo", "valid": false,
+            "doc": pod(json!({"name": "x", "image": "busybox", "imagePulPolicy": "Always"}), json!({}))}),
+        json!({"name": "wrong type", "valid": false,
+            "doc": pod(json!({"name": "x", "image": "busybox", "ports": [{"containerPort": "http"}]}), json!({}))}),
+        json!({"name": "ignored Kubernetes fields", "valid": true,
+            "doc": pod(json!({"name": "x", "image": "busybox"}), json!({"priorityClassName": "system-node-critical"}))}),
+    ];
+    let lines = run_checker(&files, &extra);
+    let failures: Vec<&Value> = lines.iter().filter(|l| l.get("fail").is_some()).collect();
     assert!(
         failures.is_empty(),
-        "unexpected schema results:\n{}",
-        failures.join("\n")
+        "unexpected schema results: {failures:#?}"
     );
+    let documents: Vec<&Value> = lines.iter().filter(|l| l.get("file").is_some()).collect();
+    let v1 = documents.iter().filter(|d| d["apiVersion"] == "v1").count();
+    assert!(v1 >= 7, "only {v1} v1 objects in examples/: {documents:#?}");
 }
 
 #[test]
 fn every_example_names_its_kinds_schema_in_a_modeline() {
     let mut files = Vec::new();
     manifest_files(&examples(), &mut files);
+    let lines = run_checker(&files, &[]);
     for file in files
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e != "json"))
@@ -227,18 +227,23 @@ fn every_example_names_its_kinds_schema_in_a_modeline() {
                     file.display()
                 )
             });
-        let docs = documents(file);
-        let kind = docs[0]["kind"].as_str().expect("kind");
+        let kinds: Vec<&str> = lines
+            .iter()
+            .filter(|l| l["file"].as_str() == file.to_str())
+            .filter_map(|l| l["kind"].as_str())
+            .collect();
         assert!(
-            docs.iter().all(|d| d["kind"] == kind),
-            "{}: one kind per file, so one schema fits",
+            !kinds.is_empty() && kinds.iter().all(|k| *k == kinds[0]),
+            "{}: one kind per file, so one schema fits ({kinds:?})",
             file.display()
         );
         let target = file.parent().expect("parent").join(modeline);
         let target = target
             .canonicalize()
             .unwrap_or_else(|e| panic!("{}: {} ({e})", file.display(), target.display()));
-        let expected = berth_schema(kind).canonicalize().expect("schema exists");
+        let expected = berth_schema(kinds[0])
+            .canonicalize()
+            .expect("schema exists");
         assert_eq!(
             target,
             expected,
