@@ -7,8 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::image::snapshot::LayerPlan;
 use berth::paths::Paths;
 use berth_e2e::layers::{GZIP, LayerBuilder, ZSTD, busybox_layer, oci_archive, write_oci_layout};

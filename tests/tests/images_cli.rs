@@ -2,8 +2,7 @@
 //! Image object pins. Each CLI call is its own process reopening the store,
 //! so these also show that metadata survives reopening.
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::paths::Paths;
 use berth_e2e::layers::{GZIP, LayerBuilder, busybox_layer, oci_archive, write_oci_layout};
 use berth_e2e::{TestDirs, require_root};

@@ -66,7 +66,7 @@ impl Fixture {
 
     /// Unpacks `layer` and checks the world outside the snapshot is as it
     /// was. Returns the unpack result and the snapshot path.
-    fn unpack(&self, layer: &Layer) -> (Result<u64, SnapshotError>, PathBuf) {
+    fn unpack(&self, layer: &Layer) -> (Result<Option<u64>, SnapshotError>, PathBuf) {
         let outside_before = self.outside();
         let plan = self.plan(layer);
         let result = self.snapshots.unpack(&self.content, &plan);
@@ -101,7 +101,11 @@ impl Fixture {
         (sentinel, top, passwd_state)
     }
 
-    fn assert_rejected(&self, result: Result<u64, SnapshotError>, snapshot: &Path) -> UnpackError {
+    fn assert_rejected(
+        &self,
+        result: Result<Option<u64>, SnapshotError>,
+        snapshot: &Path,
+    ) -> UnpackError {
         assert!(!snapshot.exists(), "a rejected layer left a snapshot");
         match result {
             Err(SnapshotError::Unpack { source, .. }) => source,

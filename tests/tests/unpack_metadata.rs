@@ -7,8 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth::image::content::ContentStore;
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::{ImageService, ServiceError};
+use berth::image::service::{ImageReference, ImageService, ServiceError};
 use berth::image::snapshot::{LayerPlan, SnapshotError, Snapshotter};
 use berth::paths::Paths;
 use berth_e2e::layers::{

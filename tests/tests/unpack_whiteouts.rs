@@ -4,8 +4,7 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::paths::Paths;
 use berth_e2e::layers::{
     GZIP, LayerBuilder, OverlayMount, PLAIN, ZSTD, file_list, oci_archive, write_oci_layout,

@@ -37,8 +37,9 @@ use oci_spec::image::{
 
 use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
-use super::remote::reference::{ImageReference, ReferenceError};
+use super::remote::reference::ImageReference as FetchReference;
 use super::remote::{FetchStats, FetchedImage, Platform};
+use super::service::ImageReference;
 use super::unpack::Compression;
 use staged::Staged;
 
@@ -91,12 +92,11 @@ pub enum ImportError {
         host: String,
         available: String,
     },
-    #[error("archive {}: image name {name:?}: {source}", archive.display())]
+    #[error("archive {}: image name {name:?}: {reason}", archive.display())]
     BadName {
         archive: PathBuf,
         name: String,
-        #[source]
-        source: ReferenceError,
+        reason: String,
     },
     #[error("archive {}: blob {digest}: {source}", archive.display())]
     Content {
@@ -594,11 +594,18 @@ impl ArchiveContents<'_> {
             archive: self.archive.to_path_buf(),
             tag: candidate.tag_only.clone(),
         })?;
-        let reference: ImageReference = name.parse().map_err(|source| ImportError::BadName {
+        let bad_name = |reason: String| ImportError::BadName {
             archive: self.archive.to_path_buf(),
             name: name.clone(),
-            source,
-        })?;
+            reason,
+        };
+        // Validated and normalised by the manifests crate; the puller's
+        // reference type carries it in the FetchedImage.
+        let normalised = ImageReference::parse(&name).map_err(|err| bad_name(err.to_string()))?;
+        let reference: FetchReference = normalised
+            .to_string()
+            .parse()
+            .map_err(|err: super::remote::reference::ReferenceError| bad_name(err.to_string()))?;
         let manifest_bytes = self.read_blob(&candidate.manifest_digest, "image manifest")?;
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|err| self.bad(candidate.manifest_digest.to_string(), err))?;

@@ -1,7 +1,7 @@
 //! Pod `imagePullPolicy`, decided as Kubernetes does, as a pure function
 //! the pod reconciler calls before it creates a container.
 
-use super::remote::reference::ImageReference;
+use manifests::reference::ImageReference;
 
 /// `imagePullPolicy` of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     fn image(s: &str) -> ImageReference {
-        s.parse().expect("reference")
+        ImageReference::parse(s).expect("reference")
     }
 
     #[test]

@@ -25,10 +25,13 @@ use super::content::{ContentError, ContentStore};
 use super::gc::{self, GcError, GcOptions, GcReport};
 use super::import::{self, ImportError};
 use super::meta::{self, ImageRecord, LayerRecord, Lease, ManifestRecord, MetaError, MetaStore};
-use super::remote::reference::ImageReference;
 use super::remote::{FetchedImage, Platform};
 use super::snapshot::{self, LayerPlan, SnapshotError, Snapshotter};
 use crate::paths::Paths;
+
+/// The image reference type of the whole service (parsed and normalised by
+/// the manifests crate, as the pod and Image manifests spell images).
+pub use manifests::reference::ImageReference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -185,7 +188,7 @@ impl ImageService {
         let Some(digest) = reference.digest() else {
             return Ok(None);
         };
-        let repository = format!("{}/{}", reference.registry(), reference.repository());
+        let repository = reference.name();
         Ok(self.meta.images()?.into_iter().find(|image| {
             same_repository(&image.name, &repository)
                 && (image.manifest_digest.to_string() == digest

@@ -134,8 +134,7 @@ fn json_error_message(err: &serde_json::Error) -> String {
 }
 
 /// The file as UTF-8 text, or the reason it cannot be parsed at all.
-pub(crate)
- fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
+pub(crate) fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box<Diagnostic>> {
     let file_error = |line, column, message: String| {
         Box::new(Diagnostic {
             file: path.to_owned(),
