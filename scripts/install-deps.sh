@@ -10,6 +10,7 @@ packages=(
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests
   curl jq                                  # demo and tests talk HTTP
+  openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(podman containerd hyperfine)

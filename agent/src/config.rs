@@ -21,6 +21,8 @@ pub struct ImagesConfig {
     pub hosts_dir: Option<PathBuf>,
     /// Docker-style credentials file (`auths`).
     pub auth_file: Option<PathBuf>,
+    /// Layers downloaded at the same time per pull (default 3).
+    pub max_concurrent_downloads: Option<usize>,
 }
 
 impl AgentConfig {

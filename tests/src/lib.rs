@@ -5,6 +5,11 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod images;
+pub mod proxy;
+pub mod pull;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

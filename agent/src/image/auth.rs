@@ -175,6 +175,22 @@ impl Credentials {
         Self::from_docker_config(bytes, &format!("Secret {secret}"))
     }
 
+    /// Credentials from a pod's `imagePullSecrets` entry: a
+    /// `kubernetes.io/dockerconfigjson` Secret.
+    pub fn from_secret(secret: &manifests::types::Secret) -> Result<Self, AuthError> {
+        let name = match secret.metadata.namespace.as_deref() {
+            Some(namespace) if !namespace.is_empty() => {
+                format!("{namespace}/{}", secret.metadata.name)
+            }
+            _ => secret.metadata.name.clone(),
+        };
+        Self::from_pull_secret(
+            &name,
+            secret.type_.as_deref().unwrap_or("Opaque"),
+            &secret.contents(),
+        )
+    }
+
     /// Adds `other`'s credentials; `other` wins for a host both have (pass
     /// pull secrets last: they are the more specific source).
     pub fn merge(&mut self, other: Credentials) {

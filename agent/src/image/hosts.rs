@@ -84,6 +84,19 @@ pub enum HostsError {
         name: String,
         reason: String,
     },
+    #[error("{source_name}: host {url}: dial_timeout: {reason}")]
+    BadDuration {
+        source_name: String,
+        url: String,
+        reason: String,
+    },
+    #[error("{source_name}: host {url}: proxy {proxy:?}: {reason}")]
+    BadProxy {
+        source_name: String,
+        url: String,
+        proxy: String,
+        reason: String,
+    },
     #[error("{source_name}: host {url}: building the HTTP client: {reason}")]
     Client {
         source_name: String,
@@ -147,6 +160,8 @@ pub struct ClientSettings {
     /// Sent with every request to the host; a name may repeat.
     pub headers: Vec<(String, String)>,
     pub dial_timeout: Option<Duration>,
+    /// Proxy URL for this host's requests (`http://`, `https://`).
+    pub proxy: Option<String>,
 }
 
 /// One `[host."…"]` table, or the top level of a hosts.toml (for `server`).
@@ -170,6 +185,110 @@ pub struct RegistryHosts {
     /// `server`, with the top-level settings of the file. An empty `url`
     /// means the default server for the registry host.
     pub server: HostEntry,
+}
+
+impl RegistryHosts {
+    /// The resolver's form of a `berth/v1 Registry` object (or a hosts.toml
+    /// the manifests crate read into one); `source` names it in errors.
+    pub fn from_registry(
+        registry: &manifests::types::Registry,
+        source: &str,
+    ) -> Result<Self, HostsError> {
+        let entry = |host: &manifests::types::RegistryHost| -> Result<HostEntry, HostsError> {
+            let dial_timeout = host
+                .dial_timeout
+                .as_deref()
+                .map(parse_go_duration)
+                .transpose()
+                .map_err(|reason| HostsError::BadDuration {
+                    source_name: source.to_owned(),
+                    url: host.url.clone(),
+                    reason,
+                })?;
+            let capabilities = match &host.capabilities {
+                None => Capabilities::ALL,
+                Some(list) => Capabilities {
+                    pull: list.contains(&manifests::types::Capability::Pull),
+                    resolve: list.contains(&manifests::types::Capability::Resolve),
+                    push: list.contains(&manifests::types::Capability::Push),
+                },
+            };
+            Ok(HostEntry {
+                url: host.url.clone(),
+                capabilities,
+                override_path: host.override_path,
+                client: ClientSettings {
+                    ca: host.ca.iter().map(PathBuf::from).collect(),
+                    client_certs: host
+                        .client
+                        .iter()
+                        .map(|c| ClientCert {
+                            cert: PathBuf::from(&c.cert),
+                            key: c.key.as_ref().map(PathBuf::from),
+                        })
+                        .collect(),
+                    skip_verify: host.skip_verify,
+                    headers: host
+                        .header
+                        .iter()
+                        .flat_map(|(name, values)| {
+                            values
+                                .iter()
+                                .map(move |value| (name.clone(), value.clone()))
+                        })
+                        .collect(),
+                    dial_timeout,
+                    proxy: host.proxy.clone(),
+                },
+            })
+        };
+        Ok(Self {
+            source: source.to_owned(),
+            hosts: registry
+                .spec
+                .hosts
+                .iter()
+                .map(entry)
+                .collect::<Result<_, _>>()?,
+            server: match &registry.spec.server {
+                Some(server) => entry(server)?,
+                None => HostEntry::default(),
+            },
+        })
+    }
+}
+
+/// Go's `time.ParseDuration` for the units a timeout uses: `500ms`, `5s`,
+/// `1m30s`, `1.5s`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 5s, 1m30s)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 /// Every registry config in effect, keyed by registry host (`docker.io`,
@@ -215,34 +334,47 @@ impl HostsConfig {
         endpoints_for(self.lookup(registry), registry)
     }
 
-    fn all_endpoints(&self) -> Result<Vec<Endpoint>, HostsError> {
-        let mut all = Vec::new();
+    /// Builds the HTTP client of every host, so that a config whose CA or
+    /// key files cannot be used is refused before it takes effect.
+    fn build_clients(&self) -> Result<HashMap<ClientSettings, reqwest::Client>, HostsError> {
+        let mut clients = HashMap::new();
         for (key, config) in &self.registries {
-            // `_default` has no registry host of its own; a placeholder is
-            // enough to check that its clients can be built.
-            let registry = if key == DEFAULT_HOST_KEY {
-                "default.invalid"
-            } else {
-                key
-            };
-            all.extend(endpoints_for(Some(config), registry)?);
+            config.build_clients_into(key, &mut clients)?;
         }
-        Ok(all)
+        Ok(clients)
     }
 }
 
-/// Converts a `certs.d` directory name to the registry host it configures:
-/// containerd also accepts `host_port_` for `host:port` (no colons in names).
-pub fn host_from_dir_name(name: &str) -> String {
-    if let Some(stem) = name.strip_suffix('_')
-        && let Some((host, port)) = stem.rsplit_once('_')
-        && !host.is_empty()
-        && !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-    {
-        return format!("{host}:{port}");
+impl RegistryHosts {
+    /// Checks that this config can be used for `host` (its key: a registry
+    /// host or `_default`): every URL parses and every host's client can be
+    /// built (CA and client certificate files readable and valid, headers
+    /// and proxy well-formed). The registry reconciler reports the error in
+    /// the object's status and leaves the config out of the resolver.
+    pub fn check(&self, host: &str) -> Result<(), HostsError> {
+        self.build_clients_into(host, &mut HashMap::new())
     }
-    name.to_owned()
+
+    fn build_clients_into(
+        &self,
+        host: &str,
+        clients: &mut HashMap<ClientSettings, reqwest::Client>,
+    ) -> Result<(), HostsError> {
+        // `_default` has no registry host of its own; a placeholder is
+        // enough to check that its clients can be built.
+        let registry = if host == DEFAULT_HOST_KEY {
+            "default.invalid"
+        } else {
+            host
+        };
+        for endpoint in endpoints_for(Some(self), registry)? {
+            if !clients.contains_key(&endpoint.client) {
+                let client = build_client(&endpoint)?;
+                clients.insert(endpoint.client.clone(), client);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One place to send registry requests, with what it may be used for.
@@ -434,13 +566,7 @@ impl Resolver {
     /// its hosts cannot be built (unreadable CA or key, bad header), the
     /// error names the file and host, and the previous config stays in effect.
     pub fn set_config(&self, config: HostsConfig) -> Result<(), HostsError> {
-        let mut clients = HashMap::new();
-        for endpoint in config.all_endpoints()? {
-            if !clients.contains_key(&endpoint.client) {
-                let client = build_client(&endpoint)?;
-                clients.insert(endpoint.client.clone(), client);
-            }
-        }
+        let clients = config.build_clients()?;
         // Clients are rebuilt rather than reused: a CA file may have new
         // content under the same path.
         *self.clients.lock().unwrap_or_else(|p| p.into_inner()) = clients;
@@ -536,6 +662,15 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
         // rustls presents one identity; containerd also uses the first that
         // the server accepts, and configs list one in practice.
         builder = builder.identity(identity);
+    }
+    if let Some(proxy) = &settings.proxy {
+        let proxy = reqwest::Proxy::all(proxy).map_err(|err| HostsError::BadProxy {
+            source_name: endpoint.source.clone(),
+            url: endpoint.display_name(),
+            proxy: proxy.clone(),
+            reason: err.to_string(),
+        })?;
+        builder = builder.proxy(proxy);
     }
     if settings.skip_verify {
         builder = builder.tls_danger_accept_invalid_certs(true);
@@ -707,21 +842,6 @@ mod tests {
     }
 
     #[test]
-    fn dir_names_with_port_suffix_map_to_host_port() {
-        assert_eq!(
-            host_from_dir_name("registry.local_5000_"),
-            "registry.local:5000"
-        );
-        assert_eq!(
-            host_from_dir_name("registry.local:5000"),
-            "registry.local:5000"
-        );
-        assert_eq!(host_from_dir_name("docker.io"), "docker.io");
-        assert_eq!(host_from_dir_name("_default"), "_default");
-        assert_eq!(host_from_dir_name("my_host"), "my_host");
-    }
-
-    #[test]
     fn a_config_with_an_unreadable_ca_is_refused_and_the_old_one_stays() {
         let mut good = HostsConfig::new();
         good.insert("a.local", config(vec![host("http://mirror-a")], ""));
@@ -737,6 +857,31 @@ mod tests {
             "{err}"
         );
         assert_eq!(*resolver.config(), good);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("fast").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn check_refuses_a_registry_whose_client_cannot_be_built() {
+        let mut bad_header = host("http://mirror");
+        bad_header.client.headers = vec![("X-Bad\nName".to_owned(), "v".to_owned())];
+        let err = config(vec![bad_header], "")
+            .check("_default")
+            .expect_err("invalid header name");
+        assert!(err.to_string().contains("test/hosts.toml"), "{err}");
+        assert!(
+            config(vec![host("http://mirror")], "")
+                .check("docker.io")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -37,7 +37,6 @@ use oci_spec::image::{
 
 use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
-use super::remote::reference::ImageReference as FetchReference;
 use super::remote::{FetchStats, FetchedImage, Platform};
 use super::service::ImageReference;
 use super::unpack::Compression;
@@ -599,13 +598,7 @@ impl ArchiveContents<'_> {
             name: name.clone(),
             reason,
         };
-        // Validated and normalised by the manifests crate; the puller's
-        // reference type carries it in the FetchedImage.
-        let normalised = ImageReference::parse(&name).map_err(|err| bad_name(err.to_string()))?;
-        let reference: FetchReference = normalised
-            .to_string()
-            .parse()
-            .map_err(|err: super::remote::reference::ReferenceError| bad_name(err.to_string()))?;
+        let reference = ImageReference::parse(&name).map_err(|err| bad_name(err.to_string()))?;
         let manifest_bytes = self.read_blob(&candidate.manifest_digest, "image manifest")?;
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|err| self.bad(candidate.manifest_digest.to_string(), err))?;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod content;
 pub mod gc;
 pub mod hosts;
+pub mod hosts_dir;
 pub mod import;
 pub mod meta;
 pub mod policy;

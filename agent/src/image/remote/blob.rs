@@ -61,7 +61,12 @@ pub async fn download(
                 }
                 Err(err) => return Err(RemoteError::content(&digest, err)),
             },
-            Transfer::Broken { error, progressed } => {
+            Transfer::Broken {
+                error,
+                ingest,
+                progressed,
+            } => {
+                keep_if_not_empty(ingest, descriptor).await?;
                 if !progressed || resumes_left == 0 {
                     return Err(error);
                 }
@@ -75,11 +80,24 @@ pub async fn download(
 enum Transfer {
     /// Every byte is in the ingest; commit verifies them.
     Complete(Ingest),
-    /// The transfer stopped early; the ingest keeps what arrived.
+    /// The transfer stopped early (or never started); the ingest holds what
+    /// arrived.
     Broken {
         error: RemoteError,
+        ingest: Ingest,
         progressed: bool,
     },
+}
+
+/// Keeps a partial download for a later resume, but not an empty one: a
+/// host that was down must not leave files behind.
+async fn keep_if_not_empty(ingest: Ingest, descriptor: &Descriptor) -> Result<(), RemoteError> {
+    if ingest.offset() > 0 {
+        return Ok(());
+    }
+    blocking(move || ingest.abort())
+        .await?
+        .map_err(|err| RemoteError::content(descriptor.digest(), err))
 }
 
 async fn open_ingest(
@@ -118,16 +136,27 @@ async fn transfer(
             .expect("a byte range is a valid header value");
         headers.insert(header::RANGE, range);
     }
-    let mut response = session.get("blobs", &digest.to_string(), headers).await?;
+    let broken = |error, ingest| {
+        Ok(Transfer::Broken {
+            error,
+            ingest,
+            progressed: false,
+        })
+    };
+    let mut response = match session.get("blobs", digest.as_ref(), headers).await {
+        Ok(response) => response,
+        Err(error) => return broken(error, ingest),
+    };
     let status = response.status();
     let url = response.url().to_string();
     match status {
         StatusCode::PARTIAL_CONTENT if offset > 0 => {
             if range_start(response.headers()) != Some(offset) {
-                return Err(RemoteError::Protocol {
+                let error = RemoteError::Protocol {
                     url,
                     reason: format!("asked for bytes from {offset}, got another range"),
-                });
+                };
+                return broken(error, ingest);
             }
         }
         StatusCode::OK if offset > 0 => {
@@ -137,7 +166,7 @@ async fn transfer(
                 .map_err(|err| RemoteError::content(digest, err))?;
         }
         StatusCode::OK => {}
-        _ => return Err(RemoteError::status(&url, response).await),
+        _ => return broken(RemoteError::status(&url, response).await, ingest),
     }
     let start = ingest.offset();
     progress.blob_progress(digest, start, size);
@@ -187,15 +216,14 @@ async fn transfer(
                     ingest.offset()
                 ),
             },
+            ingest,
             progressed: received > 0,
         }),
-        Err(error) => {
-            drop(ingest); // keeps the partial file for a resume
-            Ok(Transfer::Broken {
-                error,
-                progressed: received > 0,
-            })
-        }
+        Err(error) => Ok(Transfer::Broken {
+            error,
+            ingest,
+            progressed: received > 0,
+        }),
     }
 }
 

@@ -149,6 +149,15 @@ mod tests {
         serde_json::from_str(&json).expect("descriptor")
     }
 
+    /// The digest of the entry `platform` selects from `entries`.
+    fn pick(entries: &[Descriptor], platform: &str) -> Option<String> {
+        platform
+            .parse::<Platform>()
+            .expect("platform")
+            .select(entries)
+            .map(|d| d.digest().to_string())
+    }
+
     #[test]
     fn parses_and_normalises() {
         let p: Platform = "linux/arm64".parse().expect("parse");
@@ -180,46 +189,34 @@ mod tests {
             entry("linux/arm64/v8", 'c'),
             entry("windows/amd64", 'd'),
         ];
-        let pick = |p: &str| {
-            p.parse::<Platform>()
-                .expect("platform")
-                .select(&entries)
-                .map(|d| d.digest().to_string())
-        };
         assert_eq!(
-            pick("linux/amd64"),
+            pick(&entries, "linux/amd64"),
             Some(format!("sha256:{}", "a".repeat(64)))
         );
         assert_eq!(
-            pick("linux/arm64"),
+            pick(&entries, "linux/arm64"),
             Some(format!("sha256:{}", "c".repeat(64)))
         );
         assert_eq!(
-            pick("linux/arm/v7"),
+            pick(&entries, "linux/arm/v7"),
             Some(format!("sha256:{}", "b".repeat(64)))
         );
-        assert_eq!(pick("linux/arm/v6"), None);
-        assert_eq!(pick("linux/s390x"), None);
+        assert_eq!(pick(&entries, "linux/arm/v6"), None);
+        assert_eq!(pick(&entries, "linux/s390x"), None);
     }
 
     #[test]
     fn missing_variants_are_implied_on_both_sides() {
         // An index entry "linux/arm64" is arm64/v8, as containerd reads it.
         let entries = [entry("linux/arm", 'a'), entry("linux/arm64", 'b')];
-        let pick = |p: &str| {
-            p.parse::<Platform>()
-                .expect("platform")
-                .select(&entries)
-                .map(|d| d.digest().to_string())
-        };
         assert_eq!(
-            pick("linux/arm64/v8"),
+            pick(&entries, "linux/arm64/v8"),
             Some(format!("sha256:{}", "b".repeat(64)))
         );
         assert_eq!(
-            pick("linux/arm/v7"),
+            pick(&entries, "linux/arm/v7"),
             Some(format!("sha256:{}", "a".repeat(64)))
         );
-        assert_eq!(pick("linux/arm/v6"), None);
+        assert_eq!(pick(&entries, "linux/arm/v6"), None);
     }
 }

@@ -25,15 +25,19 @@ enum Authorization {
     Basic,
 }
 
+/// Host, scope, and the user the token was issued to (empty: anonymous),
+/// so pulls with different credentials never share a token.
+type CacheKey = (String, String, String);
+
 /// Tokens and auth schemes learned from challenges, shared by every pull of
 /// one [`super::Puller`].
 #[derive(Default)]
 pub struct AuthCache {
-    entries: Mutex<HashMap<(String, String), Authorization>>,
+    entries: Mutex<HashMap<CacheKey, Authorization>>,
 }
 
 impl AuthCache {
-    fn get(&self, key: &(String, String)) -> Option<Authorization> {
+    fn get(&self, key: &CacheKey) -> Option<Authorization> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(key)? {
             Authorization::Bearer { expires, .. } if *expires <= Instant::now() => None,
@@ -41,7 +45,7 @@ impl AuthCache {
         }
     }
 
-    fn put(&self, key: (String, String), value: Authorization) {
+    fn put(&self, key: CacheKey, value: Authorization) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -85,10 +89,14 @@ impl<'a> Session<'a> {
         format!("{} ({role})", self.endpoint.display_name())
     }
 
-    fn cache_key(&self) -> (String, String) {
+    fn cache_key(&self) -> CacheKey {
         (
             self.endpoint.authority().to_owned(),
             format!("repository:{}:pull", self.repository),
+            self.credential
+                .as_ref()
+                .map(|c| c.username.clone())
+                .unwrap_or_default(),
         )
     }
 
