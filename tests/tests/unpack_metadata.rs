@@ -10,9 +10,7 @@ use berth::image::content::ContentStore;
 use berth::image::service::{ImageReference, ImageService, ServiceError};
 use berth::image::snapshot::{LayerPlan, SnapshotError, Snapshotter};
 use berth::paths::Paths;
-use berth_e2e::layers::{
-    GZIP, Layer, LayerBuilder, MTIME, PLAIN, ZSTD, oci_archive, write_oci_layout_claiming,
-};
+use berth_e2e::layers::{GZIP, Layer, LayerBuilder, MTIME, PLAIN, ZSTD, write_oci_layout_claiming};
 use berth_e2e::{TestDirs, require_root};
 
 fn rich_layer() -> Layer {
@@ -224,11 +222,11 @@ fn image_with_a_wrong_diff_id_is_not_recorded() {
     require_root();
     let dirs = TestDirs::new();
     let layer = rich_layer();
-    let layout = dirs.temp.path().join("layout");
+    let dir = dirs.temp.path().join("layout");
     let lie = format!("sha256:{}", "1".repeat(64));
-    write_oci_layout_claiming(&layout, "1", &[(&layer, GZIP)], &[lie]);
+    let layout = write_oci_layout_claiming(&dir, "1", &[(&layer, GZIP)], &[lie]);
     let archive = dirs.temp.path().join("lying.tar");
-    oci_archive(&layout, &archive);
+    layout.write_archive(&archive);
 
     let service = ImageService::open(&Paths::new(&dirs.root, &dirs.run_root)).expect("store");
     let name: ImageReference = "registry.local/bt/tampered:1".parse().expect("name");

@@ -163,20 +163,14 @@ impl LayerWriter {
         data: &mut dyn Read,
     ) -> Result<u64, UnpackError> {
         let full = path.full();
-        let file = loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::openat(
+        let mut file = File::from(self.create(path, name, "creating file", &full, |parent| {
+            rfs::openat(
                 parent,
                 name,
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => break File::from(fd),
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating file", &full)(errno)),
-            }
-        };
-        let mut file = file;
+            )
+        })?);
         let mut written = 0u64;
         loop {
             let n = match data.read(&mut self.buf) {
@@ -245,14 +239,9 @@ impl LayerWriter {
         // The target is stored verbatim: it is only ever followed inside the
         // container's root (or, while unpacking, inside this layer's root).
         let target = OsStr::from_bytes(target);
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::symlinkat(target, parent, name) {
-                Ok(()) => break,
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating symlink", &full)(errno)),
-            }
-        }
+        self.create(path, name, "creating symlink", &full, |parent| {
+            rfs::symlinkat(target, parent, name)
+        })?;
         self.apply_at_meta(path, name, meta, false)
     }
 
@@ -282,24 +271,10 @@ impl LayerWriter {
                     path: target_full.clone(),
                     source,
                 })?;
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::linkat(&target_dir, target_name, parent, name, AtFlags::empty()) {
-                Ok(()) => return Ok(()),
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => {
-                    return Err(UnpackError::Io {
-                        op: "hardlinking",
-                        path: PathBuf::from(format!(
-                            "{} -> {}",
-                            full.display(),
-                            target_full.display()
-                        )),
-                        source: io::Error::from(errno),
-                    });
-                }
-            }
-        }
+        let shown = PathBuf::from(format!("{} -> {}", full.display(), target_full.display()));
+        self.create(path, name, "hardlinking", &shown, |parent| {
+            rfs::linkat(&target_dir, target_name, parent, name, AtFlags::empty())
+        })
     }
 
     pub fn node(
@@ -315,14 +290,9 @@ impl LayerWriter {
             NodeKind::Block(dev) => (FileType::BlockDevice, dev),
             NodeKind::Fifo => (FileType::Fifo, 0),
         };
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::mknodat(parent, name, file_type, Mode::from_raw_mode(0o600), dev) {
-                Ok(()) => break,
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating device node", &full)(errno)),
-            }
-        }
+        self.create(path, name, "creating device node", &full, |parent| {
+            rfs::mknodat(parent, name, file_type, Mode::from_raw_mode(0o600), dev)
+        })?;
         self.apply_at_meta(path, name, meta, true)
     }
 
@@ -409,6 +379,27 @@ impl LayerWriter {
             rfs::futimens(&dir, times).map_err(io_err("setting times of", path))?;
         }
         Ok(())
+    }
+
+    /// Runs `create` in the entry's parent directory. A later entry
+    /// replaces an earlier one of the same name, as in Docker: whatever is
+    /// in the way (EEXIST) is removed and `create` runs again.
+    fn create<T>(
+        &mut self,
+        path: &EntryPath,
+        name: &OsStr,
+        op: &'static str,
+        shown: &Path,
+        mut create: impl FnMut(BorrowedFd<'_>) -> rustix::io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        loop {
+            let parent = self.dirs.parent(&path.parent)?;
+            match create(parent) {
+                Ok(value) => return Ok(value),
+                Err(Errno::EXIST) => self.replace(path, name)?,
+                Err(errno) => return Err(io_err(op, shown)(errno)),
+            }
+        }
     }
 
     /// Removes whatever sits at `parent/name` so an entry can take its place.
