@@ -39,7 +39,7 @@ use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
 use super::remote::{FetchStats, FetchedImage, Platform};
 use super::service::ImageReference;
-use super::unpack::Compression;
+use super::unpack::{Compression, CopyError, copy_chunks};
 use staged::Staged;
 
 /// `index.json`, `manifest.json` and friends are read whole; anything this
@@ -289,20 +289,13 @@ fn store_known(
     }
     let mut ingest = content.ingest(digest, None).map_err(content_err)?;
     ingest.restart().map_err(content_err)?;
-    loop {
-        let n = match entry.read(buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ImportError::Read {
-                    archive: archive.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        ingest.write_all(&buffer[..n]).map_err(content_err)?;
-    }
+    copy_chunks(entry, buffer, |chunk| ingest.write_all(chunk)).map_err(|err| match err {
+        CopyError::Read(source) => ImportError::Read {
+            archive: archive.to_path_buf(),
+            source,
+        },
+        CopyError::Write(source) => content_err(source),
+    })?;
     let size = ingest.offset();
     ingest.commit().map_err(content_err)?;
     Ok((digest.clone(), size))

@@ -22,8 +22,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::UnpackError;
 use super::entry_path::EntryPath;
+use super::{CopyError, UnpackError, copy_chunks};
 
 /// The xattr overlayfs reads to treat a directory of a lower layer as opaque.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -85,14 +85,7 @@ impl Dirs {
         }
         let hit = matches!(&self.cached, Some((path, _)) if path == parent);
         if !hit {
-            let handle = self
-                .root
-                .mkdir_all(parent, &Permissions::from_mode(0o755))
-                .map_err(|source| UnpackError::Confined {
-                    op: "creating parent directory",
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+            let handle = self.mkdir_all(parent, "creating parent directory")?;
             self.cached = Some((parent.to_path_buf(), OwnedFd::from(handle)));
         }
         let (_, fd) = self
@@ -100,6 +93,18 @@ impl Dirs {
             .as_ref()
             .expect("the cache was filled just above");
         Ok(fd.as_fd())
+    }
+
+    /// Creates `dir` and its missing parents inside the root (as Docker
+    /// does for entries whose directories the layer does not list).
+    fn mkdir_all(&self, dir: &Path, op: &'static str) -> Result<pathrs::Handle, UnpackError> {
+        self.root
+            .mkdir_all(dir, &Permissions::from_mode(0o755))
+            .map_err(|source| UnpackError::Confined {
+                op,
+                path: dir.to_path_buf(),
+                source,
+            })
     }
 
     /// Anything removed may have been (or contained) the cached directory.
@@ -171,22 +176,19 @@ impl LayerWriter {
                 Mode::from_raw_mode(0o600),
             )
         })?);
-        let mut written = 0u64;
-        loop {
-            let n = match data.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(UnpackError::Read { path: full, source }),
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|source| UnpackError::Io {
+        let written = copy_chunks(data, &mut self.buf, |chunk| file.write_all(chunk)).map_err(
+            |err| match err {
+                CopyError::Read(source) => UnpackError::Read {
+                    path: full.clone(),
+                    source,
+                },
+                CopyError::Write(source) => UnpackError::Io {
                     op: "writing file",
                     path: full.clone(),
                     source,
-                })?;
-            written += n as u64;
-        }
+                },
+            },
+        )?;
         apply_fd_meta(&file, meta, &full)?;
         rfs::futimens(&file, &meta.times()).map_err(io_err("setting times of", &full))?;
         Ok(written)
@@ -334,15 +336,7 @@ impl LayerWriter {
         } else {
             dir
         };
-        let handle = self
-            .dirs
-            .root
-            .mkdir_all(dir, &Permissions::from_mode(0o755))
-            .map_err(|source| UnpackError::Confined {
-                op: "creating opaque directory",
-                path: shown.to_path_buf(),
-                source,
-            })?;
+        let handle = self.dirs.mkdir_all(dir, "creating opaque directory")?;
         let file = handle
             .reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY)
             .map_err(|source| UnpackError::Confined {
