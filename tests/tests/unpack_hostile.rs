@@ -326,3 +326,37 @@ fn entry_replacing_a_planted_symlink_does_not_write_through_it() {
             .is_dir()
     );
 }
+
+#[test]
+fn overlay_xattrs_smuggled_in_a_layer_are_dropped() {
+    let fx = Fixture::new();
+    let layer = LayerBuilder::new()
+        .file_with_xattrs(
+            "redirected",
+            b"x",
+            &[
+                ("trusted.overlay.redirect", b"/etc"),
+                ("trusted.overlay.opaque", b"y"),
+                ("user.overlay.metacopy", b""),
+                ("user.kept", b"yes"),
+            ],
+        )
+        .build();
+    let (result, snapshot) = fx.unpack(&layer);
+    result.expect("the layer itself is fine");
+    let path = snapshot.join("redirected");
+    let mut value = [0u8; 16];
+    for name in [
+        "trusted.overlay.redirect",
+        "trusted.overlay.opaque",
+        "user.overlay.metacopy",
+    ] {
+        assert_eq!(
+            rustix::fs::lgetxattr(&path, name, &mut value),
+            Err(rustix::io::Errno::NODATA),
+            "{name} must not reach the snapshot"
+        );
+    }
+    let len = rustix::fs::lgetxattr(&path, "user.kept", &mut value).expect("ordinary xattr kept");
+    assert_eq!(&value[..len], b"yes");
+}
