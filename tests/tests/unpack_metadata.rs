@@ -32,6 +32,8 @@ fn rich_layer() -> Layer {
         )
         .file("bin/a", b"shared inode", 0o644)
         .hardlink("bin/b", "bin/a")
+        .file("top", b"top-level inode", 0o644)
+        .hardlink("top2", "/top")
         .symlink("bin/sh", "busybox")
         .dir("dev", 0o755)
         .char_device("dev/null", 1, 3, 0o666)
@@ -127,6 +129,11 @@ fn check_rich_snapshot(root: &Path) {
     let (a, b) = (stat("bin/a"), stat("bin/b"));
     assert_eq!(a.ino(), b.ino(), "hardlinks share an inode");
     assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        stat("top").ino(),
+        stat("top2").ino(),
+        "links between top-level files"
+    );
     let sh = stat("bin/sh");
     assert!(sh.file_type().is_symlink());
     assert_eq!(
@@ -187,6 +194,20 @@ fn empty_layers_become_empty_snapshots() {
     assert_eq!(result.expect("unpack"), Some(0));
     assert!(root.is_dir());
     assert_eq!(std::fs::read_dir(&root).expect("ls").count(), 0);
+}
+
+#[test]
+fn an_opaque_marker_at_the_top_makes_the_layer_root_opaque() {
+    let store = store();
+    let layer = LayerBuilder::new()
+        .opaque("")
+        .file("only", b"this", 0o644)
+        .build();
+    let (result, root) = unpack(&store, &layer, GZIP, &layer.diff_id());
+    result.expect("unpack");
+    assert_eq!(xattr(&root, "trusted.overlay.opaque"), b"y");
+    assert!(!root.join(".wh..wh..opq").exists());
+    assert!(root.join("only").is_file());
 }
 
 #[test]

@@ -264,15 +264,28 @@ impl LayerWriter {
         };
         // Resolved inside the root: a link to `/etc/passwd` means this
         // layer's own etc/passwd, and fails if the layer has none.
-        let target_dir =
+        let resolve_err = |source| UnpackError::Confined {
+            op: "resolving hardlink target",
+            path: target_full.clone(),
+            source,
+        };
+        let target_dir: OwnedFd = if target.parent.as_os_str().is_empty() {
+            self.dirs
+                .root_dir
+                .try_clone()
+                .map_err(|source| UnpackError::Io {
+                    op: "reopening layer root",
+                    path: target_full.clone(),
+                    source,
+                })?
+                .into()
+        } else {
             self.dirs
                 .root
                 .resolve(&target.parent)
-                .map_err(|source| UnpackError::Confined {
-                    op: "resolving hardlink target",
-                    path: target_full.clone(),
-                    source,
-                })?;
+                .map_err(resolve_err)?
+                .into()
+        };
         let shown = PathBuf::from(format!("{} -> {}", full.display(), target_full.display()));
         self.create(path, name, "hardlinking", &shown, |parent| {
             rfs::linkat(&target_dir, target_name, parent, name, AtFlags::empty())
@@ -331,21 +344,20 @@ impl LayerWriter {
 
     /// `.wh..wh..opq` marks its directory opaque for overlayfs.
     pub fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
-        let shown = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
+        if dir.as_os_str().is_empty() {
+            return rfs::fsetxattr(&self.dirs.root_dir, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(io_err("marking opaque", Path::new(".")));
+        }
         let handle = self.dirs.mkdir_all(dir, "creating opaque directory")?;
         let file = handle
             .reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY)
             .map_err(|source| UnpackError::Confined {
                 op: "opening opaque directory",
-                path: shown.to_path_buf(),
+                path: dir.to_path_buf(),
                 source,
             })?;
         rfs::fsetxattr(&file, OPAQUE_XATTR, b"y", XattrFlags::empty())
-            .map_err(io_err("marking opaque", shown))
+            .map_err(io_err("marking opaque", dir))
     }
 
     /// Sets directory times, deepest (latest created) first.
