@@ -6,6 +6,7 @@
 set -euo pipefail
 
 packages=(
+  python3-jsonschema python3-yaml          # examples are checked against the Kubernetes schemas
   runc crun nftables iproute2              # what the agent runs on
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests

@@ -75,3 +75,35 @@ fn json_manifests_with_tabs_parse() {
     assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
     assert_eq!(parsed.objects().count(), 1);
 }
+
+#[test]
+fn windows_line_endings_and_a_byte_order_mark_are_fine() {
+    let text = format!("\u{feff}{}", POD.replace('\n', "\r\n"));
+    let text = format!(
+        "{text}---\r\n{}      imagePulPolicy: Always\r\n",
+        POD.replace('\n', "\r\n")
+    );
+    assert_eq!(
+        diagnostics("crlf.yaml", &text),
+        [
+            "crlf.yaml:18:7: error: unknown field `imagePulPolicy` in `spec.containers[0]`; did you mean `imagePullPolicy`?"
+        ]
+    );
+    let parsed = parse_file(Path::new("crlf.yaml"), text.as_bytes());
+    assert_eq!(parsed.objects().count(), 1);
+    assert_eq!(parsed.documents[1].line, 10);
+}
+
+#[test]
+fn comment_only_and_empty_documents_are_skipped() {
+    let text = format!("# nothing here\n---\n---\n{POD}---\n# trailing comment\n");
+    let parsed = parse_file(Path::new("c.yaml"), text.as_bytes());
+    assert_eq!(parsed.documents.len(), 1);
+    assert_eq!(parsed.documents[0].line, 4);
+    assert!(!parsed.has_errors());
+    assert!(
+        parse_file(Path::new("empty.yaml"), b"")
+            .documents
+            .is_empty()
+    );
+}

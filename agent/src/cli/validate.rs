@@ -1,7 +1,7 @@
 //! `berth validate PATH...`: check manifests the way the agent reads them and
 //! print every problem as `path:line:col: severity: message`.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,12 +35,20 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let parsed: Vec<ParsedFile> = files.iter().map(parse).collect();
     let conflicts = manifests::find_conflicts(&parsed);
     let report = Report::new(&parsed, conflicts);
-    match args.output {
-        OutputFormat::Table => report.print_text(),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding the report as JSON")?
-        ),
+    let text = match args.output {
+        OutputFormat::Table => report.text(),
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&report).context("encoding the report as JSON")? + "\n"
+        }
+    };
+    // A closed pipe (`berth validate | head`) is not an error worth a panic.
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(err).context("writing the report");
     }
     Ok(if report.errors > 0 {
         ExitCode::FAILURE
@@ -222,13 +230,14 @@ impl Report {
         }
     }
 
-    fn print_text(&self) {
+    fn text(&self) -> String {
+        let mut text = String::new();
         for diagnostic in &self.diagnostics {
-            println!("{diagnostic}");
+            text.push_str(&format!("{diagnostic}\n"));
         }
         let objects: usize = self.files.iter().map(|f| f.objects.len()).sum();
-        println!(
-            "{} file{}, {objects} valid object{}: {} error{}, {} warning{}",
+        text.push_str(&format!(
+            "{} file{}, {objects} valid object{}: {} error{}, {} warning{}\n",
             self.files.len(),
             plural(self.files.len()),
             plural(objects),
@@ -236,7 +245,8 @@ impl Report {
             plural(self.errors),
             self.warnings,
             plural(self.warnings),
-        );
+        ));
+        text
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod table;
 use std::sync::OnceLock;
 
 use crate::object::Kind;
-use crate::parse::tree::{Node, Value, join_key};
+use crate::parse::tree::{Node, Scalar, Value, join_key};
 use crate::validate::Issue;
 
 pub use suggest::did_you_mean;
@@ -88,7 +88,27 @@ fn walk(
         Mode::KubernetesOnly => &tables.k8s,
     };
     match &node.value {
+        // A quoted `"true"` or `"80"` where a boolean or number belongs: the
+        // YAML parser would convert it, the API server rejects it. (Text
+        // that is no boolean or number at all is the typed pass's error.)
+        Value::Scalar(Scalar::Str(text))
+            if mode == Mode::Implemented
+                && table.rejects_text(generic)
+                && looks_like_a_value(text) =>
+        {
+            let expected = match table.types(generic).next() {
+                Some("boolean") => "true or false",
+                _ => "a number",
+            };
+            issues.push(Issue::error(
+                concrete,
+                format!(
+                    "`{concrete}` must be {expected}, not the text \"{text}\"; remove the quotes"
+                ),
+            ));
+        }
         Value::Scalar(_) => {}
+
         Value::Seq(items) => {
             let item_generic = format!("{generic}[]");
             for (index, item) in items.iter().enumerate() {
@@ -167,6 +187,13 @@ fn walk(
             }
         }
     }
+}
+
+/// Text that unquoted would be a YAML boolean or number.
+fn looks_like_a_value(text: &str) -> bool {
+    matches!(text, "true" | "True" | "TRUE" | "false" | "False" | "FALSE")
+        || text.parse::<i64>().is_ok()
+        || text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 fn unknown_field(

@@ -16,6 +16,8 @@ pub struct FieldTable {
     open: BTreeSet<String>,
     /// Field names below each object path, for suggestions.
     children: BTreeMap<String, BTreeSet<String>>,
+    /// JSON types each path accepts (`string`, `integer`, `boolean`, …).
+    types: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl FieldTable {
@@ -48,6 +50,26 @@ impl FieldTable {
         lines.extend(self.open.iter().map(|p| format!("{p} *")));
         lines.sort();
         lines
+    }
+
+    /// True when `path` takes only non-text scalars (booleans or numbers),
+    /// so a quoted string there is a mistake the API server rejects.
+    pub fn rejects_text(&self, path: &str) -> bool {
+        self.types.get(path).is_some_and(|types| {
+            !types.is_empty()
+                && types
+                    .iter()
+                    .all(|t| matches!(t.as_str(), "boolean" | "integer" | "number" | "null"))
+        })
+    }
+
+    /// The JSON types `path` accepts, for messages.
+    pub fn types(&self, path: &str) -> impl Iterator<Item = &str> {
+        self.types
+            .get(path)
+            .into_iter()
+            .flat_map(|t| t.iter().map(String::as_str))
+            .filter(|t| *t != "null")
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -98,6 +120,29 @@ impl FieldTable {
         }
         let schema = resolve_ref(root, schema);
         let mut described = false;
+        match schema.get("type") {
+            Some(Value::String(t)) => {
+                self.types
+                    .entry(path.to_owned())
+                    .or_default()
+                    .insert(t.clone());
+            }
+            Some(Value::Array(types)) => {
+                let entry = self.types.entry(path.to_owned()).or_default();
+                entry.extend(types.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            _ => {
+                // No type: anything goes (e.g. an enum of strings without a
+                // `type`), so record "string" to never reject text here.
+                if schema.get("enum").is_some() || schema.get("const").is_some() {
+                    self.types
+                        .entry(path.to_owned())
+                        .or_default()
+                        .insert("string".into());
+                }
+            }
+        }
+
         if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
             described = true;
             for (name, child) in properties {

@@ -165,7 +165,14 @@ pub(crate) fn file_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, Box
 /// Parser limits. A manifest is at most 4 MiB; these bound what a small
 /// document can expand into (alias bombs) and how deep it may nest, so
 /// hostile input costs milliseconds and a few MiB, never a crash.
-pub const MAX_DEPTH: usize = 64;
+///
+/// Nesting: the deepest Kubernetes Pod field is 12 levels down
+/// (`spec.volumes[].projected.sources[].….values[]`). Deserialization
+/// recurses once per level, using about 50 KiB of stack per level in debug
+/// builds and 7 KiB in release builds, so 24 levels keep [`parse_file`]
+/// well inside a 2 MiB thread stack (tokio workers, `spawn_blocking`).
+pub const MAX_DEPTH: usize = 24;
+
 pub const MAX_NODES: usize = 200_000;
 /// Values replayed through aliases (`*name`) per document.
 pub const MAX_ALIAS_REPLAY: usize = 10_000;
@@ -184,6 +191,10 @@ fn yaml_options() -> serde_saphyr::Options {
         },
     };
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY;
+    // `defaultMode: 0644` is octal in Kubernetes manifests (YAML 1.1 rules,
+    // as the API machinery reads them), not decimal 644.
+    options.legacy_octal_numbers = true;
+
     options
 }
 
@@ -266,6 +277,16 @@ fn parse_document(path: &Path, document: split::DocumentText<'_>) -> Document {
             .map(|issue| issue_diagnostic(path, &root, issue)),
     );
     out.diagnostics.sort_by_key(|d| (d.line, d.column));
+    // The field check and the typed pass can both object to one value;
+    // one message per field is enough.
+    out.diagnostics.dedup_by(|later, earlier| {
+        later.field.is_some()
+            && later.field == earlier.field
+            && (later.line, later.column) == (earlier.line, earlier.column)
+            && later.is_error()
+            && earlier.is_error()
+    });
+
     if !out.has_errors() {
         out.object = object.map(|o| resolve_relative_paths(o, path));
     }

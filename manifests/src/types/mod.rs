@@ -7,7 +7,7 @@
 //! to detect changes).
 //!
 //! The types do not reject unknown fields themselves: the parser checks every
-//! field against [`crate::fields`] first (unknown → error with a suggestion,
+//! field against the field tables first (unknown → error with a suggestion,
 //! Kubernetes-only → warning), which serde's `deny_unknown_fields` could not
 //! do with positions and warnings.
 

@@ -294,6 +294,56 @@ pub struct ContainerPort {
     pub name: Option<String>,
 }
 
+/// Kubernetes' defaults for fields left out, so every consumer applies the
+/// same ones.
+impl PodSpec {
+    /// `restartPolicy`, default `Always`.
+    pub fn restart_policy_or_default(&self) -> RestartPolicy {
+        self.restart_policy.unwrap_or(RestartPolicy::Always)
+    }
+
+    /// `terminationGracePeriodSeconds`, default 30.
+    pub fn termination_grace_period_seconds_or_default(&self) -> i64 {
+        self.termination_grace_period_seconds.unwrap_or(30)
+    }
+
+    /// `dnsPolicy`, default `ClusterFirst`.
+    pub fn dns_policy_or_default(&self) -> DnsPolicy {
+        self.dns_policy.unwrap_or(DnsPolicy::ClusterFirst)
+    }
+}
+
+impl Container {
+    /// `imagePullPolicy`, defaulted like Kubernetes: `Always` for an image
+    /// with the `latest` tag or no tag and no digest, else `IfNotPresent`.
+    pub fn image_pull_policy_or_default(&self) -> ImagePullPolicy {
+        if let Some(policy) = self.image_pull_policy {
+            return policy;
+        }
+        match crate::reference::ImageReference::parse(&self.image) {
+            Ok(reference) if reference.digest().is_none() && reference.tag() == Some("latest") => {
+                ImagePullPolicy::Always
+            }
+            _ => ImagePullPolicy::IfNotPresent,
+        }
+    }
+}
+
+impl Probe {
+    pub fn period_seconds_or_default(&self) -> i32 {
+        self.period_seconds.unwrap_or(10)
+    }
+    pub fn timeout_seconds_or_default(&self) -> i32 {
+        self.timeout_seconds.unwrap_or(1)
+    }
+    pub fn success_threshold_or_default(&self) -> i32 {
+        self.success_threshold.unwrap_or(1)
+    }
+    pub fn failure_threshold_or_default(&self) -> i32 {
+        self.failure_threshold.unwrap_or(3)
+    }
+}
+
 impl ContainerPort {
     pub fn protocol_or_default(&self) -> Protocol {
         self.protocol.unwrap_or(Protocol::Tcp)

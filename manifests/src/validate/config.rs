@@ -75,6 +75,9 @@ pub(super) fn validate_secret(secret: &Secret, issues: &mut Issues) {
         Some("kubernetes.io/tls") => &["tls.crt", "tls.key"],
         Some("kubernetes.io/basic-auth") | Some(_) | None => &[],
     };
+    if secret.type_.as_deref() == Some("kubernetes.io/dockerconfigjson") {
+        docker_config(secret, issues);
+    }
     for key in required {
         if !secret.data.contains_key(*key) && !secret.string_data.contains_key(*key) {
             let type_ = secret.type_.as_deref().unwrap_or_default();
@@ -86,6 +89,37 @@ pub(super) fn validate_secret(secret: &Secret, issues: &mut Issues) {
     }
     if secret.type_.as_deref() == Some("") {
         issues.error("type", "type must not be empty; leave it out for `Opaque`");
+    }
+}
+
+/// `.dockerconfigjson` must be a docker config with `auths`, or pulls
+/// would fail much later. Messages never quote the content.
+fn docker_config(secret: &Secret, issues: &mut Issues) {
+    let (path, bytes) = if let Some(text) = secret.string_data.get(".dockerconfigjson") {
+        (
+            join_key("stringData", ".dockerconfigjson"),
+            text.clone().into_bytes(),
+        )
+    } else if let Some(encoded) = secret.data.get(".dockerconfigjson") {
+        match decode_base64(encoded) {
+            Ok(bytes) => (join_key("data", ".dockerconfigjson"), bytes),
+            Err(_) => return, // reported as bad base64 already
+        }
+    } else {
+        return;
+    };
+    let has_auths = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .is_some_and(|config| {
+            config
+                .get("auths")
+                .is_some_and(serde_json::Value::is_object)
+        });
+    if !has_auths {
+        issues.error(
+            path,
+            "`.dockerconfigjson` must be a JSON docker config with an `auths` object (as `kubectl create secret docker-registry` writes)",
+        );
     }
 }
 

@@ -199,7 +199,7 @@ fn file_mode(path: &str, mode: Option<i32>, issues: &mut Issues) {
     {
         issues.error(
             path,
-            format!("file mode {mode} is not between 0 and 0777 (511)"),
+            format!("file mode 0{mode:o} ({mode}) is not between 0 and 0777"),
         );
     }
 }
