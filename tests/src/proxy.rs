@@ -27,6 +27,9 @@ pub enum Fault {
     CutAfter(u64),
     /// Answer with this status and an empty body, without asking upstream.
     Status(u16),
+    /// Pass the body on at about this many bytes per second: a slow link,
+    /// so a test can act while a download is in progress.
+    Throttle(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -151,11 +154,18 @@ impl Proxy {
         self.shared.requests.lock().expect("requests lock").clone()
     }
 
+    /// The requests whose target contains `path_contains`.
+    pub fn requests_for(&self, path_contains: &str) -> Vec<ProxiedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.target.contains(path_contains))
+            .collect()
+    }
+
     /// Body bytes sent for requests whose target contains `path_contains`.
     pub fn body_bytes(&self, path_contains: &str) -> u64 {
-        self.requests()
+        self.requests_for(path_contains)
             .iter()
-            .filter(|r| r.target.contains(path_contains))
             .map(|r| r.body_bytes)
             .sum()
     }
@@ -324,7 +334,15 @@ fn handle(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result
     } else {
         0
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    let (chunk, pause) = match record.fault {
+        // Ten small writes a second make the rate.
+        Some(Fault::Throttle(rate)) => (
+            usize::try_from((rate / 10).max(1)).unwrap_or(usize::MAX),
+            Some(std::time::Duration::from_millis(100)),
+        ),
+        _ => (64 * 1024, None),
+    };
+    let mut buf = vec![0u8; chunk.min(64 * 1024)];
     let result = loop {
         let room =
             usize::try_from((limit - record.body_bytes).min(buf.len() as u64)).unwrap_or(buf.len());
@@ -345,6 +363,10 @@ fn handle(client: TcpStream, upstream: &str, shared: &Shared) -> std::io::Result
             break Err(err);
         }
         record.body_bytes += n as u64;
+        if let Some(pause) = pause {
+            // Rate limiting for the simulated slow link, not synchronisation.
+            std::thread::sleep(pause);
+        }
     };
     let _ = client.flush();
     let _ = client.shutdown(Shutdown::Write);

@@ -41,6 +41,32 @@ fn pull_by_tag_stores_every_blob_verified_and_a_second_pull_downloads_nothing() 
     assert_eq!(result["blobsDownloaded"], 3, "config + 2 layers: {result}");
     assert!(partial_files(&dirs).is_empty(), "no partial files left");
 
+    // Recorded and unpacked by the image service.
+    let images = dirs.berth(&["images", "-o", "json"]);
+    assert!(
+        images.status.success(),
+        "{}",
+        String::from_utf8_lossy(&images.stderr)
+    );
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).expect("images JSON");
+    let listed = images
+        .as_array()
+        .expect("a list of images")
+        .iter()
+        .find(|i| i["name"] == image.reference.as_str())
+        .unwrap_or_else(|| panic!("{} is not listed: {images}", image.reference));
+    assert_eq!(listed["manifest_digest"], image.digest.as_str(), "{listed}");
+    let snapshots = dirs.root.join("snapshots");
+    let busybox_unpacked = std::fs::read_dir(&snapshots)
+        .expect("snapshots dir")
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().join("bin/busybox").is_file());
+    assert!(
+        busybox_unpacked,
+        "a snapshot under {} holds bin/busybox",
+        snapshots.display()
+    );
+
     let again = pull_ok(&dirs, &image.reference, &[]);
     assert_eq!(again["blobsDownloaded"], 0, "{again}");
     assert_eq!(again["blobsAlreadyPresent"], 3, "{again}");

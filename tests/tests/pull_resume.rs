@@ -1,15 +1,18 @@
 //! Interrupted downloads resume with an HTTP Range request from the bytes
-//! already in `content/ingest/`, within one pull and across pulls, and start
-//! over when the server ignores Range. A proxy cuts the connection after a
-//! fixed number of body bytes, so the test knows exactly what was sent.
+//! already in `content/ingest/`: within one pull, across pulls, after the
+//! `berth pull` process is killed, and start over when the server ignores
+//! Range. A proxy cuts the connection after a fixed number of body bytes (so
+//! the test knows exactly what was sent) or slows the link down.
 
-use berth_e2e::TestDirs;
+use std::time::Duration;
+
 use berth_e2e::images::{
     Entry, ImageSpec, PushFormat, PushedImage, busybox_entries, push_image, sha256,
 };
 use berth_e2e::proxy::{Fault, Proxy};
 use berth_e2e::pull::{partial_file, pull_err, pull_ok, stored_blob, use_server};
 use berth_e2e::registry::{Registry, RegistryOptions};
+use berth_e2e::{TestDirs, wait_until};
 
 const MIB: u64 = 1 << 20;
 
@@ -54,11 +57,7 @@ fn an_interrupted_pull_resumes_where_it_stopped_without_refetching_bytes() {
     assert_eq!(sha256(&bytes), layer);
     assert!(!partial.exists(), "the partial file became the blob");
 
-    let requests: Vec<_> = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.target.contains(&blob_path))
-        .collect();
+    let requests = proxy.requests_for(&blob_path);
     let ranges: Vec<Option<String>> = requests.iter().map(|r| r.range.clone()).collect();
     assert_eq!(
         ranges,
@@ -92,11 +91,7 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     pull_ok(&dirs, &image.reference, &[]);
     let bytes = stored_blob(&dirs, &layer).expect("the layer is stored");
     assert_eq!(sha256(&bytes), layer);
-    let requests: Vec<_> = proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.target.contains(&blob_path))
-        .collect();
+    let requests = proxy.requests_for(&blob_path);
     assert_eq!(requests.len(), 2);
     assert_eq!(
         requests[1].range,
@@ -105,4 +100,64 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     );
     assert_eq!(requests[1].status, 200, "and refused");
     assert_eq!(proxy.body_bytes(&blob_path), MIB + size);
+}
+
+#[test]
+fn a_pull_killed_mid_download_resumes_from_its_partial_file() {
+    let registry = Registry::start(RegistryOptions::default());
+    let (image, layer, size) = big_image(&registry, "berth/killed");
+    let proxy = Proxy::start(&registry.host());
+    let blob_path = format!("/blobs/{layer}");
+    // About 2 s for the layer: time to see the partial file grow.
+    proxy.add_fault(&blob_path, Fault::Throttle(2 * MIB), 1);
+    let dirs = TestDirs::new();
+    use_server(&dirs, &registry.host(), &proxy.url());
+    let certs_d = berth_e2e::pull::certs_d(&dirs);
+    let mut child = dirs
+        .berth_command(&[
+            "pull",
+            "--hosts-dir",
+            certs_d.to_str().expect("utf-8"),
+            &image.reference,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning berth pull");
+    let partial = partial_file(&dirs, &layer);
+    wait_until(
+        Duration::from_secs(60),
+        "the partial layer to pass 512 KiB",
+        || {
+            let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            (len >= MIB / 2).then_some(())
+        },
+    );
+    // SIGKILL to this child's PID: no chance to clean up or flush anything.
+    child.kill().expect("killing berth pull");
+    child.wait().expect("reaping berth pull");
+    let kept = std::fs::metadata(&partial).expect("partial kept").len();
+    assert!(kept < size, "killed before the end ({kept} of {size})");
+    assert!(stored_blob(&dirs, &layer).is_none());
+
+    pull_ok(&dirs, &image.reference, &[]);
+    let bytes = stored_blob(&dirs, &layer).expect("the layer is stored");
+    assert_eq!(sha256(&bytes), layer);
+    let requests = proxy.requests_for(&blob_path);
+    // Requests are logged as they finish: the killed one may come last.
+    let resumed = requests
+        .iter()
+        .find(|r| r.fault.is_none())
+        .expect("the second pull's request for the layer");
+    assert_eq!(
+        resumed.range,
+        Some(format!("bytes={kept}-")),
+        "{requests:?}"
+    );
+    assert_eq!(resumed.status, 206);
+    assert_eq!(
+        resumed.body_bytes,
+        size - kept,
+        "only the missing bytes were fetched"
+    );
 }

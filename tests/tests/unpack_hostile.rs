@@ -69,7 +69,11 @@ impl Fixture {
     fn unpack(&self, layer: &Layer) -> (Result<Option<u64>, SnapshotError>, PathBuf) {
         let outside_before = self.outside();
         let plan = self.plan(layer);
-        let result = self.snapshots.unpack(&self.content, &plan);
+        // (merge fix: `unpack` now returns `Option<u64>`, None = already there)
+        let result = self
+            .snapshots
+            .unpack(&self.content, &plan)
+            .map(|size| size.unwrap_or(0));
         assert_eq!(
             self.outside(),
             outside_before,

@@ -1,5 +1,6 @@
 //! `berth pull [--platform P] [--hosts-dir DIR] [--auth-file FILE] IMAGE`:
-//! fetch an image through the configured mirrors into the content store,
+//! fetch an image through the configured mirrors into the content store
+//! (under a lease, so GC leaves it alone), unpack its layers and record it,
 //! with a progress bar per layer on a terminal (plain lines otherwise) and a
 //! summary (bytes, time, MB/s).
 //!
@@ -20,12 +21,13 @@ use oci_spec::image::Digest;
 
 use super::{GlobalArgs, OutputFormat};
 use crate::image::auth::Credentials;
-use crate::image::content::ContentStore;
 use crate::image::hosts::{HostsConfig, Resolver};
 use crate::image::hosts_dir::{load_certs_d, load_manifest_dir};
 use crate::image::remote::{
-    DEFAULT_CONCURRENCY, FetchedImage, ImageReference, Platform, Progress, Puller, RemoteError,
+    DEFAULT_CONCURRENCY, FetchOptions, FetchedImage, ImageReference, Platform, Progress, Puller,
+    RemoteError,
 };
+use crate::image::service::ImageService;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,9 +61,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let hosts = hosts_config(&global.manifests, args.hosts_dir.as_deref())?;
     let resolver = Arc::new(Resolver::new(hosts).context("applying the registry host config")?);
     let credentials = credentials(args.auth_file.as_deref())?;
-    let store = ContentStore::open(global.paths().content())
-        .with_context(|| format!("opening the content store under {}", global.root.display()))?;
-    let puller = Puller::new(resolver, credentials, store).with_concurrency(args.concurrency);
+    let service = ImageService::open(&global.paths())
+        .with_context(|| format!("opening the image store under {}", global.root.display()))?;
+    let puller = Puller::new(resolver, credentials, service.content().clone())
+        .with_concurrency(args.concurrency);
 
     let progress = CliProgress::new(args.output == OutputFormat::Table);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,13 +72,22 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The lease keeps a concurrent `berth prune` or the agent's GC away from
+    // blobs this pull has written but not yet recorded.
+    let lease = service.lease(&format!("pull {reference}"))?;
+    let options = FetchOptions {
+        guard: Some(&lease),
+        ..FetchOptions::new(&progress)
+    };
     let fetched = runtime
-        .block_on(puller.fetch(&reference, &platform, &progress))
+        .block_on(puller.fetch_with(&reference, &platform, options))
         .map_err(|err| pull_failed(&reference, err))?;
     progress.finish();
-    // Recording the image and unpacking its layers is the image service's
-    // job (store); `berth pull` ends at the verified content for now.
-    print_result(&fetched, args.output)?;
+    let record = service
+        .install_fetched(&fetched)
+        .with_context(|| format!("unpacking and recording {reference}"))?;
+    lease.release()?;
+    print_result(&fetched, &record.name, args.output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -117,7 +129,7 @@ fn credentials(auth_file: Option<&Path>) -> anyhow::Result<Credentials> {
     Ok(Credentials::none())
 }
 
-fn print_result(fetched: &FetchedImage, output: OutputFormat) -> anyhow::Result<()> {
+fn print_result(fetched: &FetchedImage, name: &str, output: OutputFormat) -> anyhow::Result<()> {
     let digest = fetched
         .index_digest
         .as_ref()
@@ -136,6 +148,7 @@ fn print_result(fetched: &FetchedImage, output: OutputFormat) -> anyhow::Result<
                 })
                 .collect();
             let json = serde_json::json!({
+                "name": name,
                 "reference": fetched.reference.to_string(),
                 "digest": digest.to_string(),
                 "indexDigest": fetched.index_digest.as_ref().map(ToString::to_string),
@@ -152,7 +165,7 @@ fn print_result(fetched: &FetchedImage, output: OutputFormat) -> anyhow::Result<
             println!("{json}");
         }
         OutputFormat::Table => {
-            println!("pulled {} ({})", fetched.reference, fetched.platform);
+            println!("pulled {name} ({})", fetched.platform);
             println!("digest: {digest}");
             if fetched.index_digest.is_some() {
                 println!("manifest: {}", fetched.manifest_digest);

@@ -197,17 +197,9 @@ impl Credentials {
         self.by_host.extend(other.by_host);
     }
 
-    pub fn insert(&mut self, host: &str, credential: Credential) {
-        self.by_host.insert(normalize_host(host), credential);
-    }
-
     /// The credential for requests to `host` (`host` or `host:port`).
     pub fn for_host(&self, host: &str) -> Option<&Credential> {
         self.by_host.get(&normalize_host(host))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_host.is_empty()
     }
 }
 

@@ -317,10 +317,6 @@ impl HostsConfig {
         self.registries.get(host)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.registries.is_empty()
-    }
-
     /// The config that applies to images on `registry`: its own, else
     /// `_default`, else none.
     pub fn lookup(&self, registry: &str) -> Option<&RegistryHosts> {

@@ -24,8 +24,9 @@ pub struct Downloaded {
 }
 
 /// Downloads `descriptor` from `session` into `store` (skipping it when
-/// already stored). Errors leave verified-so-far bytes in `ingest/` for the
-/// next attempt, except a digest mismatch, which leaves nothing.
+/// already stored). A broken transfer leaves the bytes received so far in
+/// `ingest/` for the next attempt (they are verified with the rest at
+/// commit); a digest mismatch leaves nothing.
 pub async fn download(
     session: &Session<'_>,
     store: &ContentStore,

@@ -103,16 +103,6 @@ impl Puller {
         self
     }
 
-    /// Replaces the credentials, e.g. with a pod's pull secrets merged in.
-    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = credentials;
-        self
-    }
-
-    pub fn store(&self) -> &ContentStore {
-        &self.store
-    }
-
     /// Resolves `reference`, picks `platform` from an index, and stores the
     /// manifest(s), config and layers.
     pub async fn fetch(

@@ -32,6 +32,14 @@ pub trait BlobGuard: Send + Sync {
     fn protect(&self, digest: &Digest) -> Result<(), String>;
 }
 
+/// A pull under an image-service lease: each blob joins the lease before it
+/// is written, so a concurrent GC leaves it alone.
+impl BlobGuard for crate::image::meta::Lease {
+    fn protect(&self, digest: &Digest) -> Result<(), String> {
+        self.add_blob(digest).map_err(|err| err.to_string())
+    }
+}
+
 /// Per-pull settings beyond the reference and platform.
 #[derive(Clone, Copy)]
 pub struct FetchOptions<'a> {
