@@ -69,11 +69,7 @@ impl Fixture {
     fn unpack(&self, layer: &Layer) -> (Result<Option<u64>, SnapshotError>, PathBuf) {
         let outside_before = self.outside();
         let plan = self.plan(layer);
-        // (merge fix: `unpack` now returns `Option<u64>`, None = already there)
-        let result = self
-            .snapshots
-            .unpack(&self.content, &plan)
-            .map(|size| size.unwrap_or(0));
+        let result = self.snapshots.unpack(&self.content, &plan);
         assert_eq!(
             self.outside(),
             outside_before,

@@ -819,13 +819,6 @@ impl Lease {
     }
 }
 
-/// The puller protects each blob through the lease before writing it.
-impl crate::image::remote::BlobGuard for Lease {
-    fn protect(&self, digest: &Digest) -> std::result::Result<(), String> {
-        self.add_blob(digest).map_err(|err| err.to_string())
-    }
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Err(err) = self.delete() {
