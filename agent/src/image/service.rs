@@ -7,9 +7,11 @@
 //! clone and safe to share.
 //!
 //! Typical flows:
-//! - pull: `let lease = service.lease("pull …")?;` → the puller stores
-//!   blobs (adding each to the lease before writing it) → `record_fetched`
-//!   → `ensure_unpacked` → drop the lease;
+//! - pull (`berth pull`, the image reconciler): `let lease =
+//!   service.lease("pull …")?;` → `Puller::fetch_with` with the lease as its
+//!   `BlobGuard` (each blob joins the lease before it is written) →
+//!   [`ImageService::install_fetched`] (unpack, then record) → release the
+//!   lease;
 //! - import: [`ImageService::import`] does all of that itself;
 //! - run a container: [`ImageService::hold_for_container`] (records the
 //!   hold, unpacks if needed, returns the overlay lowerdirs), and
