@@ -452,6 +452,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_service_can_be_shared_across_threads_and_tasks() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<ImageService>();
+    }
+
+    #[test]
     fn repository_prefix_needs_a_separator() {
         assert!(same_repository(
             "docker.io/library/busybox:1",
