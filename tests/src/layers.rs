@@ -1,15 +1,15 @@
-//! Layer and image fixtures for the image store's tests: deterministic
-//! layer tars (fixed mtimes, explicit owners), hostile entries the `tar`
-//! crate's own builder refuses to write, OCI layouts on disk, a listing of
-//! a directory tree with hashes (to prove nothing outside a root changed),
-//! and an overlay mount that unmounts itself.
+//! Layer fixtures for the image store's tests, on top of the registry kit
+//! (`images`): layer tars with what the store must preserve or refuse
+//! (owners, devices, xattrs, whiteouts, hostile entries the `tar` crate's
+//! own builder will not write), in any compression, written into OCI
+//! layouts; a listing of a directory tree with hashes (to prove nothing
+//! outside a root changed); and an overlay mount that unmounts itself.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::images;
 
 /// Every entry gets this mtime, so layers (and their digests) are
 /// reproducible.
@@ -189,9 +189,7 @@ impl Layer {
     }
 
     pub fn gzip(&self) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(&self.tar).expect("gzip");
-        encoder.finish().expect("gzip")
+        images::gzip(&self.tar)
     }
 
     pub fn zstd(&self) -> Vec<u8> {
@@ -209,39 +207,19 @@ impl Layer {
     }
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use images::sha256 as sha256_digest;
 
-/// A minimal root filesystem: busybox-static as `/bin/busybox` plus `sh`
-/// and `echo` applet links, `/etc/passwd` and `/etc/group`.
+/// A minimal runnable root filesystem (busybox-static and friends), as the
+/// registry test kit builds it.
 pub fn busybox_layer() -> Layer {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("reading /bin/busybox (install Debian's busybox-static)");
-    LayerBuilder::new()
-        .dir("bin", 0o755)
-        .file("bin/busybox", &busybox, 0o755)
-        .symlink("bin/sh", "busybox")
-        .symlink("bin/echo", "busybox")
-        .dir("etc", 0o755)
-        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-        .file("etc/group", b"root:x:0:\n", 0o644)
-        .dir("tmp", 0o1777)
-        .build()
+    Layer {
+        tar: images::tar(&images::busybox_entries()),
+    }
 }
 
-/// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`),
-/// the input of `skopeo copy oci:DIR:TAG …`.
-pub struct OciLayout {
-    pub dir: PathBuf,
-    pub manifest_digest: String,
-    pub config_digest: String,
-    pub layer_digests: Vec<String>,
-}
-
-/// Writes an image of `layers` (each with its media type) for
-/// linux/amd64 to `dir`, tagged `tag` in `index.json`.
-pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> OciLayout {
+/// Writes an image of `layers` (each with its media type) for this host's
+/// platform into a new OCI layout at `dir`, tagged `tag`.
+pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> images::OciLayout {
     let diff_ids: Vec<String> = layers.iter().map(|(layer, _)| layer.diff_id()).collect();
     write_oci_layout_claiming(dir, tag, layers, &diff_ids)
 }
@@ -253,76 +231,37 @@ pub fn write_oci_layout_claiming(
     tag: &str,
     layers: &[(&Layer, &str)],
     diff_ids: &[String],
-) -> OciLayout {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).expect("creating blobs dir");
-    let put = |bytes: &[u8]| -> String {
-        let digest = sha256_digest(bytes);
-        let hex = digest.trim_start_matches("sha256:");
-        std::fs::write(blobs.join(hex), bytes).expect("writing blob");
-        digest
-    };
-    let mut layer_descriptors = Vec::new();
-    let mut layer_digests = Vec::new();
-    for (layer, media_type) in layers {
-        let blob = layer.compressed(media_type);
-        let digest = put(&blob);
-        layer_descriptors.push(serde_json::json!({
-            "mediaType": media_type, "digest": digest, "size": blob.len(),
-        }));
-        layer_digests.push(digest);
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
+) -> images::OciLayout {
+    let mut layout = images::OciLayout::create(dir);
+    let descriptor = |blob: &images::Blob| serde_json::json!({"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size});
+    let layer_blobs: Vec<images::Blob> = layers
+        .iter()
+        .map(|(layer, media_type)| layout.write_blob(&layer.compressed(media_type), media_type))
+        .collect();
+    let spec = images::ImageSpec::new(Vec::new());
+    let config = serde_json::json!({
         "created": "2023-11-14T22:13:20Z",
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "architecture": spec.architecture,
+        "os": spec.os,
+        "config": {"Cmd": spec.cmd, "Env": spec.env},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .expect("config json");
-    let config_digest = put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest, "size": config.len(),
-        },
-        "layers": layer_descriptors,
-    }))
-    .expect("manifest json");
-    let manifest_digest = put(&manifest);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
     });
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&index).expect("index"),
-    )
-    .expect("writing index.json");
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .expect("writing oci-layout");
-    OciLayout {
-        dir: dir.to_path_buf(),
-        manifest_digest,
-        config_digest,
-        layer_digests,
-    }
-}
-
-/// Packs an OCI layout directory into an OCI archive (what
-/// `skopeo copy … oci-archive:` writes), without needing skopeo.
-pub fn oci_archive(layout: &Path, archive: &Path) {
-    let file = std::fs::File::create(archive).expect("creating the archive");
-    let mut tar = tar::Builder::new(file);
-    tar.mode(tar::HeaderMode::Deterministic);
-    tar.append_dir_all(".", layout).expect("packing the layout");
-    tar.into_inner().expect("finishing the archive");
+    let config = layout.write_blob(
+        &serde_json::to_vec(&config).expect("config"),
+        images::OCI_CONFIG,
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": images::OCI_MANIFEST,
+        "config": descriptor(&config),
+        "layers": layer_blobs.iter().map(descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = layout.write_blob(
+        &serde_json::to_vec(&manifest).expect("manifest"),
+        images::OCI_MANIFEST,
+    );
+    layout.tag(tag, &manifest);
+    layout
 }
 
 /// One line per entry under `root` (relative path → type, mode, owner,

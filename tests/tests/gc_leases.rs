@@ -7,11 +7,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::image::snapshot::LayerPlan;
 use berth::paths::Paths;
-use berth_e2e::layers::{GZIP, LayerBuilder, ZSTD, busybox_layer, oci_archive, write_oci_layout};
+use berth_e2e::layers::{GZIP, LayerBuilder, ZSTD, busybox_layer, write_oci_layout};
 use berth_e2e::{TestDirs, require_root};
 
 fn service(dirs: &TestDirs) -> ImageService {
@@ -84,14 +83,14 @@ fn gc_spares_what_an_import_in_progress_has_leased() {
 fn gc_in_a_loop_never_breaks_concurrent_imports() {
     require_root();
     let dirs = TestDirs::new();
-    let layout = dirs.temp.path().join("layout");
+    let dir = dirs.temp.path().join("layout");
     let top = LayerBuilder::new()
         .dir("srv", 0o755)
         .file("srv/data", &vec![7u8; 256 * 1024], 0o644)
         .build();
-    write_oci_layout(&layout, "1", &[(&busybox_layer(), GZIP), (&top, ZSTD)]);
+    let layout = write_oci_layout(&dir, "1", &[(&busybox_layer(), GZIP), (&top, ZSTD)]);
     let archive = dirs.temp.path().join("image.tar");
-    oci_archive(&layout, &archive);
+    layout.write_archive(&archive);
 
     let importer = service(&dirs);
     let collector = service(&dirs);

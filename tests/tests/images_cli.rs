@@ -2,23 +2,22 @@
 //! Image object pins. Each CLI call is its own process reopening the store,
 //! so these also show that metadata survives reopening.
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::paths::Paths;
-use berth_e2e::layers::{GZIP, LayerBuilder, busybox_layer, oci_archive, write_oci_layout};
+use berth_e2e::layers::{GZIP, LayerBuilder, busybox_layer, write_oci_layout};
 use berth_e2e::{TestDirs, require_root};
 
 /// Imports a one-layer image (busybox plus a marker file making it
 /// distinct) under `name` through the CLI.
 fn import(dirs: &TestDirs, name: &str, marker: &str) {
-    let layout = dirs.temp.path().join(format!("layout-{marker}"));
+    let dir = dirs.temp.path().join(format!("layout-{marker}"));
     let base = busybox_layer();
     let top = LayerBuilder::new()
         .file(marker, marker.as_bytes(), 0o644)
         .build();
-    write_oci_layout(&layout, "1", &[(&base, GZIP), (&top, GZIP)]);
+    let layout = write_oci_layout(&dir, "1", &[(&base, GZIP), (&top, GZIP)]);
     let archive = dirs.temp.path().join(format!("{marker}.tar"));
-    oci_archive(&layout, &archive);
+    layout.write_archive(&archive);
     let output = dirs.berth(&["import", archive.to_str().expect("utf-8"), "--name", name]);
     assert!(
         output.status.success(),

@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::paths::Paths;
 use berth_e2e::layers::{GZIP, LayerBuilder, OverlayMount, ZSTD, busybox_layer, write_oci_layout};
 use berth_e2e::{TestDirs, require_root};

@@ -66,14 +66,10 @@ impl Fixture {
 
     /// Unpacks `layer` and checks the world outside the snapshot is as it
     /// was. Returns the unpack result and the snapshot path.
-    fn unpack(&self, layer: &Layer) -> (Result<u64, SnapshotError>, PathBuf) {
+    fn unpack(&self, layer: &Layer) -> (Result<Option<u64>, SnapshotError>, PathBuf) {
         let outside_before = self.outside();
         let plan = self.plan(layer);
-        // (merge fix: `unpack` now returns `Option<u64>`, None = already there)
-        let result = self
-            .snapshots
-            .unpack(&self.content, &plan)
-            .map(|size| size.unwrap_or(0));
+        let result = self.snapshots.unpack(&self.content, &plan);
         assert_eq!(
             self.outside(),
             outside_before,
@@ -105,7 +101,11 @@ impl Fixture {
         (sentinel, top, passwd_state)
     }
 
-    fn assert_rejected(&self, result: Result<u64, SnapshotError>, snapshot: &Path) -> UnpackError {
+    fn assert_rejected(
+        &self,
+        result: Result<Option<u64>, SnapshotError>,
+        snapshot: &Path,
+    ) -> UnpackError {
         assert!(!snapshot.exists(), "a rejected layer left a snapshot");
         match result {
             Err(SnapshotError::Unpack { source, .. }) => source,
@@ -325,4 +325,38 @@ fn entry_replacing_a_planted_symlink_does_not_write_through_it() {
             .expect("dir")
             .is_dir()
     );
+}
+
+#[test]
+fn overlay_xattrs_smuggled_in_a_layer_are_dropped() {
+    let fx = Fixture::new();
+    let layer = LayerBuilder::new()
+        .file_with_xattrs(
+            "redirected",
+            b"x",
+            &[
+                ("trusted.overlay.redirect", b"/etc"),
+                ("trusted.overlay.opaque", b"y"),
+                ("user.overlay.metacopy", b""),
+                ("user.kept", b"yes"),
+            ],
+        )
+        .build();
+    let (result, snapshot) = fx.unpack(&layer);
+    result.expect("the layer itself is fine");
+    let path = snapshot.join("redirected");
+    let mut value = [0u8; 16];
+    for name in [
+        "trusted.overlay.redirect",
+        "trusted.overlay.opaque",
+        "user.overlay.metacopy",
+    ] {
+        assert_eq!(
+            rustix::fs::lgetxattr(&path, name, &mut value),
+            Err(rustix::io::Errno::NODATA),
+            "{name} must not reach the snapshot"
+        );
+    }
+    let len = rustix::fs::lgetxattr(&path, "user.kept", &mut value).expect("ordinary xattr kept");
+    assert_eq!(&value[..len], b"yes");
 }

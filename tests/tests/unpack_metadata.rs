@@ -7,13 +7,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth::image::content::ContentStore;
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::{ImageService, ServiceError};
+use berth::image::service::{ImageReference, ImageService, ServiceError};
 use berth::image::snapshot::{LayerPlan, SnapshotError, Snapshotter};
 use berth::paths::Paths;
-use berth_e2e::layers::{
-    GZIP, Layer, LayerBuilder, MTIME, PLAIN, ZSTD, oci_archive, write_oci_layout_claiming,
-};
+use berth_e2e::layers::{GZIP, Layer, LayerBuilder, MTIME, PLAIN, ZSTD, write_oci_layout_claiming};
 use berth_e2e::{TestDirs, require_root};
 
 fn rich_layer() -> Layer {
@@ -35,6 +32,8 @@ fn rich_layer() -> Layer {
         )
         .file("bin/a", b"shared inode", 0o644)
         .hardlink("bin/b", "bin/a")
+        .file("top", b"top-level inode", 0o644)
+        .hardlink("top2", "/top")
         .symlink("bin/sh", "busybox")
         .dir("dev", 0o755)
         .char_device("dev/null", 1, 3, 0o666)
@@ -130,6 +129,11 @@ fn check_rich_snapshot(root: &Path) {
     let (a, b) = (stat("bin/a"), stat("bin/b"));
     assert_eq!(a.ino(), b.ino(), "hardlinks share an inode");
     assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        stat("top").ino(),
+        stat("top2").ino(),
+        "links between top-level files"
+    );
     let sh = stat("bin/sh");
     assert!(sh.file_type().is_symlink());
     assert_eq!(
@@ -193,6 +197,20 @@ fn empty_layers_become_empty_snapshots() {
 }
 
 #[test]
+fn an_opaque_marker_at_the_top_makes_the_layer_root_opaque() {
+    let store = store();
+    let layer = LayerBuilder::new()
+        .opaque("")
+        .file("only", b"this", 0o644)
+        .build();
+    let (result, root) = unpack(&store, &layer, GZIP, &layer.diff_id());
+    result.expect("unpack");
+    assert_eq!(xattr(&root, "trusted.overlay.opaque"), b"y");
+    assert!(!root.join(".wh..wh..opq").exists());
+    assert!(root.join("only").is_file());
+}
+
+#[test]
 fn diff_id_mismatch_stores_no_snapshot() {
     let store = store();
     let layer = rich_layer();
@@ -225,11 +243,11 @@ fn image_with_a_wrong_diff_id_is_not_recorded() {
     require_root();
     let dirs = TestDirs::new();
     let layer = rich_layer();
-    let layout = dirs.temp.path().join("layout");
+    let dir = dirs.temp.path().join("layout");
     let lie = format!("sha256:{}", "1".repeat(64));
-    write_oci_layout_claiming(&layout, "1", &[(&layer, GZIP)], &[lie]);
+    let layout = write_oci_layout_claiming(&dir, "1", &[(&layer, GZIP)], &[lie]);
     let archive = dirs.temp.path().join("lying.tar");
-    oci_archive(&layout, &archive);
+    layout.write_archive(&archive);
 
     let service = ImageService::open(&Paths::new(&dirs.root, &dirs.run_root)).expect("store");
     let name: ImageReference = "registry.local/bt/tampered:1".parse().expect("name");

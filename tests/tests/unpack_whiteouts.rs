@@ -4,11 +4,10 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use berth::image::remote::reference::ImageReference;
-use berth::image::service::ImageService;
+use berth::image::service::{ImageReference, ImageService};
 use berth::paths::Paths;
 use berth_e2e::layers::{
-    GZIP, LayerBuilder, OverlayMount, PLAIN, ZSTD, file_list, oci_archive, write_oci_layout,
+    GZIP, LayerBuilder, OverlayMount, PLAIN, ZSTD, file_list, write_oci_layout,
 };
 use berth_e2e::{TestDirs, require_root};
 
@@ -57,14 +56,10 @@ fn whiteouts_and_opaque_dirs_give_the_docker_rootfs() {
         .dir("usr/bin", 0o755)
         .whiteout("usr/bin", "gone")
         .build();
-    let layout = dirs.temp.path().join("layout");
-    write_oci_layout(
-        &layout,
-        "1",
-        &[(&base, GZIP), (&middle, ZSTD), (&top, PLAIN)],
-    );
+    let dir = dirs.temp.path().join("layout");
+    let layout = write_oci_layout(&dir, "1", &[(&base, GZIP), (&middle, ZSTD), (&top, PLAIN)]);
     let archive = dirs.temp.path().join("whiteouts.tar");
-    oci_archive(&layout, &archive);
+    layout.write_archive(&archive);
 
     let service = ImageService::open(&Paths::new(&dirs.root, &dirs.run_root)).expect("store");
     let name: ImageReference = "registry.local/bt/whiteouts:1".parse().expect("name");

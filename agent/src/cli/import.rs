@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::GlobalArgs;
 use super::images::{human_size, open_service};
-use crate::image::remote::reference::ImageReference;
+use crate::image::service::ImageReference;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::GlobalArgs;
 use super::images::{human_size, open_service};
-use crate::image::remote::reference::ImageReference;
+use crate::image::service::ImageReference;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,6 +25,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     for name in &args.names {
         let removed = name
             .parse::<ImageReference>()
+            .map_err(anyhow::Error::from)
             .with_context(|| format!("image name {name:?}"))
             .and_then(|reference| Ok(service.remove(&reference, args.force)?));
         match removed {

@@ -37,9 +37,9 @@ use oci_spec::image::{
 
 use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
-use super::remote::reference::{ImageReference, ReferenceError};
 use super::remote::{FetchStats, FetchedImage, Platform};
-use super::unpack::Compression;
+use super::service::ImageReference;
+use super::unpack::{Compression, CopyError, copy_chunks};
 use staged::Staged;
 
 /// `index.json`, `manifest.json` and friends are read whole; anything this
@@ -91,12 +91,11 @@ pub enum ImportError {
         host: String,
         available: String,
     },
-    #[error("archive {}: image name {name:?}: {source}", archive.display())]
+    #[error("archive {}: image name {name:?}: {reason}", archive.display())]
     BadName {
         archive: PathBuf,
         name: String,
-        #[source]
-        source: ReferenceError,
+        reason: String,
     },
     #[error("archive {}: blob {digest}: {source}", archive.display())]
     Content {
@@ -290,20 +289,13 @@ fn store_known(
     }
     let mut ingest = content.ingest(digest, None).map_err(content_err)?;
     ingest.restart().map_err(content_err)?;
-    loop {
-        let n = match entry.read(buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ImportError::Read {
-                    archive: archive.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        ingest.write_all(&buffer[..n]).map_err(content_err)?;
-    }
+    copy_chunks(entry, buffer, |chunk| ingest.write_all(chunk)).map_err(|err| match err {
+        CopyError::Read(source) => ImportError::Read {
+            archive: archive.to_path_buf(),
+            source,
+        },
+        CopyError::Write(source) => content_err(source),
+    })?;
     let size = ingest.offset();
     ingest.commit().map_err(content_err)?;
     Ok((digest.clone(), size))
@@ -594,11 +586,12 @@ impl ArchiveContents<'_> {
             archive: self.archive.to_path_buf(),
             tag: candidate.tag_only.clone(),
         })?;
-        let reference: ImageReference = name.parse().map_err(|source| ImportError::BadName {
+        let bad_name = |reason: String| ImportError::BadName {
             archive: self.archive.to_path_buf(),
             name: name.clone(),
-            source,
-        })?;
+            reason,
+        };
+        let reference = ImageReference::parse(&name).map_err(|err| bad_name(err.to_string()))?;
         let manifest_bytes = self.read_blob(&candidate.manifest_digest, "image manifest")?;
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|err| self.bad(candidate.manifest_digest.to_string(), err))?;

@@ -1,38 +1,11 @@
-//! Pod `imagePullPolicy`, decided as Kubernetes does, as a pure function
-//! the pod reconciler calls before it creates a container.
+//! Pod `imagePullPolicy`: what to do about a container's image, as a pure
+//! function the pod reconciler calls before it creates a container. The
+//! policy itself, with the Kubernetes default for an omitted field (`Always`
+//! for `:latest` or no tag, else `IfNotPresent`), comes from the manifests
+//! crate: `Container::image_pull_policy_or_default()`.
 
-use super::remote::reference::ImageReference;
-
-/// `imagePullPolicy` of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    /// Parses the manifest spelling (`Always`, `IfNotPresent`, `Never`).
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "Always" => Some(Self::Always),
-            "IfNotPresent" => Some(Self::IfNotPresent),
-            "Never" => Some(Self::Never),
-            _ => None,
-        }
-    }
-
-    /// The Kubernetes default when the field is omitted: `Always` for the
-    /// `latest` tag (an image named without tag or digest is `latest`),
-    /// `IfNotPresent` otherwise (another tag, or a digest only).
-    pub fn default_for(image: &ImageReference) -> Self {
-        if image.tag() == Some("latest") {
-            Self::Always
-        } else {
-            Self::IfNotPresent
-        }
-    }
-}
+use manifests::reference::ImageReference;
+pub use manifests::types::ImagePullPolicy;
 
 /// What to do about a container's image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,15 +30,14 @@ impl PullDecision {
     }
 }
 
-/// Decides for `image` under `policy` (`None` = the Kubernetes default),
-/// given whether a copy is stored locally.
-pub fn decide(policy: Option<PullPolicy>, image: &ImageReference, present: bool) -> PullDecision {
-    match policy.unwrap_or_else(|| PullPolicy::default_for(image)) {
-        PullPolicy::Always => PullDecision::Pull,
-        PullPolicy::IfNotPresent if present => PullDecision::UseLocal,
-        PullPolicy::IfNotPresent => PullDecision::Pull,
-        PullPolicy::Never if present => PullDecision::UseLocal,
-        PullPolicy::Never => PullDecision::NotPresent {
+/// Decides for `image` under `policy`, given whether a copy is stored
+/// locally (`ImageService::resolve` found it).
+pub fn decide(policy: ImagePullPolicy, image: &ImageReference, present: bool) -> PullDecision {
+    match policy {
+        ImagePullPolicy::Always => PullDecision::Pull,
+        ImagePullPolicy::IfNotPresent | ImagePullPolicy::Never if present => PullDecision::UseLocal,
+        ImagePullPolicy::IfNotPresent => PullDecision::Pull,
+        ImagePullPolicy::Never => PullDecision::NotPresent {
             image: image.to_string(),
         },
     }
@@ -74,51 +46,53 @@ pub fn decide(policy: Option<PullPolicy>, image: &ImageReference, present: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use manifests::types::Container;
 
     fn image(s: &str) -> ImageReference {
-        s.parse().expect("reference")
+        ImageReference::parse(s).expect("reference")
+    }
+
+    /// The policy a container gets when the manifest omits it.
+    fn defaulted(image: &str) -> ImagePullPolicy {
+        let container: Container =
+            serde_json::from_value(serde_json::json!({"name": "c", "image": image}))
+                .expect("container");
+        container.image_pull_policy_or_default()
     }
 
     #[test]
-    fn kubernetes_defaults() {
-        assert_eq!(
-            PullPolicy::default_for(&image("busybox")),
-            PullPolicy::Always
-        );
-        assert_eq!(
-            PullPolicy::default_for(&image("busybox:latest")),
-            PullPolicy::Always
-        );
-        assert_eq!(
-            PullPolicy::default_for(&image("busybox:1.36")),
-            PullPolicy::IfNotPresent
-        );
-        let digest = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(
-            PullPolicy::default_for(&image(&format!("busybox@{digest}"))),
-            PullPolicy::IfNotPresent
-        );
-        assert_eq!(
-            PullPolicy::default_for(&image(&format!("busybox:latest@{digest}"))),
-            PullPolicy::Always
-        );
-    }
-
-    #[test]
-    fn decisions() {
+    fn omitted_policies_follow_kubernetes() {
         let tagged = image("registry.local:5000/app:1.0");
         let latest = image("registry.local:5000/app");
         use PullDecision::*;
-        assert_eq!(decide(None, &tagged, true), UseLocal);
-        assert_eq!(decide(None, &tagged, false), Pull);
-        assert_eq!(decide(None, &latest, true), Pull);
-        assert_eq!(decide(Some(PullPolicy::Always), &tagged, true), Pull);
         assert_eq!(
-            decide(Some(PullPolicy::IfNotPresent), &latest, true),
+            decide(defaulted("registry.local:5000/app:1.0"), &tagged, true),
             UseLocal
         );
-        assert_eq!(decide(Some(PullPolicy::Never), &latest, true), UseLocal);
-        let refused = decide(Some(PullPolicy::Never), &tagged, false);
+        assert_eq!(
+            decide(defaulted("registry.local:5000/app:1.0"), &tagged, false),
+            Pull
+        );
+        assert_eq!(
+            decide(defaulted("registry.local:5000/app"), &latest, true),
+            Pull
+        );
+        let digest = format!("registry.local:5000/app@sha256:{}", "a".repeat(64));
+        assert_eq!(decide(defaulted(&digest), &image(&digest), true), UseLocal);
+    }
+
+    #[test]
+    fn explicit_policies() {
+        let tagged = image("registry.local:5000/app:1.0");
+        let latest = image("registry.local:5000/app");
+        use PullDecision::*;
+        assert_eq!(decide(ImagePullPolicy::Always, &tagged, true), Pull);
+        assert_eq!(
+            decide(ImagePullPolicy::IfNotPresent, &latest, true),
+            UseLocal
+        );
+        assert_eq!(decide(ImagePullPolicy::Never, &latest, true), UseLocal);
+        let refused = decide(ImagePullPolicy::Never, &tagged, false);
         assert_eq!(
             refused,
             NotPresent {
@@ -127,14 +101,5 @@ mod tests {
         );
         let message = refused.error_message().expect("message");
         assert!(message.contains("imagePullPolicy is Never"), "{message}");
-    }
-
-    #[test]
-    fn parses_manifest_spellings_only() {
-        assert_eq!(
-            PullPolicy::parse("IfNotPresent"),
-            Some(PullPolicy::IfNotPresent)
-        );
-        assert_eq!(PullPolicy::parse("ifnotpresent"), None);
     }
 }

@@ -7,9 +7,11 @@
 //! clone and safe to share.
 //!
 //! Typical flows:
-//! - pull: `let lease = service.lease("pull …")?;` → the puller stores
-//!   blobs (adding each to the lease before writing it) → `record_fetched`
-//!   → `ensure_unpacked` → drop the lease;
+//! - pull (`berth pull`, the image reconciler): `let lease =
+//!   service.lease("pull …")?;` → `Puller::fetch_with` with the lease as its
+//!   `BlobGuard` (each blob joins the lease before it is written) →
+//!   [`ImageService::install_fetched`] (unpack, then record) → release the
+//!   lease;
 //! - import: [`ImageService::import`] does all of that itself;
 //! - run a container: [`ImageService::hold_for_container`] (records the
 //!   hold, unpacks if needed, returns the overlay lowerdirs), and
@@ -25,10 +27,13 @@ use super::content::{ContentError, ContentStore};
 use super::gc::{self, GcError, GcOptions, GcReport};
 use super::import::{self, ImportError};
 use super::meta::{self, ImageRecord, LayerRecord, Lease, ManifestRecord, MetaError, MetaStore};
-use super::remote::reference::ImageReference;
 use super::remote::{FetchedImage, Platform};
 use super::snapshot::{self, LayerPlan, SnapshotError, Snapshotter};
 use crate::paths::Paths;
+
+/// The image reference type of the whole service (parsed and normalised by
+/// the manifests crate, as the pod and Image manifests spell images).
+pub use manifests::reference::ImageReference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -445,6 +450,12 @@ fn manifest_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_can_be_shared_across_threads_and_tasks() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<ImageService>();
+    }
 
     #[test]
     fn repository_prefix_needs_a_separator() {

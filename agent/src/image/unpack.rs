@@ -413,6 +413,33 @@ fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
     Some(Timespec { tv_sec, tv_nsec })
 }
 
+/// Why a chunked copy stopped.
+pub(crate) enum CopyError<E> {
+    Read(io::Error),
+    Write(E),
+}
+
+/// Reads `reader` to its end through `buffer` (large buffers keep a
+/// decompressor busy), handing each chunk to `sink`. Returns the bytes
+/// copied.
+pub(crate) fn copy_chunks<E>(
+    reader: &mut dyn Read,
+    buffer: &mut [u8],
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<u64, CopyError<E>> {
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(CopyError::Read(err)),
+        };
+        sink(&buffer[..n]).map_err(CopyError::Write)?;
+        copied += n as u64;
+    }
+}
+
 /// Hashes everything read through it (the diffID).
 struct HashingReader<R> {
     inner: R,

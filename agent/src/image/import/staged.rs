@@ -13,6 +13,7 @@ use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
 use crate::image::content::{ContentError, ContentStore, sync_dir};
+use crate::image::unpack::{CopyError, copy_chunks};
 
 fn io_err<'a>(
     op: &'static str,
@@ -63,18 +64,14 @@ impl Staged {
             size: 0,
         };
         let mut hasher = Sha256::new();
-        loop {
-            let n = match reader.read(buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(io_err("reading the source of", &staged.path)(err)),
-            };
-            file.write_all(&buffer[..n])
-                .map_err(io_err("writing", &staged.path))?;
-            hasher.update(&buffer[..n]);
-            staged.size += n as u64;
-        }
+        staged.size = copy_chunks(reader, buffer, |chunk| {
+            hasher.update(chunk);
+            file.write_all(chunk)
+        })
+        .map_err(|err| match err {
+            CopyError::Read(source) => io_err("reading the source of", &staged.path)(source),
+            CopyError::Write(source) => io_err("writing", &staged.path)(source),
+        })?;
         staged.digest = format!("sha256:{}", hex::encode(hasher.finalize()))
             .parse()
             .expect("a sha256 hex string is a valid digest");

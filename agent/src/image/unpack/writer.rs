@@ -22,8 +22,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::UnpackError;
 use super::entry_path::EntryPath;
+use super::{CopyError, UnpackError, copy_chunks};
 
 /// The xattr overlayfs reads to treat a directory of a lower layer as opaque.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -85,14 +85,7 @@ impl Dirs {
         }
         let hit = matches!(&self.cached, Some((path, _)) if path == parent);
         if !hit {
-            let handle = self
-                .root
-                .mkdir_all(parent, &Permissions::from_mode(0o755))
-                .map_err(|source| UnpackError::Confined {
-                    op: "creating parent directory",
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+            let handle = self.mkdir_all(parent, "creating parent directory")?;
             self.cached = Some((parent.to_path_buf(), OwnedFd::from(handle)));
         }
         let (_, fd) = self
@@ -100,6 +93,18 @@ impl Dirs {
             .as_ref()
             .expect("the cache was filled just above");
         Ok(fd.as_fd())
+    }
+
+    /// Creates `dir` and its missing parents inside the root (as Docker
+    /// does for entries whose directories the layer does not list).
+    fn mkdir_all(&self, dir: &Path, op: &'static str) -> Result<pathrs::Handle, UnpackError> {
+        self.root
+            .mkdir_all(dir, &Permissions::from_mode(0o755))
+            .map_err(|source| UnpackError::Confined {
+                op,
+                path: dir.to_path_buf(),
+                source,
+            })
     }
 
     /// Anything removed may have been (or contained) the cached directory.
@@ -163,36 +168,27 @@ impl LayerWriter {
         data: &mut dyn Read,
     ) -> Result<u64, UnpackError> {
         let full = path.full();
-        let file = loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::openat(
+        let mut file = File::from(self.create(path, name, "creating file", &full, |parent| {
+            rfs::openat(
                 parent,
                 name,
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => break File::from(fd),
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating file", &full)(errno)),
-            }
-        };
-        let mut file = file;
-        let mut written = 0u64;
-        loop {
-            let n = match data.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(UnpackError::Read { path: full, source }),
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|source| UnpackError::Io {
+            )
+        })?);
+        let written = copy_chunks(data, &mut self.buf, |chunk| file.write_all(chunk)).map_err(
+            |err| match err {
+                CopyError::Read(source) => UnpackError::Read {
+                    path: full.clone(),
+                    source,
+                },
+                CopyError::Write(source) => UnpackError::Io {
                     op: "writing file",
                     path: full.clone(),
                     source,
-                })?;
-            written += n as u64;
-        }
+                },
+            },
+        )?;
         apply_fd_meta(&file, meta, &full)?;
         rfs::futimens(&file, &meta.times()).map_err(io_err("setting times of", &full))?;
         Ok(written)
@@ -245,14 +241,9 @@ impl LayerWriter {
         // The target is stored verbatim: it is only ever followed inside the
         // container's root (or, while unpacking, inside this layer's root).
         let target = OsStr::from_bytes(target);
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::symlinkat(target, parent, name) {
-                Ok(()) => break,
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating symlink", &full)(errno)),
-            }
-        }
+        self.create(path, name, "creating symlink", &full, |parent| {
+            rfs::symlinkat(target, parent, name)
+        })?;
         self.apply_at_meta(path, name, meta, false)
     }
 
@@ -273,33 +264,32 @@ impl LayerWriter {
         };
         // Resolved inside the root: a link to `/etc/passwd` means this
         // layer's own etc/passwd, and fails if the layer has none.
-        let target_dir =
+        let resolve_err = |source| UnpackError::Confined {
+            op: "resolving hardlink target",
+            path: target_full.clone(),
+            source,
+        };
+        let target_dir: OwnedFd = if target.parent.as_os_str().is_empty() {
+            self.dirs
+                .root_dir
+                .try_clone()
+                .map_err(|source| UnpackError::Io {
+                    op: "reopening layer root",
+                    path: target_full.clone(),
+                    source,
+                })?
+                .into()
+        } else {
             self.dirs
                 .root
                 .resolve(&target.parent)
-                .map_err(|source| UnpackError::Confined {
-                    op: "resolving hardlink target",
-                    path: target_full.clone(),
-                    source,
-                })?;
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::linkat(&target_dir, target_name, parent, name, AtFlags::empty()) {
-                Ok(()) => return Ok(()),
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => {
-                    return Err(UnpackError::Io {
-                        op: "hardlinking",
-                        path: PathBuf::from(format!(
-                            "{} -> {}",
-                            full.display(),
-                            target_full.display()
-                        )),
-                        source: io::Error::from(errno),
-                    });
-                }
-            }
-        }
+                .map_err(resolve_err)?
+                .into()
+        };
+        let shown = PathBuf::from(format!("{} -> {}", full.display(), target_full.display()));
+        self.create(path, name, "hardlinking", &shown, |parent| {
+            rfs::linkat(&target_dir, target_name, parent, name, AtFlags::empty())
+        })
     }
 
     pub fn node(
@@ -315,14 +305,9 @@ impl LayerWriter {
             NodeKind::Block(dev) => (FileType::BlockDevice, dev),
             NodeKind::Fifo => (FileType::Fifo, 0),
         };
-        loop {
-            let parent = self.dirs.parent(&path.parent)?;
-            match rfs::mknodat(parent, name, file_type, Mode::from_raw_mode(0o600), dev) {
-                Ok(()) => break,
-                Err(Errno::EXIST) => self.replace(path, name)?,
-                Err(errno) => return Err(io_err("creating device node", &full)(errno)),
-            }
-        }
+        self.create(path, name, "creating device node", &full, |parent| {
+            rfs::mknodat(parent, name, file_type, Mode::from_raw_mode(0o600), dev)
+        })?;
         self.apply_at_meta(path, name, meta, true)
     }
 
@@ -359,29 +344,20 @@ impl LayerWriter {
 
     /// `.wh..wh..opq` marks its directory opaque for overlayfs.
     pub fn opaque(&mut self, dir: &Path) -> Result<(), UnpackError> {
-        let shown = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let handle = self
-            .dirs
-            .root
-            .mkdir_all(dir, &Permissions::from_mode(0o755))
-            .map_err(|source| UnpackError::Confined {
-                op: "creating opaque directory",
-                path: shown.to_path_buf(),
-                source,
-            })?;
+        if dir.as_os_str().is_empty() {
+            return rfs::fsetxattr(&self.dirs.root_dir, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(io_err("marking opaque", Path::new(".")));
+        }
+        let handle = self.dirs.mkdir_all(dir, "creating opaque directory")?;
         let file = handle
             .reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY)
             .map_err(|source| UnpackError::Confined {
                 op: "opening opaque directory",
-                path: shown.to_path_buf(),
+                path: dir.to_path_buf(),
                 source,
             })?;
         rfs::fsetxattr(&file, OPAQUE_XATTR, b"y", XattrFlags::empty())
-            .map_err(io_err("marking opaque", shown))
+            .map_err(io_err("marking opaque", dir))
     }
 
     /// Sets directory times, deepest (latest created) first.
@@ -409,6 +385,27 @@ impl LayerWriter {
             rfs::futimens(&dir, times).map_err(io_err("setting times of", path))?;
         }
         Ok(())
+    }
+
+    /// Runs `create` in the entry's parent directory. A later entry
+    /// replaces an earlier one of the same name, as in Docker: whatever is
+    /// in the way (EEXIST) is removed and `create` runs again.
+    fn create<T>(
+        &mut self,
+        path: &EntryPath,
+        name: &OsStr,
+        op: &'static str,
+        shown: &Path,
+        mut create: impl FnMut(BorrowedFd<'_>) -> rustix::io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        loop {
+            let parent = self.dirs.parent(&path.parent)?;
+            match create(parent) {
+                Ok(value) => return Ok(value),
+                Err(Errno::EXIST) => self.replace(path, name)?,
+                Err(errno) => return Err(io_err(op, shown)(errno)),
+            }
+        }
     }
 
     /// Removes whatever sits at `parent/name` so an entry can take its place.
