@@ -60,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let hosts = hosts_config(&global.manifests, args.hosts_dir.as_deref())?;
     let resolver = Arc::new(Resolver::new(hosts).context("applying the registry host config")?);
-    let credentials = credentials(args.auth_file.as_deref())?;
+    let credentials = Credentials::discover(args.auth_file.as_deref())?;
     let service = ImageService::open(&global.paths())
         .with_context(|| format!("opening the image store under {}", global.root.display()))?;
     let puller = Puller::new(resolver, credentials, service.content().clone())
@@ -111,22 +111,6 @@ fn hosts_config(manifests: &Path, hosts_dir: Option<&Path>) -> anyhow::Result<Ho
         config.overlay(loaded);
     }
     Ok(config)
-}
-
-fn credentials(auth_file: Option<&Path>) -> anyhow::Result<Credentials> {
-    if let Some(path) = auth_file {
-        return Ok(Credentials::load_docker_config(path)?);
-    }
-    let candidates = [
-        std::env::var_os("DOCKER_CONFIG").map(|dir| PathBuf::from(dir).join("config.json")),
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
-    ];
-    for path in candidates.into_iter().flatten() {
-        if path.is_file() {
-            return Ok(Credentials::load_docker_config(&path)?);
-        }
-    }
-    Ok(Credentials::none())
 }
 
 fn print_result(fetched: &FetchedImage, name: &str, output: OutputFormat) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -112,6 +112,24 @@ impl Credentials {
 
     /// Parses the bytes of a docker-style `config.json`; `source_name` is
     /// named in errors (a path, or `Secret default/regcred`).
+    /// The node's credentials: `auth_file` when given, else
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, else none.
+    pub fn discover(auth_file: Option<&Path>) -> Result<Self, AuthError> {
+        if let Some(path) = auth_file {
+            return Self::load_docker_config(path);
+        }
+        let candidates = [
+            std::env::var_os("DOCKER_CONFIG").map(|dir| PathBuf::from(dir).join("config.json")),
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json")),
+        ];
+        for path in candidates.into_iter().flatten() {
+            if path.is_file() {
+                return Self::load_docker_config(&path);
+            }
+        }
+        Ok(Self::none())
+    }
+
     pub fn from_docker_config(bytes: &[u8], source_name: &str) -> Result<Self, AuthError> {
         let config: DockerConfig =
             serde_json::from_slice(bytes).map_err(|err| AuthError::Parse {

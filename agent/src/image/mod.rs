@@ -8,6 +8,7 @@ pub mod gc;
 pub mod hosts;
 pub mod hosts_dir;
 pub mod import;
+pub mod manager;
 pub mod meta;
 pub mod policy;
 pub mod remote;
