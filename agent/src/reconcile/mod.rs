@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::controller::{Action, ObservedEvent, Reconciler};
 use crate::desired::{DesiredObject, DesiredState};
-use crate::status::{Event, EventLog, EventType, Phase, StatusStore, chain};
+use crate::status::{Details, Event, EventLog, EventType, Phase, StatusStore, chain};
 
 pub use config::{ConfigMapReconciler, SecretReconciler};
 pub use image::ImageReconciler;
@@ -60,6 +60,8 @@ impl Context {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub phase: Phase,
+    /// Kind-specific status (a pod's containers); `None` keeps the last.
+    pub details: Option<Details>,
     /// One line for `berth status`; never a secret value.
     pub message: String,
     pub action: Action,
@@ -69,9 +71,15 @@ impl Applied {
     pub fn new(phase: Phase, message: impl Into<String>) -> Self {
         Self {
             phase,
+            details: None,
             message: message.into(),
             action: Action::await_change(),
         }
+    }
+
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn requeue_after(mut self, after: std::time::Duration) -> Self {
@@ -183,6 +191,7 @@ impl Reconciler for Reconcilers {
                         desired.generation,
                         applied.phase,
                         applied.message.clone(),
+                        applied.details.clone(),
                     );
                     if outcome.generation_observed || outcome.phase_changed || outcome.recovered {
                         let reason = if outcome.generation_observed {

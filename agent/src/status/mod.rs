@@ -7,6 +7,7 @@
 //! after it stopped. Nothing in it may carry a secret value: reconcilers
 //! write messages, never object contents.
 
+pub mod details;
 pub mod events;
 pub mod persist;
 mod store;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use manifests::{Diagnostic, Kind, ObjectKey};
 use serde::{Deserialize, Serialize};
 
+pub use details::{ContainerDetails, ContainerState, Details, PodDetails};
 pub use events::{Event, EventLog, EventType};
 pub use store::{ReportOutcome, StatusStore};
 
@@ -78,6 +80,10 @@ pub struct ObjectStatus {
     pub observed_generation: Option<u64>,
     /// When `phase` last changed.
     pub last_transition_time: String,
+    /// Kind-specific status (containers of a pod), when the reconciler
+    /// publishes any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
 }
 
 impl ObjectStatus {

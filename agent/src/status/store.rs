@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{
-    AgentInfo, AgentState, FileStatus, ObjectStatus, Phase, STATUS_FORMAT_VERSION, SourceRef,
-    StatusDocument, time,
+    AgentInfo, AgentState, Details, FileStatus, ObjectStatus, Phase, STATUS_FORMAT_VERSION,
+    SourceRef, StatusDocument, time,
 };
 
 #[derive(Debug)]
@@ -72,7 +72,8 @@ impl StatusStore {
     }
 
     /// Records a successful reconcile of the desired object `key` (defined
-    /// at `source`, at `generation`): its phase and message, error cleared.
+    /// at `source`, at `generation`): its phase and message, error cleared,
+    /// and its details when given (otherwise the previous ones stay).
     pub fn report(
         &self,
         key: &ObjectKey,
@@ -80,6 +81,7 @@ impl StatusStore {
         generation: u64,
         phase: Phase,
         message: impl Into<String>,
+        details: Option<Details>,
     ) -> ReportOutcome {
         let message = message.into();
         let mut inner = self.lock();
@@ -99,6 +101,7 @@ impl StatusStore {
                 Some(prev) if prev.phase == phase => prev.last_transition_time.clone(),
                 _ => now,
             },
+            details: details.or_else(|| previous.as_ref().and_then(|p| p.details.clone())),
         };
         let outcome = ReportOutcome {
             previous_phase: previous.as_ref().map(|p| p.phase),
@@ -115,6 +118,20 @@ impl StatusStore {
         outcome
     }
 
+    /// Publishes kind-specific details of `key` (a pod's containers). Only
+    /// objects that already have a status get details: a reconciler cannot
+    /// resurrect the status of an object whose cleanup finished.
+    pub fn set_details(&self, key: &ObjectKey, details: Option<Details>) {
+        let mut inner = self.lock();
+        let Some(status) = inner.objects.get_mut(key) else {
+            return;
+        };
+        if status.details != details {
+            status.details = details;
+            self.mark_changed(&mut inner);
+        }
+    }
+
     /// Records a failed reconcile: the phase stays, `last_error` is set.
     /// `desired` is where the object is defined, or `None` when it was
     /// deleted and its cleanup failed (the phase becomes `Terminating`).
@@ -129,6 +146,7 @@ impl StatusStore {
         let now = time::now();
         let previous = inner.objects.get(key).cloned();
         let mut next = previous.clone().unwrap_or_else(|| ObjectStatus {
+            details: None,
             kind: key.kind,
             namespace: key.namespace.clone(),
             name: key.name.clone(),
@@ -280,19 +298,19 @@ mod tests {
     #[test]
     fn report_tracks_transitions_and_observed_generation() {
         let store = StatusStore::new(agent_info(), None);
-        let first = store.report(&key(), &source(), 1, Phase::Pending, "waiting");
+        let first = store.report(&key(), &source(), 1, Phase::Pending, "waiting", None);
         assert!(first.phase_changed && first.generation_observed);
         assert_eq!(first.previous_phase, None);
         let since = store.get(&key()).expect("status").last_transition_time;
 
-        let same = store.report(&key(), &source(), 1, Phase::Pending, "waiting");
+        let same = store.report(&key(), &source(), 1, Phase::Pending, "waiting", None);
         assert!(!same.phase_changed && !same.generation_observed);
         assert_eq!(
             store.get(&key()).expect("status").last_transition_time,
             since
         );
 
-        let edited = store.report(&key(), &source(), 2, Phase::Pending, "waiting");
+        let edited = store.report(&key(), &source(), 2, Phase::Pending, "waiting", None);
         assert!(edited.generation_observed && !edited.phase_changed);
         assert_eq!(
             store.get(&key()).expect("status").observed_generation,
@@ -303,7 +321,7 @@ mod tests {
     #[test]
     fn errors_keep_the_phase_and_clear_on_success() {
         let store = StatusStore::new(agent_info(), None);
-        store.report(&key(), &source(), 1, Phase::Ready, "ok");
+        store.report(&key(), &source(), 1, Phase::Ready, "ok", None);
         assert!(store.report_error(&key(), Some((&source(), 2)), "disk full"));
         assert!(
             !store.report_error(&key(), Some((&source(), 2)), "disk full"),
@@ -317,15 +335,35 @@ mod tests {
             (2, Some(1))
         );
 
-        let outcome = store.report(&key(), &source(), 2, Phase::Ready, "ok");
+        let outcome = store.report(&key(), &source(), 2, Phase::Ready, "ok", None);
         assert!(outcome.recovered);
         assert_eq!(store.get(&key()).expect("status").last_error, None);
     }
 
     #[test]
+    fn details_are_kept_until_replaced_and_only_for_known_objects() {
+        use crate::status::{Details, PodDetails};
+        let store = StatusStore::new(agent_info(), None);
+        let pod = |uid: &str| {
+            Some(Details::Pod(PodDetails {
+                uid: uid.into(),
+                ..PodDetails::default()
+            }))
+        };
+        store.set_details(&key(), pod("ignored"));
+        assert!(store.get(&key()).is_none(), "no status, no details");
+
+        store.report(&key(), &source(), 1, Phase::Running, "up", pod("a"));
+        store.report(&key(), &source(), 1, Phase::Running, "up", None);
+        assert_eq!(store.get(&key()).expect("status").details, pod("a"));
+        store.set_details(&key(), pod("b"));
+        assert_eq!(store.get(&key()).expect("status").details, pod("b"));
+    }
+
+    #[test]
     fn a_failed_cleanup_shows_terminating_until_removed() {
         let store = StatusStore::new(agent_info(), None);
-        store.report(&key(), &source(), 1, Phase::Running, "up");
+        store.report(&key(), &source(), 1, Phase::Running, "up", None);
         store.report_error(&key(), None, "container will not stop");
         assert_eq!(store.get(&key()).expect("status").phase, Phase::Terminating);
         assert!(store.remove(&key()));
@@ -344,6 +382,7 @@ mod tests {
             3,
             Phase::Pending,
             "runtime not built yet",
+            None,
         );
         store.save(&path).expect("save");
 
@@ -373,7 +412,7 @@ mod tests {
         let store = StatusStore::new(agent_info(), None);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(store.clone().persist_until(path.clone(), shutdown.clone()));
-        store.report(&key(), &source(), 1, Phase::Pending, "waiting");
+        store.report(&key(), &source(), 1, Phase::Pending, "waiting", None);
         shutdown.cancel();
         task.await.expect("persist task");
         let saved = StatusDocument::load(&path).expect("load").expect("present");

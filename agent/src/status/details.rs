@@ -1,0 +1,96 @@
+//! Kind-specific status beyond phase and message: what `berth ps` and
+//! `berth inspect` print. Reconcilers publish it with
+//! [`StatusStore::set_details`](super::StatusStore::set_details); it is
+//! persisted in `status.json` next to the object's phase. Never a secret
+//! value, never object content.
+
+use serde::{Deserialize, Serialize};
+
+/// Serialized as `{"pod": {...}}`, so new kinds add a variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Details {
+    Pod(PodDetails),
+}
+
+/// A pod as it runs: its sandbox and every container, like the status of a
+/// Kubernetes Pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDetails {
+    /// Identifies this incarnation of the pod (a pod-level change makes a
+    /// new one); containers, cgroups and the sandbox are named after it.
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<String>,
+    pub host_network: bool,
+    /// The network driver that set the pod up (`bridge`, `cni`, `host`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// hostPorts in effect, `hostIP:hostPort->containerPort/protocol`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// When the sandbox was created (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerDetails>,
+    pub containers: Vec<ContainerDetails>,
+    /// What the pod did not get as asked (clamped rlimits, a foreign
+    /// firewall policy, ignored fields).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDetails {
+    pub name: String,
+    /// The image as the manifest names it.
+    pub image: String,
+    /// The manifest digest actually running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// The runtime's container id of the current instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The runtime handler (`runc`, `crun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    pub state: ContainerState,
+    /// The previous instance's end, after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<ContainerState>,
+    pub restart_count: u32,
+    pub ready: bool,
+}
+
+/// Kubernetes' three container states, with the same reasons:
+/// `ContainerCreating`, `ImagePullBackOff`, `ErrImageNeverPull`,
+/// `CrashLoopBackOff`, `CreateContainerError`, `PodInitializing` while
+/// waiting; `Completed`, `Error`, `OOMKilled` once terminated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerState {
+    Waiting {
+        reason: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
+    Running {
+        started_at: String,
+        pid: i32,
+    },
+    Terminated {
+        /// 128 + signal when killed by a signal, as shells and Kubernetes report.
+        exit_code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_at: Option<String>,
+        finished_at: String,
+    },
+}
