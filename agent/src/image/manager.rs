@@ -58,6 +58,8 @@ pub struct ImageManager {
     service: ImageService,
     resolver: Arc<Resolver>,
     puller: Puller,
+    /// The node's own credentials; a pod's pull secrets are merged over them.
+    node_credentials: Credentials,
     platform: Platform,
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -98,14 +100,14 @@ impl ImageManager {
     }
 
     /// Makes `reference` present as `pull_policy` asks: uses the stored copy,
-    /// pulls it (with the node's credentials, or `credentials` when a pod
-    /// brings image pull secrets), or fails when it is absent and the policy
-    /// is `Never`.
+    /// pulls it (with the node's credentials, and a pod's image pull secrets
+    /// merged over them when given), or fails when it is absent and the
+    /// policy is `Never`.
     pub async fn ensure(
         &self,
         reference: &ImageReference,
         pull_policy: ImagePullPolicy,
-        credentials: Option<&Credentials>,
+        pull_secrets: Option<Credentials>,
     ) -> Result<EnsuredImage, EnsureError> {
         let present = self.resolve(reference).await?;
         match policy::decide(pull_policy, reference, present.is_some()) {
@@ -135,7 +137,12 @@ impl ImageManager {
                 pulled: false,
             });
         }
-        let record = self.pull(reference, credentials).await?;
+        let credentials = pull_secrets.map(|secrets| {
+            let mut merged = self.node_credentials.clone();
+            merged.merge(secrets);
+            merged
+        });
+        let record = self.pull(reference, credentials.as_ref()).await?;
         Ok(EnsuredImage {
             record,
             pulled: true,
