@@ -76,7 +76,7 @@ impl ImageManager {
         let resolver = Arc::new(Resolver::new(hosts)?);
         let puller = Puller::new(
             Arc::clone(&resolver),
-            credentials,
+            credentials.clone(),
             service.content().clone(),
         )
         .with_concurrency(concurrency);
@@ -84,6 +84,7 @@ impl ImageManager {
             service,
             resolver,
             puller,
+            node_credentials: credentials,
             platform: Platform::host(),
             pulls: Mutex::new(HashMap::new()),
         })
