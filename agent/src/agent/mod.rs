@@ -9,6 +9,7 @@
 pub mod layout;
 pub mod lock;
 pub mod logging;
+pub mod services;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,11 +107,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
+    let services = Arc::new(services::Services::open(&paths, &config)?);
     let ctx = Context {
         desired,
         status: status.clone(),
         events: events.clone(),
         observed: observed_tx,
+        services,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let controller = Controller::new(Arc::new(Reconcilers::new(ctx)), config.controller);

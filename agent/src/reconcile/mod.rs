@@ -29,6 +29,7 @@ use std::sync::Arc;
 use manifests::{Kind, ObjectKey};
 use tokio::sync::{mpsc, watch};
 
+use crate::agent::services::Services;
 use crate::controller::{Action, ObservedEvent, Reconciler};
 use crate::desired::{DesiredObject, DesiredState};
 use crate::status::{Details, Event, EventLog, EventType, Phase, StatusStore, chain};
@@ -47,6 +48,8 @@ pub struct Context {
     /// For subsystems that watch the host (container exits, probes): send
     /// the key to have it reconciled.
     pub observed: mpsc::Sender<ObservedEvent>,
+    /// The subsystems reconcilers act through (images, runtime, network).
+    pub services: Arc<Services>,
 }
 
 impl Context {
@@ -310,6 +313,13 @@ mod tests {
             status: status.clone(),
             events: EventLog::open(events_path.clone(), 100),
             observed,
+            services: Arc::new(
+                Services::open(
+                    &crate::paths::Paths::new(&dir.path().join("root"), &dir.path().join("run")),
+                    &crate::config::AgentConfig::default(),
+                )
+                .expect("services"),
+            ),
         });
         let key = ObjectKey::new(Kind::Secret, "default", "db");
 
