@@ -15,18 +15,68 @@ pub struct AgentConfig {
     pub source: crate::source::SourceConfig,
     /// `[controller]`: reconcile concurrency, relist interval, error backoff.
     pub controller: crate::controller::ControllerConfig,
+    /// `[store]`: the image store's garbage collection and unpacking.
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ImagesConfig {
     /// A containerd-style `certs.d` directory, in addition to the one inside
-    /// the manifest directory.
+    /// the manifest directory. Re-read every 10 s; for a host both
+    /// configure, the manifest directory's Registry object wins
+    /// (`crate::image::registries`).
     pub hosts_dir: Option<PathBuf>,
     /// Docker-style credentials file (`auths`).
     pub auth_file: Option<PathBuf>,
     /// Layers downloaded at the same time per pull (default 3).
     pub max_concurrent_downloads: Option<usize>,
+}
+
+/// `[store]`: how the agent keeps its image store tidy and how hard it
+/// unpacks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// How often the agent collects unreferenced blobs and snapshots
+    /// (`0s`: never; `berth prune` still does).
+    #[serde(with = "duration")]
+    pub gc_interval: std::time::Duration,
+    /// Layers unpacked at the same time.
+    pub unpack_parallelism: usize,
+    /// How long a pull or import may go without progress before GC stops
+    /// protecting what it wrote (a crashed `berth pull`'s blobs).
+    #[serde(with = "duration")]
+    pub lease_ttl: std::time::Duration,
+    /// Partial downloads and unpack staging directories older than this
+    /// are removed by GC even if their owner might still be alive.
+    #[serde(with = "duration")]
+    pub leftover_age: std::time::Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let service = crate::image::service::ServiceOptions::default();
+        Self {
+            gc_interval: std::time::Duration::from_secs(3600),
+            unpack_parallelism: service.unpack_parallelism,
+            lease_ttl: service.lease_ttl,
+            leftover_age: service.gc.leftover_age,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The image service's options for this section.
+    pub fn service_options(&self) -> crate::image::service::ServiceOptions {
+        crate::image::service::ServiceOptions {
+            unpack_parallelism: self.unpack_parallelism.max(1),
+            lease_ttl: self.lease_ttl,
+            gc: crate::image::gc::GcOptions {
+                leftover_age: self.leftover_age,
+            },
+        }
+    }
 }
 
 impl AgentConfig {
@@ -165,6 +215,7 @@ mod tests {
             config.controller,
             crate::controller::ControllerConfig::default()
         );
+        assert_eq!(config.store, StoreConfig::default());
     }
 
     #[test]
@@ -185,5 +236,32 @@ mod tests {
         let err =
             toml::from_str::<AgentConfig>("[source]\nresync = \"1s\"\n").expect_err("unknown key");
         assert!(err.to_string().contains("resync"), "{err}");
+    }
+
+    #[test]
+    fn store_section_maps_to_the_image_service_options() {
+        let config: AgentConfig = toml::from_str(
+            "[store]\ngc-interval = \"10m\"\nunpack-parallelism = 4\nlease-ttl = \"2h\"\nleftover-age = \"3d\"\n",
+        )
+        .expect("valid [store]");
+        assert_eq!(
+            config.store.gc_interval,
+            std::time::Duration::from_secs(600)
+        );
+        let options = config.store.service_options();
+        assert_eq!(options.unpack_parallelism, 4);
+        assert_eq!(options.lease_ttl, std::time::Duration::from_secs(7200));
+        assert_eq!(
+            options.gc.leftover_age,
+            std::time::Duration::from_secs(3 * 86400)
+        );
+        let defaults = StoreConfig::default();
+        assert_eq!(defaults.gc_interval, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            defaults.service_options().unpack_parallelism,
+            crate::image::service::ServiceOptions::default().unpack_parallelism
+        );
+        let err = toml::from_str::<AgentConfig>("[store]\ngc = \"1h\"\n").expect_err("unknown key");
+        assert!(err.to_string().contains("gc"), "{err}");
     }
 }

@@ -108,6 +108,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
     let services = Arc::new(services::Services::open(&paths, &config)?);
+    services.start_background(events.clone(), work.clone());
     let ctx = Context {
         desired,
         status: status.clone(),

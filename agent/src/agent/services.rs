@@ -3,21 +3,32 @@
 //! reconciler reaches everything through its [`Context`](crate::reconcile::Context).
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, StoreConfig};
 use crate::image::auth::Credentials;
-use crate::image::hosts::HostsConfig;
-use crate::image::hosts_dir::load_certs_d;
 use crate::image::manager::ImageManager;
+use crate::image::registries::{RegistrySet, load_hosts_dir};
 use crate::image::remote::DEFAULT_CONCURRENCY;
 use crate::image::service::ImageService;
 use crate::paths::Paths;
+use crate::status::{Event, EventLog, EventType, chain};
+
+/// How often `[images] hosts-dir` is read again for changes (a few small
+/// files; Registry objects in the manifest directory apply immediately).
+const HOSTS_DIR_POLL: Duration = Duration::from_secs(10);
 
 pub struct Services {
     pub paths: Paths,
     pub images: ImageManager,
+    /// The registry configuration: `[images] hosts-dir` and the manifest
+    /// directory's Registry objects (the registry reconciler applies them).
+    pub registries: RegistrySet,
+    store: StoreConfig,
 }
 
 impl Services {
@@ -25,25 +36,107 @@ impl Services {
     /// config. Registry objects from the manifest directory are applied
     /// later, by the registry reconciler.
     pub fn open(paths: &Paths, config: &AgentConfig) -> anyhow::Result<Self> {
-        let service = ImageService::open(paths)
+        let service = ImageService::with_options(paths, config.store.service_options())
             .with_context(|| format!("opening the image store under {}", paths.root.display()))?;
-        let hosts = match &config.images.hosts_dir {
-            Some(dir) => load_certs_d(dir)
-                .with_context(|| format!("reading [images] hosts-dir {}", dir.display()))?,
-            None => HostsConfig::new(),
-        };
+        let hosts_dir = config.images.hosts_dir.as_deref();
+        let hosts = load_hosts_dir(hosts_dir).with_context(|| {
+            let dir = hosts_dir.map(|d| d.display().to_string());
+            format!("reading [images] hosts-dir {}", dir.unwrap_or_default())
+        })?;
         let credentials = Credentials::discover(config.images.auth_file.as_deref())
             .context("reading the node's registry credentials")?;
         let concurrency = config
             .images
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENCY);
-        let images = ImageManager::new(service, hosts, credentials, concurrency)
+        let images = ImageManager::new(service, hosts.clone(), credentials, concurrency)
             .context("applying the registry host configuration")?;
         Ok(Self {
             paths: paths.clone(),
             images,
+            registries: RegistrySet::new(config.images.hosts_dir.clone(), hosts),
+            store: config.store.clone(),
         })
+    }
+
+    /// Starts the periodic work of the services until `stop`: garbage
+    /// collection of the image store every `[store] gc-interval` (also once
+    /// at start, to clear what a crash left), and re-reading `[images]
+    /// hosts-dir`.
+    pub fn start_background(
+        self: &Arc<Self>,
+        events: EventLog,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let services = Arc::clone(self);
+        tokio::spawn(async move { services.background(events, stop).await })
+    }
+
+    async fn background(&self, events: EventLog, stop: CancellationToken) {
+        let gc_enabled = !self.store.gc_interval.is_zero();
+        let mut gc = tokio::time::interval(if gc_enabled {
+            self.store.gc_interval
+        } else {
+            Duration::from_secs(3600)
+        });
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hosts_dir = tokio::time::interval(HOSTS_DIR_POLL);
+        hosts_dir.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        hosts_dir.tick().await; // the first tick is now: just loaded
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = gc.tick(), if gc_enabled => self.collect_garbage(&events).await,
+                _ = hosts_dir.tick() => {
+                    self.registries.reload_hosts_dir(&self.images).await;
+                }
+            }
+        }
+    }
+
+    /// One GC run; logs (and records as an event) what it freed. Pinned
+    /// images, containers' images and leases are GC roots, so none of
+    /// their content is touched.
+    async fn collect_garbage(&self, events: &EventLog) {
+        let service = self.images.service().clone();
+        match tokio::task::spawn_blocking(move || service.gc()).await {
+            Ok(Ok(report)) => {
+                for removed in report
+                    .blobs
+                    .iter()
+                    .chain(&report.snapshots)
+                    .chain(&report.leftovers)
+                {
+                    tracing::debug!(id = %removed.id, bytes = removed.bytes, "garbage collected");
+                }
+                let count = report.blobs.len() + report.snapshots.len() + report.leftovers.len();
+                if count > 0 {
+                    events.record(Event::new(
+                        EventType::Normal,
+                        "agent",
+                        "GarbageCollected",
+                        format!(
+                            "freed {:.1} MB: {} blobs, {} snapshots, {} leftovers of interrupted work",
+                            report.bytes_freed() as f64 / 1e6,
+                            report.blobs.len(),
+                            report.snapshots.len(),
+                            report.leftovers.len()
+                        ),
+                    ));
+                }
+            }
+            Ok(Err(err)) => {
+                let text = chain(&err);
+                tracing::warn!(error = %text, "garbage collection failed; retrying at the next interval");
+                events.record(Event::new(
+                    EventType::Warning,
+                    "agent",
+                    "GarbageCollectionFailed",
+                    text,
+                ));
+            }
+            Err(err) => tracing::warn!(error = %err, "garbage collection stopped unexpectedly"),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! find the image present, instead of downloading it twice.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use oci_spec::image::ImageConfiguration;
@@ -61,7 +62,7 @@ pub struct ImageManager {
     /// The node's own credentials; a pod's pull secrets are merged over them.
     node_credentials: Credentials,
     platform: Platform,
-    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pulls: PullGates,
 }
 
 impl ImageManager {
@@ -86,7 +87,7 @@ impl ImageManager {
             puller,
             node_credentials: credentials,
             platform: Platform::host(),
-            pulls: Mutex::new(HashMap::new()),
+            pulls: PullGates::default(),
         })
     }
 
@@ -100,6 +101,11 @@ impl ImageManager {
         self.resolver.set_config(hosts)
     }
 
+    /// The registry configuration in effect.
+    pub fn hosts(&self) -> Arc<HostsConfig> {
+        self.resolver.config()
+    }
+
     /// Makes `reference` present as `pull_policy` asks: uses the stored copy,
     /// pulls it (with the node's credentials, and a pod's image pull secrets
     /// merged over them when given), or fails when it is absent and the
@@ -110,7 +116,21 @@ impl ImageManager {
         pull_policy: ImagePullPolicy,
         pull_secrets: Option<Credentials>,
     ) -> Result<EnsuredImage, EnsureError> {
-        let present = self.resolve(reference).await?;
+        self.ensure_platform(reference, None, pull_policy, pull_secrets)
+            .await
+    }
+
+    /// [`ImageManager::ensure`] for a given platform (an Image object's
+    /// `platform`): a stored copy counts only if it is for that platform.
+    /// `None` is the host's platform, and any stored copy counts.
+    pub async fn ensure_platform(
+        &self,
+        reference: &ImageReference,
+        platform: Option<&Platform>,
+        pull_policy: ImagePullPolicy,
+        pull_secrets: Option<Credentials>,
+    ) -> Result<EnsuredImage, EnsureError> {
+        let present = self.resolve_for(reference, platform).await?;
         match policy::decide(pull_policy, reference, present.is_some()) {
             PullDecision::UseLocal => {
                 if let Some(record) = present {
@@ -127,27 +147,70 @@ impl ImageManager {
             }
             PullDecision::Pull => {}
         }
-        let gate = self.pull_gate(reference);
+        let gate = self.pulls.gate(&reference.to_string());
         let _only_pull_of_this_reference = gate.lock().await;
         // Someone else may have pulled it while this call waited.
         if pull_policy != ImagePullPolicy::Always
-            && let Some(record) = self.resolve(reference).await?
+            && let Some(record) = self.resolve_for(reference, platform).await?
         {
             return Ok(EnsuredImage {
                 record,
                 pulled: false,
             });
         }
-        let credentials = pull_secrets.map(|secrets| {
-            let mut merged = self.node_credentials.clone();
-            merged.merge(secrets);
-            merged
-        });
-        let record = self.pull(reference, credentials.as_ref()).await?;
+        let credentials = pull_secrets.map(|secrets| merged(&self.node_credentials, secrets));
+        let platform = platform.unwrap_or(&self.platform);
+        let record = self.pull(reference, platform, credentials.as_ref()).await?;
         Ok(EnsuredImage {
             record,
             pulled: true,
         })
+    }
+
+    /// Imports `archive` (an OCI archive or a `docker save` tarball of one
+    /// image) under the name `reference`, single-flight with pulls of the
+    /// same reference. When `reference` has a digest, the archive must hold
+    /// that image.
+    pub async fn import(
+        &self,
+        reference: &ImageReference,
+        archive: &Path,
+    ) -> Result<ImageRecord, EnsureError> {
+        let name = reference.to_string();
+        let gate = self.pulls.gate(&name);
+        let _only_pull_of_this_reference = gate.lock().await;
+        let service = self.service.clone();
+        let wanted = reference.clone();
+        let archive = archive.to_path_buf();
+        let records = self
+            .blocking(&name, move || service.import(&archive, Some(&wanted)))
+            .await?;
+        let Some(record) = records.into_iter().next() else {
+            return Err(EnsureError::Store {
+                reference: name.clone(),
+                source: ServiceError::NotFound { name },
+            });
+        };
+        if let Some(digest) = reference.digest()
+            && record.manifest_digest.as_ref() != digest
+            && record
+                .index_digest
+                .as_ref()
+                .is_none_or(|d| d.as_ref() != digest)
+        {
+            return Err(EnsureError::Store {
+                reference: name,
+                source: ServiceError::BadImage {
+                    name: record.name,
+                    reason: format!(
+                        "the archive holds manifest {}, not {digest}",
+                        record.manifest_digest
+                    ),
+                },
+            });
+        }
+        tracing::info!(image = %name, "imported");
+        Ok(record)
     }
 
     /// The stored image's configuration (entrypoint, env, user, …).
@@ -168,19 +231,32 @@ impl ImageManager {
         .await
     }
 
-    async fn resolve(
+    /// The stored image `reference` names, when it is for `platform` (any
+    /// platform when `None`).
+    async fn resolve_for(
         &self,
         reference: &ImageReference,
+        platform: Option<&Platform>,
     ) -> Result<Option<ImageRecord>, EnsureError> {
         let service = self.service.clone();
         let wanted = reference.clone();
-        self.blocking(&reference.to_string(), move || service.resolve(&wanted))
-            .await
+        let found = self
+            .blocking(&reference.to_string(), move || service.resolve(&wanted))
+            .await?;
+        Ok(found.filter(|record| {
+            platform.is_none_or(|platform| {
+                record
+                    .platform
+                    .parse::<Platform>()
+                    .is_ok_and(|stored| platform.matches(&stored))
+            })
+        }))
     }
 
     async fn pull(
         &self,
         reference: &ImageReference,
+        platform: &Platform,
         credentials: Option<&Credentials>,
     ) -> Result<ImageRecord, EnsureError> {
         let name = reference.to_string();
@@ -197,7 +273,7 @@ impl ImageManager {
         };
         let fetched = self
             .puller
-            .fetch_with(reference, &self.platform, options)
+            .fetch_with(reference, platform, options)
             .await
             .map_err(|source| EnsureError::Pull {
                 reference: name.clone(),
@@ -216,17 +292,6 @@ impl ImageManager {
         Ok(record)
     }
 
-    fn pull_gate(&self, reference: &ImageReference) -> Arc<tokio::sync::Mutex<()>> {
-        let mut pulls = self
-            .pulls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget gates nobody holds, so the map stays as small as the set of
-        // pulls in progress.
-        pulls.retain(|_, gate| Arc::strong_count(gate) > 1);
-        Arc::clone(pulls.entry(reference.to_string()).or_default())
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         reference: &str,
@@ -242,5 +307,131 @@ impl ImageManager {
                 reference: reference.to_string(),
                 source,
             })
+    }
+}
+
+/// The node's credentials with a pod's pull secrets merged over them (a
+/// secret's entry for a host replaces the node's).
+fn merged(node: &Credentials, pull_secrets: Credentials) -> Credentials {
+    let mut merged = node.clone();
+    merged.merge(pull_secrets);
+    merged
+}
+
+/// One gate per reference being pulled: holders of the same reference's
+/// gate run one at a time.
+#[derive(Default)]
+struct PullGates {
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl PullGates {
+    fn gate(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget gates nobody holds, so the map stays as small as the set of
+        // pulls in progress.
+        gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+        Arc::clone(gates.entry(reference.to_owned()).or_default())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_pull_per_reference_at_a_time_and_others_in_parallel() {
+        let gates = Arc::new(PullGates::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most_inside = Arc::new(AtomicUsize::new(0));
+        let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (gates, inside, most_inside, entered_tx, release) = (
+                Arc::clone(&gates),
+                Arc::clone(&inside),
+                Arc::clone(&most_inside),
+                entered_tx.clone(),
+                Arc::clone(&release),
+            );
+            tasks.push(tokio::spawn(async move {
+                let gate = gates.gate("registry.local/app:1");
+                let _held = gate.lock().await;
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most_inside.fetch_max(now, Ordering::SeqCst);
+                entered_tx.send(()).expect("test alive");
+                release.notified().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        entered_rx.recv().await.expect("the first caller gets in");
+        // Another reference is not held up by the first one.
+        let other = gates.gate("registry.local/other:1");
+        let other_held = tokio::time::timeout(Duration::from_secs(5), other.lock())
+            .await
+            .expect("a different reference's gate is free");
+        drop(other_held);
+        drop(other);
+        for _ in 0..2 {
+            release.notify_one();
+            entered_rx.recv().await.expect("the next caller gets in");
+        }
+        release.notify_one();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert_eq!(most_inside.load(Ordering::SeqCst), 1, "never two at once");
+        // Gates nobody holds are forgotten.
+        drop(gates.gate("registry.local/third:1"));
+        assert_eq!(gates.len(), 1, "only the gate just handed out");
+        drop(gates.gate("registry.local/fourth:1"));
+        assert_eq!(gates.len(), 1);
+    }
+
+    #[test]
+    fn pull_secrets_win_per_host_over_the_node_credentials() {
+        let node = Credentials::from_docker_config(
+            br#"{"auths": {
+                "registry.local:5000": {"username": "node", "password": "node-pw"},
+                "mirror.local": {"username": "node-m", "password": "m-pw"}
+            }}"#,
+            "node config.json",
+        )
+        .expect("node credentials");
+        let secrets = Credentials::from_docker_config(
+            br#"{"auths": {
+                "registry.local:5000": {"username": "pod", "password": "pod-pw"},
+                "other.local": {"username": "pod-o", "password": "o-pw"}
+            }}"#,
+            "Secret pull",
+        )
+        .expect("pod credentials");
+        let merged = merged(&node, secrets);
+        let user = |host: &str| merged.for_host(host).map(|c| c.username.clone());
+        assert_eq!(user("registry.local:5000").as_deref(), Some("pod"));
+        assert_eq!(user("mirror.local").as_deref(), Some("node-m"));
+        assert_eq!(user("other.local").as_deref(), Some("pod-o"));
+        assert_eq!(user("unknown.local"), None);
+        assert_eq!(
+            node.for_host("registry.local:5000")
+                .map(|c| c.username.as_str()),
+            Some("node"),
+            "the node's own credentials are not changed"
+        );
     }
 }

@@ -23,6 +23,9 @@
 //!                  (by digest, so a later re-tag does not pull its layers away)
 //! leases           (id PK, purpose, pid, expires_at)
 //! lease_resources  (lease_id FK→leases ON DELETE CASCADE, kind 'blob'|'snapshot', key)
+//! image_sources    (owner PK, archive, fingerprint, name)
+//!                  the archive an Image object (owner) last imported as name,
+//!                  so it is imported again only when the file changed
 //! ```
 //!
 //! Times are unix seconds. Digests and chain IDs are stored as
@@ -94,6 +97,12 @@ CREATE TABLE IF NOT EXISTS lease_resources (
     kind TEXT NOT NULL CHECK (kind IN ('blob', 'snapshot')),
     key TEXT NOT NULL,
     PRIMARY KEY (lease_id, kind, key)
+);
+CREATE TABLE IF NOT EXISTS image_sources (
+    owner TEXT PRIMARY KEY,
+    archive TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    name TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_by_manifest ON images(manifest_digest);
 CREATE INDEX IF NOT EXISTS containers_by_manifest ON container_images(manifest_digest);
@@ -397,6 +406,77 @@ impl MetaStore {
         self.lock()
             .execute("DELETE FROM image_pins WHERE owner = ?1", [owner])
             .map_err(sql("unpinning"))?;
+        Ok(())
+    }
+
+    /// Makes `names` exactly what `owner` pins, in one transaction (so no
+    /// moment exists where neither the old nor the new name is pinned).
+    pub fn set_pins(&self, owner: &str, names: &[&str]) -> Result<()> {
+        self.write(|tx| -> Result<()> {
+            for name in names {
+                tx.execute(
+                    "INSERT INTO image_pins (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    [owner, name],
+                )
+                .map_err(sql("pinning an image"))?;
+            }
+            let pinned = strings(tx, "SELECT name FROM image_pins WHERE owner = ?1", owner)?;
+            for name in pinned.iter().filter(|n| !names.contains(&n.as_str())) {
+                tx.execute(
+                    "DELETE FROM image_pins WHERE owner = ?1 AND name = ?2",
+                    [owner, name.as_str()],
+                )
+                .map_err(sql("unpinning"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The names `owner` pins.
+    pub fn pins_of(&self, owner: &str) -> Result<Vec<String>> {
+        strings(
+            &self.lock(),
+            "SELECT name FROM image_pins WHERE owner = ?1 ORDER BY name",
+            owner,
+        )
+    }
+
+    /// The archive `owner` last imported: `(archive, fingerprint, name)`.
+    pub fn imported_source(&self, owner: &str) -> Result<Option<(String, String, String)>> {
+        self.lock()
+            .query_row(
+                "SELECT archive, fingerprint, name FROM image_sources WHERE owner = ?1",
+                [owner],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(sql("reading an imported source"))
+    }
+
+    /// Records that `owner` imported `archive` (in the state `fingerprint`
+    /// describes) as `name`.
+    pub fn record_imported_source(
+        &self,
+        owner: &str,
+        archive: &str,
+        fingerprint: &str,
+        name: &str,
+    ) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO image_sources (owner, archive, fingerprint, name) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(owner) DO UPDATE SET archive = excluded.archive,
+                     fingerprint = excluded.fingerprint, name = excluded.name",
+                [owner, archive, fingerprint, name],
+            )
+            .map_err(sql("recording an imported source"))?;
+        Ok(())
+    }
+
+    pub fn forget_imported_source(&self, owner: &str) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM image_sources WHERE owner = ?1", [owner])
+            .map_err(sql("forgetting an imported source"))?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod import;
 pub mod manager;
 pub mod meta;
 pub mod policy;
+pub mod registries;
 pub mod remote;
 pub mod service;
 pub mod snapshot;

@@ -290,10 +290,20 @@ impl ImageService {
     }
 
     /// The Image object `owner` (its key, e.g. `Image/busybox`) pins
-    /// `reference`, replacing what it pinned before.
+    /// `reference`, replacing what it pinned before (in one transaction).
     pub fn pin(&self, owner: &str, reference: &ImageReference) -> Result<()> {
-        self.meta.unpin_owner(owner)?;
-        Ok(self.meta.pin(owner, &reference.to_string())?)
+        Ok(self.meta.set_pins(owner, &[&reference.to_string()])?)
+    }
+
+    /// Adds the name `name` to what `owner` pins, keeping its other pins
+    /// (an Image object pins its new reference before it drops the old one).
+    pub fn add_pin(&self, owner: &str, name: &str) -> Result<()> {
+        Ok(self.meta.pin(owner, name)?)
+    }
+
+    /// Makes `names` exactly what `owner` pins, in one transaction.
+    pub fn set_pins(&self, owner: &str, names: &[&str]) -> Result<()> {
+        Ok(self.meta.set_pins(owner, names)?)
     }
 
     pub fn unpin(&self, owner: &str) -> Result<()> {
