@@ -31,17 +31,19 @@ pub enum EnsureError {
     #[error("{0}")]
     NeverPull(String),
     /// Every host failed, or the image is unusable (`ImagePullBackOff`).
-    #[error("pulling {reference}: {source}")]
+    /// Like every variant with a cause, the message leaves the cause to the
+    /// error chain (`status::chain`), which would otherwise repeat it.
+    #[error("pulling {reference}")]
     Pull {
         reference: String,
         #[source]
-        source: RemoteError,
+        error: RemoteError,
     },
-    #[error("image {reference}: {source}")]
+    #[error("image {reference}")]
     Store {
         reference: String,
         #[source]
-        source: ServiceError,
+        error: ServiceError,
     },
     #[error("the image store task for {reference} stopped unexpectedly: {reason}")]
     Task { reference: String, reason: String },
@@ -181,6 +183,7 @@ impl ImageManager {
         let _only_pull_of_this_reference = gate.lock().await;
         let service = self.service.clone();
         let wanted = reference.clone();
+        let archive_shown = archive.display().to_string();
         let archive = archive.to_path_buf();
         let records = self
             .blocking(&name, move || service.import(&archive, Some(&wanted)))
@@ -188,7 +191,7 @@ impl ImageManager {
         let Some(record) = records.into_iter().next() else {
             return Err(EnsureError::Store {
                 reference: name.clone(),
-                source: ServiceError::NotFound { name },
+                error: ServiceError::NotFound { name },
             });
         };
         if let Some(digest) = reference.digest()
@@ -200,7 +203,7 @@ impl ImageManager {
         {
             return Err(EnsureError::Store {
                 reference: name,
-                source: ServiceError::BadImage {
+                error: ServiceError::BadImage {
                     name: record.name,
                     reason: format!(
                         "the archive holds manifest {}, not {digest}",
@@ -209,7 +212,7 @@ impl ImageManager {
                 },
             });
         }
-        tracing::info!(image = %name, "imported");
+        tracing::info!(image = %name, archive = %archive_shown, "imported an image archive");
         Ok(record)
     }
 
@@ -275,9 +278,9 @@ impl ImageManager {
             .puller
             .fetch_with(reference, platform, options)
             .await
-            .map_err(|source| EnsureError::Pull {
+            .map_err(|error| EnsureError::Pull {
                 reference: name.clone(),
-                source,
+                error,
             })?;
         tracing::info!(image = %name, stats = %fetched.stats, "pulled");
         let service = self.service.clone();
@@ -303,9 +306,9 @@ impl ImageManager {
                 reference: reference.to_string(),
                 reason: err.to_string(),
             })?
-            .map_err(|source| EnsureError::Store {
+            .map_err(|error| EnsureError::Store {
                 reference: reference.to_string(),
-                source,
+                error,
             })
     }
 }

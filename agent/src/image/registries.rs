@@ -22,10 +22,13 @@
 //!
 //! One rebuild at a time: callers hold [`RegistrySet::lock`] while they read
 //! the desired state and apply it, so an older desired state can never
-//! overwrite a newer one.
+//! overwrite a newer one. The set remembers which desired-state revision it
+//! last applied, so a pull can first make sure the configuration is at least
+//! as new as the object that asks for it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::hosts::{
     Capabilities, DEFAULT_HOST_KEY, HostsConfig, HostsError, RegistryHosts, endpoints_for,
@@ -85,6 +88,8 @@ struct State {
 pub struct RegistrySet {
     hosts_dir: Option<PathBuf>,
     state: tokio::sync::Mutex<State>,
+    /// The desired-state revision of the last rebuild (0: none yet).
+    applied_revision: AtomicU64,
 }
 
 impl RegistrySet {
@@ -96,7 +101,13 @@ impl RegistrySet {
                 hosts_dir: initial,
                 objects: BTreeMap::new(),
             }),
+            applied_revision: AtomicU64::new(0),
         }
+    }
+
+    /// The desired-state revision the configuration in effect was built from.
+    pub fn applied_revision(&self) -> u64 {
+        self.applied_revision.load(Ordering::SeqCst)
     }
 
     /// Exclusive access for one rebuild.
@@ -157,14 +168,18 @@ impl RegistryGuard<'_> {
         }
     }
 
-    /// Makes `objects` (every Registry object of the desired state) the
-    /// manifest directory's part of the configuration and applies the
-    /// whole configuration to `manager`.
+    /// Makes `objects` (every Registry object of the desired state at
+    /// `revision`) the manifest directory's part of the configuration and
+    /// applies the whole configuration to `manager`.
     pub async fn apply(
         &mut self,
         manager: &ImageManager,
+        revision: u64,
         objects: &[RegistryObject<'_>],
     ) -> RegistryOutcome {
+        self.set
+            .applied_revision
+            .fetch_max(revision, Ordering::SeqCst);
         self.refresh_hosts_dir().await;
         let mut applied = RegistryOutcome::default();
         let mut candidates = self.state.objects.clone();
@@ -391,6 +406,7 @@ mod tests {
             .await
             .apply(
                 &manager,
+                1,
                 &[
                     object("Registry/docker.io", &hub),
                     object("Registry/quay.io", &quay),
@@ -411,7 +427,7 @@ mod tests {
         let applied = set
             .lock()
             .await
-            .apply(&manager, &[object("Registry/quay.io", &quay)])
+            .apply(&manager, 2, &[object("Registry/quay.io", &quay)])
             .await;
         assert_eq!(applied.ready.len(), 1);
         assert_eq!(
@@ -419,7 +435,8 @@ mod tests {
             "http://dir-mirror",
             "back to hosts-dir"
         );
-        set.lock().await.apply(&manager, &[]).await;
+        set.lock().await.apply(&manager, 3, &[]).await;
+        assert_eq!(set.applied_revision(), 3);
         assert_eq!(
             first_origin(&manager, "quay.io"),
             "https://quay.io",
@@ -435,7 +452,11 @@ mod tests {
         let good = mirror_of("registry.local:5000", "http://good-mirror");
         set.lock()
             .await
-            .apply(&manager, &[object("Registry/registry.local:5000", &good)])
+            .apply(
+                &manager,
+                1,
+                &[object("Registry/registry.local:5000", &good)],
+            )
             .await;
 
         let broken = registry(
@@ -450,6 +471,7 @@ mod tests {
             .await
             .apply(
                 &manager,
+                1,
                 &[
                     object("Registry/registry.local:5000", &broken),
                     object("Registry/ghcr.io", &never_good),

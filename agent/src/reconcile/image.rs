@@ -61,6 +61,7 @@ impl ObjectReconciler for ImageReconciler {
         let (record, how) = match &spec.source {
             Some(archive) => import_source(manager, &owner, &reference, Path::new(archive)).await?,
             None => {
+                super::registry::ensure_current(ctx).await;
                 let platform = spec
                     .platform
                     .as_deref()

@@ -17,16 +17,31 @@ use manifests::{Kind, Object, ObjectKey};
 
 use super::{Applied, Context, ObjectReconciler, ReconcileError};
 use crate::desired::DesiredObject;
-use crate::image::registries::{RegistryObject, RegistryOutcome};
+use crate::image::registries::{RegistryGuard, RegistryObject, RegistryOutcome};
 use crate::status::Phase;
 
 pub struct RegistryReconciler;
 
+/// Makes sure the registry configuration in effect was built from a desired
+/// state at least as new as the one the caller acts on (an Image pulled
+/// right after its file and a Registry change appeared together uses the
+/// new Registry). Waits for a rebuild in progress.
+pub(super) async fn ensure_current(ctx: &Context) {
+    let revision = ctx.desired().revision;
+    let guard = ctx.services.registries.lock().await;
+    if ctx.services.registries.applied_revision() < revision {
+        rebuild_locked(ctx, guard).await;
+    }
+}
+
 /// Rebuilds and applies the registry configuration from the current
 /// desired state (read under the rebuild lock, so the newest state wins).
 async fn rebuild(ctx: &Context) -> RegistryOutcome {
-    let services = &ctx.services;
-    let mut guard = services.registries.lock().await;
+    let guard = ctx.services.registries.lock().await;
+    rebuild_locked(ctx, guard).await
+}
+
+async fn rebuild_locked(ctx: &Context, mut guard: RegistryGuard<'_>) -> RegistryOutcome {
     let desired = ctx.desired();
     let objects: Vec<RegistryObject<'_>> = desired
         .objects
@@ -41,7 +56,9 @@ async fn rebuild(ctx: &Context) -> RegistryOutcome {
             _ => None,
         })
         .collect();
-    guard.apply(&services.images, &objects).await
+    guard
+        .apply(&ctx.services.images, desired.revision, &objects)
+        .await
 }
 
 impl ObjectReconciler for RegistryReconciler {
