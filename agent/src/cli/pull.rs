@@ -75,19 +75,28 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     // The lease keeps a concurrent `berth prune` or the agent's GC away from
     // blobs this pull has written but not yet recorded.
     let lease = service.lease(&format!("pull {reference}"))?;
-    let options = FetchOptions {
-        guard: Some(&lease),
-        ..FetchOptions::new(&progress)
-    };
+    // Layers unpack while they download; what that could not do is done
+    // by install_fetched below.
+    let streaming = service.streaming_unpack(&lease);
     let fetched = runtime
-        .block_on(puller.fetch_with(&reference, &platform, options))
+        .block_on(async {
+            let options = FetchOptions {
+                guard: Some(&lease),
+                tee: Some(&streaming),
+                ..FetchOptions::new(&progress)
+            };
+            let fetched = puller.fetch_with(&reference, &platform, options).await;
+            let streamed = streaming.finish().await;
+            fetched.map(|fetched| (fetched, streamed))
+        })
         .map_err(|err| pull_failed(&reference, err))?;
+    let (fetched, streamed) = fetched;
     progress.finish();
     let record = service
         .install_fetched(&fetched)
         .with_context(|| format!("unpacking and recording {reference}"))?;
     lease.release()?;
-    print_result(&fetched, &record.name, args.output)?;
+    print_result(&fetched, &record.name, streamed, args.output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,7 +122,13 @@ fn hosts_config(manifests: &Path, hosts_dir: Option<&Path>) -> anyhow::Result<Ho
     Ok(config)
 }
 
-fn print_result(fetched: &FetchedImage, name: &str, output: OutputFormat) -> anyhow::Result<()> {
+/// `streamed`: layers unpacked while they downloaded.
+fn print_result(
+    fetched: &FetchedImage,
+    name: &str,
+    streamed: usize,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let digest = fetched
         .index_digest
         .as_ref()
@@ -145,6 +160,7 @@ fn print_result(fetched: &FetchedImage, name: &str, output: OutputFormat) -> any
                 "blobsDownloaded": fetched.stats.blobs_downloaded,
                 "blobsAlreadyPresent": fetched.stats.blobs_already_present,
                 "seconds": fetched.stats.elapsed.as_secs_f64(),
+                "layersUnpackedWhileDownloading": streamed,
             });
             println!("{json}");
         }
@@ -155,6 +171,9 @@ fn print_result(fetched: &FetchedImage, name: &str, output: OutputFormat) -> any
                 println!("manifest: {}", fetched.manifest_digest);
             }
             println!("{}", fetched.stats);
+            if streamed > 0 {
+                println!("{streamed} layers unpacked while downloading");
+            }
         }
     }
     Ok(())

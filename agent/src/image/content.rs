@@ -1,8 +1,9 @@
 //! Content store: blobs addressed by sha256 digest, the containerd way.
 //!
 //! A blob is first written to `ingest/<hex>.partial` while it is hashed, then
-//! checked against the expected digest and size, fsynced and renamed to
-//! `sha256/<hex>`. A blob path therefore only ever holds verified content: a
+//! checked against the expected digest and size, fsynced (or covered by a
+//! `syncfs` of the whole filesystem, when a pull commits many files at once)
+//! and renamed to `sha256/<hex>`. A blob path therefore only ever holds verified content: a
 //! crash, a full disk or a wrong digest leaves at most a partial file in
 //! `ingest/`, never a corrupt blob. Partial files are kept so that an
 //! interrupted download resumes where it stopped (HTTP Range), and removed
@@ -162,6 +163,11 @@ impl ContentStore {
         }
     }
 
+    /// Makes the renames of [`VerifiedIngest::commit_synced`] durable.
+    pub fn sync_blob_dir(&self) -> Result<()> {
+        sync_dir(&self.root.join("sha256"))
+    }
+
     /// Every stored blob's digest.
     pub fn list(&self) -> Result<Vec<Digest>> {
         let dir = self.root.join("sha256");
@@ -250,6 +256,12 @@ impl Ingest {
     /// Verifies size and digest, then makes the blob visible atomically. On a
     /// mismatch the partial file is removed and nothing is stored.
     pub fn commit(self) -> Result<PathBuf> {
+        self.verify()?.commit()
+    }
+
+    /// Checks size and digest without making the blob visible yet (see
+    /// [`VerifiedIngest`]). On a mismatch the partial file is removed.
+    pub fn verify(self) -> Result<VerifiedIngest> {
         let actual = hex::encode(self.hasher.clone().finalize());
         let expected = sha256_hex(&self.digest)?.to_owned();
         let size_problem = self.expected_size.filter(|&size| size != self.written);
@@ -268,13 +280,7 @@ impl Ingest {
             self.abort()?;
             return Err(err);
         }
-        self.file
-            .sync_all()
-            .map_err(io_err("syncing", &self.path))?;
-        let target = self.store.blob_path(&self.digest)?;
-        fs::rename(&self.path, &target).map_err(io_err("renaming into place", &target))?;
-        sync_dir(target.parent().unwrap_or(&self.store.root))?;
-        Ok(target)
+        Ok(VerifiedIngest { ingest: self })
     }
 
     /// Discards the partial bytes.
@@ -284,6 +290,48 @@ impl Ingest {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(io_err("removing", &self.path)(err)),
         }
+    }
+}
+
+/// A complete blob whose size and digest checked out, still in `ingest/`
+/// (and still locked). It becomes visible with [`VerifiedIngest::commit`],
+/// or, when the caller makes a whole batch durable with one `syncfs`, with
+/// [`VerifiedIngest::commit_synced`]. Dropping it keeps the partial file
+/// (a later attempt finds every byte there and only commits).
+pub struct VerifiedIngest {
+    ingest: Ingest,
+}
+
+impl VerifiedIngest {
+    pub fn digest(&self) -> &Digest {
+        &self.ingest.digest
+    }
+
+    /// Syncs the blob, renames it into place and syncs the directory.
+    pub fn commit(self) -> Result<PathBuf> {
+        let ingest = &self.ingest;
+        ingest
+            .file
+            .sync_all()
+            .map_err(io_err("syncing", &ingest.path))?;
+        let target = self.rename()?;
+        sync_dir(target.parent().unwrap_or(&ingest.store.root))?;
+        Ok(target)
+    }
+
+    /// Renames the blob into place without syncing it: only for a caller
+    /// that synced the filesystem (`syncfs`) after the blob was written,
+    /// and that syncs the blob directory ([`ContentStore::sync_blob_dir`])
+    /// before relying on the blob being there after a crash.
+    pub fn commit_synced(self) -> Result<PathBuf> {
+        self.rename()
+    }
+
+    fn rename(&self) -> Result<PathBuf> {
+        let ingest = &self.ingest;
+        let target = ingest.store.blob_path(&ingest.digest)?;
+        fs::rename(&ingest.path, &target).map_err(io_err("renaming into place", &target))?;
+        Ok(target)
     }
 }
 

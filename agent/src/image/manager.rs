@@ -269,20 +269,21 @@ impl ImageManager {
             .blocking(&name, move || service.lease(&purpose))
             .await?;
         let progress = TracingProgress::new(&name, PROGRESS_LOG_INTERVAL);
+        let streaming = self.service.streaming_unpack(&lease);
         let options = FetchOptions {
             credentials,
             guard: Some(&lease),
+            tee: Some(&streaming),
             ..FetchOptions::new(&progress)
         };
-        let fetched = self
-            .puller
-            .fetch_with(reference, platform, options)
-            .await
-            .map_err(|error| EnsureError::Pull {
-                reference: name.clone(),
-                error,
-            })?;
-        tracing::info!(image = %name, stats = %fetched.stats, "pulled");
+        let fetched = self.puller.fetch_with(reference, platform, options).await;
+        // Also after a failure: its unpack tasks clean up their staging.
+        let streamed = streaming.finish().await;
+        let fetched = fetched.map_err(|error| EnsureError::Pull {
+            reference: name.clone(),
+            error,
+        })?;
+        tracing::info!(image = %name, stats = %fetched.stats, streamed, "pulled");
         let service = self.service.clone();
         let record = self
             .blocking(&name, move || {

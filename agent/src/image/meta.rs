@@ -375,6 +375,27 @@ impl MetaStore {
         Ok(())
     }
 
+    /// [`MetaStore::record_snapshot`] for many, in one transaction.
+    pub fn record_snapshots(&self, snapshots: &[(&Digest, u64)]) -> Result<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| -> Result<()> {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO snapshots (chain_id, size, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(chain_id) DO NOTHING",
+                )
+                .map_err(sql("recording a snapshot"))?;
+            let now = now();
+            for (chain_id, size) in snapshots {
+                stmt.execute(params![chain_id.to_string(), to_i64(*size), now])
+                    .map_err(sql("recording a snapshot"))?;
+            }
+            Ok(())
+        })
+    }
+
     /// The recorded file bytes of a snapshot, if it was recorded.
     pub fn snapshot_size(&self, chain_id: &str) -> Result<Option<u64>> {
         self.lock()

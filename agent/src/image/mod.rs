@@ -15,4 +15,5 @@ pub mod registries;
 pub mod remote;
 pub mod service;
 pub mod snapshot;
+pub mod streaming;
 pub mod unpack;

@@ -9,9 +9,11 @@
 //! Typical flows:
 //! - pull (`berth pull`, the image reconciler): `let lease =
 //!   service.lease("pull …")?;` → `Puller::fetch_with` with the lease as its
-//!   `BlobGuard` (each blob joins the lease before it is written) →
-//!   [`ImageService::install_fetched`] (unpack, then record) → release the
-//!   lease;
+//!   `BlobGuard` (each blob joins the lease before it is written) and
+//!   [`ImageService::streaming_unpack`] as its tee (layers unpack while they
+//!   download) → `StreamingUnpack::finish` →
+//!   [`ImageService::install_fetched`] (unpack what is still missing, then
+//!   record) → release the lease;
 //! - import: [`ImageService::import`] does all of that itself;
 //! - run a container: [`ImageService::hold_for_container`] (records the
 //!   hold, unpacks if needed, returns the overlay lowerdirs), and
@@ -29,6 +31,7 @@ use super::import::{self, ImportError};
 use super::meta::{self, ImageRecord, LayerRecord, Lease, ManifestRecord, MetaError, MetaStore};
 use super::remote::{FetchedImage, Platform};
 use super::snapshot::{self, LayerPlan, SnapshotError, Snapshotter};
+use super::streaming::StreamingUnpack;
 use crate::paths::Paths;
 
 /// The image reference type of the whole service (parsed and normalised by
@@ -139,6 +142,14 @@ impl ImageService {
     /// snapshot to it *before* writing it.
     pub fn lease(&self, purpose: &str) -> Result<Lease> {
         Ok(self.meta.lease(purpose, self.options.lease_ttl)?)
+    }
+
+    /// A [`LayerTee`](super::remote::LayerTee) for one pull: layers are
+    /// unpacked while they download (see [`super::streaming`]). Pass it in
+    /// the pull's `FetchOptions`, then call
+    /// [`StreamingUnpack::finish`] before [`ImageService::install_fetched`].
+    pub fn streaming_unpack<'a>(&'a self, lease: &'a Lease) -> StreamingUnpack<'a> {
+        StreamingUnpack::new(&self.content, &self.snapshots, &self.meta, lease)
     }
 
     /// Records an image whose blobs are all in the content store, under
@@ -254,13 +265,15 @@ impl ImageService {
         let sizes =
             self.snapshots
                 .unpack_all(&self.content, &missing, self.options.unpack_parallelism)?;
+        let mut recorded = Vec::with_capacity(missing.len());
         for (layer, size) in missing.iter().zip(sizes) {
             let size = match size {
                 Some(size) => size,
                 None => snapshot::disk_usage(&self.snapshots.path(&layer.chain_id)?),
             };
-            self.meta.record_snapshot(&layer.chain_id, size)?;
+            recorded.push((&layer.chain_id, size));
         }
+        self.meta.record_snapshots(&recorded)?;
         tracing::info!(
             image = %name,
             layers = missing.len(),

@@ -9,19 +9,22 @@
 //! ```
 //!
 //! A layer is unpacked into a staging directory, its diffID checked against
-//! the image config, the filesystem synced once (`syncfs`), and only then
+//! the image config, the filesystem synced (`syncfs`), and only then
 //! renamed into place (`RENAME_NOREPLACE`). A failed or interrupted unpack
 //! therefore never leaves a partial snapshot; GC removes stale staging
-//! directories (their owner process is gone, or they are old).
+//! directories (their owner process is gone, or they are old). Unpacking
+//! starts the disk writes of each file as soon as it is written, and the
+//! layers of one image share one `syncfs` after the last is unpacked, so
+//! the disk works while the CPUs decompress and no sync stalls a layer
+//! still being written.
 //!
 //! Layers do not depend on each other's files (each has its own directory),
 //! so an image's layers unpack in parallel ([`Snapshotter::unpack_all`]).
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use oci_spec::image::Digest;
@@ -50,6 +53,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot {chain_id} is not unpacked")]
     Missing { chain_id: String },
+    #[error("recording snapshot {chain_id}: {reason}")]
+    Record { chain_id: String, reason: String },
     #[error("layer {layer}: {source}")]
     Content {
         layer: String,
@@ -147,6 +152,36 @@ impl Snapshotter {
     /// `None` when the snapshot already existed (possibly committed by
     /// another process meanwhile).
     pub fn unpack(&self, content: &ContentStore, layer: &LayerPlan) -> Result<Option<u64>> {
+        match self.fill(content, layer)? {
+            None => Ok(None),
+            Some(filled) => Ok(self.commit(vec![filled])?.pop().flatten()),
+        }
+    }
+
+    /// Unpacks `layer` into a fresh staging directory and checks its
+    /// diffID, without syncing or committing it. `None` when the snapshot
+    /// already exists. On failure the staging directory is gone.
+    fn fill(&self, content: &ContentStore, layer: &LayerPlan) -> Result<Option<Filled>> {
+        if self.exists(&layer.chain_id)? {
+            return Ok(None);
+        }
+        let blob = content
+            .open_blob(&layer.blob)
+            .map_err(|source| SnapshotError::Content {
+                layer: layer.blob.to_string(),
+                source,
+            })?;
+        self.fill_from(blob, layer)
+    }
+
+    /// [`Snapshotter::fill`] from the layer blob's bytes as they come (a
+    /// download in progress). The result is only as trustworthy as the
+    /// bytes: commit it only once the blob verified.
+    pub(crate) fn fill_from(
+        &self,
+        blob: impl Read + Send,
+        layer: &LayerPlan,
+    ) -> Result<Option<Filled>> {
         let target = self.path(&layer.chain_id)?;
         if target.is_dir() {
             return Ok(None);
@@ -155,70 +190,91 @@ impl Snapshotter {
             layer: layer.blob.to_string(),
             source,
         };
-        let blob = content.open_blob(&layer.blob).map_err(content_err)?;
         let staging = self.new_staging(&format!(
             "{}-",
             sha256_hex(&layer.chain_id).map_err(content_err)?
         ))?;
-        let result = self.fill_and_commit(blob, layer, &staging, &target);
-        if staging.exists() {
-            // Failure, or another process committed the same layer first.
-            remove_tree(&staging);
+        match fill_staging(blob, layer, &staging) {
+            Ok(file_bytes) => Ok(Some(Filled {
+                staging,
+                target,
+                file_bytes,
+            })),
+            Err(err) => {
+                remove_tree(&staging);
+                Err(err)
+            }
         }
-        result
     }
 
-    fn fill_and_commit(
-        &self,
-        blob: File,
-        layer: &LayerPlan,
-        staging: &Path,
-        target: &Path,
-    ) -> Result<Option<u64>> {
-        let unpacked = unpack_layer(blob, &layer.media_type, staging).map_err(|source| {
-            SnapshotError::Unpack {
-                layer: layer.blob.to_string(),
-                source,
+    /// Makes filled layers durable with one `syncfs` for all of them, then
+    /// renames each into place (`RENAME_NOREPLACE`) and syncs the snapshot
+    /// directory once. A layer another process committed meanwhile comes
+    /// back as `None` (theirs is just as good).
+    pub(crate) fn commit(&self, filled: Vec<Filled>) -> Result<Vec<Option<u64>>> {
+        if let Err(err) = self.sync_filesystem() {
+            for layer in filled {
+                layer.discard();
             }
-        })?;
-        if unpacked.diff_id != layer.diff_id {
-            return Err(SnapshotError::DiffIdMismatch {
-                layer: layer.blob.to_string(),
-                expected: layer.diff_id.to_string(),
-                actual: unpacked.diff_id.to_string(),
-            });
+            return Err(err);
         }
-        let dir = File::open(staging).map_err(io_err("opening", staging))?;
-        // One syncfs per layer instead of an fsync per file.
+        self.publish_synced(filled)
+    }
+
+    /// `syncfs` of the filesystem the snapshots (and the content store,
+    /// which lives under the same root) are on.
+    pub(crate) fn sync_filesystem(&self) -> Result<()> {
+        let dir = File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
         rustix::fs::syncfs(&dir)
-            .map_err(|errno| io_err("syncing", staging)(io::Error::from(errno)))?;
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            staging,
-            rustix::fs::CWD,
-            target,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {}
-            // Another process unpacked the same layer meanwhile: theirs is
-            // just as good.
-            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => return Ok(None),
-            Err(errno) => {
-                return Err(io_err("renaming into place", target)(io::Error::from(
-                    errno,
-                )));
+            .map_err(|errno| io_err("syncing", &self.dir)(io::Error::from(errno)))
+    }
+
+    /// The renames of [`Snapshotter::commit`], for layers a `syncfs` after
+    /// their unpacking already made durable.
+    pub(crate) fn publish_synced(&self, filled: Vec<Filled>) -> Result<Vec<Option<u64>>> {
+        let mut sizes = Vec::with_capacity(filled.len());
+        let mut failure = None;
+        for layer in filled {
+            if failure.is_some() {
+                layer.discard();
+                continue;
             }
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &layer.staging,
+                rustix::fs::CWD,
+                &layer.target,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => sizes.push(Some(layer.file_bytes)),
+                Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
+                    layer.discard();
+                    sizes.push(None);
+                }
+                Err(errno) => {
+                    failure = Some(io_err("renaming into place", &layer.target)(
+                        io::Error::from(errno),
+                    ));
+                    layer.discard();
+                }
+            }
+        }
+        if let Some(err) = failure {
+            return Err(err);
         }
         super::content::sync_dir(&self.dir).map_err(|source| SnapshotError::Content {
-            layer: layer.blob.to_string(),
+            layer: self.dir.display().to_string(),
             source,
         })?;
-        Ok(Some(unpacked.file_bytes))
+        Ok(sizes)
     }
 
-    /// Unpacks every missing layer, at most `parallelism` at a time. On the
-    /// first failure the remaining layers are skipped and that error is
-    /// returned; layers already committed stay (they are valid).
+    /// Unpacks every missing layer, at most `parallelism` at a time, largest
+    /// blob first (the largest layer is the critical path), then commits
+    /// them all with one `syncfs` (a sync while other layers are being
+    /// written stalls them all on the journal). On the first failure the
+    /// remaining layers are skipped and that error is returned; layers
+    /// already unpacked are still committed (they are valid).
     /// Returns what [`Snapshotter::unpack`] returned for each layer, in
     /// `layers` order.
     pub fn unpack_all(
@@ -227,51 +283,77 @@ impl Snapshotter {
         layers: &[LayerPlan],
         parallelism: usize,
     ) -> Result<Vec<Option<u64>>> {
+        let mut order: Vec<usize> = (0..layers.len()).collect();
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse(content.size(&layers[i].blob).ok().flatten().unwrap_or(0))
+        });
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<Option<u64>>>>> =
-            Mutex::new((0..layers.len()).map(|_| None).collect());
         let workers = parallelism.clamp(1, layers.len().max(1));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Result<Option<Filled>>)>();
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::SeqCst);
-                        if index >= layers.len() || failed.load(Ordering::SeqCst) {
+                let done_tx = done_tx.clone();
+                let (next, failed, order) = (&next, &failed, &order);
+                scope.spawn(move || {
+                    while let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        if failed.load(Ordering::SeqCst) {
                             break;
                         }
-                        let result = self.unpack(content, &layers[index]);
-                        if result.is_err() {
+                        let filled = self.fill(content, &layers[index]);
+                        if filled.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
-                        results
-                            .lock()
-                            .expect("no worker panics while holding the lock")[index] =
-                            Some(result);
+                        if done_tx.send((index, filled)).is_err() {
+                            break;
+                        }
                     }
                 });
             }
         });
+        drop(done_tx);
+        let mut results: Vec<Option<Result<Option<u64>>>> =
+            (0..layers.len()).map(|_| None).collect();
+        let mut ready = Vec::new();
+        for (index, filled) in done_rx {
+            match filled {
+                Ok(Some(filled)) => ready.push((index, filled)),
+                Ok(None) => results[index] = Some(Ok(None)),
+                Err(err) => results[index] = Some(Err(err)),
+            }
+        }
+        let mut first_error = None;
+        if !ready.is_empty() {
+            let (indexes, filled): (Vec<usize>, Vec<Filled>) = ready.into_iter().unzip();
+            match self.commit(filled) {
+                Ok(sizes) => {
+                    for (index, size) in indexes.into_iter().zip(sizes) {
+                        results[index] = Some(Ok(size));
+                    }
+                }
+                Err(err) => first_error = Some(err),
+            }
+        }
         let mut sizes = Vec::with_capacity(layers.len());
-        for (index, result) in results
-            .into_inner()
-            .expect("all workers have finished")
-            .into_iter()
-            .enumerate()
-        {
+        let mut skipped = None;
+        for (index, result) in results.into_iter().enumerate() {
             match result {
                 Some(Ok(size)) => sizes.push(size),
-                Some(Err(err)) => return Err(err),
-                // Skipped because a layer failed; layers are taken in order,
-                // so that failure has a lower index and was returned above.
+                Some(Err(err)) => {
+                    first_error.get_or_insert(err);
+                }
+                // Skipped after another layer failed.
                 None => {
-                    return Err(SnapshotError::Missing {
+                    skipped.get_or_insert(SnapshotError::Missing {
                         chain_id: layers[index].chain_id.to_string(),
                     });
                 }
             }
         }
-        Ok(sizes)
+        match first_error.or(skipped) {
+            Some(err) => Err(err),
+            None => Ok(sizes),
+        }
     }
 
     /// Chain IDs (as hex) of every committed snapshot.
@@ -316,6 +398,39 @@ impl Snapshotter {
             .map_err(io_err("creating staging directory", &path))?;
         Ok(path)
     }
+}
+
+/// A layer unpacked into its staging directory and verified, not yet
+/// durable or visible.
+pub(crate) struct Filled {
+    staging: PathBuf,
+    target: PathBuf,
+    file_bytes: u64,
+}
+
+impl Filled {
+    /// Throws the unpacked layer away (its bytes did not verify).
+    pub(crate) fn discard(self) {
+        remove_tree(&self.staging);
+    }
+}
+
+/// Unpacks `blob` into `staging` and checks the diffID; returns the file
+/// bytes written.
+fn fill_staging(blob: impl Read + Send, layer: &LayerPlan, staging: &Path) -> Result<u64> {
+    let unpacked =
+        unpack_layer(blob, &layer.media_type, staging).map_err(|source| SnapshotError::Unpack {
+            layer: layer.blob.to_string(),
+            source,
+        })?;
+    if unpacked.diff_id != layer.diff_id {
+        return Err(SnapshotError::DiffIdMismatch {
+            layer: layer.blob.to_string(),
+            expected: layer.diff_id.to_string(),
+            actual: unpacked.diff_id.to_string(),
+        });
+    }
+    Ok(unpacked.file_bytes)
 }
 
 /// Deletes a detached or failed tree; errors are logged, not fatal (GC

@@ -27,6 +27,7 @@
 //! the caller compares it with the image config.
 
 mod entry_path;
+pub(crate) mod pipe;
 mod writer;
 
 use std::ffi::OsString;
@@ -36,7 +37,6 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::Digest;
 use rustix::fs::Timespec;
-use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use entry_path::EntryTarget;
@@ -46,6 +46,9 @@ use writer::{LayerWriter, Meta, NodeKind};
 
 /// Read-ahead on the compressed blob.
 const BLOB_BUFFER: usize = 1 << 20;
+/// Written files waiting for their writeback to start (open fds: keep it
+/// well under the open-files limit).
+const WRITEBACK_QUEUE: usize = 64;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
@@ -167,8 +170,10 @@ pub struct UnpackedLayer {
 
 /// Unpacks the layer `blob` (of `media_type`) into the existing, empty
 /// directory `dest`. Synchronous: async callers use a blocking thread.
+/// Decompression and the diffID hash run on a second thread, so a layer
+/// uses two cores, and a third starts each written file's disk writes.
 pub fn unpack_layer(
-    blob: impl Read,
+    blob: impl Read + Send,
     media_type: &str,
     dest: &Path,
 ) -> Result<UnpackedLayer, UnpackError> {
@@ -185,7 +190,7 @@ pub fn unpack_layer(
             found: found.describe(),
         });
     }
-    let tar_stream: Box<dyn Read> = match declared {
+    let tar_stream: Box<dyn Read + Send> = match declared {
         Compression::None => Box::new(blob),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(
@@ -195,12 +200,46 @@ pub fn unpack_layer(
             },
         )?),
     };
-    let hashing = HashingReader {
-        inner: tar_stream,
-        hasher: Sha256::new(),
-    };
-    let mut archive = tar::Archive::new(hashing);
-    let mut writer = LayerWriter::new(dest)?;
+    std::thread::scope(|scope| {
+        let (tar_bytes, hashing) = pipe::read_ahead_hashed(scope, tar_stream);
+        let (written, to_write_back) = std::sync::mpsc::sync_channel(WRITEBACK_QUEUE);
+        scope.spawn(move || {
+            for file in to_write_back {
+                writer::start_writeback(&file);
+            }
+        });
+        let extracted = extract(tar_bytes, dest, written);
+        // The reader is gone now, so the hashing thread ends either way.
+        let hash = hashing.join().map_err(|_| UnpackError::Read {
+            path: PathBuf::from("<decompression>"),
+            source: io::Error::other("the decompression thread panicked"),
+        })?;
+        let (entries, file_bytes) = extracted?;
+        let hash = hash.ok_or_else(|| UnpackError::Read {
+            path: PathBuf::from("<end of archive>"),
+            source: io::Error::other("the layer stream ended before it was read whole"),
+        })?;
+        let diff_id = format!("sha256:{}", hex::encode(hash))
+            .parse()
+            .expect("a sha256 hex string is a valid digest");
+        Ok(UnpackedLayer {
+            diff_id,
+            entries,
+            file_bytes,
+        })
+    })
+}
+
+/// Extracts the tar stream into `dest` and reads it to its end (the diffID
+/// covers what follows the end-of-archive marker too). Returns the entries
+/// and regular-file bytes written.
+fn extract(
+    tar_bytes: impl Read,
+    dest: &Path,
+    written: std::sync::mpsc::SyncSender<std::fs::File>,
+) -> Result<(u64, u64), UnpackError> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut writer = LayerWriter::new(dest, Some(written))?;
     let mut entries = 0u64;
     let mut file_bytes = 0u64;
     let iter = archive.entries().map_err(|source| UnpackError::Read {
@@ -219,22 +258,12 @@ pub fn unpack_layer(
         entries += 1;
     }
     writer.finish()?;
-    // Hash what follows the end-of-archive marker too: the diffID covers
-    // the whole uncompressed stream.
-    let mut hashing = archive.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).map_err(|source| UnpackError::Read {
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| UnpackError::Read {
         path: PathBuf::from("<end of archive>"),
         source,
     })?;
-    let hex = hex::encode(hashing.hasher.finalize());
-    let diff_id = format!("sha256:{hex}")
-        .parse()
-        .expect("a sha256 hex string is a valid digest");
-    Ok(UnpackedLayer {
-        diff_id,
-        entries,
-        file_bytes,
-    })
+    Ok((entries, file_bytes))
 }
 
 /// Writes one entry; returns the regular-file bytes it wrote.
@@ -437,20 +466,6 @@ pub(crate) fn copy_chunks<E>(
         };
         sink(&buffer[..n]).map_err(CopyError::Write)?;
         copied += n as u64;
-    }
-}
-
-/// Hashes everything read through it (the diffID).
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 

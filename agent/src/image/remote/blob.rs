@@ -7,6 +7,7 @@ use oci_spec::image::Descriptor;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
+use super::progress::{LayerTee, TeeSink};
 use super::session::Session;
 use super::{Progress, RemoteError};
 use crate::image::content::{ContentError, ContentStore, Ingest};
@@ -26,12 +27,15 @@ pub struct Downloaded {
 /// Downloads `descriptor` from `session` into `store` (skipping it when
 /// already stored). A broken transfer leaves the bytes received so far in
 /// `ingest/` for the next attempt (they are verified with the rest at
-/// commit); a digest mismatch leaves nothing.
+/// commit); a digest mismatch leaves nothing. A transfer that starts from
+/// the first byte also feeds `tee`, which learns at the end whether the
+/// blob verified.
 pub async fn download(
     session: &Session<'_>,
     store: &ContentStore,
     descriptor: &Descriptor,
     progress: &dyn Progress,
+    tee: Option<&dyn LayerTee>,
 ) -> Result<Downloaded, RemoteError> {
     let digest = descriptor.digest().clone();
     let size = descriptor.size();
@@ -44,15 +48,28 @@ pub async fn download(
             return Ok(Downloaded { transferred });
         };
         let offset = ingest.offset();
+        // Only a transfer of the whole blob can feed a tee.
+        let sink = tee
+            .filter(|_| offset == 0)
+            .and_then(|tee| tee.open(descriptor));
         let outcome = if offset == size {
             // An earlier attempt got every byte but did not commit.
-            Transfer::Complete(ingest)
+            Transfer::Complete(ingest, sink)
         } else {
-            transfer(session, ingest, descriptor, progress, &mut transferred).await?
+            transfer(
+                session,
+                ingest,
+                sink,
+                descriptor,
+                progress,
+                &mut transferred,
+            )
+            .await?
         };
         match outcome {
-            Transfer::Complete(ingest) => match blocking(move || ingest.commit()).await? {
-                Ok(_) => return Ok(Downloaded { transferred }),
+            Transfer::Complete(ingest, sink) => match blocking(move || finish(ingest, sink)).await?
+            {
+                Ok(()) => return Ok(Downloaded { transferred }),
                 // Bytes resumed from an earlier attempt may be what is wrong
                 // (another host's, or torn by a crash): try once from zero.
                 Err(ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. })
@@ -78,9 +95,23 @@ pub async fn download(
     }
 }
 
+/// Verifies a complete blob; then hands it to the sink, which commits it
+/// with the layer built from the same bytes, or commits it here.
+fn finish(ingest: Ingest, sink: Option<Box<dyn TeeSink>>) -> Result<(), ContentError> {
+    let verified = ingest.verify()?;
+    match sink {
+        Some(sink) => sink.finish(Some(verified)),
+        None => {
+            verified.commit()?;
+        }
+    }
+    Ok(())
+}
+
 enum Transfer {
-    /// Every byte is in the ingest; commit verifies them.
-    Complete(Ingest),
+    /// Every byte is in the ingest (and was passed to the sink, if any);
+    /// commit verifies them.
+    Complete(Ingest, Option<Box<dyn TeeSink>>),
     /// The transfer stopped early (or never started); the ingest holds what
     /// arrived.
     Broken {
@@ -124,6 +155,7 @@ async fn open_ingest(
 async fn transfer(
     session: &Session<'_>,
     mut ingest: Ingest,
+    mut sink: Option<Box<dyn TeeSink>>,
     descriptor: &Descriptor,
     progress: &dyn Progress,
     transferred: &mut u64,
@@ -176,10 +208,17 @@ async fn transfer(
     let writer = tokio::task::spawn_blocking(move || {
         while let Some(chunk) = receiver.blocking_recv() {
             if let Err(err) = ingest.write_all(&chunk) {
-                return (ingest, Err(err));
+                return (ingest, sink, Err(err));
+            }
+            // A sink that wants no more is dropped (= not verified).
+            if sink.as_mut().is_some_and(|tee| !tee.write(&chunk)) {
+                sink = None;
             }
         }
-        (ingest, Ok(()))
+        if let Some(tee) = sink.as_mut() {
+            tee.end();
+        }
+        (ingest, sink, Ok(()))
     });
     let mut received = 0u64;
     let network = loop {
@@ -203,12 +242,16 @@ async fn transfer(
         }
     };
     drop(sender);
-    let (ingest, written) = writer.await.map_err(|err| RemoteError::Internal {
+    let (ingest, mut sink, written) = writer.await.map_err(|err| RemoteError::Internal {
         reason: format!("blob writer thread: {err}"),
     })?;
+    let complete = written.is_ok() && matches!(network, Ok(())) && ingest.offset() == size;
+    if !complete && let Some(sink) = sink.take() {
+        sink.finish(None);
+    }
     written.map_err(|err| RemoteError::content(digest, err))?;
     match network {
-        Ok(()) if ingest.offset() == size => Ok(Transfer::Complete(ingest)),
+        Ok(()) if ingest.offset() == size => Ok(Transfer::Complete(ingest, sink)),
         Ok(()) => Ok(Transfer::Broken {
             error: RemoteError::Protocol {
                 url,

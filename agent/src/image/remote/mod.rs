@@ -37,7 +37,9 @@ pub use error::{Attempt, RemoteError};
 pub use manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use manifest::{Document, ManifestBlob, fetch_manifest, oci_layer};
 pub use platform::Platform;
-pub use progress::{BlobGuard, FetchOptions, NoProgress, Progress, TracingProgress};
+pub use progress::{
+    BlobGuard, FetchOptions, LayerTee, NoProgress, Progress, TeeSink, TracingProgress,
+};
 pub use reference::ImageReference;
 use session::{AuthCache, Session};
 
@@ -187,16 +189,32 @@ impl Puller {
         };
 
         let config_descriptor = manifest.config().clone();
+        let layers: Vec<Descriptor> = manifest.layers().iter().map(oci_layer).collect();
         let mut blobs = vec![config_descriptor.clone()];
-        for layer in manifest.layers() {
+        for layer in &layers {
             if !blobs.iter().any(|b| b.digest() == layer.digest()) {
                 blobs.push(layer.clone());
             }
         }
+        // Every blob joins the GC guard before any is written, in one go.
+        let digests: Vec<&Digest> = blobs.iter().map(Descriptor::digest).collect();
+        options.protect_all(&digests)?;
+        let mut results = Vec::with_capacity(blobs.len());
+        if let Some(tee) = options.tee {
+            // The tee needs the config (the layers' diffIDs) first. Then the
+            // largest layers start first: with unpacking in the same pass,
+            // the largest layer is the critical path.
+            let config_descriptor = blobs.remove(0);
+            results
+                .push(fetch_blob_any(&pullers, &self.store, &config_descriptor, &options).await?);
+            let config = self.read_config(reference, config_descriptor.digest())?;
+            tee.begin(&config, &layers);
+            blobs.sort_by_key(|blob| std::cmp::Reverse(blob.size()));
+        }
         // Owned descriptors: a closure over borrowed ones would make the
         // future not `Send` (a higher-ranked lifetime rustc cannot prove).
         let (pullers, store, options) = (&pullers, &self.store, &options);
-        let results: Vec<blob::Downloaded> =
+        let downloaded: Vec<blob::Downloaded> =
             futures::stream::iter(blobs)
                 .map(|descriptor| async move {
                     fetch_blob_any(pullers, store, &descriptor, options).await
@@ -204,6 +222,7 @@ impl Puller {
                 .buffer_unordered(self.concurrency)
                 .try_collect()
                 .await?;
+        results.extend(downloaded);
         for downloaded in &results {
             stats.bytes_transferred += downloaded.transferred;
             if downloaded.transferred > 0 {
@@ -214,16 +233,7 @@ impl Puller {
         }
 
         let config_digest = config_descriptor.digest().clone();
-        let config_bytes = self
-            .store
-            .read_blob(&config_digest)
-            .map_err(|err| RemoteError::content(&config_digest, err))?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_bytes).map_err(|err| RemoteError::Protocol {
-                url: reference.to_string(),
-                reason: format!("config {config_digest} is not an image config: {err}"),
-            })?;
-        let layers = manifest.layers().iter().map(oci_layer).collect();
+        let config = self.read_config(reference, &config_digest)?;
         stats.elapsed = started.elapsed();
         Ok(FetchedImage {
             reference: reference.clone(),
@@ -236,6 +246,21 @@ impl Puller {
             config,
             layers,
             stats,
+        })
+    }
+
+    fn read_config(
+        &self,
+        reference: &ImageReference,
+        digest: &Digest,
+    ) -> Result<ImageConfiguration, RemoteError> {
+        let bytes = self
+            .store
+            .read_blob(digest)
+            .map_err(|err| RemoteError::content(digest, err))?;
+        serde_json::from_slice(&bytes).map_err(|err| RemoteError::Protocol {
+            url: reference.to_string(),
+            reason: format!("config {digest} is not an image config: {err}"),
         })
     }
 
@@ -313,12 +338,12 @@ async fn fetch_blob_any(
     descriptor: &Descriptor,
     options: &FetchOptions<'_>,
 ) -> Result<blob::Downloaded, RemoteError> {
+    // The caller protected it from GC (`FetchOptions::protect_all`).
     let digest = descriptor.digest();
-    options.protect(digest)?;
     let progress = options.progress;
     let mut attempts = Attempts::new(format!("blob {digest}"));
     for (i, session) in sessions.iter().enumerate() {
-        match blob::download(session, store, descriptor, progress).await {
+        match blob::download(session, store, descriptor, progress, options.tee).await {
             Ok(downloaded) => {
                 progress.blob_done(digest, downloaded.transferred > 0);
                 return Ok(downloaded);

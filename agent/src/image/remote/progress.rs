@@ -1,15 +1,17 @@
 //! Per-pull hooks: progress reporting (CLI bars, rate-limited agent logs),
-//! per-pull credentials and the guard that protects blobs from garbage
-//! collection while they are written.
+//! per-pull credentials, the guard that protects blobs from garbage
+//! collection while they are written, and the tee that lets layers be
+//! unpacked while they download.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use oci_spec::image::Digest;
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
 
 use super::RemoteError;
 use crate::image::auth::Credentials;
+use crate::image::content::VerifiedIngest;
 
 /// Per-blob progress, for the CLI's bars and the agent's rate-limited logs.
 pub trait Progress: Send + Sync {
@@ -30,6 +32,12 @@ pub trait BlobGuard: Send + Sync {
     /// Called before `digest` is written to the content store; an error
     /// stops the pull.
     fn protect(&self, digest: &Digest) -> Result<(), String>;
+
+    /// [`BlobGuard::protect`] for several blobs at once (one transaction
+    /// instead of one per blob: each is a disk sync).
+    fn protect_all(&self, digests: &[&Digest]) -> Result<(), String> {
+        digests.iter().try_for_each(|digest| self.protect(digest))
+    }
 }
 
 /// A pull under an image-service lease: each blob joins the lease before it
@@ -38,6 +46,41 @@ impl BlobGuard for crate::image::meta::Lease {
     fn protect(&self, digest: &Digest) -> Result<(), String> {
         self.add_blob(digest).map_err(|err| err.to_string())
     }
+
+    fn protect_all(&self, digests: &[&Digest]) -> Result<(), String> {
+        self.add_all(digests, &[]).map_err(|err| err.to_string())
+    }
+}
+
+/// Receives layers' bytes while they download, so they can be unpacked in
+/// the same pass (the image service's streaming unpack implements it).
+/// With a tee, the puller fetches the config before the layers, and a
+/// layer blob a sink took is stored only once its owner commits it: call
+/// the tee's own finishing step before using the fetched image.
+pub trait LayerTee: Send + Sync {
+    /// The chosen manifest's layers (base first, OCI media types) and the
+    /// image config, before any layer is downloaded.
+    fn begin(&self, config: &ImageConfiguration, layers: &[Descriptor]);
+    /// A download of `layer` starts from its first byte: where its bytes
+    /// should also go, if anywhere.
+    fn open(&self, layer: &Descriptor) -> Option<Box<dyn TeeSink>>;
+}
+
+/// One download's copy of a layer's bytes. Dropping it without
+/// [`TeeSink::finish`] means the same as `finish(None)`.
+pub trait TeeSink: Send {
+    /// The next bytes of the blob, in order. `false`: the sink wants no
+    /// more (its consumer gave up); the download goes on regardless.
+    fn write(&mut self, chunk: &bytes::Bytes) -> bool;
+    /// The body ended: no more bytes will come (the verdict follows once the
+    /// blob is checked).
+    fn end(&mut self);
+    /// The download is over. `Some`: every byte went through
+    /// [`TeeSink::write`] and the blob matched its size and digest; the sink
+    /// now owns committing it to the content store (together with what it
+    /// built from the bytes, with one sync for all). `None`: nothing built
+    /// from the bytes may be used.
+    fn finish(self: Box<Self>, blob: Option<VerifiedIngest>);
 }
 
 /// Per-pull settings beyond the reference and platform.
@@ -48,6 +91,8 @@ pub struct FetchOptions<'a> {
     /// pull secrets); `None` uses the puller's.
     pub credentials: Option<&'a Credentials>,
     pub guard: Option<&'a dyn BlobGuard>,
+    /// Where layer bytes also go while they download.
+    pub tee: Option<&'a dyn LayerTee>,
 }
 
 impl<'a> FetchOptions<'a> {
@@ -56,6 +101,7 @@ impl<'a> FetchOptions<'a> {
             progress,
             credentials: None,
             guard: None,
+            tee: None,
         }
     }
 
@@ -66,6 +112,20 @@ impl<'a> FetchOptions<'a> {
                 reason,
             }),
             None => Ok(()),
+        }
+    }
+
+    pub(super) fn protect_all(&self, digests: &[&Digest]) -> Result<(), RemoteError> {
+        match (self.guard, digests.first()) {
+            (Some(guard), Some(first)) => {
+                guard
+                    .protect_all(digests)
+                    .map_err(|reason| RemoteError::Guard {
+                        digest: first.to_string(),
+                        reason,
+                    })
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -70,12 +70,32 @@ pub enum NodeKind {
     Fifo,
 }
 
-/// Resolves (and creates) parent directories inside the root, caching the
-/// last one: tar entries come grouped by directory, so most entries reuse it.
+/// Resolves (and creates) parent directories inside the root.
+///
+/// Tar entries come depth-first, so the next entry's parent is almost
+/// always the last one or close to it: the open directories from the root
+/// down to the last parent are kept as a stack, and a new parent is reached
+/// from its deepest common ancestor on the stack, one component at a time
+/// with `openat(O_NOFOLLOW | O_DIRECTORY)` (creating what is missing, as
+/// `mkdir -p` would). Components are sanitised names (never `..`) and a
+/// symlink is never followed, so this cannot leave the root. A parent that
+/// passes through a symlink (`lib -> usr/lib`, then `lib/x.so`) is resolved
+/// by `pathrs` (openat2 `RESOLVE_IN_ROOT`) instead, which follows it inside
+/// the root only.
 struct Dirs {
     root: Root,
     root_dir: File,
-    cached: Option<(PathBuf, OwnedFd)>,
+    /// Open directories from the root down: (name, fd).
+    stack: Vec<(OsString, OwnedFd)>,
+    /// The last parent `pathrs` resolved (through a symlink).
+    resolved: Option<(PathBuf, OwnedFd)>,
+}
+
+/// Why the fast walk stopped.
+enum Walk {
+    /// A component is a symlink or not a directory: ask `pathrs`.
+    NotPlain,
+    Failed(Errno),
 }
 
 impl Dirs {
@@ -83,16 +103,65 @@ impl Dirs {
         if parent.as_os_str().is_empty() {
             return Ok(self.root_dir.as_fd());
         }
-        let hit = matches!(&self.cached, Some((path, _)) if path == parent);
-        if !hit {
-            let handle = self.mkdir_all(parent, "creating parent directory")?;
-            self.cached = Some((parent.to_path_buf(), OwnedFd::from(handle)));
+        if matches!(&self.resolved, Some((path, _)) if path == parent) {
+            let (_, fd) = self.resolved.as_ref().expect("matched just above");
+            return Ok(fd.as_fd());
         }
-        let (_, fd) = self
-            .cached
-            .as_ref()
-            .expect("the cache was filled just above");
-        Ok(fd.as_fd())
+        match self.walk(parent, true) {
+            Ok(()) => {
+                let (_, fd) = self.stack.last().expect("a non-empty parent was walked");
+                Ok(fd.as_fd())
+            }
+            Err(Walk::NotPlain) => {
+                self.stack.clear();
+                let handle = self.mkdir_all(parent, "creating parent directory")?;
+                self.resolved = Some((parent.to_path_buf(), OwnedFd::from(handle)));
+                let (_, fd) = self.resolved.as_ref().expect("set just above");
+                Ok(fd.as_fd())
+            }
+            Err(Walk::Failed(errno)) => Err(io_err("creating parent directory", parent)(errno)),
+        }
+    }
+
+    /// The directory `path` if it still is one (never created, never
+    /// followed if it is a symlink).
+    fn existing(&mut self, path: &Path) -> Option<BorrowedFd<'_>> {
+        match self.walk(path, false) {
+            Ok(()) => self.stack.last().map(|(_, fd)| fd.as_fd()),
+            Err(Walk::NotPlain) => {
+                self.stack.clear();
+                let dir = self
+                    .root
+                    .resolve_nofollow(path)
+                    .and_then(|handle| handle.reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY))
+                    .ok()?;
+                self.resolved = Some((path.to_path_buf(), OwnedFd::from(dir)));
+                self.resolved.as_ref().map(|(_, fd)| fd.as_fd())
+            }
+            Err(Walk::Failed(_)) => None,
+        }
+    }
+
+    /// Makes the stack hold `parent` and its ancestors, creating missing
+    /// ones when `create`.
+    fn walk(&mut self, parent: &Path, create: bool) -> Result<(), Walk> {
+        let names: Vec<&OsStr> = parent.iter().collect();
+        let common = self
+            .stack
+            .iter()
+            .zip(&names)
+            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .count();
+        self.stack.truncate(common);
+        for name in &names[common..] {
+            let at = match self.stack.last() {
+                Some((_, fd)) => fd.as_fd(),
+                None => self.root_dir.as_fd(),
+            };
+            let fd = open_dir(at, name, create)?;
+            self.stack.push(((*name).to_owned(), fd));
+        }
+        Ok(())
     }
 
     /// Creates `dir` and its missing parents inside the root (as Docker
@@ -107,14 +176,46 @@ impl Dirs {
             })
     }
 
-    /// Anything removed may have been (or contained) the cached directory.
+    /// Anything removed may have been (or contained) a cached directory.
     fn forget(&mut self) {
-        self.cached = None;
+        self.stack.clear();
+        self.resolved = None;
+    }
+}
+
+/// Opens the directory `name` in `at` without following a symlink,
+/// creating it (mode 0755, like `mkdir -p`) when it is missing and `create`.
+fn open_dir(at: BorrowedFd<'_>, name: &OsStr, create: bool) -> Result<OwnedFd, Walk> {
+    let open = || {
+        rfs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let classify = |errno: Errno| match errno {
+        Errno::LOOP | Errno::NOTDIR => Walk::NotPlain,
+        other => Walk::Failed(other),
+    };
+    match open() {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) if create => {
+            match rfs::mkdirat(at, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(errno) => return Err(classify(errno)),
+            }
+            open().map_err(classify)
+        }
+        Err(errno) => Err(classify(errno)),
     }
 }
 
 pub struct LayerWriter {
     dirs: Dirs,
+    /// Written files go here to have their disk writes started by another
+    /// thread (see [`start_writeback`]); `None`: the layer's sync does it all.
+    writeback: Option<std::sync::mpsc::SyncSender<File>>,
     /// Directory mtimes are set last: creating children changes them.
     dir_times: Vec<(PathBuf, Timestamps)>,
     buf: Vec<u8>,
@@ -130,7 +231,12 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> UnpackE
 
 impl LayerWriter {
     /// `dest` must be an existing directory that only this writer uses.
-    pub fn new(dest: &Path) -> Result<Self, UnpackError> {
+    /// `writeback` receives each written file (see [`start_writeback`]);
+    /// when it is full the file is just closed.
+    pub fn new(
+        dest: &Path,
+        writeback: Option<std::sync::mpsc::SyncSender<File>>,
+    ) -> Result<Self, UnpackError> {
         let root = Root::open(dest).map_err(|source| UnpackError::Confined {
             op: "opening layer root",
             path: dest.to_path_buf(),
@@ -145,8 +251,10 @@ impl LayerWriter {
             dirs: Dirs {
                 root,
                 root_dir,
-                cached: None,
+                stack: Vec::new(),
+                resolved: None,
             },
+            writeback,
             dir_times: Vec::new(),
             buf: vec![0; COPY_BUFFER],
         })
@@ -191,6 +299,13 @@ impl LayerWriter {
         )?;
         apply_fd_meta(&file, meta, &full)?;
         rfs::futimens(&file, &meta.times()).map_err(io_err("setting times of", &full))?;
+        if written > 0
+            && let Some(writeback) = &self.writeback
+        {
+            // Never wait for it: a full queue only means this file is
+            // written by the layer's sync.
+            let _ = writeback.try_send(file);
+        }
         Ok(written)
     }
 
@@ -361,28 +476,19 @@ impl LayerWriter {
     }
 
     /// Sets directory times, deepest (latest created) first.
-    pub fn finish(self) -> Result<(), UnpackError> {
-        for (path, times) in self.dir_times.iter().rev() {
-            let dir =
-                if path == Path::new(".") {
-                    self.dirs
-                        .root_dir
-                        .try_clone()
-                        .map_err(|source| UnpackError::Io {
-                            op: "reopening layer root",
-                            path: path.clone(),
-                            source,
-                        })?
-                } else {
-                    match self.dirs.root.resolve_nofollow(path).and_then(|handle| {
-                        handle.reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY)
-                    }) {
-                        Ok(dir) => dir,
-                        // A later entry replaced the directory; nothing to date.
-                        Err(_) => continue,
-                    }
-                };
-            rfs::futimens(&dir, times).map_err(io_err("setting times of", path))?;
+    pub fn finish(mut self) -> Result<(), UnpackError> {
+        let dir_times = std::mem::take(&mut self.dir_times);
+        for (path, times) in dir_times.iter().rev() {
+            if path == Path::new(".") {
+                rfs::futimens(&self.dirs.root_dir, times)
+                    .map_err(io_err("setting times of", path))?;
+                continue;
+            }
+            // A later entry may have replaced the directory: nothing to date.
+            let Some(dir) = self.dirs.existing(path) else {
+                continue;
+            };
+            rfs::futimens(dir, times).map_err(io_err("setting times of", path))?;
         }
         Ok(())
     }
@@ -476,6 +582,19 @@ impl LayerWriter {
         rfs::utimensat(parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(io_err("setting times of", &full))
     }
+}
+
+/// Starts writing `file`'s dirty pages to disk without waiting for them to
+/// reach it, so the final `syncfs` finds most of the data written already
+/// and the disk works while the CPUs decompress. Run on its own thread:
+/// starting writeback can block while the device queue is full. Best
+/// effort: an error only means the sync does all the work.
+#[allow(unsafe_code)]
+pub fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes only integers; the fd stays open for the
+    // whole call because `file` is borrowed.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Owner, then mode (chown clears setuid/setgid), then xattrs, on an open fd.
