@@ -93,7 +93,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let (fetched, streamed) = fetched;
     progress.finish();
     let record = service
-        .install_fetched(&fetched)
+        .install_fetched_under(&fetched, &lease)
         .with_context(|| format!("unpacking and recording {reference}"))?;
     lease.release()?;
     print_result(&fetched, &record.name, streamed, args.output)?;

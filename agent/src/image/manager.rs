@@ -287,7 +287,7 @@ impl ImageManager {
         let service = self.service.clone();
         let record = self
             .blocking(&name, move || {
-                let record = service.install_fetched(&fetched);
+                let record = service.install_fetched_under(&fetched, &lease);
                 // Recorded images protect their blobs from now on.
                 drop(lease);
                 record

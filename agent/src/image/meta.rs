@@ -817,14 +817,17 @@ pub fn image_names(tx: &Transaction<'_>) -> Result<Vec<String>> {
 }
 
 fn ensure_schema(conn: &Connection) -> Result<()> {
-    conn.execute_batch(SCHEMA).map_err(sql("creating tables"))?;
-    let version: Option<i64> = conn
+    // One transaction: each statement on its own would be a disk sync.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(sql("starting to create tables"))?;
+    tx.execute_batch(SCHEMA).map_err(sql("creating tables"))?;
+    let version: Option<i64> = tx
         .query_row("SELECT version FROM store_schema", [], |row| row.get(0))
         .optional()
         .map_err(sql("reading the schema version"))?;
     match version {
         None => {
-            conn.execute(
+            tx.execute(
                 "INSERT INTO store_schema (version) VALUES (?1)",
                 [SCHEMA_VERSION],
             )
@@ -833,7 +836,7 @@ fn ensure_schema(conn: &Connection) -> Result<()> {
         Some(found) if found > SCHEMA_VERSION => return Err(MetaError::SchemaTooNew { found }),
         Some(_) => {}
     }
-    Ok(())
+    tx.commit().map_err(sql("creating tables"))
 }
 
 /// Keeps blobs and snapshots from GC while a pull or import writes them.

@@ -166,13 +166,24 @@ impl ImageService {
     /// whose layers fail to unpack (a diffID mismatch, a hostile entry) is
     /// never recorded. The blobs stay in the content store until GC.
     pub fn install_fetched(&self, fetched: &FetchedImage) -> Result<ImageRecord> {
-        let (name, record) = self.plan_fetched(fetched)?;
         // Held until the record exists: from then on the image is a root.
-        let lease = self.lease(&format!("install {name}"))?;
-        self.unpack_layers(&name, &record.layers, &lease)?;
+        let lease = self.lease(&format!("install {}", fetched.reference))?;
+        let record = self.install_fetched_under(fetched, &lease)?;
+        lease.release()?;
+        Ok(record)
+    }
+
+    /// [`ImageService::install_fetched`] under the caller's lease (the
+    /// pull's own, which must be held until this returns).
+    pub fn install_fetched_under(
+        &self,
+        fetched: &FetchedImage,
+        lease: &Lease,
+    ) -> Result<ImageRecord> {
+        let (name, record) = self.plan_fetched(fetched)?;
+        self.unpack_layers(&name, &record.layers, lease)?;
         self.meta
             .record_image(&name, &record, fetched.index_digest.as_ref())?;
-        lease.release()?;
         self.stored(&name)
     }
 

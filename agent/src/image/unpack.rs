@@ -200,15 +200,22 @@ pub fn unpack_layer(
             },
         )?),
     };
+    let extracting = std::sync::atomic::AtomicBool::new(true);
     std::thread::scope(|scope| {
         let (tar_bytes, hashing) = pipe::read_ahead_hashed(scope, tar_stream);
         let (written, to_write_back) = std::sync::mpsc::sync_channel(WRITEBACK_QUEUE);
+        let still_extracting = &extracting;
         scope.spawn(move || {
             for file in to_write_back {
-                writer::start_writeback(&file);
+                // Once the layer is extracted, the final sync writes the
+                // rest: a busy disk must not hold the layer up.
+                if still_extracting.load(std::sync::atomic::Ordering::Relaxed) {
+                    writer::start_writeback(&file);
+                }
             }
         });
         let extracted = extract(tar_bytes, dest, written);
+        extracting.store(false, std::sync::atomic::Ordering::Relaxed);
         // The reader is gone now, so the hashing thread ends either way.
         let hash = hashing.join().map_err(|_| UnpackError::Read {
             path: PathBuf::from("<decompression>"),
