@@ -430,6 +430,17 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
             .any(|r| r.status == 200)
     };
     assert!(pulled_via_mirror(&images[0]));
+    // A new Image object for the next image: whether it came via the mirror.
+    let pull_next = |n: usize| {
+        let name = ["one", "two", "three"][n];
+        write_manifest(
+            &dirs,
+            &format!("{name}.yaml"),
+            &image_yaml(name, &images[n].reference, ""),
+        );
+        wait_ready(&agent, &dirs, name, &images[n].digest);
+        pulled_via_mirror(&images[n])
+    };
 
     // 1. The hosts.toml stops parsing: the file's status says so, and the
     //    last valid version (with the mirror) stays in effect.
@@ -443,14 +454,8 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
         })
     });
     let file_status = file(&status, &dirs, &hosts_toml).expect("file status");
-    write_manifest(
-        &dirs,
-        "two.yaml",
-        &image_yaml("two", &images[1].reference, ""),
-    );
-    wait_ready(&agent, &dirs, "two", &images[1].digest);
     assert!(
-        pulled_via_mirror(&images[1]),
+        pull_next(1),
         "the last valid config (the mirror) was used; file status: {file_status}"
     );
 
@@ -483,16 +488,7 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
     ] {
         assert!(error.contains(part), "{part:?} missing from: {error}");
     }
-    write_manifest(
-        &dirs,
-        "three.yaml",
-        &image_yaml("three", &images[2].reference, ""),
-    );
-    wait_ready(&agent, &dirs, "three", &images[2].digest);
-    assert!(
-        pulled_via_mirror(&images[2]),
-        "the previous config stays in effect"
-    );
+    assert!(pull_next(2), "the previous config stays in effect");
 }
 
 #[test]

@@ -365,14 +365,7 @@ impl MetaStore {
     }
 
     pub fn record_snapshot(&self, chain_id: &Digest, size: u64) -> Result<()> {
-        self.lock()
-            .execute(
-                "INSERT INTO snapshots (chain_id, size, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(chain_id) DO NOTHING",
-                params![chain_id.to_string(), to_i64(size), now()],
-            )
-            .map_err(sql("recording a snapshot"))?;
-        Ok(())
+        self.record_snapshots(&[(chain_id, size)])
     }
 
     /// [`MetaStore::record_snapshot`] for many, in one transaction.
