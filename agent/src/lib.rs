@@ -6,3 +6,5 @@ pub mod config;
 pub mod db;
 pub mod image;
 pub mod paths;
+pub mod rootfs;
+pub mod runtime;

@@ -14,7 +14,14 @@ use netplugins::ports::{PortMapping, Protocol};
 fn apply_in_private_netns(batches: &[String]) -> String {
     let script = "set -e; i=0; while [ \"$i\" -lt \"$1\" ]; do IFS= read -r line; printf '%s' \"$line\" | nft -j -f -; i=$((i+1)); done; nft list ruleset";
     let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-c", script, "sh", &batches.len().to_string()])
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &batches.len().to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -73,13 +80,23 @@ fn rendered_table_is_accepted_by_nft_and_replaced_atomically() {
     // Applied twice: the second replaces the first instead of doubling it.
     let listed = apply_in_private_netns(&[full.clone(), full]);
     assert_eq!(listed.matches("table ip bttest").count(), 1, "{listed}");
-    assert_eq!(listed.matches("dnat to 10.213.0.2:80").count(), 1, "{listed}");
-    assert!(listed.contains("tcp dport 8080 dnat to 10.213.0.2:80"), "{listed}");
+    assert_eq!(
+        listed.matches("dnat to 10.213.0.2:80").count(),
+        1,
+        "{listed}"
+    );
+    assert!(
+        listed.contains("tcp dport 8080 dnat to 10.213.0.2:80"),
+        "{listed}"
+    );
     assert!(
         listed.contains("ip daddr 127.0.0.1 udp dport 5353 dnat to 10.213.0.2:53"),
         "{listed}"
     );
-    assert!(listed.contains("fib daddr type local jump hostports"), "{listed}");
+    assert!(
+        listed.contains("fib daddr type local jump hostports"),
+        "{listed}"
+    );
     assert!(
         listed.contains("ip saddr 10.213.0.0/16 oifname != \"btbr0\" masquerade"),
         "{listed}"

@@ -122,9 +122,25 @@ mod tests {
     #[test]
     fn parses_a_full_command_line() {
         let args = parse(&[
-            "--id", "c1", "--bundle", "/b", "--state-dir", "/s", "--runtime", "/usr/sbin/runc",
-            "--runtime-root", "/r", "--log-file", "/l/0.log", "--runtime-arg", "--debug",
-            "--log-max-size", "1024", "--tty", "--oom-file", "/sys/x",
+            "--id",
+            "c1",
+            "--bundle",
+            "/b",
+            "--state-dir",
+            "/s",
+            "--runtime",
+            "/usr/sbin/runc",
+            "--runtime-root",
+            "/r",
+            "--log-file",
+            "/l/0.log",
+            "--runtime-arg",
+            "--debug",
+            "--log-max-size",
+            "1024",
+            "--tty",
+            "--oom-file",
+            "/sys/x",
         ])
         .expect("valid");
         assert_eq!(args.id, "c1");
@@ -138,7 +154,9 @@ mod tests {
     fn names_what_is_wrong() {
         let err = parse(&["--id", "c1"]).err().expect("incomplete");
         assert!(err.starts_with("missing --bundle"), "{err}");
-        let err = parse(&["--log-max-size", "lots"]).err().expect("bad number");
+        let err = parse(&["--log-max-size", "lots"])
+            .err()
+            .expect("bad number");
         assert!(err.contains("lots is not a valid number"), "{err}");
         let err = parse(&["--nope", "x"]).err().expect("unknown");
         assert!(err.starts_with("unknown flag --nope"), "{err}");

@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn start_errors_are_escaped() {
-        assert_eq!(json_string("a \"b\"\n\\\u{1}"), "\"a \\\"b\\\"\\n\\\\\\u0001\"");
+        assert_eq!(
+            json_string("a \"b\"\n\\\u{1}"),
+            "\"a \\\"b\\\"\\n\\\\\\u0001\""
+        );
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub fn run(args: &Args, sync: &mut File) -> i32 {
 
 fn report(sync: &mut File, line: &str) {
     // The agent may be gone; then nobody is waiting for this line.
-    let _ = sync.write_all(line.as_bytes()).and_then(|()| sync.write_all(b"\n"));
+    let _ = sync
+        .write_all(line.as_bytes())
+        .and_then(|()| sync.write_all(b"\n"));
 }
 
 /// One output of the container: a pipe (stdout/stderr) or the pty master.
@@ -97,8 +99,8 @@ impl<'a> Supervisor<'a> {
         if args.tty {
             let path = args.state_dir.join(state::CONSOLE_SOCKET);
             let _ = std::fs::remove_file(&path);
-            let listener =
-                UnixListener::bind(&path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+            let listener = UnixListener::bind(&path)
+                .map_err(|e| format!("binding {}: {e}", path.display()))?;
             listener
                 .set_nonblocking(true)
                 .map_err(|e| format!("console socket: {e}"))?;

@@ -90,8 +90,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL take no pointers.
     let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
     // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
-        .map(drop)
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
 /// Orphaned descendants are re-parented to the shim, so it can reap the
@@ -150,9 +149,7 @@ pub fn sigchld_fd() -> io::Result<OwnedFd> {
     // SAFETY: `set` is a valid, initialised sigset_t; the old mask is not needed.
     check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
     // SAFETY: `set` is valid; -1 asks for a new descriptor.
-    let fd = check(unsafe {
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    })?;
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
     // SAFETY: signalfd returned a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -311,7 +308,9 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     // SAFETY: a non-null cmsg points into `control`, which is still alive.
     if cmsg.is_null() || unsafe { (*cmsg).cmsg_type } != libc::SCM_RIGHTS {
-        return Err(io::Error::other("the console socket message carried no descriptor"));
+        return Err(io::Error::other(
+            "the console socket message carried no descriptor",
+        ));
     }
     // SAFETY: an SCM_RIGHTS message's data is at least one int.
     let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>()) };

@@ -5,6 +5,8 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod rootfs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

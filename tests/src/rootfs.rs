@@ -36,8 +36,11 @@ pub fn busybox_layers(parent: &Path) -> Vec<PathBuf> {
     let top = parent.join("layer-top");
     build_base_layer(&base);
     std::fs::create_dir_all(top.join("etc")).expect("creating the top layer");
-    std::fs::write(top.join(MARKER_PATH.trim_start_matches('/')), MARKER_CONTENT)
-        .expect("writing the marker file");
+    std::fs::write(
+        top.join(MARKER_PATH.trim_start_matches('/')),
+        MARKER_CONTENT,
+    )
+    .expect("writing the marker file");
     vec![top, base]
 }
 
