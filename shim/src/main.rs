@@ -46,14 +46,14 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let mut sync = match detach(&args) {
+    let sync = match detach(&args) {
         Ok(sync) => sync,
         Err(msg) => {
             println!("error berth-shim: {msg}");
             sys::exit_now(1);
         }
     };
-    let code = supervise::run(&args, &mut sync);
+    let code = supervise::run(&args, sync);
     sys::exit_now(code)
 }
 

@@ -16,16 +16,20 @@ use crate::sys::{self, ExitKind, PollFd};
 use crate::timefmt;
 
 /// Runs the whole life of the shim; returns its exit code.
-pub fn run(args: &Args, sync: &mut File) -> i32 {
+pub fn run(args: &Args, mut sync: File) -> i32 {
     let mut supervisor = match Supervisor::new(args) {
         Ok(supervisor) => supervisor,
         Err(msg) => {
-            report(sync, &format!("error {msg}"));
+            report(&mut sync, &format!("error {msg}"));
             return 1;
         }
     };
     match supervisor.start() {
-        Ok(pid) => report(sync, &format!("ok {pid}")),
+        Ok(pid) => {
+            report(&mut sync, &format!("ok {pid}"));
+            // Closing the pipe is what tells the agent the report is complete.
+            drop(sync);
+        }
         Err(msg) => {
             let record = ExitRecord {
                 pid: None,
@@ -38,7 +42,7 @@ pub fn run(args: &Args, sync: &mut File) -> i32 {
             if let Err(err) = supervisor.write_exit(&record) {
                 eprintln!("berth-shim: writing the exit file: {err}");
             }
-            report(sync, &format!("error {msg}"));
+            report(&mut sync, &format!("error {msg}"));
             return 1;
         }
     }

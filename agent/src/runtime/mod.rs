@@ -733,14 +733,16 @@ impl Runtime {
                 errors.push(format!("container {id} did not exit after SIGKILL"));
             }
         }
-        // A shim that outlived its container (it should not) goes too.
+        // The shim exits right after writing the exit file; one that
+        // lingers (it should not) is killed, so no process is left.
         if let Some(shim) = shim::ProcessRef::read(&dir.join(shim::SHIM_PID_FILE))
-            && shim.is_alive()
+            && !wait_gone(shim, Duration::from_secs(5)).await
         {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(shim.pid),
-                nix::sys::signal::SIGKILL,
-            );
+            let pid = nix::unistd::Pid::from_raw(shim.pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            if !wait_gone(shim, Duration::from_secs(5)).await {
+                errors.push(format!("shim {} of container {id} does not exit", shim.pid));
+            }
         }
         if let Some(handler) = handler
             && let Err(err) = handler.delete(id).await
@@ -861,6 +863,19 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Waits until `process` has exited (a zombie counts as gone: its parent,
+/// not berth, reaps it).
+async fn wait_gone(process: shim::ProcessRef, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while process.is_alive() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 fn validate_id(id: &str) -> Result<(), RuntimeError> {
