@@ -37,6 +37,7 @@ pub struct Harness {
     pub dirs: TestDirs,
     pub paths: Paths,
     pub runtime: Runtime,
+    pub config: RuntimeConfig,
     pub layers: Vec<PathBuf>,
     pub cgroup_parent: String,
     pub tokio: tokio::runtime::Runtime,
@@ -73,7 +74,7 @@ impl Harness {
             },
         );
         configure(&mut config);
-        let runtime = Runtime::new(paths.clone(), config).expect("a runtime");
+        let runtime = Runtime::new(paths.clone(), config.clone()).expect("a runtime");
         let layers = rootfs::busybox_layers(&dirs.temp.path().join("layers"));
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -84,6 +85,7 @@ impl Harness {
             dirs,
             paths,
             runtime,
+            config,
             layers,
             cgroup_parent,
             tokio,
@@ -186,6 +188,16 @@ impl Harness {
             ContainerState::Running { pid, .. } => pid,
             other => panic!("container {id} is not running: {other:?}"),
         }
+    }
+
+    /// A second `Runtime` on the same state, as a restarted agent has.
+    pub fn restarted_runtime(&self) -> Runtime {
+        Runtime::new(self.paths.clone(), self.config.clone()).expect("a runtime")
+    }
+
+    /// Makes the drop cleanup remove container `id` (created elsewhere).
+    pub fn track(&mut self, id: &str) {
+        self.containers.push(id.to_string());
     }
 
     /// Removes a container now (and forgets it for the drop cleanup).
