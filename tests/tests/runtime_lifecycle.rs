@@ -440,3 +440,52 @@ fn tty_output_reaches_the_log(runtime: &str) {
     );
     assert!(lines.contains(&"on-a-tty".to_string()), "{lines:?}");
 }
+
+#[test]
+fn logs_rotate_by_size_and_follow_keeps_up() {
+    let mut h = Harness::with_config("runc", |config| {
+        config.log_max_size = 4096;
+        config.log_max_files = 3;
+    });
+    let pod = h.pod("chatty");
+    // ~50 bytes per record, 400 records: rotates every ~80 lines, and three
+    // files of 4 KiB cannot hold them all.
+    let spec = sh(
+        "app",
+        "i=0; while [ $i -lt 400 ]; do echo line-$i; i=$((i+1)); sleep 0.005; done",
+    );
+    let (id, _) = h.run(&pod, &spec);
+    let dir = h.paths.container_logs("default", "chatty", "app");
+    let exit_file = h.paths.shim_dir(&id).join("exit.json");
+    wait_until(Duration::from_secs(20), "the log file", || {
+        logs::instance_log(&dir, 0).exists().then_some(())
+    });
+    let mut out = Vec::new();
+    let options = logs::LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    logs::write_logs(&dir, 0, options, &mut out, &|| exit_file.exists()).expect("follow");
+    let followed: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..400).map(|i| format!("line-{i}")).collect();
+    assert_eq!(
+        followed, want,
+        "follow saw every line once, in order, across rotations"
+    );
+    let files = logs::instance_files(&dir, 0);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for file in &files {
+        let size = std::fs::metadata(file).expect("a log file").len();
+        assert!(size <= 4096, "{} is {size} bytes", file.display());
+    }
+    // Only the newest lines are kept on disk.
+    let kept = logs::read_lines(&dir, 0, false).expect("read");
+    assert!(
+        kept.len() < 400 && kept.last().is_some_and(|l| l == "line-399"),
+        "{}",
+        kept.len()
+    );
+}

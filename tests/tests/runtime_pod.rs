@@ -92,15 +92,20 @@ fn rlimits_above_the_agents_hard_limit_are_clamped_and_reported() {
             "{runtime}: {:?}",
             created.warnings
         );
-        let (_, hard, _) = h.exec(&id, &["sh", "-c", "ulimit -Hn"]);
-        let (_, soft, _) = h.exec(&id, &["sh", "-c", "ulimit -Sn"]);
-        assert_eq!(hard.trim(), agent_hard.to_string(), "{runtime}");
-        assert_eq!(soft.trim(), "1024", "{runtime}");
+        // The container's own process, read from the host.
+        let pid = h.running_pid(&id);
+        let (soft, hard) = nofile(&format!("/proc/{pid}/limits"));
+        assert_eq!((soft, hard), (1024, agent_hard), "{runtime}");
     }
 }
 
 fn agent_nofile() -> (u64, u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    nofile("/proc/self/limits")
+}
+
+/// (soft, hard) RLIMIT_NOFILE from a `/proc/<pid>/limits` file.
+fn nofile(path: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(path).expect("limits");
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -110,4 +115,149 @@ fn agent_nofile() -> (u64, u64) {
         fields[3].parse().expect("soft"),
         fields[4].parse().expect("hard"),
     )
+}
+
+#[test]
+fn secret_and_memory_volumes_live_in_tmpfs_and_mount_read_only() {
+    use berth::runtime::spec::{Volume, VolumeMount, VolumeSource};
+    use berth::runtime::volumes::{self, FileOptions};
+    for runtime in RUNTIMES {
+        let mut h = Harness::new(runtime);
+        let pod = h.pod("vols");
+        let secret_dir = h.paths.pod_run_dir(&pod.0.uid).join("volumes/token");
+        volumes::write_files(
+            "token",
+            &secret_dir,
+            &[("token".into(), b"s3cret".to_vec())],
+            FileOptions {
+                tmpfs: true,
+                mode: 0o440,
+                gid: Some(2000),
+            },
+        )
+        .expect("secret written");
+        let fs_type = |dir: &std::path::Path| {
+            berth::runtime::mountinfo::read()
+                .expect("mountinfo")
+                .into_iter()
+                .find(|m| m.mount_point == dir)
+                .map(|m| (m.fs_type, m.super_options))
+        };
+        assert_eq!(
+            fs_type(&secret_dir).map(|t| t.0).as_deref(),
+            Some("tmpfs"),
+            "{runtime}"
+        );
+        let meta = std::fs::metadata(secret_dir.join("token")).expect("token");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.mode() & 0o777, meta.gid()), (0o440, 2000));
+
+        let vols = [
+            Volume {
+                name: "token".into(),
+                source: VolumeSource::Directory {
+                    path: secret_dir.clone(),
+                },
+            },
+            Volume {
+                name: "scratch".into(),
+                source: VolumeSource::EmptyDir {
+                    memory: true,
+                    size_limit: Some(4 << 20),
+                },
+            },
+        ];
+        let mut spec = sh(
+            "app",
+            "cat /secret/token; echo; touch /secret/new 2>&1; df -k /scratch | tail -1; sleep 1000",
+        );
+        // Runs as uid 1000 in group 2000 ("extra"): 0440 is enough to read.
+        spec.security_context.run_as_user = Some(1000);
+        spec.volume_mounts = vec![
+            VolumeMount {
+                name: "token".into(),
+                mount_path: "/secret".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "scratch".into(),
+                mount_path: "/scratch".into(),
+                ..Default::default()
+            },
+        ];
+        let (_, _) = h.run_with_volumes(&pod, &spec, &vols).expect("started");
+        let dir = h.paths.container_logs("default", "vols", "app");
+        let lines = wait_until(Duration::from_secs(20), "the volume report", || {
+            let lines = berth::runtime::logs::read_lines(&dir, 0, false).unwrap_or_default();
+            (lines.len() >= 3).then_some(lines)
+        });
+        assert_eq!(lines[0], "s3cret", "{runtime}: {lines:?}");
+        assert!(
+            lines[1].contains("Read-only file system"),
+            "{runtime}: {lines:?}"
+        );
+        let size_kb: u64 = lines[2]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("df size");
+        assert_eq!(size_kb, 4096, "{runtime}: sizeLimit of the memory emptyDir");
+    }
+}
+
+#[test]
+fn sub_path_cannot_escape_its_volume() {
+    use berth::runtime::RuntimeError;
+    use berth::runtime::spec::{HostPathType, Volume, VolumeMount, VolumeSource};
+    for runtime in RUNTIMES {
+        let mut h = Harness::new(runtime);
+        let pod = h.pod("escape");
+        let volume_dir = h.dirs.temp.path().join("vol");
+        std::fs::create_dir_all(volume_dir.join("etc")).expect("volume");
+        std::fs::write(volume_dir.join("etc/inside-the-volume"), "").expect("marker");
+        // Symlinks planted in the volume, aimed at the host.
+        std::os::unix::fs::symlink("/etc", volume_dir.join("evil")).expect("symlink");
+        std::os::unix::fs::symlink("/var/lib", volume_dir.join("dangling")).expect("symlink");
+        let vols = [Volume {
+            name: "vol".into(),
+            source: VolumeSource::HostPath {
+                path: volume_dir.clone(),
+                kind: HostPathType::Directory,
+            },
+        }];
+        let with_sub_path = |name: &str, sub_path: &str| {
+            let mut spec = sh(name, "ls /mnt; echo listed; sleep 1000");
+            spec.volume_mounts = vec![VolumeMount {
+                name: "vol".into(),
+                mount_path: "/mnt".into(),
+                sub_path: Some(sub_path.into()),
+                ..Default::default()
+            }];
+            spec
+        };
+        // "/etc" resolves as if the volume were the root: the volume's etc.
+        h.run_with_volumes(&pod, &with_sub_path("app", "evil"), &vols)
+            .expect("started");
+        let dir = h.paths.container_logs("default", "escape", "app");
+        let lines = wait_until(Duration::from_secs(20), "the listing", || {
+            let lines = berth::runtime::logs::read_lines(&dir, 0, false).unwrap_or_default();
+            lines.contains(&"listed".to_string()).then_some(lines)
+        });
+        assert_eq!(
+            lines,
+            ["inside-the-volume", "listed"],
+            "{runtime}: not the host's /etc"
+        );
+        // A link to something the volume lacks is refused, with the reason.
+        let err = h
+            .run_with_volumes(&pod, &with_sub_path("other", "dangling"), &vols)
+            .map(|_| ())
+            .expect_err("refused");
+        assert!(matches!(err, RuntimeError::Volume(_)), "{runtime}: {err}");
+        assert!(
+            err.to_string()
+                .contains("volume \"vol\": subPath \"dangling\""),
+            "{runtime}: {err}"
+        );
+    }
 }

@@ -236,3 +236,38 @@ fn a_restarted_agent_adopts_running_and_exited_containers() {
         );
     }
 }
+
+#[test]
+fn the_shim_ignores_signals_aimed_at_it() {
+    for runtime in RUNTIMES {
+        let mut h = Harness::new(runtime);
+        let pod = h.pod("stubborn");
+        let (id, _) = h.run(&pod, &sh("app", "sleep 1000"));
+        let ContainerState::Running {
+            pid,
+            shim_pid: Some(shim_pid),
+            ..
+        } = h.runtime.container(&id).expect("container").state
+        else {
+            panic!("{runtime}: not running");
+        };
+        let shim = nix::unistd::Pid::from_raw(shim_pid);
+        for signal in [
+            nix::sys::signal::SIGHUP,
+            nix::sys::signal::SIGINT,
+            nix::sys::signal::SIGTERM,
+        ] {
+            nix::sys::signal::kill(shim, signal).expect("signal the shim");
+        }
+        // Signals are delivered before kill(2) returns for a process that
+        // ignores them; a process that did not would be dying now. Prove
+        // the shim still works: it records the container's end.
+        assert!(matches!(
+            h.runtime.container(&id).expect("container").state,
+            ContainerState::Running { shim_alive: true, pid: p, .. } if p == pid
+        ));
+        h.block_on(h.runtime.kill(&id, "SIGKILL")).expect("kill");
+        let exit = h.wait_exit(&id);
+        assert_eq!(exit.signal, Some(9), "{runtime}: {exit:?}");
+    }
+}

@@ -28,6 +28,7 @@ for_each_runtime!(
     run_as_user_with_supplementary_groups,
     run_as_non_root_refuses_a_root_image,
     seccomp_blocks_unshare_unless_unconfined,
+    devices_outside_the_allowlist_cannot_be_opened,
 );
 
 /// Docker's default capability set as /proc/self/status prints it.
@@ -239,4 +240,21 @@ fn seccomp_blocks_unshare_unless_unconfined(runtime: &str) {
     );
     assert!(blocked.contains(&"unshare=1".to_string()), "{blocked:?}");
     assert!(lines("unconfined").contains(&"unshare=0".to_string()));
+}
+
+fn devices_outside_the_allowlist_cannot_be_opened(runtime: &str) {
+    let mut h = Harness::new(runtime);
+    let pod = h.pod("sec");
+    // mknod is allowed (Docker's default), using the node is not: the
+    // devices cgroup only lets the standard pseudo-devices through.
+    let spec = sh(
+        "app",
+        "mknod /tmp/mem c 1 1 && echo made; head -c1 /tmp/mem > /dev/null 2>&1; echo mem=$?; \
+         head -c1 /dev/zero > /dev/null && echo zero=ok",
+    );
+    let (id, _) = h.run(&pod, &spec);
+    h.wait_exit(&id);
+    let dir = h.paths.container_logs("default", "sec", "app");
+    let lines = berth::runtime::logs::read_lines(&dir, 0, false).expect("log");
+    assert_eq!(lines, ["made", "mem=1", "zero=ok"], "{lines:?}");
 }
