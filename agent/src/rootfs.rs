@@ -269,14 +269,18 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), RootfsError> {
+    create_dir_all_with_mode(path, mode).map_err(|source| RootfsError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `create_dir_all`, with `mode` (before the umask) for what it creates.
+pub(crate) fn create_dir_all_with_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(path)
-        .map_err(|source| RootfsError::Create {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// `remove_dir_all`, where a missing directory is success.

@@ -2,27 +2,17 @@
 //! and real runc AND crun: every case runs once per runtime
 //! (`runc::<case>`, `crun::<case>`).
 
+#[macro_use]
 mod runtime_common;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use berth::runtime::logs;
-use berth::runtime::spec::{HostPathType, Resources, Volume, VolumeMount, VolumeSource};
+use berth::runtime::spec::{Resources, Volume, VolumeMount, VolumeSource};
 use berth::runtime::{ContainerState, RuntimeError};
 use berth_e2e::wait_until;
 use runtime_common::{Harness, read, sh};
-
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
 
 for_each_runtime!(
     writes_to_a_host_path,
@@ -36,24 +26,6 @@ for_each_runtime!(
     reports_oom_kills,
     tty_output_reaches_the_log,
 );
-
-fn data_volume(h: &Harness) -> (std::path::PathBuf, Volume, VolumeMount) {
-    let dir = h.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let volume = Volume {
-        name: "data".into(),
-        source: VolumeSource::HostPath {
-            path: dir.clone(),
-            kind: HostPathType::Directory,
-        },
-    };
-    let mount = VolumeMount {
-        name: "data".into(),
-        mount_path: "/data".into(),
-        ..Default::default()
-    };
-    (dir, volume, mount)
-}
 
 fn log_lines(h: &Harness, pod: &berth::runtime::PodInfo, container: &str) -> Vec<String> {
     let dir = h.paths.container_logs(&pod.namespace, &pod.name, container);
@@ -76,7 +48,7 @@ fn wait_for_log_line(h: &Harness, pod: &berth::runtime::PodInfo, container: &str
 fn writes_to_a_host_path(runtime: &str) {
     let mut h = Harness::new(runtime);
     let pod = h.pod("web");
-    let (dir, volume, mount) = data_volume(&h);
+    let (dir, volume, mount) = h.data_volume();
     let mut spec = sh("app", "echo written-by-$(hostname) > /data/out");
     spec.volume_mounts = vec![mount];
     let (id, created) = h.run_with_volumes(&pod, &spec, &[volume]).expect("started");
@@ -266,7 +238,7 @@ fn exec_runs_inside_the_container_namespaces(runtime: &str) {
 fn removal_leaves_nothing_behind(runtime: &str) {
     let mut h = Harness::new(runtime);
     let pod = h.pod("web");
-    let (data, volume, mut mount) = data_volume(&h);
+    let (data, volume, mut mount) = h.data_volume();
     mount.sub_path = Some("sub/dir".into());
     let memory = Volume {
         name: "scratch".into(),
@@ -338,7 +310,9 @@ fn removal_leaves_nothing_behind(runtime: &str) {
         4,
         "ipc, uts, shm, the memory emptyDir"
     );
+    assert!(h.runtime.pods_on_host().contains(&pod.0.uid));
     h.runtime.remove_pod(&pod.0.uid).expect("remove pod");
+    assert!(!h.runtime.pods_on_host().contains(&pod.0.uid));
     assert_eq!(mounts_under(&pod_dir), Vec::<String>::new());
     assert!(!pod_dir.exists());
     let pod_cgroup = format!("/{}/pod-{}", h.cgroup_parent, pod.0.uid);

@@ -261,3 +261,27 @@ fn sub_path_cannot_escape_its_volume() {
         );
     }
 }
+
+#[test]
+fn host_network_pods_share_the_hosts_network_and_hostname() {
+    for runtime in RUNTIMES {
+        let mut h = Harness::new(runtime);
+        let pod = h.host_network_pod("hostnet");
+        let (id, _) = h.run(&pod, &sh("app", "sleep 1000"));
+        for ns in ["net", "uts"] {
+            let (_, inside, _) = h.exec(&id, &["readlink", &format!("/proc/self/ns/{ns}")]);
+            let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).expect("host ns");
+            assert_eq!(inside.trim(), host.to_string_lossy(), "{runtime}: {ns}");
+        }
+        let (_, inside, _) = h.exec(&id, &["hostname"]);
+        let host = nix::unistd::gethostname().expect("hostname");
+        assert_eq!(inside.trim(), host.to_string_lossy(), "{runtime}");
+        let (_, ipc, _) = h.exec(&id, &["readlink", "/proc/self/ns/ipc"]);
+        let host_ipc = std::fs::read_link("/proc/self/ns/ipc").expect("host ipc");
+        assert_ne!(
+            ipc.trim(),
+            host_ipc.to_string_lossy(),
+            "{runtime}: IPC stays the pod's"
+        );
+    }
+}

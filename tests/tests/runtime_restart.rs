@@ -22,30 +22,12 @@ use runtime_common::{Harness, RUNTIMES, sh};
 const WAIT_FOR_STOP: &str =
     "echo started; while [ ! -e /data/stop ]; do sleep 0.1; done; echo after-stop; exit 5";
 
-fn data(h: &Harness) -> (PathBuf, Vec<Volume>, VolumeMount) {
-    let dir = h.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let volume = Volume {
-        name: "data".into(),
-        source: VolumeSource::HostPath {
-            path: dir.clone(),
-            kind: HostPathType::Directory,
-        },
-    };
-    let mount = VolumeMount {
-        name: "data".into(),
-        mount_path: "/data".into(),
-        ..Default::default()
-    };
-    (dir, vec![volume], mount)
-}
-
 #[test]
 fn the_shim_survives_its_spawner_being_killed() {
     for runtime in RUNTIMES {
         let mut h = Harness::new(runtime);
         let (pod, _) = h.pod("survivor");
-        let (data_dir, _, _) = data(&h);
+        let (data_dir, _, _) = h.data_volume();
         let id = unique_name("c");
         h.track(&id);
         let layers = std::env::join_paths(&h.layers).expect("layer list");
@@ -186,7 +168,7 @@ fn a_restarted_agent_adopts_running_and_exited_containers() {
     for runtime in RUNTIMES {
         let mut h = Harness::new(runtime);
         let pod = h.pod("adopt");
-        let (data_dir, volumes, mount) = data(&h);
+        let (data_dir, volume, mount) = h.data_volume();
         let (keeps, _) = h.run(
             &pod,
             &sh(
@@ -196,7 +178,7 @@ fn a_restarted_agent_adopts_running_and_exited_containers() {
         );
         let mut ends = sh("ends", WAIT_FOR_STOP);
         ends.volume_mounts = vec![mount];
-        let (ends_id, _) = h.run_with_volumes(&pod, &ends, &volumes).expect("started");
+        let (ends_id, _) = h.run_with_volumes(&pod, &ends, &[volume]).expect("started");
         let keeps_pid = h.running_pid(&keeps);
 
         // The agent is gone now; meanwhile one container ends.

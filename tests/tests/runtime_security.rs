@@ -2,23 +2,13 @@
 //! (`/proc/self/status`, `/proc/self/mountinfo`), for the default and each
 //! `securityContext` variant, with runc and crun.
 
+#[macro_use]
 mod runtime_common;
 
 use berth::runtime::RuntimeError;
 use berth::runtime::spec::{Capabilities, ContainerSpec, SeccompProfile};
 use berth_e2e::rootfs::{MARKER_CONTENT, MARKER_PATH};
 use runtime_common::{Harness, sh};
-
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
 
 for_each_runtime!(
     a_default_container_is_confined,

@@ -213,9 +213,8 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
 
-    let spec = SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version(OCI_VERSION)
-        .hostname(req.pod.hostname.clone())
         .root(
             RootBuilder::default()
                 .path("rootfs")
@@ -229,6 +228,15 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         .annotations(annotations)
         .build()
         .map_err(spec_err)?;
+    // Without a UTS namespace of its own (hostNetwork) a container keeps
+    // the host's name, and runtimes refuse to set one. Set explicitly
+    // either way: oci-spec's default hostname is "youki".
+    spec.set_hostname(
+        req.sandbox
+            .uts_ns
+            .is_some()
+            .then(|| req.pod.hostname.clone()),
+    );
     let stop_signal = req
         .image
         .and_then(|i| i.stop_signal().clone())
@@ -304,8 +312,10 @@ fn namespaces(
         ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
         ns(LinuxNamespaceType::Ipc, Some(&sandbox.ipc_ns))?,
-        ns(LinuxNamespaceType::Uts, Some(&sandbox.uts_ns))?,
     ];
+    if let Some(uts) = &sandbox.uts_ns {
+        list.push(ns(LinuxNamespaceType::Uts, Some(uts))?);
+    }
     if let Some(net) = &sandbox.net_ns {
         list.push(ns(LinuxNamespaceType::Network, Some(net))?);
     }
@@ -705,6 +715,45 @@ mod tests {
                 .is_none(),
             "pod-level Unconfined"
         );
+    }
+
+    #[test]
+    fn host_network_pods_keep_the_hosts_network_and_uts_namespaces() {
+        let mut p = pod();
+        p.host_network = true;
+        let paths = crate::paths::Paths::new(Path::new("/var/lib/berth"), Path::new("/run/berth"));
+        let sandbox = PodSandbox::at(&paths, &p, None);
+        let accounts = accounts();
+        let host = host();
+        let bundle = build(&BundleRequest {
+            pod: &p,
+            sandbox: &sandbox,
+            container: &container(),
+            image: Some(&image()),
+            accounts: &accounts,
+            mounts: &[],
+            cgroups_path: "/berth/pod-uid-1/c1",
+            rlimits: &BTreeMap::new(),
+            host: &host,
+            host_limits: &NoClamp,
+        })
+        .expect("bundle");
+        let namespaces = bundle
+            .spec
+            .linux()
+            .clone()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
+        let types: Vec<LinuxNamespaceType> = namespaces.iter().map(|n| n.typ()).collect();
+        assert_eq!(
+            types,
+            [
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Ipc
+            ]
+        );
+        assert_eq!(bundle.spec.hostname(), &None);
     }
 
     #[test]

@@ -34,7 +34,6 @@ pub mod user;
 pub mod volumes;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -399,6 +398,33 @@ impl Runtime {
         CleanupErrors::into_result(format!("pod {pod_uid}"), errors)
     }
 
+    /// UIDs of the pods that have anything on this host: a sandbox
+    /// directory or a cgroup under the configured parent. After a restart
+    /// the agent removes those no manifest wants ([`Runtime::remove_pod`]).
+    pub fn pods_on_host(&self) -> Vec<String> {
+        let parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        let from_cgroups = self
+            .layout
+            .hierarchy_dirs(&parent)
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("pod-")
+                    .map(str::to_string)
+            });
+        let from_sandboxes = std::fs::read_dir(self.paths.pods())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string));
+        let mut uids: Vec<String> = from_cgroups.chain(from_sandboxes).collect();
+        uids.sort();
+        uids.dedup();
+        uids
+    }
+
     /// Mounts the rootfs, writes the bundle and starts the container
     /// through a new shim. On failure nothing is left behind (or the error
     /// says what could not be removed).
@@ -416,8 +442,19 @@ impl Runtime {
             });
         }
         match self.try_create(&req, handler).await {
-            Ok(created) => Ok(created),
+            Ok(created) => {
+                tracing::info!(
+                    container = req.id,
+                    pod = %format!("{}/{}", req.pod.namespace, req.pod.name),
+                    name = %req.container.name,
+                    pid = created.pid,
+                    handler = %handler.name,
+                    "container started"
+                );
+                Ok(created)
+            }
             Err(err) => {
+                tracing::warn!(container = req.id, error = %err, "container could not start");
                 let errors = self.cleanup(req.id, Some(handler)).await;
                 match CleanupErrors::into_result(format!("container {}", req.id), errors) {
                     Ok(()) => Err(err),
@@ -672,6 +709,7 @@ impl Runtime {
             });
         }
         let sent_at = SystemTime::now();
+        tracing::info!(container = id, signal = %record.stop_signal, ?grace, "stopping container");
         if let Err(err) = handler.kill(id, &record.stop_signal).await {
             // It may have exited just before the signal.
             if let Some(exit) = shim::wait_exit(&dir, Duration::from_secs(1)).await? {
@@ -690,6 +728,7 @@ impl Runtime {
                 killed: false,
             });
         }
+        tracing::info!(container = id, ?grace, "grace period over, sending SIGKILL");
         let _ = handler.kill(id, "SIGKILL").await;
         let timeout = Duration::from_secs(30);
         match shim::wait_exit(&dir, timeout).await? {
@@ -717,6 +756,15 @@ impl Runtime {
         let record = shim::read_record(&self.paths.shim_dir(id)).ok();
         let handler = record.as_ref().and_then(|r| self.handlers.get(&r.handler));
         let errors = self.cleanup(id, handler).await;
+        if errors.is_empty() {
+            tracing::info!(container = id, "container removed");
+        } else {
+            tracing::warn!(
+                container = id,
+                ?errors,
+                "container removal left something behind"
+            );
+        }
         CleanupErrors::into_result(format!("container {id}"), errors)
     }
 
@@ -893,15 +941,11 @@ fn validate_id(id: &str) -> Result<(), RuntimeError> {
 }
 
 fn make_dir(path: &Path, mode: u32) -> Result<(), RuntimeError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|source| RuntimeError::Io {
-            action: "creating",
-            path: path.to_path_buf(),
-            source,
-        })
+    crate::rootfs::create_dir_all_with_mode(path, mode).map_err(|source| RuntimeError::Io {
+        action: "creating",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn now_ns() -> u64 {

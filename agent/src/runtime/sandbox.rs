@@ -2,7 +2,8 @@
 //! pause process, so it survives agent restarts:
 //!
 //! - IPC and UTS namespaces as bind-mounted namespace files (the UTS one
-//!   carries the pod's hostname), created with `netplugins::ns` on
+//!   carries the pod's hostname; hostNetwork pods keep the host's UTS
+//!   namespace, as in Kubernetes), created with `netplugins::ns` on
 //!   throw-away threads; the network namespace comes from the network
 //!   plugin (or none for `hostNetwork`);
 //! - `/dev/shm`: one size-limited tmpfs per pod;
@@ -87,7 +88,9 @@ pub struct PodSandbox {
     pub hostname: String,
     pub dir: PathBuf,
     pub ipc_ns: PathBuf,
-    pub uts_ns: PathBuf,
+    /// `None` for hostNetwork pods: like kubelet, they share the host's UTS
+    /// namespace (and hostname).
+    pub uts_ns: Option<PathBuf>,
     /// The network namespace file, or `None` on the host network.
     pub net_ns: Option<PathBuf>,
     pub shm: PathBuf,
@@ -104,7 +107,7 @@ impl PodSandbox {
             uid: pod.uid.clone(),
             hostname: pod.hostname.clone(),
             ipc_ns: dir.join("ns/ipc"),
-            uts_ns: dir.join("ns/uts"),
+            uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
             net_ns,
             shm: dir.join("shm"),
             hosts: dir.join("etc/hosts"),
@@ -130,17 +133,19 @@ impl PodSandbox {
             source,
         };
         ns::create(NsKind::Ipc, &sandbox.ipc_ns).map_err(ns_err)?;
-        ns::create(NsKind::Uts, &sandbox.uts_ns).map_err(ns_err)?;
-        let hostname = pod.hostname.clone();
-        ns::run_in(NsKind::Uts, &sandbox.uts_ns, move || {
-            nix::unistd::sethostname(&hostname)
-        })
-        .map_err(ns_err)?
-        .map_err(|source| SandboxError::Hostname {
-            pod: name.clone(),
-            hostname: pod.hostname.clone(),
-            source,
-        })?;
+        if let Some(uts_ns) = &sandbox.uts_ns {
+            ns::create(NsKind::Uts, uts_ns).map_err(ns_err)?;
+            let hostname = pod.hostname.clone();
+            ns::run_in(NsKind::Uts, uts_ns, move || {
+                nix::unistd::sethostname(&hostname)
+            })
+            .map_err(ns_err)?
+            .map_err(|source| SandboxError::Hostname {
+                pod: name.clone(),
+                hostname: pod.hostname.clone(),
+                source,
+            })?;
+        }
 
         let io = |action, path: &Path| {
             let pod = name.clone();

@@ -407,10 +407,7 @@ fn mount_tmpfs(volume: &str, dir: &Path, mode: u32, size: Option<u64>) -> Result
 }
 
 fn make_dir(volume: &str, dir: &Path, mode: u32) -> Result<(), VolumeError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
+    crate::rootfs::create_dir_all_with_mode(dir, mode)
         .map_err(|source| io_err(volume, "creating", dir, source))
 }
 

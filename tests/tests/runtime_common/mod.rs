@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use berth::config::{RlimitConfig, RuntimeConfig};
 use berth::paths::Paths;
-use berth::runtime::spec::{ContainerSpec, PodInfo, Volume};
+use berth::runtime::spec::{
+    ContainerSpec, HostPathType, PodInfo, Volume, VolumeMount, VolumeSource,
+};
 use berth::runtime::{
     CgroupLayout, ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus,
     PodSandbox, PreparedVolume, Runtime, RuntimeError,
@@ -29,6 +31,20 @@ use berth_e2e::{TestDirs, require_root, rootfs, shim_bin, unique_name};
 use netplugins::ns::{self, NsKind};
 
 pub const RUNTIMES: [&str; 2] = ["runc", "crun"];
+
+/// Runs each case once per runtime, as `runc::<case>` and `crun::<case>`;
+/// a case is a `fn(runtime: &str)` in the including file.
+#[allow(unused_macros)]
+macro_rules! for_each_runtime {
+    ($($case:ident),* $(,)?) => {
+        mod runc {
+            $( #[test] fn $case() { super::$case("runc") } )*
+        }
+        mod crun {
+            $( #[test] fn $case() { super::$case("crun") } )*
+        }
+    };
+}
 
 /// One test's world: directories, a `Runtime` configured with the real
 /// shim, a unique cgroup parent, and what it created (removed on drop).
@@ -120,6 +136,25 @@ impl Harness {
         (pod, sandbox)
     }
 
+    /// A `hostNetwork: true` pod: the host's network and UTS namespaces.
+    pub fn host_network_pod(&mut self, name: &str) -> (PodInfo, PodSandbox) {
+        let uid = unique_name("pod");
+        let pod = PodInfo {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.clone(),
+            hostname: name.into(),
+            host_network: true,
+            ..Default::default()
+        };
+        self.pods.push(uid);
+        let sandbox = self
+            .runtime
+            .create_sandbox(&pod, None, &EtcFiles::defaults(name, None))
+            .expect("a sandbox");
+        (pod, sandbox)
+    }
+
     pub fn log_path(&self, pod: &PodInfo, container: &str) -> PathBuf {
         berth::runtime::logs::instance_log(
             &self
@@ -193,6 +228,25 @@ impl Harness {
     /// A second `Runtime` on the same state, as a restarted agent has.
     pub fn restarted_runtime(&self) -> Runtime {
         Runtime::new(self.paths.clone(), self.config.clone()).expect("a runtime")
+    }
+
+    /// A hostPath volume `data` (a fresh directory) and its mount at /data.
+    pub fn data_volume(&self) -> (PathBuf, Volume, VolumeMount) {
+        let dir = self.dirs.temp.path().join("data");
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let volume = Volume {
+            name: "data".into(),
+            source: VolumeSource::HostPath {
+                path: dir.clone(),
+                kind: HostPathType::Directory,
+            },
+        };
+        let mount = VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..Default::default()
+        };
+        (dir, volume, mount)
     }
 
     /// Makes the drop cleanup remove container `id` (created elsewhere).
