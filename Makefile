@@ -21,6 +21,12 @@ test: deps check build
 demo: deps
 	scripts/demo.sh
 
+# Benchmarks against podman and containerd (root; installs them; minutes).
+bench:
+	scripts/install-deps.sh --bench
+	$(CARGO) build --release --workspace --bins
+	bench/bench.py
+
 schemas: build
 	target/debug/berth schema --out schemas
 

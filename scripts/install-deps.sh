@@ -6,10 +6,12 @@
 set -euo pipefail
 
 packages=(
+  python3-jsonschema python3-yaml          # examples are checked against the Kubernetes schemas
   runc crun nftables iproute2              # what the agent runs on
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests
   curl jq                                  # demo and tests talk HTTP
+  openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(podman containerd hyperfine)

@@ -11,6 +11,10 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentConfig {
     pub images: ImagesConfig,
+    /// `[source]`: how the manifest directory is watched.
+    pub source: crate::source::SourceConfig,
+    /// `[controller]`: reconcile concurrency, relist interval, error backoff.
+    pub controller: crate::controller::ControllerConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -22,6 +26,8 @@ pub struct ImagesConfig {
     pub hosts_dir: Option<PathBuf>,
     /// Docker-style credentials file (`auths`).
     pub auth_file: Option<PathBuf>,
+    /// Layers downloaded at the same time per pull (default 3).
+    pub max_concurrent_downloads: Option<usize>,
 }
 
 /// `[runtime]`: how containers are run.
@@ -110,5 +116,156 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing agent config {}", path.display()))
+    }
+}
+
+/// Durations in the config file and on the command line: one or more
+/// `<number><unit>` terms with units `ms`, `s`, `m`, `h`, `d` (`250ms`,
+/// `60s`, `1h30m`). Use with `#[serde(with = "crate::config::duration")]`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+    #[error("invalid duration {text:?}: {reason} (write e.g. 250ms, 60s, 5m, 1h30m)")]
+    pub struct ParseDurationError {
+        text: String,
+        reason: &'static str,
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
+        let fail = |reason| ParseDurationError {
+            text: text.to_owned(),
+            reason,
+        };
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(fail("expected a number"));
+            }
+            let number: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| fail("number too large"))?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(1),
+                "s" => Duration::from_secs(1),
+                "m" => Duration::from_secs(60),
+                "h" => Duration::from_secs(3600),
+                "d" => Duration::from_secs(86400),
+                "" => return Err(fail("a number needs a unit")),
+                _ => return Err(fail("unknown unit")),
+            };
+            rest = &rest[unit_len..];
+            let term = u32::try_from(number)
+                .ok()
+                .and_then(|n| unit.checked_mul(n))
+                .ok_or_else(|| fail("too long"))?;
+            total = total.checked_add(term).ok_or_else(|| fail("too long"))?;
+        }
+        Ok(total)
+    }
+
+    /// The shortest exact spelling in the units [`parse`] accepts.
+    pub fn format(duration: Duration) -> String {
+        let millis = duration.as_millis();
+        if !millis.is_multiple_of(1000) {
+            return format!("{millis}ms");
+        }
+        let secs = millis / 1000;
+        for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] {
+            if secs != 0 && secs.is_multiple_of(size) {
+                return format!("{}{unit}", secs / size);
+            }
+        }
+        format!("{secs}s")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*duration))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_single_and_compound_terms() {
+            assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+            assert_eq!(parse("60s"), Ok(Duration::from_secs(60)));
+            assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+            assert_eq!(parse(" 2d "), Ok(Duration::from_secs(172_800)));
+        }
+
+        #[test]
+        fn rejects_what_it_cannot_read_naming_the_text() {
+            for bad in ["", "60", "s", "5x", "1.5s", "-1s", "99999999999999999999s"] {
+                let err = parse(bad).expect_err(bad);
+                assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+            }
+        }
+
+        #[test]
+        fn format_round_trips() {
+            for d in [250, 1000, 60_000, 5_400_000, 86_400_000, 90_000] {
+                let d = Duration::from_millis(d);
+                assert_eq!(parse(&format(d)), Ok(d));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_example_config_is_valid_and_matches_the_defaults_it_claims() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("closed toml block");
+        let config: AgentConfig =
+            toml::from_str(&readme[start..end]).expect("README config parses");
+        assert_eq!(config.source, crate::source::SourceConfig::default());
+        assert_eq!(
+            config.controller,
+            crate::controller::ControllerConfig::default()
+        );
+    }
+
+    #[test]
+    fn sections_parse_from_kebab_case_toml_and_unknown_keys_are_errors() {
+        let config: AgentConfig = toml::from_str(
+            "[source]\nresync-interval = \"30s\"\ndebounce = \"100ms\"\n[controller]\nworkers = 2\n",
+        )
+        .expect("valid config");
+        assert_eq!(
+            config.source.resync_interval,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            config.source.debounce,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(config.controller.workers, 2);
+        let err =
+            toml::from_str::<AgentConfig>("[source]\nresync = \"1s\"\n").expect_err("unknown key");
+        assert!(err.to_string().contains("resync"), "{err}");
     }
 }

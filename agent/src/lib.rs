@@ -1,10 +1,16 @@
 //! The berth agent as a library: the `berth` binary (`src/main.rs`) is a thin
 //! shell over these modules. See ARCHITECTURE.md for how data flows.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod db;
+pub mod desired;
 pub mod image;
 pub mod paths;
+pub mod reconcile;
 pub mod rootfs;
 pub mod runtime;
+pub mod source;
+pub mod status;

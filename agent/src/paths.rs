@@ -14,6 +14,7 @@
 //! pods/<pod-uid>/volumes/<name> emptyDir volumes (disk medium)
 //! logs/<ns>_<pod>/<container>/  CRI-format container logs: <instance>.log,
 //!                               rotated to <instance>.log.1, .2, …
+//! cni-cache/results/            CNI results per pod, for DEL after a restart
 //! ```
 //!
 //! Volatile, under `--run-root` (gone after a reboot, by design):
@@ -22,6 +23,7 @@
 //! agent.lock                    held by the running agent
 //! status.json                   object status, written atomically by the agent
 //! events.jsonl                  bounded event log
+//! events.jsonl.1                the previous, rotated event log
 //! bundles/<id>/                 OCI bundle: config.json, rootfs/ (overlay mountpoint)
 //! shims/<id>/                   shim state: shim.pid, container.pid, exit.json
 //! netns/<pod-id>                bind-mounted network namespaces
@@ -72,6 +74,12 @@ impl Paths {
 
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// The cni driver's result cache (persistent: DEL after a reboot still
+    /// needs what ADD returned, to release IPAM leases kept on disk).
+    pub fn cni_cache(&self) -> PathBuf {
+        self.root.join("cni-cache")
     }
 
     pub fn agent_lock(&self) -> PathBuf {

@@ -21,8 +21,11 @@ impl fmt::Display for Severity {
     }
 }
 
-/// A problem found in a manifest. `line` and `column` are 1-based; 0 means
-/// "the whole file" (for example, an unreadable or oversized file).
+/// A problem found in a manifest. `line` and `column` are 1-based. This
+/// crate always gives a position: problems with the whole file (too large,
+/// not UTF-8 up to a point) point at 1:1 or at the offending byte. 0 is left
+/// for callers reporting I/O errors about a file they could not open.
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub file: PathBuf,

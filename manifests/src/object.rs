@@ -75,3 +75,104 @@ impl fmt::Display for ObjectKey {
         }
     }
 }
+
+/// Any object berth accepts. Serialises as the object itself (with its
+/// `apiVersion` and `kind`), so the canonical JSON of an `Object` is the same
+/// as that of the inner type; the agent hashes it to detect changes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    Pod(crate::types::Pod),
+    ConfigMap(crate::types::ConfigMap),
+    Secret(crate::types::Secret),
+    Image(crate::types::Image),
+    Registry(crate::types::Registry),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Pod(_) => Kind::Pod,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Image(_) => Kind::Image,
+            Object::Registry(_) => Kind::Registry,
+        }
+    }
+
+    pub fn metadata(&self) -> &crate::types::ObjectMeta {
+        match self {
+            Object::Pod(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Image(o) => &o.metadata,
+            Object::Registry(o) => &o.metadata,
+        }
+    }
+
+    /// Namespaced kinds (Pod, ConfigMap, Secret) default to the `default`
+    /// namespace; Image and Registry are cluster-scoped (empty namespace).
+    /// A Registry's name is the registry host it configures, so two objects
+    /// configuring one host share a key and conflict.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        let namespace = match self.kind() {
+            Kind::Pod | Kind::ConfigMap | Kind::Secret => meta.namespace_or_default(),
+            Kind::Image | Kind::Registry => "",
+        };
+        ObjectKey::new(self.kind(), namespace, meta.name.clone())
+    }
+
+    /// Canonical JSON: struct fields in declaration order, maps sorted,
+    /// empty optional fields left out. Equal objects give equal bytes.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("berth's object types always serialise to JSON")
+    }
+
+    /// SHA-256 of [`Object::canonical_json`], hex-encoded: the agent's change detector.
+    pub fn content_hash(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(self.canonical_json()))
+    }
+
+    /// A copy safe to print in status, inspect and logs: Secret values are
+    /// replaced by `<redacted>`.
+    pub fn redacted(&self) -> Object {
+        match self {
+            Object::Secret(secret) => Object::Secret(secret.redacted()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Reads an object back from its JSON form (`berth inspect`, the agent's
+/// state), dispatching on `kind`.
+impl<'de> serde::Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let kind = value
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| D::Error::missing_field("kind"))?;
+        let object = match kind {
+            "Pod" => serde_json::from_value(value).map(Object::Pod),
+            "ConfigMap" => serde_json::from_value(value).map(Object::ConfigMap),
+            "Secret" => serde_json::from_value(value).map(Object::Secret),
+            "Image" => serde_json::from_value(value).map(Object::Image),
+            "Registry" => serde_json::from_value(value).map(Object::Registry),
+            other => return Err(D::Error::custom(format!("unknown kind `{other}`"))),
+        };
+        object.map_err(D::Error::custom)
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown kind `{s}`"))
+    }
+}

@@ -106,8 +106,54 @@ fn rendered_table_is_accepted_by_nft_and_replaced_atomically() {
         "{listed}"
     );
 
+    assert!(
+        listed
+            .contains("iifname \"btbr0\" ip daddr 127.0.0.0/8 ct state invalid,new,untracked drop"),
+        "{listed}"
+    );
+
     // The last pod gone: the table goes too.
     let empty = batch(&spec(vec![]));
     let listed = apply_in_private_netns(&[batch(&spec(vec![])), empty.clone(), empty]);
     assert!(!listed.contains("bttest"), "{listed}");
+}
+
+/// A docker-style `FORWARD` chain with a drop policy, made in a namespace
+/// of the test's own, is found by the detection the bridge driver runs at
+/// start (its warning then appears in every pod's status).
+#[test]
+fn a_foreign_forward_drop_policy_is_detected() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = dir.path().join(berth_e2e::unique_name("fw"));
+    netplugins::ns::create(netplugins::ns::NsKind::Net, &netns).expect("netns");
+    struct Remove<'a>(&'a std::path::Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = netplugins::ns::remove(self.0);
+        }
+    }
+    let _guard = Remove(&netns);
+    let drops = netplugins::ns::run_in(netplugins::ns::NsKind::Net, &netns, || {
+        let status = Command::new("nft")
+            .args([
+                "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }",
+            ])
+            .status()
+            .expect("nft");
+        assert!(status.success(), "nft add table");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(netplugins::firewall::detect_foreign_forward_drops("bt_ours"))
+    })
+    .expect("run in netns")
+    .expect("detect");
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(
+        (drops[0].table.as_str(), drops[0].chain.as_str()),
+        ("filter", "FORWARD")
+    );
+    assert!(drops[0].warning("berth0").contains("iifname berth0 accept"));
 }

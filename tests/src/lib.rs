@@ -5,6 +5,10 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod images;
+pub mod proxy;
+pub mod pull;
+pub mod registry;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};
@@ -144,3 +148,5 @@ impl Default for TestDirs {
         Self::new()
     }
 }
+pub mod agent;
+pub mod layers;

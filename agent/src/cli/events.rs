@@ -1,12 +1,147 @@
-//! `berth events`.
+//! `berth events`: recent events from the agent's bounded event log.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use super::GlobalArgs;
+use anyhow::Context;
+
+use super::status::{finish_output, print_rows, truncate};
+use super::{GlobalArgs, OutputFormat};
+use crate::config::duration;
+use crate::status::events::{Event, read_events};
+use crate::status::time::rfc3339;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Only events newer than this (e.g. 10m, 2h).
+    #[arg(long, value_parser = duration::parse)]
+    pub since: Option<std::time::Duration>,
+    /// Only the last N events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only events about this subject (`Pod/default/web`, a file path, or
+    /// `agent`); a prefix is enough.
+    #[arg(long = "for")]
+    pub subject: Option<String>,
+}
 
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`berth events` is not part of this build yet")
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let path = global.paths().events_file();
+    let events = match read_events(&path) {
+        Ok(events) => events,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no berth agent has run with --run-root {} since boot ({} does not exist); start one with `berth run`",
+            global.run_root.display(),
+            path.display()
+        ),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    let events = select(events, &args, SystemTime::now());
+    let mut out = std::io::stdout().lock();
+    let printed = match args.output {
+        OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &events)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
+        OutputFormat::Table => {
+            let rows: Vec<[String; 5]> = events
+                .iter()
+                .map(|e| {
+                    [
+                        e.time.clone(),
+                        format!("{:?}", e.event_type),
+                        e.subject.clone(),
+                        e.reason.clone(),
+                        truncate(&e.message, 100),
+                    ]
+                })
+                .collect();
+            print_rows(
+                &mut out,
+                &["TIME", "TYPE", "SUBJECT", "REASON", "MESSAGE"],
+                &rows,
+            )
+        }
+    };
+    finish_output(printed)
+}
+
+fn select(events: Vec<Event>, args: &Args, now: SystemTime) -> Vec<Event> {
+    // Timestamps are fixed-width RFC 3339 in UTC: text order is time order.
+    let cutoff = args
+        .since
+        .map(|since| rfc3339(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)));
+    let mut events: Vec<Event> = events
+        .into_iter()
+        .filter(|e| cutoff.as_ref().is_none_or(|c| &e.time >= c))
+        .filter(|e| {
+            args.subject
+                .as_ref()
+                .is_none_or(|s| e.subject.starts_with(s.as_str()))
+        })
+        .collect();
+    if let Some(limit) = args.limit {
+        let skip = events.len().saturating_sub(limit);
+        events.drain(..skip);
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::status::EventType;
+
+    fn event_at(secs: u64, subject: &str) -> Event {
+        Event {
+            time: rfc3339(UNIX_EPOCH + Duration::from_secs(secs)),
+            event_type: EventType::Normal,
+            subject: subject.into(),
+            reason: "Applied".into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn since_limit_and_subject_filter_the_log() {
+        let events = vec![
+            event_at(1000, "Pod/default/a"),
+            event_at(2000, "Pod/default/b"),
+            event_at(3000, "Pod/default/a"),
+            event_at(4000, "agent"),
+        ];
+        let args = |since, limit, subject: Option<&str>| Args {
+            output: OutputFormat::Table,
+            since,
+            limit,
+            subject: subject.map(String::from),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(4000);
+        let times = |v: Vec<Event>| v.into_iter().map(|e| e.subject).collect::<Vec<_>>();
+        assert_eq!(
+            times(select(
+                events.clone(),
+                &args(Some(Duration::from_secs(2000)), None, None),
+                now
+            )),
+            ["Pod/default/b", "Pod/default/a", "agent"]
+        );
+        assert_eq!(
+            times(select(events.clone(), &args(None, Some(1), None), now)),
+            ["agent"]
+        );
+        assert_eq!(
+            times(select(
+                events,
+                &args(None, None, Some("Pod/default/a")),
+                now
+            )),
+            ["Pod/default/a", "Pod/default/a"]
+        );
+    }
 }

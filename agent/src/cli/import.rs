@@ -1,12 +1,43 @@
-//! `berth import`.
+//! `berth import FILE [--name NAME]`: load an image from an OCI archive or
+//! a `docker save` tarball (the air-gapped path), unpack and record it.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use super::GlobalArgs;
+use super::images::{human_size, open_service};
+use crate::image::remote::reference::ImageReference;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The archive: `skopeo copy … oci-archive:FILE`, `docker save -o FILE`
+    /// or `skopeo copy … docker-archive:FILE` (optionally gzip/zstd-compressed).
+    pub file: PathBuf,
+    /// Store the image under this name instead of the archive's own.
+    #[arg(long)]
+    pub name: Option<String>,
+}
 
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`berth import` is not part of this build yet")
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let name: Option<ImageReference> = args
+        .name
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--name")?;
+    let service = open_service(global)?;
+    let images = service
+        .import(&args.file, name.as_ref())
+        .with_context(|| format!("importing {}", args.file.display()))?;
+    for image in images {
+        println!(
+            "imported {} ({}, {})",
+            image.name,
+            image.manifest_digest,
+            human_size(image.unpacked_size.unwrap_or(image.compressed_size))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,43 @@
-//! `berth run`.
+//! `berth run`: the agent.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use super::GlobalArgs;
+use crate::agent::logging::{self, LogFormat};
+use crate::agent::{self, Options};
+use crate::config::AgentConfig;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Agent configuration file (TOML); every setting has a default.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `berth=debug,warn`); default: RUST_LOG, else info.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
 
-pub fn run(_global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`berth run` is not part of this build yet")
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    logging::init(args.log_format, args.log_level.as_deref())?;
+    let config = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(agent::run(Options {
+        paths: global.paths(),
+        manifests: global.manifests.clone(),
+        config,
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }

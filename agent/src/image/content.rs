@@ -133,12 +133,7 @@ impl ContentStore {
     /// [`Ingest::offset`] says where to resume.
     pub fn ingest(&self, digest: &Digest, expected_size: Option<u64>) -> Result<Ingest> {
         let path = self.partial_path(digest)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
+        let mut file = open_locked_partial(&path)?;
         let mut hasher = Sha256::new();
         let offset = io::copy(&mut file, &mut HashWriter(&mut hasher))
             .map_err(io_err("re-reading partial", &path))?;
@@ -180,6 +175,34 @@ impl ContentStore {
             }
         }
         Ok(digests)
+    }
+}
+
+/// Opens a partial file for appending, holding an exclusive lock on it for
+/// as long as the [`Ingest`] lives, so two pulls of one blob (the agent and a
+/// `berth pull`) never interleave their bytes; the second waits. When the
+/// first one committed (renamed the file into place) meanwhile, the lock was
+/// taken on the committed blob, so the partial path is opened afresh.
+fn open_locked_partial(path: &Path) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err("opening", path))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|errno| io_err("locking", path)(errno.into()))?;
+        let locked = file.metadata().map_err(io_err("stat", path))?;
+        match fs::metadata(path) {
+            Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {
+                return Ok(file);
+            }
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(io_err("stat", path)(err)),
+        }
     }
 }
 
@@ -373,6 +396,40 @@ mod tests {
         assert_eq!(second.offset(), 4_000);
         second.write_all(&data[4_000..]).expect("write rest");
         second.commit().expect("verified");
+        assert_eq!(store.read_blob(&digest).expect("read"), data);
+    }
+
+    #[test]
+    fn a_second_ingest_of_one_blob_waits_for_the_first() {
+        let (_dir, store) = store();
+        let data = b"shared layer".to_vec();
+        let digest = sha256_digest_of(&data);
+        let mut first = store
+            .ingest(&digest, Some(data.len() as u64))
+            .expect("first");
+        first.write_all(&data).expect("write");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let store = store.clone();
+            let digest = digest.clone();
+            std::thread::spawn(move || {
+                let second = store.ingest(&digest, None).expect("second");
+                tx.send(()).expect("send");
+                (second.offset(), store.contains(&digest).expect("contains"))
+            })
+        };
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "the second ingest must wait while the first holds the lock"
+        );
+        first.commit().expect("commit");
+        let (offset, stored) = waiter.join().expect("join");
+        assert!(stored, "the second ingest sees the committed blob");
+        assert_eq!(
+            offset, 0,
+            "and starts a fresh partial, not the committed file"
+        );
         assert_eq!(store.read_blob(&digest).expect("read"), data);
     }
 

@@ -2,4 +2,15 @@
 //! client and hosts.toml resolver), unpacked layer snapshots, metadata, import
 //! and garbage collection.
 
+pub mod auth;
 pub mod content;
+pub mod gc;
+pub mod hosts;
+pub mod hosts_dir;
+pub mod import;
+pub mod meta;
+pub mod policy;
+pub mod remote;
+pub mod service;
+pub mod snapshot;
+pub mod unpack;

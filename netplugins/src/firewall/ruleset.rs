@@ -13,6 +13,8 @@
 //!       ip saddr SUBNET oifname != BRIDGE masquerade              pod egress
 //!       ct status dnat ip saddr SUBNET oifname BRIDGE masquerade   hairpin
 //!       ct status dnat ip saddr 127.0.0.0/8 oifname BRIDGE masquerade
+//!   chain input        filter/input:
+//!       iifname BRIDGE ip daddr 127.0.0.0/8 ct state new,invalid,untracked drop
 //! ```
 //!
 //! `fib daddr type local` keeps host-port DNAT to packets addressed to this
@@ -22,6 +24,10 @@
 //! host's address: without it the answer would come straight from the
 //! target pod's address and be dropped. The loopback rule pairs with
 //! `route_localnet=1` on the bridge, so `curl 127.0.0.1:HP` works.
+//! `route_localnet=1` also lets a pod with CAP_NET_RAW send packets to the
+//! host's 127.0.0.1 services through the bridge (CVE-2020-8558): the input
+//! rule drops such connections, while replies of DNATed localhost
+//! connections (established) still pass.
 //! When no pod is left, the batch just deletes the table.
 
 use std::borrow::Cow;
@@ -41,6 +47,7 @@ use crate::ports::{PortMapping, Protocol};
 const FAMILY: NfFamily = NfFamily::IP;
 const DSTNAT: i32 = -100;
 const SRCNAT: i32 = 100;
+const FILTER: i32 = 0;
 /// The jump target for host ports; the only regular (non-base) chain.
 const HOSTPORTS: &str = "hostports";
 
@@ -153,6 +160,23 @@ pub fn render(spec: &FirewallSpec) -> Result<Nftables<'static>, RenderError> {
         ],
     ));
 
+    batch.add(chain(
+        "input",
+        Some((NfChainType::Filter, NfHook::Input, FILTER)),
+    ));
+    batch.add(rule(
+        "input",
+        vec![
+            eq(meta(expr::MetaKey::Iifname), text(&spec.bridge)),
+            eq(payload("ip", "daddr"), prefix(loopback_net())),
+            has_bits(
+                ct("state"),
+                Expression::List(vec![text("new"), text("invalid"), text("untracked")]),
+            ),
+            Statement::Drop(None),
+        ],
+    ));
+
     let published: Vec<(&Attachment, &PortMapping)> = spec
         .pods
         .iter()
@@ -210,6 +234,10 @@ pub fn render(spec: &FirewallSpec) -> Result<Nftables<'static>, RenderError> {
         batch.add(rule(HOSTPORTS, expr));
     }
     Ok(batch.to_nftables())
+}
+
+fn loopback_net() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).expect("8 is a valid prefix")
 }
 
 fn text(s: &str) -> Expression<'static> {
@@ -363,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn pods_without_ports_get_only_egress_masquerade() {
+    fn pods_without_ports_get_egress_masquerade_and_the_localhost_guard() {
         let value = json(&spec(vec![pod("a", "10.213.0.2", vec![])]));
         let adds: Vec<_> = commands(&value).into_iter().skip(2).collect();
         assert_eq!(
@@ -371,8 +399,15 @@ mod tests {
             vec![
                 ("add".into(), "table".into()),
                 ("add".into(), "chain".into()),
+                ("add".into(), "rule".into()),
+                ("add".into(), "chain".into()),
                 ("add".into(), "rule".into())
             ]
+        );
+        let martian = &rules_in(&value, "input")[0];
+        assert!(
+            martian.contains("127.0.0.0") && martian.contains("drop"),
+            "{martian}"
         );
         let egress = &rules_in(&value, "postrouting")[0];
         assert!(egress.contains("\"10.213.0.0\""), "{egress}");

@@ -45,6 +45,11 @@ pub enum IpamError {
         subnet: ipnet::Ipv4Net,
         pod_id: String,
     },
+    #[error("restricting permissions of the IPAM database {path}: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("IPAM database {path}: lease row {row:?} is corrupt")]
     Corrupt { path: PathBuf, row: String },
     #[error("pod {pod_id}: {source}")]
@@ -115,6 +120,15 @@ impl IpamStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        // Leases and host ports are the agent's business: root only, as the
+        // agent's own opening of the database sets.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| IpamError::Permissions {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
         Ok(IpamStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -162,16 +176,8 @@ impl IpamStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&sql)?;
             self.replace_ports(&tx, network, pod_id, ports)?;
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
-                    params![network, pod_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(&sql)?;
-            let address = match existing {
-                Some(text) => self.parse_address(&text)?,
+            let address = match self.lease_in(&tx, network, pod_id)? {
+                Some(address) => address,
                 None => {
                     let used = self.addresses_in(&tx, network)?;
                     let last: Option<String> = tx
@@ -369,18 +375,24 @@ impl IpamStore {
 
     /// The address `pod_id` holds in `network`, if any.
     pub fn lease_of(&self, network: &str, pod_id: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let sql = self.sql();
-        self.with_conn(|conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
-                    params![network, pod_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(&sql)?;
-            text.map(|t| self.parse_address(&t)).transpose()
-        })
+        self.with_conn(|conn| self.lease_in(conn, network, pod_id))
+    }
+
+    fn lease_in(
+        &self,
+        conn: &Connection,
+        network: &str,
+        pod_id: &str,
+    ) -> Result<Option<Ipv4Addr>, IpamError> {
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT address FROM ipam_leases WHERE network = ?1 AND pod_id = ?2",
+                params![network, pod_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        text.map(|t| self.parse_address(&t)).transpose()
     }
 
     /// Pods of `network` with their addresses and host ports: what the
@@ -529,6 +541,17 @@ mod tests {
         let err = store.allocate("n", &pool, "p6", &[]).expect_err("full");
         assert!(err.to_string().contains("p6"), "{err}");
         assert!(err.to_string().contains("10.9.0.0/29"), "{err}");
+    }
+
+    #[test]
+    fn the_database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, _store) = store();
+        let mode = std::fs::metadata(dir.path().join("berth.db"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! Why a pull failed, with every host tried and its own error.
+
+use oci_spec::image::Digest;
+
+use super::progress::Progress;
+use super::session::Session;
+use crate::image::content::ContentError;
+use crate::image::hosts::HostsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{url}: status {status}{detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{url}: not authorized: {reason}")]
+    Unauthorized { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    Protocol { url: String, reason: String },
+    #[error("blob {digest}: {source}")]
+    Content {
+        digest: String,
+        #[source]
+        source: ContentError,
+    },
+    #[error(
+        "image {reference}: no manifest for platform {platform} (the index offers: {available})"
+    )]
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
+    #[error("image {reference}: no configured host for {registry} has the {capability} capability")]
+    NoHost {
+        reference: String,
+        registry: String,
+        capability: &'static str,
+    },
+    #[error("{what}: every host failed:{}", list_attempts(.attempts))]
+    AllHostsFailed {
+        what: String,
+        attempts: Vec<Attempt>,
+    },
+    #[error("blob {digest}: cannot protect it from garbage collection: {reason}")]
+    Guard { digest: String, reason: String },
+    #[error("internal error: {reason}")]
+    Internal { reason: String },
+}
+
+/// One host tried and why it failed.
+#[derive(Debug)]
+pub struct Attempt {
+    pub host: String,
+    pub error: RemoteError,
+}
+
+fn list_attempts(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("\n  - {}: {}", a.host, a.error))
+        .collect()
+}
+
+impl RemoteError {
+    pub(super) fn http(url: &str, err: reqwest::Error) -> Self {
+        // The URL is in this error already; reqwest would repeat it.
+        let mut reason = error_chain(&err.without_url());
+        if url.starts_with("https://") && reason.contains("InvalidContentType") {
+            reason.push_str(
+                " (the host does not speak TLS: if it is a plain-HTTP registry, \
+                 configure it as http:// in its hosts.toml)",
+            );
+        }
+        Self::Http {
+            url: url.to_owned(),
+            reason,
+        }
+    }
+
+    pub(super) fn content(digest: &Digest, source: ContentError) -> Self {
+        Self::Content {
+            digest: digest.to_string(),
+            source,
+        }
+    }
+
+    pub(super) async fn status(url: &str, response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        // The registry's error body says why (MANIFEST_UNKNOWN, …): keep a
+        // short, single-line excerpt.
+        let body = response.text().await.unwrap_or_default();
+        let excerpt: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let excerpt: String = excerpt.chars().take(200).collect();
+        Self::Status {
+            url: url.to_owned(),
+            status,
+            detail: if excerpt.is_empty() {
+                String::new()
+            } else {
+                format!(": {excerpt}")
+            },
+        }
+    }
+}
+
+/// reqwest's `Display` hides the cause ("error sending request"); the chain
+/// says what happened ("Connection refused", "invalid peer certificate").
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Collects each host's error while trying hosts in order.
+pub(super) struct Attempts {
+    what: String,
+    attempts: Vec<Attempt>,
+}
+
+impl Attempts {
+    pub(super) fn new(what: String) -> Self {
+        Self {
+            what,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Records `session`'s failure; `more` says whether another host follows.
+    pub(super) fn failed(
+        &mut self,
+        session: &Session<'_>,
+        error: RemoteError,
+        more: bool,
+        progress: &dyn Progress,
+    ) {
+        let host = session.name();
+        if more {
+            tracing::warn!(%host, %error, what = %self.what, "registry host failed; trying the next one");
+            progress.host_failed(&host, &error);
+        }
+        self.attempts.push(Attempt { host, error });
+    }
+
+    pub(super) fn into_error(self) -> RemoteError {
+        RemoteError::AllHostsFailed {
+            what: self.what,
+            attempts: self.attempts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_hosts_failed_lists_every_host() {
+        let err = RemoteError::AllHostsFailed {
+            what: "manifest of r/x:1".to_owned(),
+            attempts: vec![
+                Attempt {
+                    host: "http://m1/v2 (mirror)".to_owned(),
+                    error: RemoteError::Http {
+                        url: "http://m1/v2/x/manifests/1".to_owned(),
+                        reason: "Connection refused".to_owned(),
+                    },
+                },
+                Attempt {
+                    host: "https://r/v2 (server)".to_owned(),
+                    error: RemoteError::Status {
+                        url: "https://r/v2/x/manifests/1".to_owned(),
+                        status: 404,
+                        detail: String::new(),
+                    },
+                },
+            ],
+        };
+        let message = err.to_string();
+        assert!(message.contains("http://m1/v2 (mirror)"), "{message}");
+        assert!(message.contains("Connection refused"), "{message}");
+        assert!(message.contains("https://r/v2 (server)"), "{message}");
+        assert!(message.contains("404"), "{message}");
+    }
+}

@@ -1,0 +1,438 @@
+//! Snapshots: one directory per unpacked layer, keyed by the layer's chain
+//! ID, ready to be an overlay lowerdir. Like containerd's snapshotter this
+//! returns what to mount ([`Snapshotter::lowerdirs`]) and never mounts.
+//!
+//! ```text
+//! snapshots/<chain-id-hex>/        a complete, verified layer (read-only by convention)
+//! snapshots/.staging/<hex>-<pid>-<rand>/   a layer being unpacked by process <pid>
+//! snapshots/.staging/gc-<pid>-<rand>/      snapshots GC moved aside, being deleted
+//! ```
+//!
+//! A layer is unpacked into a staging directory, its diffID checked against
+//! the image config, the filesystem synced once (`syncfs`), and only then
+//! renamed into place (`RENAME_NOREPLACE`). A failed or interrupted unpack
+//! therefore never leaves a partial snapshot; GC removes stale staging
+//! directories (their owner process is gone, or they are old).
+//!
+//! Layers do not depend on each other's files (each has its own directory),
+//! so an image's layers unpack in parallel ([`Snapshotter::unpack_all`]).
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use oci_spec::image::Digest;
+use sha2::{Digest as _, Sha256};
+
+use super::content::{ContentError, ContentStore, sha256_hex};
+use super::unpack::{UnpackError, unpack_layer};
+
+const STAGING: &str = ".staging";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("unpacking layer {layer}: {source}")]
+    Unpack {
+        layer: String,
+        #[source]
+        source: UnpackError,
+    },
+    #[error(
+        "layer {layer} unpacked to diffID {actual}, but the image config says {expected}; nothing was stored"
+    )]
+    DiffIdMismatch {
+        layer: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("snapshot {chain_id} is not unpacked")]
+    Missing { chain_id: String },
+    #[error("layer {layer}: {source}")]
+    Content {
+        layer: String,
+        #[source]
+        source: ContentError,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, SnapshotError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One layer of an image, as the snapshotter needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerPlan {
+    /// The (possibly compressed) blob in the content store.
+    pub blob: Digest,
+    pub media_type: String,
+    /// sha256 of the uncompressed tar, from the image config.
+    pub diff_id: Digest,
+    /// Identity of this layer stacked on all layers below it.
+    pub chain_id: Digest,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    dir: PathBuf,
+}
+
+impl Snapshotter {
+    /// Opens the snapshot directory (normally `Paths::snapshots()`).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let staging = dir.join(STAGING);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io_err("creating", &staging))?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.join(STAGING)
+    }
+
+    /// Where the snapshot for `chain_id` lives (whether or not it exists).
+    pub fn path(&self, chain_id: &Digest) -> Result<PathBuf> {
+        let hex = sha256_hex(chain_id).map_err(|source| SnapshotError::Content {
+            layer: chain_id.to_string(),
+            source,
+        })?;
+        Ok(self.dir.join(hex))
+    }
+
+    pub fn exists(&self, chain_id: &Digest) -> Result<bool> {
+        Ok(self.path(chain_id)?.is_dir())
+    }
+
+    /// Overlay lowerdirs for an image whose layers have `chain_ids` (bottom
+    /// first, as in the manifest): top layer first, as overlayfs wants them.
+    pub fn lowerdirs(&self, chain_ids: &[Digest]) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::with_capacity(chain_ids.len());
+        for chain_id in chain_ids.iter().rev() {
+            let path = self.path(chain_id)?;
+            if !path.is_dir() {
+                return Err(SnapshotError::Missing {
+                    chain_id: chain_id.to_string(),
+                });
+            }
+            dirs.push(path);
+        }
+        Ok(dirs)
+    }
+
+    /// Unpacks one layer from the content store into its snapshot unless it
+    /// is already there. Returns the bytes of file content written, or
+    /// `None` when the snapshot already existed (possibly committed by
+    /// another process meanwhile).
+    pub fn unpack(&self, content: &ContentStore, layer: &LayerPlan) -> Result<Option<u64>> {
+        let target = self.path(&layer.chain_id)?;
+        if target.is_dir() {
+            return Ok(None);
+        }
+        let content_err = |source| SnapshotError::Content {
+            layer: layer.blob.to_string(),
+            source,
+        };
+        let blob = content.open_blob(&layer.blob).map_err(content_err)?;
+        let staging = self.new_staging(&format!(
+            "{}-",
+            sha256_hex(&layer.chain_id).map_err(content_err)?
+        ))?;
+        let result = self.fill_and_commit(blob, layer, &staging, &target);
+        if staging.exists() {
+            // Failure, or another process committed the same layer first.
+            remove_tree(&staging);
+        }
+        result
+    }
+
+    fn fill_and_commit(
+        &self,
+        blob: File,
+        layer: &LayerPlan,
+        staging: &Path,
+        target: &Path,
+    ) -> Result<Option<u64>> {
+        let unpacked = unpack_layer(blob, &layer.media_type, staging).map_err(|source| {
+            SnapshotError::Unpack {
+                layer: layer.blob.to_string(),
+                source,
+            }
+        })?;
+        if unpacked.diff_id != layer.diff_id {
+            return Err(SnapshotError::DiffIdMismatch {
+                layer: layer.blob.to_string(),
+                expected: layer.diff_id.to_string(),
+                actual: unpacked.diff_id.to_string(),
+            });
+        }
+        let dir = File::open(staging).map_err(io_err("opening", staging))?;
+        // One syncfs per layer instead of an fsync per file.
+        rustix::fs::syncfs(&dir)
+            .map_err(|errno| io_err("syncing", staging)(io::Error::from(errno)))?;
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            staging,
+            rustix::fs::CWD,
+            target,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            // Another process unpacked the same layer meanwhile: theirs is
+            // just as good.
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => return Ok(None),
+            Err(errno) => {
+                return Err(io_err("renaming into place", target)(io::Error::from(
+                    errno,
+                )));
+            }
+        }
+        super::content::sync_dir(&self.dir).map_err(|source| SnapshotError::Content {
+            layer: layer.blob.to_string(),
+            source,
+        })?;
+        Ok(Some(unpacked.file_bytes))
+    }
+
+    /// Unpacks every missing layer, at most `parallelism` at a time. On the
+    /// first failure the remaining layers are skipped and that error is
+    /// returned; layers already committed stay (they are valid).
+    /// Returns what [`Snapshotter::unpack`] returned for each layer, in
+    /// `layers` order.
+    pub fn unpack_all(
+        &self,
+        content: &ContentStore,
+        layers: &[LayerPlan],
+        parallelism: usize,
+    ) -> Result<Vec<Option<u64>>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<Result<Option<u64>>>>> =
+            Mutex::new((0..layers.len()).map(|_| None).collect());
+        let workers = parallelism.clamp(1, layers.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::SeqCst);
+                        if index >= layers.len() || failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let result = self.unpack(content, &layers[index]);
+                        if result.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        results
+                            .lock()
+                            .expect("no worker panics while holding the lock")[index] =
+                            Some(result);
+                    }
+                });
+            }
+        });
+        let mut sizes = Vec::with_capacity(layers.len());
+        for (index, result) in results
+            .into_inner()
+            .expect("all workers have finished")
+            .into_iter()
+            .enumerate()
+        {
+            match result {
+                Some(Ok(size)) => sizes.push(size),
+                Some(Err(err)) => return Err(err),
+                // Skipped because a layer failed; layers are taken in order,
+                // so that failure has a lower index and was returned above.
+                None => {
+                    return Err(SnapshotError::Missing {
+                        chain_id: layers[index].chain_id.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// Chain IDs (as hex) of every committed snapshot.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))? {
+            let entry = entry.map_err(io_err("listing", &self.dir))?;
+            if let Some(name) = entry.file_name().to_str()
+                && is_sha256_hex(name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Moves the snapshot `hex` out of the namespace (a rename, fast enough
+    /// to do inside GC's transaction); the caller deletes it later. Returns
+    /// `None` when no such snapshot exists.
+    pub fn detach(&self, hex: &str) -> Result<Option<PathBuf>> {
+        let from = self.dir.join(hex);
+        let to = self
+            .staging_dir()
+            .join(format!("gc-{}-{}", std::process::id(), random_suffix()));
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_err("moving aside", &from)(err)),
+        }
+    }
+
+    /// A fresh staging directory named `<prefix><pid>-<random>`.
+    fn new_staging(&self, prefix: &str) -> Result<PathBuf> {
+        let path = self.staging_dir().join(format!(
+            "{prefix}{}-{}",
+            std::process::id(),
+            random_suffix()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .map_err(io_err("creating staging directory", &path))?;
+        Ok(path)
+    }
+}
+
+/// Deletes a detached or failed tree; errors are logged, not fatal (GC
+/// retries stale staging directories later).
+pub fn remove_tree(path: &Path) {
+    // std's remove_dir_all does not follow symlinks, so a hostile layer's
+    // links cannot make this delete anything outside `path`.
+    if let Err(err) = fs::remove_dir_all(path)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %err, "could not remove a staging directory; GC will retry");
+    }
+}
+
+/// File bytes under `dir` (regular files only, hardlinks counted once per
+/// link), for snapshots whose size was never recorded.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The process that created a staging entry (`<anything>-<pid>-<rand>`).
+pub fn staging_owner(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '-');
+    let _random = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+fn is_sha256_hex(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// OCI chain IDs: `chain(L0) = diffID(L0)`,
+/// `chain(Ln) = sha256(chain(Ln-1) + " " + diffID(Ln))`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut chain: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.clone(),
+            Some(parent) => {
+                let hex = hex::encode(Sha256::digest(format!("{parent} {diff_id}").as_bytes()));
+                format!("sha256:{hex}")
+                    .parse()
+                    .expect("a sha256 hex string is a valid digest")
+            }
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(hex_char: char) -> Digest {
+        format!("sha256:{}", hex_char.to_string().repeat(64))
+            .parse()
+            .expect("digest")
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let diff_ids = [digest('a'), digest('b')];
+        let chain = chain_ids(&diff_ids);
+        assert_eq!(chain[0], diff_ids[0]);
+        // sha256("sha256:aaa… sha256:bbb…"), computed independently with
+        // `printf 'sha256:%s sha256:%s' $(printf 'a%.0s' {1..64}) … | sha256sum`.
+        let expected = hex::encode(Sha256::digest(
+            format!("sha256:{} sha256:{}", "a".repeat(64), "b".repeat(64)).as_bytes(),
+        ));
+        assert_eq!(chain[1].to_string(), format!("sha256:{expected}"));
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn staging_names_carry_their_owner_pid() {
+        assert_eq!(staging_owner("abcdef-1234-00ff00ff00ff00ff"), Some(1234));
+        assert_eq!(staging_owner("gc-77-0011223344556677"), Some(77));
+        assert_eq!(staging_owner("junk"), None);
+    }
+
+    #[test]
+    fn lowerdirs_are_top_layer_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = Snapshotter::open(dir.path()).expect("open");
+        let chain = [digest('1'), digest('2'), digest('3')];
+        for id in &chain {
+            fs::create_dir(snapshots.path(id).expect("path")).expect("mkdir");
+        }
+        let lower = snapshots.lowerdirs(&chain).expect("lowerdirs");
+        let names: Vec<String> = lower
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy()[..1].to_owned())
+            .collect();
+        assert_eq!(names, ["3", "2", "1"]);
+        assert_eq!(snapshots.list().expect("list").len(), 3);
+    }
+
+    #[test]
+    fn a_missing_snapshot_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = Snapshotter::open(dir.path()).expect("open");
+        let err = snapshots.lowerdirs(&[digest('9')]).expect_err("missing");
+        assert!(err.to_string().contains(&"9".repeat(64)), "{err}");
+    }
+}

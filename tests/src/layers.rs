@@ -1,0 +1,437 @@
+//! Layer and image fixtures for the image store's tests: deterministic
+//! layer tars (fixed mtimes, explicit owners), hostile entries the `tar`
+//! crate's own builder refuses to write, OCI layouts on disk, a listing of
+//! a directory tree with hashes (to prove nothing outside a root changed),
+//! and an overlay mount that unmounts itself.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Every entry gets this mtime, so layers (and their digests) are
+/// reproducible.
+pub const MTIME: u64 = 1_700_000_000;
+
+pub const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Builds one layer tar, entry by entry, in the order given.
+pub struct LayerBuilder {
+    tar: tar::Builder<Vec<u8>>,
+}
+
+impl Default for LayerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(size);
+    header
+}
+
+impl LayerBuilder {
+    pub fn new() -> Self {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.mode(tar::HeaderMode::Complete);
+        Self { tar }
+    }
+
+    pub fn dir(self, path: &str, mode: u32) -> Self {
+        self.dir_owned(path, mode, 0, 0)
+    }
+
+    pub fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.tar
+            .append_data(&mut h, path, &[][..])
+            .expect("directory entry");
+        self
+    }
+
+    pub fn file(self, path: &str, contents: &[u8], mode: u32) -> Self {
+        self.file_owned(path, contents, mode, 0, 0)
+    }
+
+    pub fn file_owned(
+        mut self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> Self {
+        let mut h = header(tar::EntryType::Regular, mode, contents.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.tar
+            .append_data(&mut h, path, contents)
+            .expect("file entry");
+        self
+    }
+
+    /// A regular file carrying PAX `SCHILY.xattr.<name>` records.
+    pub fn file_with_xattrs(
+        mut self,
+        path: &str,
+        contents: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> Self {
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(name, value)| (format!("SCHILY.xattr.{name}"), *value))
+            .collect();
+        self.tar
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax extensions");
+        self.file(path, contents, 0o644)
+    }
+
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("symlink entry");
+        self
+    }
+
+    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
+        let mut h = header(tar::EntryType::Link, 0o644, 0);
+        self.tar
+            .append_link(&mut h, path, target)
+            .expect("hardlink entry");
+        self
+    }
+
+    pub fn char_device(self, path: &str, major: u32, minor: u32, mode: u32) -> Self {
+        self.node(tar::EntryType::Char, path, major, minor, mode)
+    }
+
+    pub fn block_device(self, path: &str, major: u32, minor: u32, mode: u32) -> Self {
+        self.node(tar::EntryType::Block, path, major, minor, mode)
+    }
+
+    pub fn fifo(self, path: &str, mode: u32) -> Self {
+        self.node(tar::EntryType::Fifo, path, 0, 0, mode)
+    }
+
+    fn node(mut self, kind: tar::EntryType, path: &str, major: u32, minor: u32, mode: u32) -> Self {
+        let mut h = header(kind, mode, 0);
+        h.set_device_major(major).expect("major");
+        h.set_device_minor(minor).expect("minor");
+        self.tar
+            .append_data(&mut h, path, &[][..])
+            .expect("node entry");
+        self
+    }
+
+    /// The OCI whiteout `<dir>/.wh.<name>`.
+    pub fn whiteout(self, dir: &str, name: &str) -> Self {
+        let path = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        self.file(&path, b"", 0o644)
+    }
+
+    /// The OCI opaque marker `<dir>/.wh..wh..opq`.
+    pub fn opaque(self, dir: &str) -> Self {
+        self.whiteout(dir, ".wh..opq")
+    }
+
+    /// An entry written byte for byte, bypassing the tar crate's path
+    /// checks (which refuse `..` and absolute paths): for hostile layers.
+    /// `path` and `link` must fit the 100-byte header fields.
+    pub fn raw(mut self, kind: tar::EntryType, path: &[u8], link: &[u8], contents: &[u8]) -> Self {
+        let mut h = header(kind, 0o644, contents.len() as u64);
+        assert!(
+            path.len() < 100 && link.len() < 100,
+            "raw names must fit the header"
+        );
+        let old = h.as_old_mut();
+        old.name[..path.len()].copy_from_slice(path);
+        old.linkname[..link.len()].copy_from_slice(link);
+        h.set_cksum();
+        self.tar.append(&h, contents).expect("raw entry");
+        self
+    }
+
+    pub fn build(self) -> Layer {
+        Layer {
+            tar: self.tar.into_inner().expect("finishing the tar"),
+        }
+    }
+}
+
+/// An uncompressed layer tar.
+pub struct Layer {
+    pub tar: Vec<u8>,
+}
+
+impl Layer {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub fn diff_id(&self) -> String {
+        sha256_digest(&self.tar)
+    }
+
+    pub fn gzip(&self) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&self.tar).expect("gzip");
+        encoder.finish().expect("gzip")
+    }
+
+    pub fn zstd(&self) -> Vec<u8> {
+        zstd::encode_all(&self.tar[..], 3).expect("zstd")
+    }
+
+    /// The blob for `media_type` (one of [`GZIP`], [`ZSTD`], [`PLAIN`]).
+    pub fn compressed(&self, media_type: &str) -> Vec<u8> {
+        match media_type {
+            GZIP => self.gzip(),
+            ZSTD => self.zstd(),
+            PLAIN => self.tar.clone(),
+            other => panic!("no compression for media type {other}"),
+        }
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A minimal root filesystem: busybox-static as `/bin/busybox` plus `sh`
+/// and `echo` applet links, `/etc/passwd` and `/etc/group`.
+pub fn busybox_layer() -> Layer {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("reading /bin/busybox (install Debian's busybox-static)");
+    LayerBuilder::new()
+        .dir("bin", 0o755)
+        .file("bin/busybox", &busybox, 0o755)
+        .symlink("bin/sh", "busybox")
+        .symlink("bin/echo", "busybox")
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+        .file("etc/group", b"root:x:0:\n", 0o644)
+        .dir("tmp", 0o1777)
+        .build()
+}
+
+/// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`),
+/// the input of `skopeo copy oci:DIR:TAG …`.
+pub struct OciLayout {
+    pub dir: PathBuf,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+/// Writes an image of `layers` (each with its media type) for
+/// linux/amd64 to `dir`, tagged `tag` in `index.json`.
+pub fn write_oci_layout(dir: &Path, tag: &str, layers: &[(&Layer, &str)]) -> OciLayout {
+    let diff_ids: Vec<String> = layers.iter().map(|(layer, _)| layer.diff_id()).collect();
+    write_oci_layout_claiming(dir, tag, layers, &diff_ids)
+}
+
+/// Like [`write_oci_layout`], but the config claims `diff_ids` (to test
+/// what happens when a config lies about its layers).
+pub fn write_oci_layout_claiming(
+    dir: &Path,
+    tag: &str,
+    layers: &[(&Layer, &str)],
+    diff_ids: &[String],
+) -> OciLayout {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("creating blobs dir");
+    let put = |bytes: &[u8]| -> String {
+        let digest = sha256_digest(bytes);
+        let hex = digest.trim_start_matches("sha256:");
+        std::fs::write(blobs.join(hex), bytes).expect("writing blob");
+        digest
+    };
+    let mut layer_descriptors = Vec::new();
+    let mut layer_digests = Vec::new();
+    for (layer, media_type) in layers {
+        let blob = layer.compressed(media_type);
+        let digest = put(&blob);
+        layer_descriptors.push(serde_json::json!({
+            "mediaType": media_type, "digest": digest, "size": blob.len(),
+        }));
+        layer_digests.push(digest);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "2023-11-14T22:13:20Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config json");
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest, "size": config.len(),
+        },
+        "layers": layer_descriptors,
+    }))
+    .expect("manifest json");
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("index"),
+    )
+    .expect("writing index.json");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("writing oci-layout");
+    OciLayout {
+        dir: dir.to_path_buf(),
+        manifest_digest,
+        config_digest,
+        layer_digests,
+    }
+}
+
+/// Packs an OCI layout directory into an OCI archive (what
+/// `skopeo copy … oci-archive:` writes), without needing skopeo.
+pub fn oci_archive(layout: &Path, archive: &Path) {
+    let file = std::fs::File::create(archive).expect("creating the archive");
+    let mut tar = tar::Builder::new(file);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", layout).expect("packing the layout");
+    tar.into_inner().expect("finishing the archive");
+}
+
+/// One line per entry under `root` (relative path → type, mode, owner,
+/// size, content hash or link target), sorted. Comparing two listings
+/// proves a tree did not change.
+pub fn tree_listing(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut listing = BTreeMap::new();
+    walk(root, root, &mut listing);
+    listing
+}
+
+fn walk(root: &Path, dir: &Path, listing: &mut BTreeMap<PathBuf, String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("listing {}: {err}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let meta = std::fs::symlink_metadata(&path).expect("lstat");
+        let kind = meta.file_type();
+        let detail = if kind.is_symlink() {
+            format!(
+                "link -> {}",
+                std::fs::read_link(&path).expect("readlink").display()
+            )
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).expect("reading file");
+            format!("file {}", sha256_digest(&bytes))
+        } else if kind.is_dir() {
+            "dir".to_owned()
+        } else if kind.is_char_device() {
+            format!("char {:x}", meta.rdev())
+        } else {
+            "other".to_owned()
+        };
+        let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+        listing.insert(
+            rel,
+            format!(
+                "{detail} mode={:o} uid={} gid={} size={}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.len()
+            ),
+        );
+        if kind.is_dir() {
+            walk(root, &path, listing);
+        }
+    }
+}
+
+/// The relative paths of every entry under `root`, sorted, directories
+/// included (`["bin", "bin/sh", …]`).
+pub fn file_list(root: &Path) -> Vec<String> {
+    tree_listing(root)
+        .into_keys()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// An overlay of `lowerdirs` (top first) with an empty upper layer, as a
+/// container would get it, at a fresh mountpoint under `parent`;
+/// unmounted when dropped (even when the test fails).
+pub struct OverlayMount {
+    pub mountpoint: PathBuf,
+}
+
+impl OverlayMount {
+    pub fn new(parent: &Path, lowerdirs: &[PathBuf]) -> Self {
+        let name = crate::unique_name("ov");
+        let mountpoint = parent.join(&name);
+        let upper = parent.join(format!("{name}-upper"));
+        let work = parent.join(format!("{name}-work"));
+        for dir in [&mountpoint, &upper, &work] {
+            std::fs::create_dir_all(dir).expect("creating overlay dirs");
+        }
+        let lower: Vec<String> = lowerdirs
+            .iter()
+            .map(|dir| dir.to_string_lossy().into_owned())
+            .collect();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &mountpoint,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .unwrap_or_else(|err| {
+            panic!(
+                "mount -t overlay -o {options} {}: {err}",
+                mountpoint.display()
+            )
+        });
+        Self { mountpoint }
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if let Err(err) = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmounting {}: {err}", self.mountpoint.display());
+        }
+        let _ = std::fs::remove_dir(&self.mountpoint);
+    }
+}
