@@ -20,6 +20,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod from_pod;
 pub mod logs;
 pub mod mountinfo;
 pub mod oci;
