@@ -15,6 +15,13 @@ use crate::state::{self, ExitRecord};
 use crate::sys::{self, ExitKind, PollFd};
 use crate::timefmt;
 
+/// How often, without any event, the shim checks that the container's init
+/// still exists.
+const LIVENESS_CHECK_MS: i32 = 10_000;
+
+/// Reported when the init's real exit status is unknowable.
+const UNKNOWN_EXIT: i32 = 255;
+
 /// Runs the whole life of the shim; returns its exit code.
 pub fn run(args: &Args, mut sync: File) -> i32 {
     let mut supervisor = match Supervisor::new(args) {
@@ -271,7 +278,10 @@ impl<'a> Supervisor<'a> {
                 hangup: false,
             }));
             let timeout = match exit {
-                None => -1,
+                // Wake up now and then to check the init still exists: if
+                // it were not our child (it always should be) its exit would
+                // never come as SIGCHLD.
+                None => LIVENESS_CHECK_MS,
                 Some((_, finished)) => {
                     let waited_ms = (timefmt::now_ns().saturating_sub(finished)) / 1_000_000;
                     let left = u64::try_from(self.args.drain_ms)
@@ -283,12 +293,23 @@ impl<'a> Supervisor<'a> {
                     i32::try_from(left).unwrap_or(i32::MAX)
                 }
             };
-            sys::poll(&mut fds, timeout)?;
+            let ready = sys::poll(&mut fds, timeout)?;
             if fds[0].readable {
                 drain(&self.sigchld, &mut buf);
                 if let Some(kind) = self.reap()? {
                     exit = Some((kind, timefmt::now_ns()));
                 }
+            }
+            if ready == 0
+                && exit.is_none()
+                && let Err(err) = sys::kill(self.container_pid, 0)
+                && err.raw_os_error() == Some(libc::ESRCH)
+            {
+                eprintln!(
+                    "berth-shim: container init {} vanished without being reaped here",
+                    self.container_pid
+                );
+                exit = Some((ExitKind::Code(UNKNOWN_EXIT), timefmt::now_ns()));
             }
             for (poll, &i) in fds[1..].iter().zip(&open) {
                 if poll.readable || poll.hangup {
@@ -302,7 +323,8 @@ impl<'a> Supervisor<'a> {
                 self.log.finish(self.outputs[i].stream);
             }
         }
-        let (kind, finished_at_ns) = exit.unwrap_or((ExitKind::Code(255), timefmt::now_ns()));
+        let (kind, finished_at_ns) =
+            exit.unwrap_or((ExitKind::Code(UNKNOWN_EXIT), timefmt::now_ns()));
         let oom_killed = self.oom_file.as_mut().is_some_and(|file| {
             let mut text = String::new();
             file.read_to_string(&mut text).is_ok() && state::oom_kills(&text) > 0
