@@ -69,7 +69,7 @@ pub enum RuntimeError {
     )]
     NoShim { looked: String },
     #[error(
-        "invalid container id {id:?}: use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        "invalid container id or pod UID {id:?}: use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
     )]
     InvalidId { id: String },
     #[error("container {id} already exists (its state is in {dir})")]
@@ -362,6 +362,8 @@ impl Runtime {
         net_ns: Option<PathBuf>,
         etc: &EtcFiles,
     ) -> Result<PodSandbox, RuntimeError> {
+        // The UID names directories and cgroups.
+        validate_id(&pod.uid)?;
         Ok(PodSandbox::create(
             &self.paths,
             pod,
@@ -377,6 +379,7 @@ impl Runtime {
         pod_uid: &str,
         volumes: &[Volume],
     ) -> Result<BTreeMap<String, PreparedVolume>, RuntimeError> {
+        validate_id(pod_uid)?;
         volumes
             .iter()
             .map(|v| Ok((v.name.clone(), volumes::prepare(&self.paths, pod_uid, v)?)))
@@ -385,6 +388,10 @@ impl Runtime {
 
     /// Removes the pod's sandbox, volumes and cgroup (after its containers).
     pub fn remove_pod(&self, pod_uid: &str) -> Result<(), CleanupErrors> {
+        validate_id(pod_uid).map_err(|e| CleanupErrors {
+            what: format!("pod {pod_uid}"),
+            errors: vec![e.to_string()],
+        })?;
         let mut errors: Vec<String> = PodSandbox::remove(&self.paths, pod_uid)
             .iter()
             .map(ToString::to_string)

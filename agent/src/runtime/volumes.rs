@@ -34,7 +34,7 @@ pub enum VolumeError {
         path: PathBuf,
         source: nix::errno::Errno,
     },
-    #[error("volume {volume:?}: file name {name:?} must be a relative path without '..'")]
+    #[error("volume {volume:?}: name {name:?} must be a relative path without '..'")]
     BadFileName { volume: String, name: String },
     #[error("volume {volume:?}: subPath {sub_path:?} {problem}")]
     SubPath {
@@ -65,6 +65,13 @@ pub fn prepare(
     volume: &Volume,
 ) -> Result<PreparedVolume, VolumeError> {
     let name = volume.name.as_str();
+    // The name becomes a directory name.
+    if !is_plain_relative(name) || name.contains('/') {
+        return Err(VolumeError::BadFileName {
+            volume: name.to_string(),
+            name: name.to_string(),
+        });
+    }
     match &volume.source {
         VolumeSource::HostPath { path, kind } => {
             check_host_path(name, path, *kind)?;
