@@ -177,16 +177,7 @@ pub fn volume(v: &api::Volume, materialised: Option<PathBuf>) -> Result<Volume, 
     let source = if let Some(h) = &v.host_path {
         VolumeSource::HostPath {
             path: PathBuf::from(&h.path),
-            kind: match h.type_ {
-                None | Some(api::HostPathType::Unchecked) => HostPathType::Unset,
-                Some(api::HostPathType::DirectoryOrCreate) => HostPathType::DirectoryOrCreate,
-                Some(api::HostPathType::Directory) => HostPathType::Directory,
-                Some(api::HostPathType::FileOrCreate) => HostPathType::FileOrCreate,
-                Some(api::HostPathType::File) => HostPathType::File,
-                Some(api::HostPathType::Socket) => HostPathType::Socket,
-                Some(api::HostPathType::CharDevice) => HostPathType::CharDevice,
-                Some(api::HostPathType::BlockDevice) => HostPathType::BlockDevice,
-            },
+            kind: h.type_.unwrap_or(HostPathType::Unchecked),
         }
     } else if let Some(e) = &v.empty_dir {
         let size_limit = match &e.size_limit {

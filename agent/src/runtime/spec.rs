@@ -158,20 +158,8 @@ pub enum VolumeSource {
     },
 }
 
-/// `hostPath.type`: what must be at the path before the pod starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum HostPathType {
-    /// `""`: no check.
-    #[default]
-    Unset,
-    DirectoryOrCreate,
-    Directory,
-    FileOrCreate,
-    File,
-    Socket,
-    CharDevice,
-    BlockDevice,
-}
+/// `hostPath.type`, as the Pod API has it (`Unchecked` is `""`: no check).
+pub use manifests::types::HostPathType;
 
 /// The pod a container belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

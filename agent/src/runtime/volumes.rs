@@ -160,7 +160,7 @@ fn check_host_path(volume: &str, path: &Path, kind: HostPathType) -> Result<(), 
     let meta = std::fs::metadata(path).ok();
     let ft = meta.as_ref().map(|m| m.file_type());
     match kind {
-        HostPathType::Unset => Ok(()),
+        HostPathType::Unchecked => Ok(()),
         HostPathType::DirectoryOrCreate => match ft {
             None => {
                 // kubelet creates it 0755, owned by root.
@@ -466,14 +466,14 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(ok(&missing, HostPathType::Socket).is_err());
         assert!(
-            ok(&missing, HostPathType::Unset).is_ok(),
+            ok(&missing, HostPathType::Unchecked).is_ok(),
             "no type: no check"
         );
         ok(&missing.join("sub"), HostPathType::DirectoryOrCreate).expect("created");
         assert!(missing.join("sub").is_dir());
         ok(&dir.path().join("new/file"), HostPathType::FileOrCreate).expect("created");
         assert!(dir.path().join("new/file").is_file());
-        assert!(ok(Path::new("relative"), HostPathType::Unset).is_err());
+        assert!(ok(Path::new("relative"), HostPathType::Unchecked).is_err());
     }
 
     #[test]

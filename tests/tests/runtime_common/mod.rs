@@ -117,40 +117,34 @@ impl Harness {
 
     /// A pod with its own (empty) network namespace and a sandbox.
     pub fn pod(&mut self, name: &str) -> (PodInfo, PodSandbox) {
-        let uid = unique_name("pod");
-        let pod = PodInfo {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: uid.clone(),
-            hostname: name.into(),
-            ..Default::default()
-        };
-        let netns = self.paths.netns().join(&uid);
-        ns::create(NsKind::Net, &netns).expect("a network namespace");
-        self.netns.push(netns.clone());
-        self.pods.push(uid);
-        let sandbox = self
-            .runtime
-            .create_sandbox(&pod, Some(netns), &EtcFiles::defaults(name, None))
-            .expect("a sandbox");
-        (pod, sandbox)
+        self.make_pod(name, false)
     }
 
     /// A `hostNetwork: true` pod: the host's network and UTS namespaces.
     pub fn host_network_pod(&mut self, name: &str) -> (PodInfo, PodSandbox) {
+        self.make_pod(name, true)
+    }
+
+    fn make_pod(&mut self, name: &str, host_network: bool) -> (PodInfo, PodSandbox) {
         let uid = unique_name("pod");
         let pod = PodInfo {
             namespace: "default".into(),
             name: name.into(),
             uid: uid.clone(),
             hostname: name.into(),
-            host_network: true,
+            host_network,
             ..Default::default()
         };
-        self.pods.push(uid);
+        self.pods.push(uid.clone());
+        let netns = (!host_network).then(|| {
+            let netns = self.paths.netns().join(&uid);
+            ns::create(NsKind::Net, &netns).expect("a network namespace");
+            self.netns.push(netns.clone());
+            netns
+        });
         let sandbox = self
             .runtime
-            .create_sandbox(&pod, None, &EtcFiles::defaults(name, None))
+            .create_sandbox(&pod, netns, &EtcFiles::defaults(name, None))
             .expect("a sandbox");
         (pod, sandbox)
     }
