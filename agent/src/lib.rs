@@ -10,5 +10,7 @@ pub mod desired;
 pub mod image;
 pub mod paths;
 pub mod reconcile;
+pub mod rootfs;
+pub mod runtime;
 pub mod source;
 pub mod status;

@@ -9,6 +9,7 @@ pub mod images;
 pub mod proxy;
 pub mod pull;
 pub mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
