@@ -16,6 +16,10 @@ pub struct AgentConfig {
     /// `[controller]`: reconcile concurrency, relist interval, error backoff.
     pub controller: crate::controller::ControllerConfig,
     pub runtime: RuntimeConfig,
+    /// `[network]`: the pod network driver and its settings.
+    pub network: netplugins::factory::NetworkConfig,
+    /// `[pods]`: restart back-off of crashing containers.
+    pub pods: crate::pod::PodsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -9,6 +9,7 @@ pub mod db;
 pub mod desired;
 pub mod image;
 pub mod paths;
+pub mod pod;
 pub mod reconcile;
 pub mod rootfs;
 pub mod runtime;

@@ -15,6 +15,8 @@
 //! logs/<ns>_<pod>/<container>/  CRI-format container logs: <instance>.log,
 //!                               rotated to <instance>.log.1, .2, …
 //! cni-cache/results/            CNI results per pod, for DEL after a restart
+//! pod-state/<ns>_<name>.json    the pod reconciler's record of each pod: its
+//!                               uid, network, container instances, restarts
 //! ```
 //!
 //! Volatile, under `--run-root` (gone after a reboot, by design):
@@ -145,5 +147,16 @@ impl Paths {
         self.logs()
             .join(format!("{namespace}_{pod}"))
             .join(container)
+    }
+
+    /// The pod reconciler's records, one file per pod.
+    pub fn pod_states(&self) -> PathBuf {
+        self.root.join("pod-state")
+    }
+
+    /// The record of pod `namespace/name` (both DNS labels, so `_` cannot
+    /// appear in either and the name is unambiguous).
+    pub fn pod_state_file(&self, namespace: &str, name: &str) -> PathBuf {
+        self.pod_states().join(format!("{namespace}_{name}.json"))
     }
 }
