@@ -24,8 +24,8 @@ use berth::runtime::spec::{
     ContainerSpec, HostPathType, PodInfo, Volume, VolumeMount, VolumeSource,
 };
 use berth::runtime::{
-    CgroupLayout, ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus,
-    PodSandbox, PreparedVolume, Runtime, RuntimeError,
+    ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus, PodSandbox,
+    PreparedVolume, Runtime, RuntimeError,
 };
 use berth_e2e::{TestDirs, require_root, rootfs, shim_bin, unique_name};
 use netplugins::ns::{self, NsKind};
