@@ -5,7 +5,9 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod crun;
 pub mod images;
+pub mod pods;
 pub mod proxy;
 pub mod pull;
 pub mod registry;

@@ -70,7 +70,7 @@ pub struct ContainerDetails {
 /// `CrashLoopBackOff`, `CreateContainerError`, `PodInitializing` while
 /// waiting; `Completed`, `Error`, `OOMKilled` once terminated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContainerState {
     Waiting {
         reason: String,
@@ -93,4 +93,34 @@ pub enum ContainerState {
         started_at: Option<String>,
         finished_at: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_states_serialise_like_kubernetes() {
+        let state = ContainerState::Terminated {
+            exit_code: 3,
+            signal: None,
+            reason: "Error".into(),
+            message: String::new(),
+            started_at: Some("a".into()),
+            finished_at: "b".into(),
+        };
+        let json = serde_json::to_value(&state).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"terminated": {"exitCode": 3, "reason": "Error", "startedAt": "a", "finishedAt": "b"}})
+        );
+        let running = ContainerState::Running {
+            started_at: "a".into(),
+            pid: 7,
+        };
+        assert_eq!(
+            serde_json::to_value(&running).expect("json"),
+            serde_json::json!({"running": {"startedAt": "a", "pid": 7}})
+        );
+    }
 }

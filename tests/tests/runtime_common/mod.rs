@@ -24,8 +24,8 @@ use berth::runtime::spec::{
     ContainerSpec, HostPathType, PodInfo, Volume, VolumeMount, VolumeSource,
 };
 use berth::runtime::{
-    CgroupLayout, ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus,
-    PodSandbox, PreparedVolume, Runtime, RuntimeError,
+    ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus, PodSandbox,
+    PreparedVolume, Runtime, RuntimeError,
 };
 use berth_e2e::{TestDirs, require_root, rootfs, shim_bin, unique_name};
 use netplugins::ns::{self, NsKind};
@@ -70,7 +70,7 @@ impl Harness {
     pub fn with_config(handler: &str, configure: impl FnOnce(&mut RuntimeConfig)) -> Self {
         require_root();
         if handler == "crun" {
-            make_crun_work();
+            berth_e2e::crun::make_crun_work();
         }
         let dirs = TestDirs::new();
         let paths = Paths::new(&dirs.root, &dirs.run_root);
@@ -287,48 +287,6 @@ pub fn sh(name: &str, script: &str) -> ContainerSpec {
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         ..Default::default()
     }
-}
-
-/// Mounts each controller crun cannot tolerate on cgroup2 as a cgroup v1
-/// hierarchy (see the module doc). Idempotent and serialised across test
-/// processes.
-fn make_crun_work() {
-    let layout = CgroupLayout::detect().expect("cgroup layout");
-    if layout.crun_blocker().is_none() {
-        return;
-    }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/berth-test-cgroup-v1.lock")
-        .expect("lock file");
-    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("locking");
-    let layout = CgroupLayout::detect().expect("cgroup layout");
-    for controller in &layout.v2_controllers {
-        let dir = Path::new("/sys/fs/cgroup").join(controller);
-        std::fs::create_dir_all(&dir).expect("creating a cgroup mount point");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "cgroup", "-o", controller, "cgroup"])
-            .arg(&dir)
-            .status()
-            .expect("running mount");
-        assert!(
-            status.success(),
-            "cannot mount the {controller} controller as cgroup v1 at {} (after an unmount the kernel \
-             may take minutes to release it from cgroup2; retry later)",
-            dir.display()
-        );
-    }
-    assert_eq!(
-        CgroupLayout::detect()
-            .expect("cgroup layout")
-            .crun_blocker(),
-        None,
-        "crun still cannot run after moving the controllers to cgroup v1"
-    );
 }
 
 /// Reads a file that must exist.

@@ -1,0 +1,337 @@
+//! The pod lifecycle through the real agent (`berth run`) with real
+//! runc AND crun (`runtimeClassName`), images from a local registry:
+//! every case runs once per runtime (`runc::<case>`, `crun::<case>`).
+
+use std::time::Duration;
+
+use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
+use berth_e2e::wait_until;
+
+macro_rules! for_each_runtime {
+    ($($case:ident),* $(,)?) => {
+        mod runc {
+            $( #[test] fn $case() { super::$case("runc") } )*
+        }
+        mod crun {
+            $( #[test] fn $case() { super::$case("crun") } )*
+        }
+    };
+}
+
+for_each_runtime!(
+    a_pod_runs_and_writes_to_a_host_path,
+    exit_codes_and_restart_counts_follow_the_restart_policy,
+    crash_loop_back_off_delays_grow_and_cap,
+    init_containers_gate_app_containers,
+    sigterm_then_sigkill_after_the_grace_period,
+);
+
+fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let data = world.dirs.temp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let extra = format!(
+        "  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n      type: Directory\n"
+    );
+    let mut containers = world.shell_container(
+        "app",
+        "echo hello from $(hostname) > /data/out.txt; exec sleep 1000",
+    );
+    containers.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    world.write_manifest("web.yaml", &world.pod_yaml("web", &extra, &containers));
+
+    let pod = world.wait_pod("web", "app running", |p| {
+        p["phase"] == "Running" && running_pid(p, "app").is_some()
+    });
+    let out = wait_until(
+        Duration::from_secs(20),
+        "the pod to write /data/out.txt",
+        || {
+            std::fs::read_to_string(data.join("out.txt"))
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        },
+    );
+    assert!(out.starts_with("hello from "), "{out}");
+    assert_eq!(pod["message"], "1/1 running", "{pod:#}");
+    let app = container(&pod, "app").expect("app status");
+    assert_eq!(app["runtime"], runtime, "{pod:#}");
+    assert_eq!(app["restartCount"], 0);
+    assert_eq!(app["imageDigest"], world.image.digest.as_str(), "{pod:#}");
+    assert_eq!(restarts(&pod, "app"), Some(0));
+    let pid = running_pid(&pod, "app").expect("pid");
+    assert!(
+        world.processes().iter().any(|p| i64::from(*p) == pid),
+        "the container's process {pid} is in the world's cgroup parent"
+    );
+}
+
+/// Terminated state fields of a container: (exitCode, reason).
+fn terminated(pod: &serde_json::Value, name: &str) -> Option<(i64, String)> {
+    let state = &container(pod, name)?["state"]["terminated"];
+    Some((
+        state["exitCode"].as_i64()?,
+        state["reason"].as_str()?.to_owned(),
+    ))
+}
+
+fn exit_codes_and_restart_counts_follow_the_restart_policy(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let cases = [
+        ("always-fails", "Always", "exit 3"),
+        ("onfailure-fails", "OnFailure", "exit 3"),
+        ("onfailure-ok", "OnFailure", "exit 0"),
+        ("never-fails", "Never", "exit 3"),
+    ];
+    for (name, policy, script) in cases {
+        let spec = format!("  restartPolicy: {policy}\n");
+        let yaml = world.pod_yaml(name, &spec, &world.shell_container("app", script));
+        world.write_manifest(&format!("{name}.yaml"), &yaml);
+    }
+    for name in ["always-fails", "onfailure-fails"] {
+        let pod = world.wait_pod(name, "two restarts", |p| {
+            restarts(p, "app").is_some_and(|r| r >= 2)
+        });
+        let last = &container(&pod, "app").expect("app")["lastState"]["terminated"];
+        assert_eq!(last["exitCode"], 3, "{pod:#}");
+        assert_eq!(last["reason"], "Error", "{pod:#}");
+        assert_eq!(
+            pod["phase"], "Running",
+            "a crash-looping pod is Running: {pod:#}"
+        );
+    }
+    let ok = world.wait_pod("onfailure-ok", "Succeeded", |p| p["phase"] == "Succeeded");
+    assert_eq!(
+        terminated(&ok, "app"),
+        Some((0, "Completed".into())),
+        "{ok:#}"
+    );
+    assert_eq!(restarts(&ok, "app"), Some(0));
+    let never = world.wait_pod("never-fails", "Failed", |p| p["phase"] == "Failed");
+    assert_eq!(
+        terminated(&never, "app"),
+        Some((3, "Error".into())),
+        "{never:#}"
+    );
+    assert_eq!(restarts(&never, "app"), Some(0));
+    assert!(
+        never["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exit code 3")),
+        "{never:#}"
+    );
+}
+
+/// Restart delays come from the agent's Exited events ("back-off 200ms");
+/// the gaps between starts, measured with the host's uptime written by
+/// each instance, are at least those delays.
+fn crash_loop_back_off_delays_grow_and_cap(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let data = world.dirs.temp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let extra = format!("  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n");
+    let mut containers =
+        world.shell_container("app", "cut -d' ' -f1 /proc/uptime >> /data/starts; exit 1");
+    containers.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    world.write_manifest("crash.yaml", &world.pod_yaml("crash", &extra, &containers));
+    let pod = world.wait_pod("crash", "six restarts", |p| {
+        restarts(p, "app").is_some_and(|r| r >= 6)
+    });
+    let app = container(&pod, "app").expect("app");
+    let waiting = &app["state"]["waiting"];
+    if !waiting.is_null() {
+        assert_eq!(waiting["reason"], "CrashLoopBackOff", "{pod:#}");
+    }
+    let delays: Vec<String> = world
+        .events("crash")
+        .iter()
+        .filter(|e| e["reason"] == "Exited")
+        .filter_map(|e| {
+            let message = e["message"].as_str()?;
+            Some(message.split("back-off ").nth(1)?.to_owned())
+        })
+        .collect();
+    assert!(delays.len() >= 6, "{delays:?}");
+    assert_eq!(
+        delays[..6],
+        ["200ms", "400ms", "800ms", "1600ms", "1600ms", "1600ms"],
+        "delays double from backoff-initial and cap at backoff-max"
+    );
+    let starts: Vec<f64> = std::fs::read_to_string(data.join("starts"))
+        .expect("starts")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let expected = [0.2, 0.4, 0.8, 1.6, 1.6, 1.6];
+    for (i, delay) in expected.iter().enumerate() {
+        let gap = starts[i + 1] - starts[i];
+        // /proc/uptime has 10 ms resolution.
+        assert!(
+            gap >= delay - 0.02,
+            "restart {} came after {gap}s, before its back-off {delay}s: {starts:?}",
+            i + 1
+        );
+    }
+}
+
+fn init_containers_gate_app_containers(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let extra = format!(
+        "  volumes:\n  - name: work\n    emptyDir: {{}}\n  initContainers:\n{}    volumeMounts:\n    - name: work\n      mountPath: /work\n{}    volumeMounts:\n    - name: work\n      mountPath: /work\n",
+        world.shell_container("first", "echo one > /work/first"),
+        world.shell_container(
+            "second",
+            "test -f /work/first && sleep 1 && echo two > /work/second"
+        ),
+    );
+    let mut containers = world.shell_container(
+        "app",
+        "cat /work/first /work/second > /work/seen; exec sleep 1000",
+    );
+    containers.push_str("    volumeMounts:\n    - name: work\n      mountPath: /work\n");
+    world.write_manifest("init.yaml", &world.pod_yaml("init", &extra, &containers));
+    let pod = world.wait_pod("init", "app running", |p| running_pid(p, "app").is_some());
+    for init in ["first", "second"] {
+        assert_eq!(
+            terminated(&pod, init),
+            Some((0, "Completed".into())),
+            "{pod:#}"
+        );
+    }
+    let second_finished =
+        container(&pod, "second").expect("second")["state"]["terminated"]["finishedAt"]
+            .as_str()
+            .expect("finishedAt")
+            .to_owned();
+    let app_started = container(&pod, "app").expect("app")["state"]["running"]["startedAt"]
+        .as_str()
+        .expect("startedAt")
+        .to_owned();
+    // RFC 3339 UTC timestamps order as strings.
+    assert!(
+        app_started >= second_finished,
+        "app started {app_started} before the last init container finished {second_finished}"
+    );
+
+    // A failing init container under restartPolicy Never fails the pod and
+    // its app container never starts.
+    let extra = format!(
+        "  restartPolicy: Never\n  initContainers:\n{}",
+        world.shell_container("setup", "exit 4")
+    );
+    let yaml = world.pod_yaml(
+        "badinit",
+        &extra,
+        &world.shell_container("app", "exec sleep 1000"),
+    );
+    world.write_manifest("badinit.yaml", &yaml);
+    let pod = world.wait_pod("badinit", "Failed", |p| p["phase"] == "Failed");
+    assert_eq!(
+        terminated(&pod, "setup"),
+        Some((4, "Error".into())),
+        "{pod:#}"
+    );
+    let app = container(&pod, "app").expect("app");
+    assert!(app["containerId"].is_null(), "app never started: {pod:#}");
+    assert_eq!(
+        app["state"]["waiting"]["reason"], "PodInitializing",
+        "{pod:#}"
+    );
+}
+
+/// A container that ignores SIGTERM is killed once the grace period is
+/// over; one that handles it stops right away. Measured from the agent's
+/// events and the containers' own records, not slept.
+fn sigterm_then_sigkill_after_the_grace_period(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let data = world.dirs.temp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let volume = format!("  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n");
+    // A shell as pid 1 without a TERM trap ignores SIGTERM.
+    let stubborn = world.pod_yaml(
+        "stubborn",
+        &format!("  terminationGracePeriodSeconds: 3\n{volume}"),
+        &world.shell_container("app", "exec sleep 1000"),
+    );
+    let mut polite_container = world.shell_container(
+        "app",
+        "trap 'echo TERM > /data/polite; exit 0' TERM; while true; do sleep 0.1; done",
+    );
+    polite_container.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    let polite = world.pod_yaml(
+        "polite",
+        &format!("  terminationGracePeriodSeconds: 30\n{volume}"),
+        &polite_container,
+    );
+    world.write_manifest("stubborn.yaml", &stubborn);
+    world.write_manifest("polite.yaml", &polite);
+    for name in ["stubborn", "polite"] {
+        world.wait_pod(name, "running", |p| running_pid(p, "app").is_some());
+    }
+    world.remove_manifest("stubborn.yaml");
+    world.remove_manifest("polite.yaml");
+    world.wait_pod_gone("stubborn");
+    world.wait_pod_gone("polite");
+
+    let time_of = |name: &str, reason: &str| {
+        world
+            .events(name)
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["time"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {reason} event for {name}: {:#?}", world.events(name)))
+    };
+    let killing = parse_time(&time_of("stubborn", "Killing"));
+    let killed = parse_time(&time_of("stubborn", "Killed"));
+    let waited = killed - killing;
+    assert!(
+        waited >= 3.0,
+        "SIGKILL came {waited}s after the stop signal, before the 3s grace period"
+    );
+    assert!(
+        std::fs::read_to_string(data.join("polite")).is_ok_and(|t| t == "TERM\n"),
+        "the polite container saw SIGTERM"
+    );
+    assert!(
+        world
+            .events("polite")
+            .iter()
+            .all(|e| e["reason"] != "Killed"),
+        "the polite container was not SIGKILLed: {:#?}",
+        world.events("polite")
+    );
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp with fractions.
+fn parse_time(text: &str) -> f64 {
+    let (date, time) = text
+        .trim_end_matches('Z')
+        .split_once('T')
+        .expect("RFC 3339");
+    let mut d = date.split('-').map(|p| p.parse::<i64>().expect("date"));
+    let (y, m, day) = (
+        d.next().expect("y"),
+        d.next().expect("m"),
+        d.next().expect("d"),
+    );
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut t = time.split(':');
+    let h: f64 = t.next().expect("h").parse().expect("h");
+    let min: f64 = t.next().expect("m").parse().expect("m");
+    let s: f64 = t.next().expect("s").parse().expect("s");
+    #[allow(clippy::cast_precision_loss)]
+    let days = days as f64;
+    days * 86400.0 + h * 3600.0 + min * 60.0 + s
+}
