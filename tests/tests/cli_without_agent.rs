@@ -237,7 +237,7 @@ fn ps_shows_running_containers_and_exits_the_agent_did_not_see() {
     let job = &json["containers"][1];
     assert_eq!(job["container"], "job");
     assert_eq!(job["containerId"], f.ids[1].as_str());
-    assert_eq!(job["state"]["terminated"]["exit_code"], 3);
+    assert_eq!(job["state"]["terminated"]["exitCode"], 3);
     assert_eq!(json["containers"][0]["state"]["running"]["pid"], f.pids[0]);
 }
 
