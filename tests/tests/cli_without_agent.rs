@@ -1,22 +1,20 @@
-//! `berth ps`, `logs`, `exec` and `inspect` while no agent runs — the
+//! `berth ps`, `exec` and `inspect` while no agent runs — the
 //! containers keep running then, and the CLI must still work: real
 //! containers made through berth's runtime library (real berth-shim, real
 //! runc), and the status file exactly as an agent leaves it behind.
 
+mod cli_common;
 mod runtime_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Output, Stdio};
 
 use berth::runtime::spec::EnvVar;
 use berth::status::{
     AgentInfo, AgentState, ContainerDetails, ContainerState, Details, ObjectStatus, Phase,
     PodDetails, STATUS_FORMAT_VERSION, SourceRef, StatusDocument,
 };
-use berth_e2e::wait_until;
+use cli_common::{cells, err, ok, stderr, stdout};
 use manifests::Kind;
 use runtime_common::{Harness, sh};
 use serde_json::Value;
@@ -133,53 +131,6 @@ spec:
               key: password
 ";
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "berth failed: {}\n{}",
-        stderr(&output),
-        stdout(&output)
-    );
-    stdout(&output)
-}
-
-fn err(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "berth should have failed: {}",
-        stdout(&output)
-    );
-    stderr(&output)
-}
-
-/// Lines a child prints, delivered through a channel as they come.
-fn line_reader(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
-    lines
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("no {what} within 20s: {e}"))
-}
-
 #[test]
 fn ps_shows_running_containers_and_exits_the_agent_did_not_see() {
     let f = Fixture::new(&[
@@ -196,15 +147,7 @@ fn ps_shows_running_containers_and_exits_the_agent_did_not_see() {
         "the stale status is pointed out: {}",
         stderr(&table)
     );
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| {
-            l.split("   ")
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect()
-        })
-        .collect();
+    let rows = cells(&text);
     assert_eq!(
         rows[0],
         [
@@ -242,91 +185,8 @@ fn ps_shows_running_containers_and_exits_the_agent_did_not_see() {
 }
 
 #[test]
-fn logs_print_tail_timestamps_and_follow_until_the_container_exits() {
-    let f = Fixture::new(&[(
-        "app",
-        "echo one; echo two; echo three; \
-         while [ ! -f /data/more ]; do sleep 0.05; done; echo four; \
-         while [ ! -f /data/stop ]; do sleep 0.05; done; echo five",
-    )]);
-    let log_dir = f.h.paths.container_logs("default", "web", "app");
-    wait_until(Duration::from_secs(20), "three lines logged", || {
-        (berth::runtime::logs::read_lines(&log_dir, 0, false)
-            .unwrap_or_default()
-            .len()
-            == 3)
-            .then_some(())
-    });
-    // On disk: CRI records.
-    let raw = std::fs::read_to_string(log_dir.join("0.log")).expect("log file");
-    let first: Vec<&str> = raw
-        .lines()
-        .next()
-        .expect("a record")
-        .splitn(4, ' ')
-        .collect();
-    assert!(first[0].ends_with('Z') && first[0].contains('T'), "{raw}");
-    assert_eq!(&first[1..], ["stdout", "F", "one"], "{raw}");
-
-    assert_eq!(ok(f.berth(&["logs", "web"])), "one\ntwo\nthree\n");
-    assert_eq!(ok(f.berth(&["logs", "--tail", "1", "web/app"])), "three\n");
-    let stamped = ok(f.berth(&["logs", "--timestamps", "default/web/app"]));
-    assert_eq!(stamped.lines().count(), 3);
-    assert!(
-        stamped
-            .lines()
-            .all(|l| l.split_once(' ').is_some_and(|(t, _)| t.ends_with('Z'))),
-        "{stamped}"
-    );
-    let text = err(f.berth(&["logs", "--previous", "web"]));
-    assert!(
-        text.contains("logs of container app of pod default/web")
-            && text.contains("has not restarted"),
-        "{text}"
-    );
-
-    let mut follow =
-        f.h.dirs
-            .berth_command(&["logs", "-f", "--tail", "1", "web"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth logs -f");
-    let lines = line_reader(&mut follow);
-    assert_eq!(next_line(&lines, "the tail"), "three");
-    std::fs::write(f.data().join("more"), "").expect("trigger");
-    assert_eq!(next_line(&lines, "a followed line"), "four");
-    assert!(
-        follow.try_wait().expect("try_wait").is_none(),
-        "-f keeps going while the container runs"
-    );
-    std::fs::write(f.data().join("stop"), "").expect("trigger");
-    assert_eq!(next_line(&lines, "the last line"), "five");
-    let status = wait_until(Duration::from_secs(20), "berth logs -f to end", || {
-        follow.try_wait().expect("try_wait")
-    });
-    assert!(status.success(), "{status:?}");
-}
-
-#[test]
-fn exec_runs_in_the_container_namespaces_and_returns_its_exit_code() {
+fn exec_passes_stdin_env_and_exit_codes_without_an_agent() {
     let f = Fixture::new(&[("app", "sleep 1000")]);
-    let pid = f.pids[0];
-    for ns in ["pid", "mnt", "net", "ipc", "uts", "cgroup"] {
-        let inside = ok(f.berth(&[
-            "exec",
-            "web",
-            "--",
-            "readlink",
-            &format!("/proc/self/ns/{ns}"),
-        ]));
-        let container = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).expect("container ns");
-        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).expect("host ns");
-        assert_eq!(Path::new(inside.trim()), container, "{ns} namespace");
-        if ns != "cgroup" {
-            assert_ne!(container, host, "{ns}: the container's own");
-        }
-    }
     let out = f.berth(&[
         "exec",
         "web/app",
@@ -340,8 +200,17 @@ fn exec_runs_in_the_container_namespaces_and_returns_its_exit_code() {
         Some(7),
         "the command's exit code is berth's"
     );
-    assert_eq!(stdout(&out), "out\n");
-    assert_eq!(stderr(&out), "err\n");
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("out\n", "err\n")
+    );
+    let inside = ok(f.berth(&["exec", "web", "--", "readlink", "/proc/self/ns/pid"]));
+    let container = std::fs::read_link(format!("/proc/{}/ns/pid", f.pids[0])).expect("ns");
+    assert_eq!(
+        Path::new(inside.trim()),
+        container,
+        "the container's pid namespace"
+    );
     // docker's form without `--`, an extra variable, and stdin with -i.
     let mut child =
         f.h.dirs
@@ -368,50 +237,12 @@ fn exec_runs_in_the_container_namespaces_and_returns_its_exit_code() {
         .expect("write stdin");
     assert_eq!(ok(child.wait_with_output().expect("exec -i")), "hi there\n");
     // Without -i the command's stdin is empty, not berth's.
-    let out = ok(f.berth(&["exec", "web", "--", "sh", "-c", "cat; echo end"]));
-    assert_eq!(out, "end\n");
-}
-
-#[test]
-fn exec_t_gets_a_terminal_and_refuses_without_one() {
-    let f = Fixture::new(&[("app", "sleep 1000")]);
-    let text = err(f.berth(&["exec", "-t", "web", "--", "tty"]));
-    assert!(text.contains("not a terminal"), "{text}");
-
-    // `script` gives berth a pseudo-terminal as its stdin, as a user's shell would.
-    let command_line: Vec<String> = [berth_e2e::berth_bin().display().to_string()]
-        .into_iter()
-        .chain(
-            [
-                "--root",
-                f.h.dirs.root.to_str().expect("utf8"),
-                "--run-root",
-                f.h.dirs.run_root.to_str().expect("utf8"),
-                "exec",
-                "-it",
-                "web",
-                "--",
-                "sh",
-                "-c",
-                "tty; test -t 0 && echo stdin-is-a-tty; exit 5",
-            ]
-            .map(String::from),
-        )
-        .map(|a| format!("'{a}'"))
-        .collect();
-    let out = std::process::Command::new("script")
-        .args(["-qec", &command_line.join(" "), "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running berth exec -it under script");
-    let text = stdout(&out);
-    assert!(text.contains("/dev/pts/"), "a pty inside: {text}");
-    assert!(text.contains("stdin-is-a-tty"), "{text}");
     assert_eq!(
-        out.status.code(),
-        Some(5),
-        "exit code through the tty: {text}"
+        ok(f.berth(&["exec", "web", "--", "sh", "-c", "cat; echo end"])),
+        "end\n"
     );
+    let text = err(f.berth(&["exec", "-e", "=x", "web", "--", "true"]));
+    assert!(text.contains("is not NAME=VALUE"), "{text}");
 }
 
 #[test]

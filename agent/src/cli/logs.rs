@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::GlobalArgs;
-use super::pods::{LoadedStatus, find_container};
+use super::pods::{ContainerTarget, LoadedStatus, find_container};
 use crate::paths::Paths;
 use crate::runtime::logs::{self, LogError, LogOptions};
 use crate::runtime::shim;
@@ -45,8 +45,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         &target.pod.name,
         &target.container.name,
     );
-    let instance = logs::select_instance(&dir, args.previous)
-        .with_context(|| format!("logs of {}", target.describe()))?;
+    let current = current_instance(&paths, &target);
+    let instance =
+        pick_instance(&logs::instances(&dir), current, args.previous).ok_or_else(|| {
+            match (args.previous, current) {
+                (true, Some(_)) => anyhow::anyhow!(
+                    "{} has no previous instance: it has not restarted",
+                    target.describe()
+                ),
+                _ => anyhow::anyhow!(
+                    "{} has no logs: it has not started yet ({})",
+                    target.describe(),
+                    dir.display()
+                ),
+            }
+        })?;
     let writer = writer_of(&paths, &logs::instance_log(&dir, instance));
     let exited = || writer.as_deref().is_none_or(has_exited);
     let options = LogOptions {
@@ -59,8 +72,36 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // A reader that went away (`berth logs web | head`) is not an error.
         Err(LogError::Write(err)) if err.kind() == ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        // The shim creates the log file with the container's first output: a
+        // container that has printed nothing yet has an empty log.
+        Err(LogError::NoLogs { .. }) if current == Some(instance) => Ok(ExitCode::SUCCESS),
         Err(err) => Err(err).with_context(|| format!("logs of {}", target.describe())),
     }
+}
+
+/// Which instance's log to show: the current one (even before its first
+/// line), or with `previous` the newest one before it.
+fn pick_instance(on_disk: &[u32], current: Option<u32>, previous: bool) -> Option<u32> {
+    let latest = on_disk.last().copied().max(current)?;
+    if previous {
+        on_disk.iter().rev().copied().find(|&i| i < latest)
+    } else {
+        Some(latest)
+    }
+}
+
+/// The instance (restart count) of the container's current incarnation, from
+/// the log file its runtime record names.
+fn current_instance(paths: &Paths, target: &ContainerTarget<'_>) -> Option<u32> {
+    let id = target.container.container_id.as_deref()?;
+    let record = shim::read_record(&paths.shim_dir(id)).ok()?;
+    record
+        .log_path
+        .file_name()?
+        .to_str()?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// The shim state directory of the container instance that writes `log`,
@@ -77,4 +118,21 @@ fn writer_of(paths: &Paths, log: &Path) -> Option<PathBuf> {
 /// removed, which only happens after it ended).
 fn has_exited(shim_dir: &Path) -> bool {
     !shim_dir.is_dir() || !matches!(shim::read_exit(shim_dir), Ok(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_instance_wins_even_before_its_first_line() {
+        assert_eq!(pick_instance(&[0, 1], None, false), Some(1));
+        assert_eq!(pick_instance(&[0, 1], None, true), Some(0));
+        assert_eq!(pick_instance(&[0], Some(1), false), Some(1));
+        assert_eq!(pick_instance(&[0], Some(1), true), Some(0));
+        assert_eq!(pick_instance(&[], Some(0), false), Some(0));
+        assert_eq!(pick_instance(&[], Some(0), true), None);
+        assert_eq!(pick_instance(&[3], Some(3), true), None);
+        assert_eq!(pick_instance(&[], None, false), None);
+    }
 }

@@ -103,7 +103,16 @@ pub fn find_pod<'a>(doc: &'a StatusDocument, address: &str) -> anyhow::Result<&'
         [namespace, name] => (*namespace, *name),
         _ => unreachable!("split returns one or two parts"),
     };
-    lookup(doc, namespace, name).ok_or_else(|| no_such_pod(doc, &[(namespace, name)]))
+    lookup(doc, namespace, name).ok_or_else(|| {
+        let error = no_such_pod(doc, &[(namespace, name)]);
+        match parts.as_slice() {
+            // `web/app` reads like POD/CONTAINER: point at the pod.
+            [pod, _] if lookup(doc, DEFAULT_NAMESPACE, pod).is_some() => anyhow::anyhow!(
+                "{error}; for pod {DEFAULT_NAMESPACE}/{pod} write {pod:?} (this command takes a pod, not a container)"
+            ),
+            _ => error,
+        }
+    })
 }
 
 /// Finds a container by `POD[/CONTAINER]` (see the module doc).
