@@ -173,6 +173,13 @@ fn ps_and_inspect_match_what_runs_and_never_show_a_secret() {
         let out = ok(world.dirs.berth(args));
         assert!(!out.contains(PASSWORD), "a secret value in {args:?}");
     }
+    let text = err(world.dirs.berth(&["exec", "job", "--", "true"]));
+    assert!(
+        text.contains(
+            "container job of pod default/job is not running (terminated: Error, exit code 3)"
+        ),
+        "{text}"
+    );
     let text = err(world.dirs.berth(&["inspect", "web/app"]));
     assert!(text.contains("takes a pod, not a container"), "{text}");
 
