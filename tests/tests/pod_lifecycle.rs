@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use berth_e2e::images::busybox_image;
 use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
 
@@ -24,6 +25,9 @@ for_each_runtime!(
     crash_loop_back_off_delays_grow_and_cap,
     init_containers_gate_app_containers,
     sigterm_then_sigkill_after_the_grace_period,
+    editing_one_container_replaces_only_that_container,
+    deleting_a_pod_leaves_nothing_behind,
+    resource_limits_are_applied_or_refused_clearly,
 );
 
 fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
@@ -334,4 +338,167 @@ fn parse_time(text: &str) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let days = days as f64;
     days * 86400.0 + h * 3600.0 + min * 60.0 + s
+}
+
+/// kubelet recreates the whole pod on any edit of a static pod
+/// (kubernetes#52939); berth replaces only the container that changed, and
+/// pulls its new image before stopping the old one.
+fn editing_one_container_replaces_only_that_container(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let v2 = busybox_image(&world.registry, "berth/busybox2");
+    let both = |app_image: &str| {
+        let app = world
+            .shell_container("app", "exec sleep 1000")
+            .replace(&world.image.reference, app_image);
+        format!("{app}{}", world.shell_container("side", "exec sleep 1000"))
+    };
+    world.write_manifest(
+        "two.yaml",
+        &world.pod_yaml("two", "", &both(&world.image.reference)),
+    );
+    let before = world.wait_pod("two", "both running", |p| {
+        running_pid(p, "app").is_some() && running_pid(p, "side").is_some()
+    });
+    world.write_manifest("two.yaml", &world.pod_yaml("two", "", &both(&v2.reference)));
+    let after = world.wait_pod("two", "app running the new image", |p| {
+        running_pid(p, "app").is_some()
+            && container(p, "app").is_some_and(|c| c["imageDigest"] == v2.digest.as_str())
+    });
+    assert_eq!(
+        running_pid(&after, "side"),
+        running_pid(&before, "side"),
+        "the sibling keeps its process"
+    );
+    assert_ne!(running_pid(&after, "app"), running_pid(&before, "app"));
+    assert_eq!(
+        after["details"]["pod"]["uid"], before["details"]["pod"]["uid"],
+        "the same pod, not a new one"
+    );
+    assert_eq!(restarts(&after, "side"), Some(0));
+    let events = world.events("two");
+    let position = |reason: &str, needle: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e["reason"] == reason && e["message"].as_str().is_some_and(|m| m.contains(needle))
+            })
+            .unwrap_or_else(|| panic!("no {reason} event with {needle:?}: {events:#?}"))
+    };
+    let pulled = position("Pulled", &v2.reference);
+    let killing = position("Killing", "container app");
+    assert!(
+        pulled < killing,
+        "the new image was pulled before the old container was stopped: {events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["reason"] == "Killing"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("container side"))),
+        "the sibling was never stopped: {events:#?}"
+    );
+}
+
+/// Deleting the manifest stops the containers and removes every mount,
+/// cgroup, bundle, shim state, sandbox and process the pod had — checked.
+fn deleting_a_pod_leaves_nothing_behind(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let extra = "  volumes:\n  - name: scratch\n    emptyDir:\n      medium: Memory\n  - name: disk\n    emptyDir: {}\n";
+    let mut containers = world.shell_container("app", "exec sleep 1000");
+    containers.push_str("    volumeMounts:\n    - name: scratch\n      mountPath: /scratch\n    - name: disk\n      mountPath: /disk\n");
+    containers.push_str(&world.shell_container("side", "exec sleep 1000"));
+    world.write_manifest("gone.yaml", &world.pod_yaml("gone", extra, &containers));
+    let pod = world.wait_pod("gone", "both running", |p| {
+        running_pid(p, "app").is_some() && running_pid(p, "side").is_some()
+    });
+    assert!(
+        !world.mounts().is_empty(),
+        "the pod has mounts while it runs"
+    );
+    assert!(!world.cgroups().is_empty(), "and cgroups");
+    let pids: Vec<i64> = ["app", "side"]
+        .iter()
+        .filter_map(|c| running_pid(&pod, c))
+        .collect();
+    world.remove_manifest("gone.yaml");
+    world.wait_pod_gone("gone");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is gone"
+        );
+    }
+    assert_eq!(
+        world.processes(),
+        Vec::<i32>::new(),
+        "no process in the pod cgroups"
+    );
+    assert_eq!(
+        world.cgroups(),
+        Vec::<std::path::PathBuf>::new(),
+        "no cgroup left"
+    );
+    assert_eq!(
+        world.mounts(),
+        Vec::<std::path::PathBuf>::new(),
+        "no mount left"
+    );
+    for dir in ["bundles", "shims", "pods", "netns"] {
+        let path = world.dirs.run_root.join(dir);
+        let left: Vec<_> = std::fs::read_dir(&path)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{} still holds {left:?}", path.display());
+    }
+    for dir in ["containers", "pods", "pod-state"] {
+        let path = world.dirs.root.join(dir);
+        let left: Vec<_> = std::fs::read_dir(&path)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{} still holds {left:?}", path.display());
+    }
+}
+
+/// Resource limits with each runtime: applied, or — where crun cannot
+/// apply them on this hybrid-cgroup host — the pod reports the clear error.
+fn resource_limits_are_applied_or_refused_clearly(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let mut containers = world.shell_container("app", "exec sleep 1000");
+    containers.push_str("    resources:\n      limits:\n        memory: 64Mi\n        cpu: 500m\n");
+    world.write_manifest("limits.yaml", &world.pod_yaml("limits", "", &containers));
+    let layout = berth::runtime::CgroupLayout::detect().expect("cgroup layout");
+    if runtime == "crun"
+        && let Some(blocker) = layout.crun_blocker()
+    {
+        let pod = world.wait_pod("limits", "the crun error", |p| {
+            container(p, "app")
+                .is_some_and(|c| c["state"]["waiting"]["reason"] == "CreateContainerError")
+        });
+        let message = container(&pod, "app").expect("app")["state"]["waiting"]["message"]
+            .as_str()
+            .expect("message")
+            .to_owned();
+        assert!(
+            message.contains("hugetlb") && message.contains("runc"),
+            "{message} ({blocker})"
+        );
+        return;
+    }
+    let pod = world.wait_pod("limits", "app running", |p| running_pid(p, "app").is_some());
+    let id = container(&pod, "app").expect("app")["containerId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let memory = world
+        .cgroups()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory") && d.ends_with(&id))
+        .unwrap_or_else(|| panic!("no memory cgroup for {id}: {:?}", world.cgroups()));
+    let limit = std::fs::read_to_string(memory.join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(memory.join("memory.max")))
+        .expect("memory limit");
+    assert_eq!(limit.trim(), "67108864");
 }
