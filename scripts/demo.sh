@@ -65,7 +65,7 @@ fi
 if [[ -n ${BERTH_BIN:-} ]]; then
   berth=$BERTH_BIN
 else
-  step "building berth (cargo build --bins; a first build takes about 4 minutes on 2 cores)"
+  step "building berth (cargo build --bins; a first build takes about 10 minutes on 2 cores)"
   started=$SECONDS
   cargo build --quiet --bins || fail "cargo build failed"
   berth=$repo/target/debug/berth
@@ -102,19 +102,42 @@ remove_demo_network() {
   find /sys/fs/cgroup -maxdepth 2 -type d -name "$cgroup_parent" -exec rmdir {} + 2>/dev/null || true
 }
 
-# Stops the agent; on failure first removes every pod through it, then
-# whatever is left (the normal path has removed everything already).
+# The agent runs in a session of its own, so a Ctrl-C meant for the demo
+# does not stop it before it has removed the pods.
+start_agent() {
+  setsid "$berth" run >>"$work/agent.log" 2>&1 &
+  agent_pid=$!
+}
+stop_agent() {
+  if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
+    kill -TERM "$agent_pid"
+    wait "$agent_pid" || return
+  fi
+  agent_pid=""
+}
+
+# On failure or Ctrl-C, the pods are removed the way the demo removes them
+# at the end: their manifests go, and an agent (a new one if the first has
+# died) removes what they owned. The rest is removed on every exit.
 cleanup() {
   local status=$?
-  if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
-    if ((status != 0)) && [[ -d $BERTH_MANIFESTS ]]; then
-      find "$BERTH_MANIFESTS" -name '*.yaml' -delete
-      kill -HUP "$agent_pid" 2>/dev/null || true
-      no_pods_left 60 || true
+  trap - INT TERM
+  if ((status != 0)) && [[ -d $BERTH_RUN_ROOT/shims ]]; then
+    echo "removing everything the demo made" >&2
+    find "$BERTH_MANIFESTS" -name '*.yaml' -delete
+    if [[ -n $(ls -A "$BERTH_RUN_ROOT/shims") ]]; then
+      if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
+        kill -HUP "$agent_pid" # rescan now
+      else
+        start_agent # removes at start what no manifest wants
+      fi
+      no_pods_left 90 || echo "the agent did not remove every pod within 90s; see $work/agent.log" >&2
     fi
-    kill -TERM "$agent_pid" 2>/dev/null || true
-    wait "$agent_pid" 2>/dev/null || true
   fi
+  stop_agent || true
+  # Last resort: whatever still runs in the demo's cgroups was started by it.
+  find /sys/fs/cgroup/ -path "*/$cgroup_parent/*" -name cgroup.procs -exec cat {} + 2>/dev/null |
+    sort -u | xargs -r kill -KILL 2>/dev/null || true
   leftovers=$(grep -F " $work/" /proc/self/mountinfo | cut -d' ' -f5 | sort -r || true)
   for mount in $leftovers; do umount -l "$mount" 2>/dev/null || true; done
   remove_demo_network
@@ -151,8 +174,7 @@ fi
 step "starting the agent on a copy of examples/"
 echo "state: $work (--root $BERTH_ROOT, --run-root $BERTH_RUN_ROOT), config $BERTH_CONFIG"
 echo "agent log: $work/agent.log"
-"$berth" run >"$work/agent.log" 2>&1 &
-agent_pid=$!
+start_agent
 
 wait_for 60 "the web pod running" pod_running web
 wait_for 30 "the web pod answering on port $port" web_answers
@@ -175,7 +197,9 @@ printf "%s\$ berth inspect web | jq '%s'%s\n" "$bold" "$filter" "$plain"
 
 if [[ ${DEMO_KEEP:-} == 1 ]]; then
   step "the agent keeps running (pid $agent_pid); press Ctrl-C to remove everything"
-  wait "$agent_pid"
+  wait "$agent_pid" || true
+  agent_pid=""
+  fail "the agent stopped"
 fi
 
 step "removing the pods: deleting their manifests"
@@ -184,9 +208,7 @@ no_pods_left 90 || fail "the agent did not remove every pod within 90s"
 show "$berth" ps -a
 
 step "stopping the agent"
-kill -TERM "$agent_pid"
-wait "$agent_pid" || fail "the agent exited with an error"
-agent_pid=""
+stop_agent || fail "the agent exited with an error"
 "$berth" status | head -n 1
 [[ -z $(ls -A "$BERTH_RUN_ROOT/shims" 2>/dev/null) ]] || fail "containers left behind: $(ls "$BERTH_RUN_ROOT/shims")"
 ! grep -qF " $work/" /proc/self/mountinfo || fail "mounts left behind under $work"
