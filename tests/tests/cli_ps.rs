@@ -129,7 +129,7 @@ fn ps_and_inspect_match_what_runs_and_never_show_a_secret() {
         "a secret value in inspect: {text}"
     );
     let inspect = json(&text);
-    assert_eq!(inspect["spec"]["metadata"]["name"], "web");
+    assert_eq!(inspect["manifest"]["metadata"]["name"], "web");
     assert_eq!(inspect["status"]["phase"], "Running");
     let containers = inspect["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 2, "init and app: {inspect:#}");

@@ -256,7 +256,7 @@ fn inspect_shows_pids_paths_and_mounts_but_no_secret() {
     let json: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(json["namespace"], "default");
     assert_eq!(json["agentRunning"], false);
-    assert_eq!(json["spec"]["spec"]["containers"][0]["name"], "app");
+    assert_eq!(json["manifest"]["spec"]["containers"][0]["name"], "app");
     assert_eq!(json["status"]["phase"], "Running");
     let c = &json["containers"][0];
     assert_eq!(c["containerId"], f.ids[0].as_str());
@@ -296,6 +296,18 @@ fn inspect_shows_pids_paths_and_mounts_but_no_secret() {
         "{cgroup} in {own}"
     );
     assert!(c["logPath"].as_str().expect("log").ends_with("/0.log"));
+
+    // A manifest that stops parsing: the agent keeps the last good version,
+    // and inspect says the file no longer shows it.
+    std::fs::write(
+        f.h.dirs.manifests.join("web.yaml"),
+        "kind: Pod\nmetadata: [",
+    )
+    .expect("edit");
+    let json: Value = serde_json::from_str(&ok(f.berth(&["inspect", "web"]))).expect("json");
+    assert!(json["manifest"].is_null(), "{json:#}");
+    let note = json["manifestNote"].as_str().expect("a note");
+    assert!(note.contains("does not define Pod/default/web"), "{note}");
 
     let text = err(f.berth(&["inspect", "nope"]));
     assert!(

@@ -1,5 +1,5 @@
 //! `berth inspect POD`: everything berth knows about a pod, as JSON — its
-//! spec (redacted: never a Secret value), its status with the details the
+//! manifest (redacted: never a Secret value), its status with the details the
 //! pod reconciler publishes, and for each container what the runtime has
 //! on disk: ids, PIDs, bundle, rootfs mount, mounts, cgroup, log and
 //! network namespace paths. The container's environment is left out on
@@ -47,11 +47,11 @@ struct Inspection<'a> {
     namespace: &'a str,
     name: &'a str,
     agent_running: bool,
-    /// The object as its manifest file defines it now, redacted.
-    spec: Option<Value>,
-    /// Why `spec` is missing or may differ from what runs.
+    /// The pod as its manifest file defines it now, redacted.
+    manifest: Option<Value>,
+    /// Why `manifest` is missing or may differ from what runs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    spec_note: Option<String>,
+    manifest_note: Option<String>,
     status: &'a ObjectStatus,
     containers: Vec<ContainerInspection>,
 }
@@ -119,7 +119,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let pod = find_pod(&loaded.doc, &args.target)?;
     let runtime = open_runtime(global, args.config.as_deref())?;
     let mounts = mountinfo::read().context("reading /proc/self/mountinfo")?;
-    let (spec, spec_note) = spec_of(pod, &loaded.doc);
+    let (manifest, manifest_note) = manifest_of(pod, &loaded.doc);
     let containers = pod_details(pod)
         .map(|details| {
             let init = details.init_containers.iter().map(|c| (c, true));
@@ -145,8 +145,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         namespace: &pod.namespace,
         name: &pod.name,
         agent_running: loaded.agent_running,
-        spec,
-        spec_note,
+        manifest,
+        manifest_note,
         status: pod,
         containers,
     };
@@ -161,7 +161,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 
 /// The pod as its manifest file defines it now, redacted, and a note when
 /// that may not be what the agent runs.
-fn spec_of(pod: &ObjectStatus, doc: &StatusDocument) -> (Option<Value>, Option<String>) {
+fn manifest_of(pod: &ObjectStatus, doc: &StatusDocument) -> (Option<Value>, Option<String>) {
     let path = &pod.source.file;
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -180,7 +180,7 @@ fn spec_of(pod: &ObjectStatus, doc: &StatusDocument) -> (Option<Value>, Option<S
             )),
         );
     };
-    let spec = serde_json::to_value(object.redacted()).ok();
+    let manifest = serde_json::to_value(object.redacted()).ok();
     let last_known_good = doc
         .files
         .iter()
@@ -191,7 +191,7 @@ fn spec_of(pod: &ObjectStatus, doc: &StatusDocument) -> (Option<Value>, Option<S
             path.display()
         )
     });
-    (spec, note)
+    (manifest, note)
 }
 
 /// What the runtime has on disk for container `id`.
