@@ -2,7 +2,7 @@
 # The demo behind `make demo` (as root, on Debian 12, no internet needed):
 # build berth, build a busybox image from Debian's busybox-static and import
 # it, run the agent on a copy of examples/, show the web pod answering on
-# its hostPort, `berth status`, `ps`, `logs` and `exec`, then delete the
+# its hostPort, `berth status`, `ps`, `logs`, `exec` and `inspect`, then delete the
 # manifests and watch the agent remove everything it made.
 #
 # All state lives in one temporary directory (printed at the start) with
@@ -126,11 +126,9 @@ cleanup() {
     echo "removing everything the demo made" >&2
     find "$BERTH_MANIFESTS" -name '*.yaml' -delete
     if [[ -n $(ls -A "$BERTH_RUN_ROOT/shims") ]]; then
-      if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
-        kill -HUP "$agent_pid" # rescan now
-      else
-        start_agent # removes at start what no manifest wants
-      fi
+      # A running agent sees the deletions; a new one removes at start
+      # whatever no manifest wants.
+      [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null || start_agent
       no_pods_left 90 || echo "the agent did not remove every pod within 90s; see $work/agent.log" >&2
     fi
   fi
