@@ -65,7 +65,7 @@ fi
 if [[ -n ${BERTH_BIN:-} ]]; then
   berth=$BERTH_BIN
 else
-  step "building berth (cargo build --bins; a first build takes about 10 minutes on 2 cores)"
+  step "building berth (cargo build --bins; a first build takes 6 to 10 minutes on 2 cores)"
   started=$SECONDS
   cargo build --quiet --bins || fail "cargo build failed"
   berth=$repo/target/debug/berth
