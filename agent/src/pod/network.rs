@@ -13,8 +13,10 @@ use manifests::types as api;
 use netplugins::dns::{DnsConfig, DnsOption, DnsPolicy, DnsSettings, HostAlias};
 use netplugins::driver::{CleanupReport, Environment, NetError, NetworkDriver, PodNetwork};
 use netplugins::factory::{DriverKind, NetworkConfig, build};
-use netplugins::ports::{PortMapping, Protocol};
+use netplugins::ipam::IpamError;
+use netplugins::ports::{PortError, PortMapping, Protocol};
 
+use super::state::PodState;
 use crate::paths::Paths;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,49 @@ fn log_cleanup(driver: &str, report: &CleanupReport) {
             netns = ?report.netns,
             "removed the network state of pods that no longer exist"
         );
+    }
+}
+
+/// A driver's error as the pod's status shows it. Drivers know pods only
+/// by uid, so a hostPort conflict is reworded to name the pod that holds
+/// the port by namespace/name (from the pods' records).
+pub fn explain(err: &NetError, paths: &Paths) -> String {
+    explain_with(err, |uid| {
+        let (states, _) = PodState::list(paths);
+        states
+            .iter()
+            .find(|state| state.incarnations().any(|i| i.uid == uid))
+            .map(|state| format!("{}/{}", state.namespace, state.name))
+    })
+}
+
+fn explain_with(err: &NetError, owner_of: impl Fn(&str) -> Option<String>) -> String {
+    match port_conflict(err) {
+        Some(PortError::Conflict {
+            wanted,
+            held,
+            holder,
+        }) => {
+            let owner = owner_of(holder).unwrap_or_else(|| format!("with uid {holder}"));
+            format!(
+                "hostPort {wanted} is already held by pod {owner} ({held}); pick another hostPort or hostIP"
+            )
+        }
+        _ => crate::status::chain(err),
+    }
+}
+
+/// The hostPort conflict that made a setup fail, unless undoing the setup
+/// failed too (then the whole chain is worth reading).
+fn port_conflict(err: &NetError) -> Option<&PortError> {
+    match err {
+        NetError::Setup {
+            error, rollback, ..
+        } if rollback.is_empty() => port_conflict(error),
+        NetError::Ipam(IpamError::Ports { source, .. }) | NetError::Ports { source, .. } => {
+            matches!(source, PortError::Conflict { .. }).then_some(source)
+        }
+        _ => None,
     }
 }
 
@@ -233,5 +278,36 @@ mod tests {
         .expect("spec");
         let err = super::request("default", "web", "u", &bad).expect_err("out of range");
         assert!(err.to_string().contains("hostPort"), "{err}");
+    }
+
+    #[test]
+    fn a_host_port_conflict_names_the_holder_by_namespace_and_name() {
+        let mapping = |host_ip: Option<&str>| PortMapping {
+            container_port: 80,
+            host_port: 8080,
+            host_ip: host_ip.map(|ip| ip.parse().expect("ip")),
+            protocol: Protocol::Tcp,
+        };
+        let conflict = NetError::Setup {
+            pod_id: "uid2".into(),
+            error: Box::new(NetError::Ipam(IpamError::Ports {
+                pod_id: "uid2".into(),
+                source: PortError::Conflict {
+                    wanted: mapping(Some("127.0.0.1")),
+                    held: mapping(None),
+                    holder: "uid1".into(),
+                },
+            })),
+            rollback: Vec::new(),
+        };
+        let owner = |uid: &str| (uid == "uid1").then(|| "default/first".to_string());
+        assert_eq!(
+            explain_with(&conflict, owner),
+            "hostPort 127.0.0.1:8080->80/tcp is already held by pod default/first (8080->80/tcp); pick another hostPort or hostIP"
+        );
+        let text = explain_with(&conflict, |_| None);
+        assert!(text.contains("pod with uid uid1"), "{text}");
+        let other = NetError::Config("no bridge".into());
+        assert_eq!(explain_with(&other, owner), crate::status::chain(&other));
     }
 }

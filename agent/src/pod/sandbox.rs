@@ -118,7 +118,7 @@ pub async fn ensure(
         let status = driver
             .setup(&request)
             .await
-            .map_err(|err| not_ready("CreatePodSandboxError")(crate::status::chain(&err)))?;
+            .map_err(|err| not_ready("CreatePodSandboxError")(network::explain(&err, paths)))?;
         state.incarnation.network = Some(status);
         save(state)?;
     }
