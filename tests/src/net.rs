@@ -335,6 +335,19 @@ impl NetWorld {
         )
     }
 
+    /// A fresh directory under the test's temp dir for a pod to write to,
+    /// with the YAML that mounts it at `/data` (see [`DataDir`]).
+    pub fn data_dir(&self, name: &str) -> DataDir {
+        let path = self.world.dirs.temp.path().join(name);
+        std::fs::create_dir_all(&path).expect("creating a data dir");
+        DataDir {
+            volume: format!(
+                "  volumes:\n  - name: data\n    hostPath:\n      path: {path:?}\n      type: Directory\n"
+            ),
+            path,
+        }
+    }
+
     /// Waits for pod `name` to run with an address; returns its status and IP.
     pub fn wait_running_ip(&self, name: &str) -> (Value, Ipv4Addr) {
         let pod = self.world.wait_pod(name, "running with a pod IP", |p| {
@@ -349,6 +362,36 @@ impl NetWorld {
     /// The path of pod `uid`'s netns file.
     pub fn netns_of(&self, pod: &Value) -> PathBuf {
         self.netns_dir().join(pod_uid(pod))
+    }
+}
+
+/// A host directory a pod writes its findings to: `volume` goes into the
+/// pod's spec (`extra_spec`), [`DataDir::MOUNT`] after a container entry.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub volume: String,
+}
+
+impl DataDir {
+    /// The `volumeMounts` of a container entry: the directory at `/data`.
+    pub const MOUNT: &str = "    volumeMounts:\n    - name: data\n      mountPath: /data\n";
+
+    /// Waits for the pod to write `file` (written last, by a rename, so it
+    /// is complete) and returns its contents.
+    pub fn wait_file(&self, file: &str) -> String {
+        let path = self.path.join(file);
+        crate::wait_until(
+            crate::pods::POD_WAIT,
+            &format!("{}", path.display()),
+            || std::fs::read_to_string(&path).ok(),
+        )
+    }
+
+    /// The contents of `file`, which must exist.
+    pub fn read(&self, file: &str) -> String {
+        let path = self.path.join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
     }
 }
 

@@ -5,22 +5,9 @@
 use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
-use std::time::Duration;
 
-use berth_e2e::net::{NetWorld, wait_http};
+use berth_e2e::net::{DataDir, NetWorld, wait_http};
 use berth_e2e::pods::POD_WAIT;
-use berth_e2e::wait_until;
-
-/// A hostPath volume `data` at `dir`, mounted at `/data` by the container
-/// entry it is appended to.
-fn data_volume(dir: &std::path::Path) -> (String, String) {
-    (
-        format!(
-            "  volumes:\n  - name: data\n    hostPath:\n      path: {dir:?}\n      type: Directory\n"
-        ),
-        "    volumeMounts:\n    - name: data\n      mountPath: /data\n".to_string(),
-    )
-}
 
 #[test]
 fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
@@ -56,36 +43,33 @@ fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
         }
     });
 
-    let data = net.world.dirs.temp.path().join("client-data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let (volume, mount) = data_volume(&data);
+    let data = net.data_dir("client-data");
+    // Each finding is complete before its `rc` file appears (renamed into place).
     let script = format!(
-        "wget -q -O /data/peer.tmp http://{server_ip}/; echo $? > /data/wget.rc; \
-         mv /data/peer.tmp /data/peer; \
+        "wget -q -O /data/peer http://{server_ip}/; echo $? > /data/rc.tmp; mv /data/rc.tmp /data/rc; \
          echo hello-host | nc {gateway} {host_port}; exec sleep 3600"
     );
     let mut client = net.world.shell_container("app", &script);
-    client.push_str(&mount);
-    net.world
-        .write_manifest("client.yaml", &net.pod_yaml("client", &volume, &client));
+    client.push_str(DataDir::MOUNT);
+    net.world.write_manifest(
+        "client.yaml",
+        &net.pod_yaml("client", &data.volume, &client),
+    );
     let (_, client_ip) = net.wait_running_ip("client");
     assert_ne!(client_ip, server_ip, "two pods, two addresses");
     assert!(net.net.contains(client_ip));
 
-    let rc = wait_until(POD_WAIT, "the client's wget", || {
-        std::fs::read_to_string(data.join("wget.rc")).ok()
-    });
+    let rc = data.wait_file("rc");
     assert_eq!(
         rc.trim(),
         "0",
         "wget from the client pod to {server_ip} failed"
     );
-    let peer = wait_until(
-        Duration::from_secs(10),
-        "the client's copy of the page",
-        || std::fs::read_to_string(data.join("peer")).ok(),
+    assert_eq!(
+        data.read("peer"),
+        "hello-from-server\n",
+        "pod to pod over the bridge"
     );
-    assert_eq!(peer, "hello-from-server\n", "pod to pod over the bridge");
     let (from, line) = heard_rx
         .recv_timeout(POD_WAIT)
         .expect("the client pod connected to the host's listener on the gateway");

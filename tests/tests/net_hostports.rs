@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use berth_e2e::net::{
-    NetWorld, curl, free_port, pod_uid, primary_address, udp_ask, udp_echo_in, wait_http,
+    DataDir, NetWorld, curl, free_port, pod_uid, primary_address, udp_ask, udp_echo_in, wait_http,
 };
 use berth_e2e::pods::POD_WAIT;
 use berth_e2e::wait_until;
@@ -84,29 +84,25 @@ fn host_ports_answer_on_localhost_and_the_primary_address_and_honour_host_ip() {
     }
 
     // Hairpin: another pod reaches the first through the host's address.
-    let data = net.world.dirs.temp.path().join("hairpin");
-    std::fs::create_dir_all(&data).expect("data dir");
+    let data = net.data_dir("hairpin");
     let mut client = net.world.shell_container(
         "app",
         &format!(
-            "wget -q -O /data/page.tmp http://{primary}:{tcp_port}/; echo $? > /data/rc; \
-             mv /data/page.tmp /data/page; exec sleep 3600"
+            "wget -q -O /data/page http://{primary}:{tcp_port}/; echo $? > /data/rc.tmp; \
+             mv /data/rc.tmp /data/rc; exec sleep 3600"
         ),
     );
-    client.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
-    let volume = format!(
-        "  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n      type: Directory\n"
+    client.push_str(DataDir::MOUNT);
+    net.world.write_manifest(
+        "client.yaml",
+        &net.pod_yaml("client", &data.volume, &client),
     );
-    net.world
-        .write_manifest("client.yaml", &net.pod_yaml("client", &volume, &client));
-    let rc = wait_until(POD_WAIT, "the hairpin wget", || {
-        std::fs::read_to_string(data.join("rc")).ok()
-    });
-    assert_eq!(rc.trim(), "0", "pod -> {primary}:{tcp_port} -> pod");
     assert_eq!(
-        std::fs::read_to_string(data.join("page")).expect("page"),
-        "hello-web\n"
+        data.wait_file("rc").trim(),
+        "0",
+        "pod -> {primary}:{tcp_port} -> pod"
     );
+    assert_eq!(data.read("page"), "hello-web\n");
 
     net.world.remove_manifest("web.yaml");
     net.world.wait_pod_gone("web");
