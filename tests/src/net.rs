@@ -350,13 +350,58 @@ impl NetWorld {
 
     /// Waits for pod `name` to run with an address; returns its status and IP.
     pub fn wait_running_ip(&self, name: &str) -> (Value, Ipv4Addr) {
-        let pod = self.world.wait_pod(name, "running with a pod IP", |p| {
-            p["phase"] == "Running"
-                && crate::pods::running_pid(p, &first_container(p)).is_some()
-                && pod_ip(p).is_some()
-        });
+        let pod = self
+            .world
+            .wait_pod(name, "running with a pod IP", running_with_ip);
         let ip = pod_ip(&pod).expect("checked above");
         (pod, ip)
+    }
+
+    /// Waits until every pod of `names` has a status satisfying `ready`
+    /// (one `berth status` per poll for all of them); returns the statuses
+    /// in the order of `names`.
+    pub fn wait_pods(
+        &self,
+        names: &[String],
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let mut last = None;
+        let found = poll_until(timeout, || {
+            let status = crate::agent::status_json(&self.world.dirs)?;
+            let pods: Option<Vec<Value>> = names
+                .iter()
+                .map(|name| {
+                    crate::agent::object(&status, "Pod", "default", name)
+                        .filter(|pod| ready(pod))
+                        .cloned()
+                })
+                .collect();
+            last = Some(status);
+            pods
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for pods {names:?}: {what}\nlast status: {:#}\nagent log:\n{}",
+                last.unwrap_or_default(),
+                self.world.agent().log()
+            )
+        })
+    }
+
+    /// Waits until none of `names` has a status (their removal finished).
+    pub fn wait_pods_gone(&self, names: &[String], timeout: Duration) {
+        let gone = poll_until(timeout, || {
+            let status = crate::agent::status_json(&self.world.dirs)?;
+            let left = crate::agent::names_of(&status, "Pod");
+            names.iter().all(|n| !left.contains(n)).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "pods {names:?} were not removed within {timeout:?}\nagent log:\n{}",
+            self.world.agent().log()
+        );
     }
 
     /// The path of pod `uid`'s netns file.
@@ -393,6 +438,31 @@ impl DataDir {
         std::fs::read_to_string(&path)
             .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
     }
+}
+
+/// Like [`crate::wait_until`], but `None` at the deadline, so the caller
+/// can fail with what it saw last.
+fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Whether a pod's status shows it running (its first app container)
+/// with an address.
+pub fn running_with_ip(pod: &Value) -> bool {
+    pod["phase"] == "Running"
+        && crate::pods::running_pid(pod, &first_container(pod)).is_some()
+        && pod_ip(pod).is_some()
 }
 
 /// The name of the pod's first app container.
