@@ -54,11 +54,13 @@ impl AgentProcess {
     }
 
     /// Starts the agent and waits until it reports the initial state
-    /// reconciled.
+    /// reconciled. The status must come from this agent (its pid): after a
+    /// restart, the status file still says what the previous one reached.
     pub fn start_ready(dirs: &TestDirs, extra_args: &[&str]) -> Self {
         let agent = Self::start(dirs, extra_args);
+        let pid = agent.pid();
         agent.wait_for_status(dirs, "the agent to become ready", |s| {
-            s["agentRunning"] == true && s["agent"]["state"] == "Ready"
+            s["agentRunning"] == true && s["agent"]["state"] == "Ready" && s["agent"]["pid"] == pid
         });
         agent
     }
