@@ -404,6 +404,23 @@ impl NetWorld {
         );
     }
 
+    /// Waits until the agent has removed its record of pod `name`, the
+    /// last step of removing a pod (a pod whose first reconcile never
+    /// finished has no status to watch disappear).
+    pub fn wait_pod_record_gone(&self, name: &str) {
+        let record = self
+            .root()
+            .join("pod-state")
+            .join(format!("default_{name}.json"));
+        assert!(
+            poll_until(crate::pods::POD_WAIT, || (!record.exists()).then_some(())).is_some(),
+            "the agent did not remove {} within {:?}\nagent log:\n{}",
+            record.display(),
+            crate::pods::POD_WAIT,
+            self.world.agent().log()
+        );
+    }
+
     /// The path of pod `uid`'s netns file.
     pub fn netns_of(&self, pod: &Value) -> PathBuf {
         self.netns_dir().join(pod_uid(pod))
