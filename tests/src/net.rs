@@ -264,6 +264,41 @@ impl Drop for BridgeNet {
     }
 }
 
+/// A CNI network configuration list of Debian's containernetworking
+/// plugins: `bridge` (gateway, masquerade, hairpin) with `host-local`
+/// addresses from `subnet` kept in `data_dir`, then `portmap` for hostPorts.
+pub fn cni_conflist(name: &str, bridge: &str, subnet: &str, data_dir: &Path) -> Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": data_dir.display().to_string()
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+}
+
+/// Addresses host-local holds in `data_dir` for network `name` (one file
+/// per address).
+pub fn host_local_leases(data_dir: &Path, name: &str) -> Vec<IpAddr> {
+    std::fs::read_dir(data_dir.join(name))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<IpAddr>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The `[network]` section [`PodWorld`] writes; [`NetWorld`] replaces it.
 const POD_WORLD_NETWORK: &str = "[network]\ndriver = \"none\"\n";
 
@@ -277,21 +312,40 @@ pub struct NetWorld {
 impl NetWorld {
     /// An agent with the bridge driver on a fresh [`BridgeNet`] (runc).
     pub fn bridge() -> Self {
-        Self::with_network(BridgeNet::new(), |net| {
+        Self::with_network(BridgeNet::new(), |net, _| {
             format!("[network]\ndriver = \"bridge\"\n{}", net.bridge_section())
         })
     }
 
-    /// An agent whose `[network]` section is `section(&net)` (the net's
-    /// names stay reserved for the test and are cleaned up on drop).
-    pub fn with_network(net: BridgeNet, section: impl FnOnce(&BridgeNet) -> String) -> Self {
+    /// An agent with the cni driver running Debian's bridge + host-local +
+    /// portmap chain ([`cni_conflist`]) on the net's bridge name and subnet,
+    /// host-local's leases in `<temp>/host-local`.
+    pub fn cni() -> Self {
+        Self::with_network(BridgeNet::new(), |net, temp| {
+            let conflist = temp.join("pods.conflist");
+            let list = cni_conflist(
+                &net.network,
+                &net.bridge,
+                &net.subnet,
+                &temp.join("host-local"),
+            );
+            std::fs::write(&conflist, serde_json::to_vec_pretty(&list).expect("JSON"))
+                .expect("writing the conflist");
+            format!("[network]\ndriver = \"cni\"\n[network.cni]\nconflist = {conflist:?}\n")
+        })
+    }
+
+    /// An agent whose `[network]` section is `section(&net, temp dir)`
+    /// (the net's names stay reserved for the test and are cleaned up on
+    /// drop).
+    pub fn with_network(net: BridgeNet, section: impl FnOnce(&BridgeNet, &Path) -> String) -> Self {
         let world = PodWorld::new("runc");
         let config = std::fs::read_to_string(&world.config).expect("reading the agent config");
         assert!(
             config.contains(POD_WORLD_NETWORK),
             "the pod kit's agent config no longer has {POD_WORLD_NETWORK:?}; update tests/src/net.rs"
         );
-        let config = config.replace(POD_WORLD_NETWORK, &section(&net));
+        let config = config.replace(POD_WORLD_NETWORK, &section(&net, world.dirs.temp.path()));
         std::fs::write(&world.config, config).expect("writing the agent config");
         Self { world, net }
     }
