@@ -527,7 +527,14 @@ impl BridgeDriver {
             Ok(pods) => report.pods = pods,
             Err(err) => errors.push(err),
         }
-        if let Err(err) = self.sync_firewall().await {
+        // An agent that never ran a bridge pod has no table and nothing to
+        // take out of one: creating an empty table would leave a firewall
+        // table behind on hosts (and test machines) that never use it.
+        let table_needed = !report.pods.is_empty()
+            || firewall::table_exists(&self.config.nft_table)
+                .await
+                .unwrap_or(true);
+        if table_needed && let Err(err) = self.sync_firewall().await {
             errors.push(err);
         }
         driver::cleanup_result(report, errors)

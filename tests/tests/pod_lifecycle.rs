@@ -28,6 +28,7 @@ for_each_runtime!(
     editing_one_container_replaces_only_that_container,
     deleting_a_pod_leaves_nothing_behind,
     resource_limits_are_applied_or_refused_clearly,
+    reconciling_an_unchanged_pod_touches_nothing,
 );
 
 fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
@@ -501,4 +502,38 @@ fn resource_limits_are_applied_or_refused_clearly(runtime: &str) {
         .or_else(|_| std::fs::read_to_string(memory.join("memory.max")))
         .expect("memory limit");
     assert_eq!(limit.trim(), "67108864");
+}
+
+/// Reconciling again with nothing changed touches nothing: the agent
+/// relists every 300 ms here, and after several relists the container is
+/// the same process, started once, its `:latest` image pulled once.
+fn reconciling_an_unchanged_pod_touches_nothing(runtime: &str) {
+    let mut world = PodWorld::with_config(runtime, "[controller]\nrelist-interval = \"300ms\"\n");
+    world.start_agent();
+    let yaml = world.pod_yaml(
+        "steady",
+        "",
+        &world.shell_container("app", "exec sleep 1000"),
+    );
+    world.write_manifest("steady.yaml", &yaml);
+    let pod = world.wait_pod("steady", "running", |p| running_pid(p, "app").is_some());
+    let relists = |log: &str| log.matches("periodic relist").count();
+    let seen = relists(&world.agent().log());
+    wait_until(Duration::from_secs(20), "four more relists", || {
+        (relists(&world.agent().log()) >= seen + 4).then_some(())
+    });
+    let again = world.pod("steady").expect("status");
+    assert_eq!(running_pid(&again, "app"), running_pid(&pod, "app"));
+    assert_eq!(restarts(&again, "app"), Some(0));
+    let count = |reason: &str| {
+        world
+            .events("steady")
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .count()
+    };
+    assert_eq!(count("Started"), 1, "{:#?}", world.events("steady"));
+    assert_eq!(count("Pulled"), 1, "{:#?}", world.events("steady"));
+    assert_eq!(count("Killing"), 0);
+    assert_eq!(count("Recreating"), 0);
 }

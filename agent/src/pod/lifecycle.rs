@@ -107,6 +107,9 @@ struct PodRun<'a> {
     key: &'a ObjectKey,
     desired: &'a DesiredState,
     pull_secrets: Option<Credentials>,
+    /// Images ensured in this reconcile (an `Always` image is pulled once
+    /// per reconcile, not once per step).
+    ensured: BTreeMap<String, EnsuredImage>,
     report: Report,
 }
 
@@ -128,9 +131,12 @@ impl PodRun<'_> {
 
     /// Makes the container's image present as its pull policy says.
     async fn ensure_image(
-        &self,
+        &mut self,
         container: &api::Container,
     ) -> Result<EnsuredImage, (&'static str, String)> {
+        if let Some(ensured) = self.ensured.get(&container.image) {
+            return Ok(ensured.clone());
+        }
         let reference = ImageReference::parse(&container.image).map_err(|err| {
             (
                 "InvalidImageName",
@@ -149,7 +155,8 @@ impl PodRun<'_> {
             .await
             .map_err(|err| match err {
                 EnsureError::NeverPull(message) => ("ErrImageNeverPull", message),
-                other => ("ImagePullBackOff", crate::status::chain(&other)),
+                // Its message already carries every host's failure.
+                other => ("ImagePullBackOff", one_line(&other.to_string())),
             })?;
         if ensured.pulled {
             self.event(
@@ -161,8 +168,37 @@ impl PodRun<'_> {
                 ),
             );
         }
+        self.ensured
+            .insert(container.image.clone(), ensured.clone());
         Ok(ensured)
     }
+
+    /// Every image of the pod, before anything is made or stopped.
+    async fn ensure_images(
+        &mut self,
+        state: &PodState,
+        containers: &[(&api::Container, bool, String)],
+    ) -> Result<(), Applied> {
+        for (container, _, _) in containers {
+            if let Err((reason, message)) = self.ensure_image(container).await {
+                let retry = self.ctx.services.pods.backoff_initial;
+                return Err(report::pending_change(
+                    state,
+                    &container.name,
+                    reason,
+                    &message,
+                    retry,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Joins a multi-line error (one line per registry host tried) into the
+/// one line a status message is.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Applies a desired pod (see the module docs).
@@ -198,6 +234,7 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
         key,
         desired: &desired,
         pull_secrets,
+        ensured: BTreeMap::new(),
         report: Report::default(),
     };
 
@@ -215,17 +252,8 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
     let lost = !sandbox::alive(paths, &state);
     if state.incarnation.pod_hash != wanted.pod_hash || lost {
         // Download, then kill: every image of the new pod first.
-        for (container, _, _) in &wanted.containers {
-            if let Err((reason, message)) = run.ensure_image(container).await {
-                let delay = ctx.services.pods.backoff_initial;
-                return Ok(report::pending_change(
-                    &state,
-                    &container.name,
-                    reason,
-                    &message,
-                    delay,
-                ));
-            }
+        if let Err(pending) = run.ensure_images(&state, &wanted.containers).await {
+            return Ok(pending);
         }
         let why = if lost {
             "its sandbox is gone"
@@ -246,6 +274,12 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
         run.save(&state)?;
     }
     retire(&run, &mut state).await?;
+    // Images first: no sandbox or network for a pod that cannot run yet.
+    if !state.incarnation.sandbox_ready
+        && let Err(pending) = run.ensure_images(&state, &wanted.containers).await
+    {
+        return Ok(pending);
+    }
 
     let ready = match sandbox::ensure(ctx, runtime, &mut state, spec, &desired).await {
         Ok(ready) => ready,
