@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use manifests::types as api;
+use netplugins::bridge::{BridgeDriver, SetupStage};
 use netplugins::dns::{DnsConfig, DnsOption, DnsPolicy, DnsSettings, HostAlias};
 use netplugins::driver::{CleanupReport, Environment, NetError, NetworkDriver, PodNetwork};
 use netplugins::factory::{DriverKind, NetworkConfig, build};
@@ -48,7 +49,7 @@ impl Networks {
         let default = if config.driver == DriverKind::Host {
             Err("driver \"host\" cannot be the default; set hostNetwork: true on the pods that need it".to_string())
         } else {
-            build(config.driver, config, &env)
+            build_default(config, &env)
                 .await
                 .map_err(|err| crate::status::chain(&err))
         };
@@ -101,6 +102,53 @@ impl Networks {
             }
         }
         problems
+    }
+}
+
+/// Test-only: with `BERTH_TEST_PAUSE_NETWORK_AT=<stage>` (`namespace`,
+/// `lease`, `veth`, `pod-interface` or `firewall`), the bridge driver stops
+/// for good at that stage of the next pod's setup and prints
+/// `berth: paused at network stage <stage>` on stderr, so a crash test can
+/// kill -9 the agent exactly there. Debug builds only: release builds
+/// ignore the variable (with a warning), so it is never active by accident.
+pub const PAUSE_ENV: &str = "BERTH_TEST_PAUSE_NETWORK_AT";
+
+fn pause_stage() -> Option<SetupStage> {
+    let value = std::env::var(PAUSE_ENV).ok()?;
+    if !cfg!(debug_assertions) {
+        tracing::warn!("{PAUSE_ENV} is set but ignored: the test pause works in debug builds only");
+        return None;
+    }
+    let stage = SetupStage::from_name(&value);
+    match stage {
+        Some(_) => tracing::warn!(
+            stage = %value,
+            "{PAUSE_ENV}: TEST HOOK ACTIVE, pod network setup will stop at this stage for good"
+        ),
+        None => tracing::warn!(stage = %value, "{PAUSE_ENV}: unknown stage, ignored"),
+    }
+    stage
+}
+
+/// The configured default driver (with the test pause, if asked for).
+async fn build_default(
+    config: &NetworkConfig,
+    env: &Environment,
+) -> Result<Box<dyn NetworkDriver>, NetError> {
+    match pause_stage() {
+        Some(stage) if config.driver == DriverKind::Bridge => {
+            let driver = BridgeDriver::new(config.bridge.clone(), env.clone()).await?;
+            Ok(Box::new(driver.with_stage_hook(move |reached| {
+                if reached == stage {
+                    eprintln!("berth: paused at network stage {}", stage.name());
+                    // Parks this worker thread until the test kills the agent.
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            })))
+        }
+        _ => build(config.driver, config, env).await,
     }
 }
 
