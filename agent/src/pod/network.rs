@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use manifests::types as api;
 use netplugins::bridge::{BridgeDriver, SetupStage};
 use netplugins::dns::{DnsConfig, DnsOption, DnsPolicy, DnsSettings, HostAlias};
-use netplugins::driver::{CleanupReport, Environment, NetError, NetworkDriver, PodNetwork};
+use netplugins::driver::{
+    CleanupReport, Environment, NetError, NetworkDriver, NetworkStatus, PodNetwork,
+};
 use netplugins::factory::{DriverKind, NetworkConfig, build};
 use netplugins::ipam::IpamError;
 use netplugins::ports::{PortError, PortMapping, Protocol};
@@ -103,6 +105,37 @@ impl Networks {
         }
         problems
     }
+}
+
+/// A pod network [`verify`] found broken (`problem`) and set up again.
+#[derive(Debug)]
+pub struct Repaired {
+    pub problem: String,
+    pub status: NetworkStatus,
+}
+
+/// Checks a pod network set up earlier and, when it is not as set up (a
+/// firewall reload took berth's table, someone deleted the veth), runs the
+/// driver's setup again: it is idempotent and repairs in place, keeping
+/// the pod's netns and address, so the containers keep running.
+///
+/// CNI networks are left to their plugins: CHECK runs the whole chain,
+/// Debian's portmap 1.1.1 fails it for every IPv4 pod with hostPorts
+/// (containernetworking/plugins#819), and a chain must not be ADDed twice.
+pub async fn verify(
+    driver: &dyn NetworkDriver,
+    request: &PodNetwork,
+) -> Result<Option<Repaired>, NetError> {
+    if driver.name() == "cni" {
+        return Ok(None);
+    }
+    let Err(problem) = driver.check(request).await else {
+        return Ok(None);
+    };
+    let problem = crate::status::chain(&problem);
+    tracing::warn!(pod_id = %request.pod_id, %problem, "the pod's network is broken; setting it up again");
+    let status = driver.setup(request).await?;
+    Ok(Some(Repaired { problem, status }))
 }
 
 /// Test-only: with `BERTH_TEST_PAUSE_NETWORK_AT=<stage>` (`namespace`,
@@ -326,6 +359,76 @@ mod tests {
         .expect("spec");
         let err = super::request("default", "web", "u", &bad).expect_err("out of range");
         assert!(err.to_string().contains("hostPort"), "{err}");
+    }
+
+    /// A driver whose check fails or not, counting setups (pure logic of
+    /// [`verify`]; the real repair is proven end to end).
+    struct Fake {
+        name: &'static str,
+        broken: bool,
+        setups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl NetworkDriver for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn setup<'a>(
+            &'a self,
+            _: &'a PodNetwork,
+        ) -> futures::future::BoxFuture<'a, Result<NetworkStatus, NetError>> {
+            self.setups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(NetworkStatus::default()) })
+        }
+        fn teardown<'a>(
+            &'a self,
+            _: &'a PodNetwork,
+        ) -> futures::future::BoxFuture<'a, Result<(), NetError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn check<'a>(
+            &'a self,
+            pod: &'a PodNetwork,
+        ) -> futures::future::BoxFuture<'a, Result<(), NetError>> {
+            let broken = self.broken.then(|| NetError::Check {
+                pod_id: pod.pod_id.clone(),
+                problem: "veth x is gone".into(),
+            });
+            Box::pin(async move { broken.map_or(Ok(()), Err) })
+        }
+        fn cleanup_orphans<'a>(
+            &'a self,
+            _: &'a HashSet<String>,
+        ) -> futures::future::BoxFuture<'a, Result<CleanupReport, NetError>> {
+            Box::pin(async { Ok(CleanupReport::default()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_sets_up_again_only_what_its_check_finds_broken_and_leaves_cni_alone() {
+        let pod = PodNetwork {
+            pod_id: "uid1".into(),
+            ..PodNetwork::default()
+        };
+        for (name, broken, repairs) in [("bridge", false, 0), ("bridge", true, 1), ("cni", true, 0)]
+        {
+            let driver = Fake {
+                name,
+                broken,
+                setups: Default::default(),
+            };
+            let verified = verify(&driver, &pod).await.expect("verify");
+            assert_eq!(
+                driver.setups.load(std::sync::atomic::Ordering::SeqCst),
+                repairs,
+                "{name} broken={broken}"
+            );
+            match verified {
+                Some(repaired) => assert!(repaired.problem.contains("veth x is gone")),
+                None => assert_eq!(repairs, 0),
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::paths::Paths;
 use crate::reconcile::Context;
 use crate::runtime::volumes::{FileOptions, write_files};
 use crate::runtime::{EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, from_pod};
+use crate::status::{Event, EventType};
+use manifests::{Kind, ObjectKey};
 
 /// A sandbox ready for containers.
 pub struct Ready {
@@ -121,6 +123,10 @@ pub async fn ensure(
             .map_err(|err| not_ready("CreatePodSandboxError")(network::explain(&err, paths)))?;
         state.incarnation.network = Some(status);
         save(state)?;
+    } else if let Some(request) = state.incarnation.network_request.clone()
+        && repair_network(ctx, state, spec.host_network, &request).await?
+    {
+        save(state)?;
     }
     let network = state
         .incarnation
@@ -188,6 +194,52 @@ pub async fn ensure(
         volumes,
         fields,
     })
+}
+
+/// Verifies the pod's network (set up by an earlier reconcile) and repairs
+/// it in place if it broke meanwhile; the repair is an event. Returns
+/// whether it repaired (the state then holds the new network status).
+async fn repair_network(
+    ctx: &Context,
+    state: &mut PodState,
+    host_network: bool,
+    request: &netplugins::driver::PodNetwork,
+) -> Result<bool, NotReady> {
+    let driver = ctx
+        .services
+        .network
+        .for_pod(host_network)
+        .map_err(|err| not_ready("NetworkNotReady")(err.to_string()))?;
+    let verified = network::verify(driver, request).await.map_err(|err| {
+        not_ready("NetworkNotReady")(format!(
+            "repairing the pod's network: {}",
+            network::explain(&err, &ctx.services.paths)
+        ))
+    })?;
+    if let Some(network::Repaired { problem, status }) = verified {
+        let before = state
+            .incarnation
+            .network
+            .as_ref()
+            .map(|n| n.pod_ips())
+            .unwrap_or_default();
+        let mut message = format!("{problem}; set up again in place");
+        if status.pod_ips() != before {
+            message.push_str(&format!(
+                " (its addresses changed from {before:?} to {:?})",
+                status.pod_ips()
+            ));
+        }
+        ctx.events.record(Event::new(
+            EventType::Warning,
+            ObjectKey::new(Kind::Pod, state.namespace.clone(), state.name.clone()).to_string(),
+            "NetworkRepaired",
+            message,
+        ));
+        state.incarnation.network = Some(status);
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Writes a configMap/secret volume's files when they changed since the
