@@ -312,8 +312,16 @@ pub struct NetWorld {
 impl NetWorld {
     /// An agent with the bridge driver on a fresh [`BridgeNet`] (runc).
     pub fn bridge() -> Self {
+        Self::bridge_with("")
+    }
+
+    /// Like [`Self::bridge`], with more agent config TOML (whole sections).
+    pub fn bridge_with(extra_config: &str) -> Self {
         Self::with_network(BridgeNet::new(), |net, _| {
-            format!("[network]\ndriver = \"bridge\"\n{}", net.bridge_section())
+            format!(
+                "[network]\ndriver = \"bridge\"\n{}{extra_config}",
+                net.bridge_section()
+            )
         })
     }
 

@@ -2,13 +2,14 @@
 //! (a pod-level change) recreates the pod on a new network with the port
 //! moved, and after a reboot (no processes, an empty run root, no bridge,
 //! no firewall table) the pods come back with working networks and no
-//! stale lease.
+//! stale lease; a firewall reload or a deleted veth is repaired in place by
+//! the next reconcile.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use berth_e2e::net::{NetWorld, curl, free_port, pod_uid, running_with_ip};
-use berth_e2e::pods::POD_WAIT;
+use berth_e2e::net::{NetWorld, curl, free_port, http_get, pod_uid, run, running_with_ip};
+use berth_e2e::pods::{POD_WAIT, running_pid};
 use berth_e2e::wait_until;
 
 fn web_pod(net: &NetWorld, name: &str, host_port: u16) -> String {
@@ -141,4 +142,75 @@ fn after_a_reboot_pods_come_back_with_working_networks_and_no_stale_lease() {
     assert_eq!(leases, uids, "only the new incarnations hold leases");
     assert_eq!(net.net.veths().len(), 2, "one veth per pod");
     assert_eq!(net.netns_mounts().len(), 2, "one netns per pod");
+}
+
+/// The interface index of host link `name`.
+fn ifindex(name: &str) -> u64 {
+    let out = run("ip", &["-j", "link", "show", name]);
+    let links: serde_json::Value = serde_json::from_str(&out).expect("ip prints JSON");
+    links[0]["ifindex"].as_u64().expect("an ifindex")
+}
+
+#[test]
+fn a_reloaded_firewall_and_a_deleted_veth_are_repaired_without_restarting_the_pod() {
+    // Every pod is reconciled each second, as the periodic relist would.
+    let mut net = NetWorld::bridge_with("[controller]\nrelist-interval = \"1s\"\n");
+    net.world.start_agent();
+    let port = free_port();
+    net.world
+        .write_manifest("web.yaml", &web_pod(&net, "web", port));
+    let (pod, ip) = net.wait_running_ip("web");
+    let pid = running_pid(&pod, "web");
+    assert_eq!(curl(localhost(port)).as_deref(), Ok("hello-web\n"));
+
+    // A firewall reload (Debian's nftables.conf starts with `flush ruleset`).
+    // (Whether a request fails in between races with the 1 s relist.)
+    run("nft", &["delete", "table", "ip", &net.net.nft_table]);
+    assert_eq!(
+        wait_until(POD_WAIT, "the hostPort repaired", || curl(localhost(port))
+            .ok()),
+        "hello-web\n"
+    );
+
+    // Someone deletes the pod's veth: the pod is cut off.
+    let veth = net.net.veths().pop().expect("the pod's veth");
+    let old_index = ifindex(&veth);
+    run("ip", &["link", "del", &veth]);
+    let direct = SocketAddr::from((ip, 80));
+    assert_eq!(
+        wait_until(POD_WAIT, "the pod reachable again", || http_get(direct)
+            .ok()),
+        "hello-web\n"
+    );
+    assert_eq!(curl(localhost(port)).as_deref(), Ok("hello-web\n"));
+
+    let now = net.world.pod("web").expect("status");
+    assert_eq!(
+        pod_uid(&now),
+        pod_uid(&pod),
+        "repaired in place, not recreated"
+    );
+    assert_eq!(running_pid(&now, "web"), pid, "the container kept running");
+    assert_eq!(
+        net.net.veths(),
+        vec![veth.clone()],
+        "the same veth name, once"
+    );
+    assert_ne!(ifindex(&veth), old_index, "a new veth");
+    assert_eq!(
+        net.net.leases(net.root()),
+        vec![(pod_uid(&pod), ip)],
+        "the same address"
+    );
+    let repaired = net
+        .world
+        .events("web")
+        .into_iter()
+        .filter(|e| e["reason"] == "NetworkRepaired")
+        .count();
+    assert!(
+        repaired >= 2,
+        "each repair is an event: {:#?}",
+        net.world.events("web")
+    );
 }
