@@ -372,6 +372,40 @@ impl NetWorld {
         mounts_under(&self.netns_dir())
     }
 
+    /// The pod ids (uids) holding a lease on this world's network, sorted.
+    pub fn leased_pods(&self) -> Vec<String> {
+        let mut pods: Vec<String> = self
+            .net
+            .leases(self.root())
+            .into_iter()
+            .map(|(pod, _)| pod)
+            .collect();
+        pods.sort();
+        pods
+    }
+
+    /// Asserts that nothing of any pod's network is left: no veth with
+    /// this network's prefix anywhere, no lease, no netns mount, no
+    /// firewall table. `context` goes into the failure messages.
+    pub fn assert_nothing_left(&self, context: &str) {
+        assert_eq!(
+            self.net.prefixed_links(),
+            Vec::<String>::new(),
+            "{context}: veths left"
+        );
+        assert_eq!(
+            self.net.leases(self.root()),
+            vec![],
+            "{context}: leases left"
+        );
+        assert_eq!(
+            self.netns_mounts(),
+            Vec::<String>::new(),
+            "{context}: netns mounts left"
+        );
+        assert_eq!(self.net.rules(), None, "{context}: firewall table left");
+    }
+
     /// A pod manifest like [`PodWorld::pod_yaml`], but on the pod network
     /// (`hostNetwork: false`) with a grace period of 0 unless `extra_spec`
     /// sets one (pid 1 ignores SIGTERM, and these pods keep no state).

@@ -100,12 +100,5 @@ fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
     }
     net.world.wait_pod_gone("server");
     net.world.wait_pod_gone("client");
-    assert_eq!(net.net.prefixed_links(), Vec::<String>::new(), "veths left");
-    assert_eq!(net.net.leases(net.root()), vec![], "leases left");
-    assert_eq!(
-        net.netns_mounts(),
-        Vec::<String>::new(),
-        "netns mounts left"
-    );
-    assert_eq!(net.net.rules(), None, "the table goes with the last pod");
+    net.assert_nothing_left("both pods removed");
 }

@@ -103,13 +103,11 @@ fn a_hundred_pods_twenty_at_a_time_leave_only_what_lives() {
         anchor_veths,
         "no veth off the bridge"
     );
-    let leases: Vec<String> = net
-        .net
-        .leases(net.root())
-        .into_iter()
-        .map(|l| l.0)
-        .collect();
-    assert_eq!(leases, vec![pod_uid(&anchor)], "only the anchor's lease");
+    assert_eq!(
+        net.leased_pods(),
+        vec![pod_uid(&anchor)],
+        "only the anchor's lease"
+    );
     assert_eq!(
         net.netns_mounts(),
         vec![net.netns_of(&anchor).display().to_string()],
@@ -123,12 +121,9 @@ fn a_hundred_pods_twenty_at_a_time_leave_only_what_lives() {
 
     net.world.remove_manifest("anchor.yaml");
     net.world.wait_pod_gone("anchor");
-    assert_eq!(net.net.prefixed_links(), Vec::<String>::new(), "veths");
-    assert_eq!(net.net.leases(net.root()), vec![], "leases");
-    assert_eq!(net.netns_mounts(), Vec::<String>::new(), "netns mounts");
+    net.assert_nothing_left("after the anchor");
     let netns_files: Vec<_> = std::fs::read_dir(net.netns_dir())
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert_eq!(netns_files, Vec::<std::ffi::OsString>::new(), "netns files");
-    assert_eq!(net.net.rules(), None, "no table without pods");
 }

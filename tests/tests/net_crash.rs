@@ -64,21 +64,6 @@ fn kill_at(net: &mut NetWorld, stage: &str, name: &str) -> (u16, Vec<(String, Ip
     (port, leases)
 }
 
-fn assert_nothing_left(net: &NetWorld, stage: &str) {
-    assert_eq!(
-        net.net.prefixed_links(),
-        Vec::<String>::new(),
-        "{stage}: veths"
-    );
-    assert_eq!(net.net.leases(net.root()), vec![], "{stage}: leases");
-    assert_eq!(
-        net.netns_mounts(),
-        Vec::<String>::new(),
-        "{stage}: netns mounts"
-    );
-    assert_eq!(net.net.rules(), None, "{stage}: firewall table");
-}
-
 #[test]
 fn an_agent_killed_at_each_network_setup_stage_converges_on_restart_without_leaks() {
     let mut net = NetWorld::bridge();
@@ -127,7 +112,7 @@ fn an_agent_killed_at_each_network_setup_stage_converges_on_restart_without_leak
 
         net.world.remove_manifest(&format!("{name}.yaml"));
         net.world.wait_pod_gone(&name);
-        assert_nothing_left(&net, stage);
+        net.assert_nothing_left(stage);
         net.world.kill_agent();
     }
 }
@@ -141,7 +126,7 @@ fn a_pod_removed_while_the_agent_was_down_mid_network_setup_leaves_nothing() {
         net.world.remove_manifest(&format!("{name}.yaml"));
         net.world.start_agent();
         net.wait_pod_record_gone(&name);
-        assert_nothing_left(&net, stage);
+        net.assert_nothing_left(stage);
         net.world.kill_agent();
     }
 }

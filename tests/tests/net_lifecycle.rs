@@ -50,14 +50,8 @@ fn a_host_port_edit_recreates_the_pod_network_and_moves_the_port() {
         curl(localhost(old_port)).is_err(),
         "the old hostPort is gone"
     );
-    let leases: Vec<String> = net
-        .net
-        .leases(net.root())
-        .into_iter()
-        .map(|l| l.0)
-        .collect();
     assert_eq!(
-        leases,
+        net.leased_pods(),
         vec![pod_uid(&after)],
         "the old incarnation's lease is released"
     );
@@ -130,16 +124,13 @@ fn after_a_reboot_pods_come_back_with_working_networks_and_no_stale_lease() {
             format!("hello-{name}\n")
         );
     }
-    let mut leases: Vec<String> = net
-        .net
-        .leases(net.root())
-        .into_iter()
-        .map(|l| l.0)
-        .collect();
-    leases.sort();
     let mut uids: Vec<String> = after.iter().map(pod_uid).collect();
     uids.sort();
-    assert_eq!(leases, uids, "only the new incarnations hold leases");
+    assert_eq!(
+        net.leased_pods(),
+        uids,
+        "only the new incarnations hold leases"
+    );
     assert_eq!(net.net.veths().len(), 2, "one veth per pod");
     assert_eq!(net.netns_mounts().len(), 2, "one netns per pod");
 }
