@@ -1,13 +1,20 @@
 //! The bridge driver through the real agent (`berth run`, runc, busybox
 //! from a local registry): pods get addresses on the test's own bridge,
-//! reach each other and the host, and leave nothing behind when removed.
+//! reach each other and the host, reach another network masqueraded as
+//! the host, and leave nothing behind when removed.
 
 use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 
-use berth_e2e::net::{DataDir, NetWorld, wait_http};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use berth_e2e::net::{DataDir, NetWorld, free_subnet, run, wait_http};
 use berth_e2e::pods::POD_WAIT;
+use berth_e2e::unique_name;
+use netplugins::ns::{self, NsKind};
 
 #[test]
 fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
@@ -101,4 +108,126 @@ fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
     net.world.wait_pod_gone("server");
     net.world.wait_pod_gone("client");
     net.assert_nothing_left("both pods removed");
+}
+
+/// "Another network": a namespace of the test's own behind a veth pair,
+/// host side `.1`, namespace side `.2` of a free /24, with no route back
+/// to the pods' subnet. Removed on drop.
+struct Outside {
+    netns: PathBuf,
+    host_link: String,
+    host_ip: Ipv4Addr,
+    ip: Ipv4Addr,
+}
+
+impl Outside {
+    fn new(dir: &std::path::Path) -> Self {
+        let netns = dir.join("outside-netns");
+        ns::create(NsKind::Net, &netns).expect("creating the outside netns");
+        let subnet = free_subnet();
+        let base: Ipv4Addr = subnet
+            .split('/')
+            .next()
+            .and_then(|ip| ip.parse().ok())
+            .expect("a /24");
+        let host_ip = Ipv4Addr::from(u32::from(base) + 1);
+        let ip = Ipv4Addr::from(u32::from(base) + 2);
+        let (host_link, peer) = (unique_name("oh"), unique_name("op"));
+        let outside = Self {
+            netns,
+            host_link,
+            host_ip,
+            ip,
+        };
+        let netns_arg = format!("--net={}", outside.netns.display());
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &outside.host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "link",
+                "set",
+                &peer,
+                "netns",
+                &outside.netns.display().to_string(),
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{host_ip}/24"),
+                "dev",
+                &outside.host_link,
+            ],
+        );
+        run("ip", &["link", "set", &outside.host_link, "up"]);
+        let (address, netns_arg) = (format!("{ip}/24"), netns_arg.as_str());
+        run(
+            "nsenter",
+            &[netns_arg, "ip", "addr", "add", &address, "dev", &peer],
+        );
+        run("nsenter", &[netns_arg, "ip", "link", "set", &peer, "up"]);
+        outside
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .output();
+        let _ = ns::remove(&self.netns);
+    }
+}
+
+#[test]
+fn pod_egress_to_another_network_is_masqueraded_as_the_host() {
+    let mut net = NetWorld::bridge();
+    net.world.start_agent();
+    let outside = Outside::new(net.world.dirs.temp.path());
+    let listener = ns::run_in(NsKind::Net, &outside.netns, || {
+        TcpListener::bind((outside.ip, 0))
+    })
+    .expect("entering the outside netns")
+    .expect("listening outside");
+    let port = listener.local_addr().expect("address").port();
+    let (heard_tx, heard_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((stream, peer)) = listener.accept() {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stream).read_line(&mut line);
+            let _ = heard_tx.send((peer, line));
+        }
+    });
+
+    let script = format!(
+        "echo hello-outside | nc {} {port}; exec sleep 3600",
+        outside.ip
+    );
+    let containers = net.world.shell_container("app", &script);
+    net.world
+        .write_manifest("egress.yaml", &net.pod_yaml("egress", "", &containers));
+    let (_, pod_ip) = net.wait_running_ip("egress");
+    let (from, line) = heard_rx
+        .recv_timeout(POD_WAIT)
+        .expect("the pod reached the other network");
+    assert_eq!(line, "hello-outside\n");
+    assert_eq!(
+        from.ip(),
+        std::net::IpAddr::V4(outside.host_ip),
+        "the pod ({pod_ip}) appears as the host's address on that network"
+    );
 }
