@@ -307,6 +307,57 @@ const POD_WORLD_NETWORK: &str = "[network]\ndriver = \"none\"\n";
 pub struct NetWorld {
     pub world: PodWorld,
     pub net: BridgeNet,
+    cni: Option<CniLeftovers>,
+}
+
+/// A CNI world's conflist and host-local data (kept outside the world's
+/// temp dir, which goes before them).
+struct CniLeftovers {
+    dir: tempfile::TempDir,
+    config: netplugins::cni::CniConfig,
+}
+
+impl CniLeftovers {
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("host-local")
+    }
+}
+
+impl Drop for NetWorld {
+    /// Runs before the world drops. If a CNI world's agent is not running
+    /// (it died, or the test killed it), nothing would DEL its pods: DEL
+    /// them from here through the agent's CNI result cache while their
+    /// netns files still exist (the bridge plugin finds the address to
+    /// unmasquerade inside the netns), so no plugin state (iptables rules)
+    /// is left behind. A running agent DELs them itself when the world
+    /// removes the manifests.
+    fn drop(&mut self) {
+        let Some(cni) = &self.cni else { return };
+        let agent_running = crate::agent::status_json(&self.world.dirs)
+            .is_some_and(|status| status["agentRunning"] == true);
+        if agent_running {
+            return;
+        }
+        let env = netplugins::driver::Environment {
+            database: self.root().join("berth.db"),
+            netns_dir: self.netns_dir(),
+            cni_cache_dir: self.root().join("cni-cache"),
+        };
+        let config = cni.config.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(async {
+                use netplugins::driver::NetworkDriver;
+                if let Ok(driver) = netplugins::cni::CniDriver::new(config, env).await {
+                    let _ = driver.cleanup_orphans(&Default::default()).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl NetWorld {
@@ -327,20 +378,44 @@ impl NetWorld {
 
     /// An agent with the cni driver running Debian's bridge + host-local +
     /// portmap chain ([`cni_conflist`]) on the net's bridge name and subnet,
-    /// host-local's leases in `<temp>/host-local`.
+    /// host-local's leases in [`Self::cni_data_dir`].
     pub fn cni() -> Self {
-        Self::with_network(BridgeNet::new(), |net, temp| {
-            let conflist = temp.join("pods.conflist");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-cni-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let config = netplugins::cni::CniConfig {
+            conflist: dir.path().join("pods.conflist"),
+            ..Default::default()
+        };
+        let leftovers = CniLeftovers { dir, config };
+        let mut world = Self::with_network(BridgeNet::new(), |net, _| {
             let list = cni_conflist(
                 &net.network,
                 &net.bridge,
                 &net.subnet,
-                &temp.join("host-local"),
+                &leftovers.data_dir(),
             );
-            std::fs::write(&conflist, serde_json::to_vec_pretty(&list).expect("JSON"))
-                .expect("writing the conflist");
-            format!("[network]\ndriver = \"cni\"\n[network.cni]\nconflist = {conflist:?}\n")
-        })
+            std::fs::write(
+                &leftovers.config.conflist,
+                serde_json::to_vec_pretty(&list).expect("JSON"),
+            )
+            .expect("writing the conflist");
+            format!(
+                "[network]\ndriver = \"cni\"\n[network.cni]\nconflist = {:?}\n",
+                leftovers.config.conflist
+            )
+        });
+        world.cni = Some(leftovers);
+        world
+    }
+
+    /// Where host-local keeps a CNI world's leases.
+    pub fn cni_data_dir(&self) -> PathBuf {
+        self.cni
+            .as_ref()
+            .expect("a CNI world (NetWorld::cni)")
+            .data_dir()
     }
 
     /// An agent whose `[network]` section is `section(&net, temp dir)`
@@ -355,7 +430,11 @@ impl NetWorld {
         );
         let config = config.replace(POD_WORLD_NETWORK, &section(&net, world.dirs.temp.path()));
         std::fs::write(&world.config, config).expect("writing the agent config");
-        Self { world, net }
+        Self {
+            world,
+            net,
+            cni: None,
+        }
     }
 
     pub fn root(&self) -> &Path {

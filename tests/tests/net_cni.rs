@@ -47,7 +47,7 @@ fn debian_plugin_chain_gives_a_working_pod_and_cleans_up_on_delete() {
         "{ip} from host-local's range {}",
         net.net.subnet
     );
-    let data_dir = net.world.dirs.temp.path().join("host-local");
+    let data_dir = net.cni_data_dir();
     assert_eq!(
         host_local_leases(&data_dir, &net.net.network),
         vec![IpAddr::V4(ip)],
