@@ -9,7 +9,8 @@
 //! Dropping a [`NetWorld`] first drops its [`PodWorld`] (manifests removed,
 //! the agent removes the pods, then stops), then removes whatever the agent
 //! left of the network: veths with the test's prefix, the bridge, the nft
-//! table. Dropping a [`BridgeNet`] alone does the latter.
+//! table. Dropping a [`BridgeNet`] alone does the latter. A CNI world whose
+//! agent is not running any more DELs its pods from the test process first.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -307,17 +308,17 @@ const POD_WORLD_NETWORK: &str = "[network]\ndriver = \"none\"\n";
 pub struct NetWorld {
     pub world: PodWorld,
     pub net: BridgeNet,
-    cni: Option<CniLeftovers>,
+    cni: Option<CniFiles>,
 }
 
 /// A CNI world's conflist and host-local data (kept outside the world's
 /// temp dir, which goes before them).
-struct CniLeftovers {
+struct CniFiles {
     dir: tempfile::TempDir,
     config: netplugins::cni::CniConfig,
 }
 
-impl CniLeftovers {
+impl CniFiles {
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("host-local")
     }
@@ -388,25 +389,20 @@ impl NetWorld {
             conflist: dir.path().join("pods.conflist"),
             ..Default::default()
         };
-        let leftovers = CniLeftovers { dir, config };
+        let files = CniFiles { dir, config };
         let mut world = Self::with_network(BridgeNet::new(), |net, _| {
-            let list = cni_conflist(
-                &net.network,
-                &net.bridge,
-                &net.subnet,
-                &leftovers.data_dir(),
-            );
+            let list = cni_conflist(&net.network, &net.bridge, &net.subnet, &files.data_dir());
             std::fs::write(
-                &leftovers.config.conflist,
+                &files.config.conflist,
                 serde_json::to_vec_pretty(&list).expect("JSON"),
             )
             .expect("writing the conflist");
             format!(
                 "[network]\ndriver = \"cni\"\n[network.cni]\nconflist = {:?}\n",
-                leftovers.config.conflist
+                files.config.conflist
             )
         });
-        world.cni = Some(leftovers);
+        world.cni = Some(files);
         world
     }
 
