@@ -124,7 +124,7 @@ pub async fn ensure(
         state.incarnation.network = Some(status);
         save(state)?;
     } else if let Some(request) = state.incarnation.network_request.clone()
-        && repair_network(ctx, state, spec.host_network, &request).await?
+        && repair_network(ctx, state, spec.host_network, &request).await
     {
         save(state)?;
     }
@@ -197,49 +197,55 @@ pub async fn ensure(
 }
 
 /// Verifies the pod's network (set up by an earlier reconcile) and repairs
-/// it in place if it broke meanwhile; the repair is an event. Returns
-/// whether it repaired (the state then holds the new network status).
+/// it in place if it broke meanwhile; a repair, or a failure to repair, is
+/// an event. Never stops the reconcile: the containers are looked after
+/// either way (a repair that failed and rolled back leaves no netns, so
+/// the next reconcile recreates the pod). Returns whether it repaired (the
+/// state then holds the new network status).
 async fn repair_network(
     ctx: &Context,
     state: &mut PodState,
     host_network: bool,
     request: &netplugins::driver::PodNetwork,
-) -> Result<bool, NotReady> {
-    let driver = ctx
-        .services
-        .network
-        .for_pod(host_network)
-        .map_err(|err| not_ready("NetworkNotReady")(err.to_string()))?;
-    let verified = network::verify(driver, request).await.map_err(|err| {
-        not_ready("NetworkNotReady")(format!(
-            "repairing the pod's network: {}",
-            network::explain(&err, &ctx.services.paths)
-        ))
-    })?;
-    if let Some(network::Repaired { problem, status }) = verified {
-        let before = state
-            .incarnation
-            .network
-            .as_ref()
-            .map(|n| n.pod_ips())
-            .unwrap_or_default();
-        let mut message = format!("{problem}; set up again in place");
-        if status.pod_ips() != before {
-            message.push_str(&format!(
-                " (its addresses changed from {before:?} to {:?})",
-                status.pod_ips()
-            ));
-        }
+) -> bool {
+    // A driver that cannot be built now cannot check either; the pods it
+    // set up keep running.
+    let Ok(driver) = ctx.services.network.for_pod(host_network) else {
+        return false;
+    };
+    let event = |event_type, reason: &str, message: String| {
         ctx.events.record(Event::new(
-            EventType::Warning,
+            event_type,
             ObjectKey::new(Kind::Pod, state.namespace.clone(), state.name.clone()).to_string(),
-            "NetworkRepaired",
+            reason,
             message,
         ));
-        state.incarnation.network = Some(status);
-        return Ok(true);
+    };
+    let network::Repaired { problem, status } = match network::verify(driver, request).await {
+        Ok(Some(repaired)) => repaired,
+        Ok(None) => return false,
+        Err(err) => {
+            let why = network::explain(&err, &ctx.services.paths);
+            event(EventType::Warning, "NetworkRepairFailed", why);
+            return false;
+        }
+    };
+    let before = state
+        .incarnation
+        .network
+        .as_ref()
+        .map(|n| n.pod_ips())
+        .unwrap_or_default();
+    let mut message = format!("{problem}; set up again in place");
+    if status.pod_ips() != before {
+        message.push_str(&format!(
+            " (its addresses changed from {before:?} to {:?})",
+            status.pod_ips()
+        ));
     }
-    Ok(false)
+    event(EventType::Warning, "NetworkRepaired", message);
+    state.incarnation.network = Some(status);
+    true
 }
 
 /// Writes a configMap/secret volume's files when they changed since the
