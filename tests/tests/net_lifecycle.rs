@@ -78,8 +78,11 @@ fn reboot(net: &mut NetWorld) {
     let mut mounts = net.world.mounts();
     mounts.reverse();
     for mount in mounts {
-        nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
-            .unwrap_or_else(|err| panic!("unmounting {}: {err}", mount.display()));
+        match nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
+            // EINVAL: already gone with a parent mount.
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(err) => panic!("unmounting {}: {err}", mount.display()),
+        }
     }
     let run_root = &net.world.dirs.run_root;
     std::fs::remove_dir_all(run_root).expect("emptying the run root");
