@@ -715,6 +715,20 @@ pub fn wait_http(addr: SocketAddr) -> String {
     })
 }
 
+/// Accepts one connection on `listener` (in a thread) and sends back its
+/// peer address and first line.
+pub fn hear_one_line(listener: TcpListener) -> std::sync::mpsc::Receiver<(SocketAddr, String)> {
+    let (heard_tx, heard_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((stream, peer)) = listener.accept() {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stream), &mut line);
+            let _ = heard_tx.send((peer, line));
+        }
+    });
+    heard_rx
+}
+
 /// A UDP echo server bound inside the network namespace at `netns` on
 /// `port` (every address), answering `<tag>:<datagram>`. It runs in a
 /// thread for the rest of the test.

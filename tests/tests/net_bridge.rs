@@ -3,15 +3,13 @@
 //! reach each other and the host, reach another network masqueraded as
 //! the host, and leave nothing behind when removed.
 
-use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use berth_e2e::net::{DataDir, NetWorld, free_subnet, run, wait_http};
+use berth_e2e::net::{DataDir, NetWorld, free_subnet, hear_one_line, run, wait_http};
 use berth_e2e::pods::POD_WAIT;
 use berth_e2e::unique_name;
 use netplugins::ns::{self, NsKind};
@@ -41,14 +39,7 @@ fn two_pods_reach_each_other_and_the_host_over_the_bridge() {
     let gateway = net.net.gateway();
     let listener = TcpListener::bind((gateway, 0)).expect("listening on the gateway");
     let host_port = listener.local_addr().expect("address").port();
-    let (heard_tx, heard_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok((stream, peer)) = listener.accept() {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stream).read_line(&mut line);
-            let _ = heard_tx.send((peer, line));
-        }
-    });
+    let heard_rx = hear_one_line(listener);
 
     let data = net.data_dir("client-data");
     // Each finding is complete before its `rc` file appears (renamed into place).
@@ -204,14 +195,7 @@ fn pod_egress_to_another_network_is_masqueraded_as_the_host() {
     .expect("entering the outside netns")
     .expect("listening outside");
     let port = listener.local_addr().expect("address").port();
-    let (heard_tx, heard_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok((stream, peer)) = listener.accept() {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stream).read_line(&mut line);
-            let _ = heard_tx.send((peer, line));
-        }
-    });
+    let heard_rx = hear_one_line(listener);
 
     let script = format!(
         "echo hello-outside | nc {} {port}; exec sleep 3600",
