@@ -7,6 +7,7 @@
 
 pub mod crun;
 pub mod images;
+pub mod net;
 pub mod pods;
 pub mod proxy;
 pub mod pull;

@@ -81,10 +81,16 @@ impl PodWorld {
 
     /// Starts the agent and waits until it is ready.
     pub fn start_agent(&mut self) {
+        self.start_agent_with_env(&[]);
+    }
+
+    /// Like [`Self::start_agent`], with extra environment variables.
+    pub fn start_agent_with_env(&mut self, env: &[(&str, &str)]) {
         let config = self.config.to_str().expect("utf-8 path").to_string();
-        self.agent = Some(AgentProcess::start_ready(
+        self.agent = Some(AgentProcess::start_ready_with(
             &self.dirs,
             &["--config", &config],
+            env,
         ));
     }
 

@@ -18,6 +18,8 @@ use crate::paths::Paths;
 use crate::reconcile::Context;
 use crate::runtime::volumes::{FileOptions, write_files};
 use crate::runtime::{EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, from_pod};
+use crate::status::{Event, EventType};
+use manifests::{Kind, ObjectKey};
 
 /// A sandbox ready for containers.
 pub struct Ready {
@@ -118,8 +120,12 @@ pub async fn ensure(
         let status = driver
             .setup(&request)
             .await
-            .map_err(|err| not_ready("CreatePodSandboxError")(crate::status::chain(&err)))?;
+            .map_err(|err| not_ready("CreatePodSandboxError")(network::explain(&err, paths)))?;
         state.incarnation.network = Some(status);
+        save(state)?;
+    } else if let Some(request) = state.incarnation.network_request.clone()
+        && repair_network(ctx, state, spec.host_network, &request).await
+    {
         save(state)?;
     }
     let network = state
@@ -188,6 +194,58 @@ pub async fn ensure(
         volumes,
         fields,
     })
+}
+
+/// Verifies the pod's network (set up by an earlier reconcile) and repairs
+/// it in place if it broke meanwhile; a repair, or a failure to repair, is
+/// an event. Never stops the reconcile: the containers are looked after
+/// either way (a repair that failed and rolled back leaves no netns, so
+/// the next reconcile recreates the pod). Returns whether it repaired (the
+/// state then holds the new network status).
+async fn repair_network(
+    ctx: &Context,
+    state: &mut PodState,
+    host_network: bool,
+    request: &netplugins::driver::PodNetwork,
+) -> bool {
+    // A driver that cannot be built now cannot check either; the pods it
+    // set up keep running.
+    let Ok(driver) = ctx.services.network.for_pod(host_network) else {
+        return false;
+    };
+    let event = |event_type, reason: &str, message: String| {
+        ctx.events.record(Event::new(
+            event_type,
+            ObjectKey::new(Kind::Pod, state.namespace.clone(), state.name.clone()).to_string(),
+            reason,
+            message,
+        ));
+    };
+    let network::Repaired { problem, status } = match network::verify(driver, request).await {
+        Ok(Some(repaired)) => repaired,
+        Ok(None) => return false,
+        Err(err) => {
+            let why = network::explain(&err, &ctx.services.paths);
+            event(EventType::Warning, "NetworkRepairFailed", why);
+            return false;
+        }
+    };
+    let before = state
+        .incarnation
+        .network
+        .as_ref()
+        .map(|n| n.pod_ips())
+        .unwrap_or_default();
+    let mut message = format!("{problem}; set up again in place");
+    if status.pod_ips() != before {
+        message.push_str(&format!(
+            " (its addresses changed from {before:?} to {:?})",
+            status.pod_ips()
+        ));
+    }
+    event(EventType::Warning, "NetworkRepaired", message);
+    state.incarnation.network = Some(status);
+    true
 }
 
 /// Writes a configMap/secret volume's files when they changed since the
