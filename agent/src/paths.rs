@@ -11,8 +11,12 @@
 //! snapshots/<chain-id-hex>/     one unpacked layer each: an overlay lowerdir
 //! snapshots/.staging/           layers being unpacked (never read as snapshots)
 //! containers/<id>/{upper,work}  a container's writable layer
-//! logs/<ns>_<pod>/<container>/  CRI-format container logs
+//! pods/<pod-uid>/volumes/<name> emptyDir volumes (disk medium)
+//! logs/<ns>_<pod>/<container>/  CRI-format container logs: <instance>.log,
+//!                               rotated to <instance>.log.1, .2, …
 //! cni-cache/results/            CNI results per pod, for DEL after a restart
+//! pod-state/<ns>_<name>.json    the pod reconciler's record of each pod: its
+//!                               uid, network, container instances, restarts
 //! ```
 //!
 //! Volatile, under `--run-root` (gone after a reboot, by design):
@@ -26,6 +30,9 @@
 //! shims/<id>/                   shim state: shim.pid, container.pid, exit.json
 //! netns/<pod-id>                bind-mounted network namespaces
 //! runtime/<handler>/            the OCI runtime's --root
+//! pods/<pod-uid>/               pod sandbox: ns/{ipc,uts}, shm/ (tmpfs),
+//!                               etc/{hosts,hostname,resolv.conf}, volumes/
+//!                               (memory-medium emptyDirs, secret tmpfs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -103,5 +110,53 @@ impl Paths {
 
     pub fn runtime_state(&self, handler: &str) -> PathBuf {
         self.run_root.join("runtime").join(handler)
+    }
+
+    /// One container's writable layer: `upper/` and `work/` for overlayfs.
+    pub fn container_layer(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+
+    /// One container's OCI bundle; its `rootfs/` is the overlay mountpoint.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.bundles().join(id)
+    }
+
+    /// One container's shim state (pids, exit file, the agent's record).
+    pub fn shim_dir(&self, id: &str) -> PathBuf {
+        self.shims().join(id)
+    }
+
+    /// Volatile pod sandbox state: namespace files, /dev/shm, /etc files.
+    pub fn pods(&self) -> PathBuf {
+        self.run_root.join("pods")
+    }
+
+    pub fn pod_run_dir(&self, pod_uid: &str) -> PathBuf {
+        self.pods().join(pod_uid)
+    }
+
+    /// Persistent per-pod state: disk-backed emptyDir volumes.
+    pub fn pod_state_dir(&self, pod_uid: &str) -> PathBuf {
+        self.root.join("pods").join(pod_uid)
+    }
+
+    /// The log directory of one container of a pod; files are named by
+    /// instance (restart count), so a restart keeps the previous log.
+    pub fn container_logs(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.logs()
+            .join(format!("{namespace}_{pod}"))
+            .join(container)
+    }
+
+    /// The pod reconciler's records, one file per pod.
+    pub fn pod_states(&self) -> PathBuf {
+        self.root.join("pod-state")
+    }
+
+    /// The record of pod `namespace/name` (both DNS labels, so `_` cannot
+    /// appear in either and the name is unambiguous).
+    pub fn pod_state_file(&self, namespace: &str, name: &str) -> PathBuf {
+        self.pod_states().join(format!("{namespace}_{name}.json"))
     }
 }

@@ -89,6 +89,32 @@ pub enum SetupStage {
     Firewall,
 }
 
+impl SetupStage {
+    pub const ALL: [SetupStage; 5] = [
+        SetupStage::Namespace,
+        SetupStage::Lease,
+        SetupStage::Veth,
+        SetupStage::PodInterface,
+        SetupStage::Firewall,
+    ];
+
+    /// The stage's name in pause switches (`BERTH_NETCTL_PAUSE_AT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SetupStage::Namespace => "namespace",
+            SetupStage::Lease => "lease",
+            SetupStage::Veth => "veth",
+            SetupStage::PodInterface => "pod-interface",
+            SetupStage::Firewall => "firewall",
+        }
+    }
+
+    /// The stage called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|stage| stage.name() == name)
+    }
+}
+
 type StageHook = Arc<dyn Fn(SetupStage) + Send + Sync>;
 
 pub struct BridgeDriver {
@@ -527,7 +553,14 @@ impl BridgeDriver {
             Ok(pods) => report.pods = pods,
             Err(err) => errors.push(err),
         }
-        if let Err(err) = self.sync_firewall().await {
+        // An agent that never ran a bridge pod has no table and nothing to
+        // take out of one: creating an empty table would leave a firewall
+        // table behind on hosts (and test machines) that never use it.
+        let table_needed = !report.pods.is_empty()
+            || firewall::table_exists(&self.config.nft_table)
+                .await
+                .unwrap_or(true);
+        if table_needed && let Err(err) = self.sync_firewall().await {
             errors.push(err);
         }
         driver::cleanup_result(report, errors)
@@ -565,6 +598,18 @@ impl NetworkDriver for BridgeDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_names_round_trip() {
+        for stage in SetupStage::ALL {
+            assert_eq!(SetupStage::from_name(stage.name()), Some(stage));
+        }
+        assert_eq!(
+            SetupStage::from_name("pod-interface"),
+            Some(SetupStage::PodInterface)
+        );
+        assert_eq!(SetupStage::from_name("nope"), None);
+    }
 
     #[test]
     fn veth_names_fit_ifnamsiz_and_differ_per_pod_and_network() {

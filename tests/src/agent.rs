@@ -54,11 +54,18 @@ impl AgentProcess {
     }
 
     /// Starts the agent and waits until it reports the initial state
-    /// reconciled.
+    /// reconciled. The status must come from this agent (its pid): after a
+    /// restart, the status file still says what the previous one reached.
     pub fn start_ready(dirs: &TestDirs, extra_args: &[&str]) -> Self {
-        let agent = Self::start(dirs, extra_args);
+        Self::start_ready_with(dirs, extra_args, &[])
+    }
+
+    /// Like [`Self::start_ready`], with extra environment variables.
+    pub fn start_ready_with(dirs: &TestDirs, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        let agent = Self::start_with(dirs, extra_args, env);
+        let pid = agent.pid();
         agent.wait_for_status(dirs, "the agent to become ready", |s| {
-            s["agentRunning"] == true && s["agent"]["state"] == "Ready"
+            s["agentRunning"] == true && s["agent"]["state"] == "Ready" && s["agent"]["pid"] == pid
         });
         agent
     }

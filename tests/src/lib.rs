@@ -5,10 +5,14 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod crun;
 pub mod images;
+pub mod net;
+pub mod pods;
 pub mod proxy;
 pub mod pull;
 pub mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -107,8 +107,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
-    let services = Arc::new(services::Services::open(&paths, &config)?);
+    let services = Arc::new(services::Services::open(&paths, &config).await?);
     services.start_background(events.clone(), work.clone());
+    for problem in services.problems() {
+        events.record(Event::new(
+            EventType::Warning,
+            "agent",
+            "Degraded",
+            format!("pods that need it cannot run: {problem}"),
+        ));
+    }
     let ctx = Context {
         desired,
         status: status.clone(),
@@ -116,6 +124,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         observed: observed_tx,
         services,
     };
+    recover_pods(&ctx, &events).await;
     let (ready_tx, ready_rx) = oneshot::channel();
     let controller = Controller::new(Arc::new(Reconcilers::new(ctx)), config.controller);
     let controller_task = tokio::spawn(controller.run(trigger_rx, work.clone(), ready_tx));
@@ -156,6 +165,37 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "clean shutdown",
     ));
     Ok(())
+}
+
+/// Crash recovery before the first reconcile: adopt the containers that
+/// kept running, remove what belongs to no pod (see [`crate::pod::recover`]).
+async fn recover_pods(ctx: &Context, events: &EventLog) {
+    let recovered = crate::pod::recover::run(ctx).await;
+    if recovered.pods > 0
+        || !recovered.removed_containers.is_empty()
+        || !recovered.removed_pods.is_empty()
+    {
+        events.record(Event::new(
+            EventType::Normal,
+            "agent",
+            "Recovered",
+            format!(
+                "{} pod(s) on record, {} container(s) adopted; removed {} leftover container(s) and {} leftover pod sandbox(es)",
+                recovered.pods,
+                recovered.adopted,
+                recovered.removed_containers.len(),
+                recovered.removed_pods.len()
+            ),
+        ));
+    }
+    for problem in recovered.problems {
+        events.record(Event::new(
+            EventType::Warning,
+            "agent",
+            "RecoveryFailed",
+            problem,
+        ));
+    }
 }
 
 fn agent_info(manifests: &std::path::Path) -> AgentInfo {

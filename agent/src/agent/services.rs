@@ -1,6 +1,11 @@
-//! The long-lived subsystems reconcilers act through, built once at start.
-//! Each later subsystem (the runtime, the network drivers) joins here, so a
-//! reconciler reaches everything through its [`Context`](crate::reconcile::Context).
+//! The long-lived subsystems reconcilers act through, built once at start:
+//! the image manager, the container runtime, the network drivers and the
+//! pod reconciler's exit watcher. A reconciler reaches everything through
+//! its [`Context`](crate::reconcile::Context).
+//!
+//! A runtime or network driver that cannot work on this host does not stop
+//! the agent: the pods that need it report why in their status, and
+//! everything else (images, other pods) goes on.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +21,10 @@ use crate::image::registries::{RegistrySet, load_hosts_dir};
 use crate::image::remote::DEFAULT_CONCURRENCY;
 use crate::image::service::ImageService;
 use crate::paths::Paths;
+use crate::pod::PodsConfig;
+use crate::pod::exits::ExitWatcher;
+use crate::pod::network::Networks;
+use crate::runtime::Runtime;
 use crate::status::{Event, EventLog, EventType, chain};
 
 /// How often `[images] hosts-dir` is read again for changes (a few small
@@ -28,14 +37,22 @@ pub struct Services {
     /// The registry configuration: `[images] hosts-dir` and the manifest
     /// directory's Registry objects (the registry reconciler applies them).
     pub registries: RegistrySet,
+    /// The container runtime, or why there is none on this host.
+    pub runtime: Result<Runtime, String>,
+    /// The pod network drivers (`[network]`).
+    pub network: Networks,
+    /// `[pods]`: restart back-off.
+    pub pods: PodsConfig,
+    /// Turns container exits into reconciles of their pods.
+    pub exits: ExitWatcher,
     store: StoreConfig,
 }
 
 impl Services {
-    /// Opens the image store and builds the image manager from the agent
-    /// config. Registry objects from the manifest directory are applied
-    /// later, by the registry reconciler.
-    pub fn open(paths: &Paths, config: &AgentConfig) -> anyhow::Result<Self> {
+    /// Opens the image store, builds the image manager, the runtime and the
+    /// network drivers from the agent config. Registry objects from the
+    /// manifest directory are applied later, by the registry reconciler.
+    pub async fn open(paths: &Paths, config: &AgentConfig) -> anyhow::Result<Self> {
         let service = ImageService::with_options(paths, config.store.service_options())
             .with_context(|| format!("opening the image store under {}", paths.root.display()))?;
         let hosts_dir = config.images.hosts_dir.as_deref();
@@ -51,12 +68,31 @@ impl Services {
             .unwrap_or(DEFAULT_CONCURRENCY);
         let images = ImageManager::new(service, hosts.clone(), credentials, concurrency)
             .context("applying the registry host configuration")?;
+        let runtime = Runtime::new(paths.clone(), config.runtime.clone())
+            .map_err(|err| crate::status::chain(&err));
+        if let Err(reason) = &runtime {
+            tracing::warn!(%reason, "the container runtime is not available; pods cannot run");
+        }
+        let network = Networks::new(&config.network, paths).await;
         Ok(Self {
             paths: paths.clone(),
             images,
             registries: RegistrySet::new(config.images.hosts_dir.clone(), hosts),
+            runtime,
+            network,
+            pods: config.pods,
+            exits: ExitWatcher::default(),
             store: config.store.clone(),
         })
+    }
+
+    /// Why the agent cannot run some pods (for its start-up event).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.network.problems();
+        if let Err(reason) = &self.runtime {
+            problems.insert(0, reason.clone());
+        }
+        problems
     }
 
     /// Starts the periodic work of the services until `stop`: garbage

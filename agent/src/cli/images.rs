@@ -143,7 +143,7 @@ fn time_ago(seconds: i64) -> String {
 }
 
 /// Unix seconds of an RFC 3339 time (`2023-11-14T22:13:20.5Z`, `…+02:00`).
-fn parse_rfc3339(text: &str) -> Option<i64> {
+pub(super) fn parse_rfc3339(text: &str) -> Option<i64> {
     let (date, time) = text.split_once(['T', 't', ' '])?;
     let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (year, month, day) = (

@@ -13,6 +13,7 @@ mod images;
 mod import;
 mod inspect;
 mod logs;
+mod pods;
 mod prune;
 mod ps;
 mod pull;

@@ -535,6 +535,21 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Every container that holds an image (to release the holds of
+    /// containers that no longer exist, after a crash).
+    pub fn held_containers(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT container_id FROM container_images ORDER BY container_id")
+            .map_err(sql("listing container image holds"))?;
+        let ids = stmt
+            .query_map([], |row| row.get(0))
+            .map_err(sql("listing container image holds"))?
+            .collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(sql("listing container image holds"))?;
+        Ok(ids)
+    }
+
     /// Starts a lease that keeps the blobs and snapshots added to it from
     /// GC until it is dropped or `ttl` passes without a renewal.
     pub fn lease(&self, purpose: &str, ttl: Duration) -> Result<Lease> {

@@ -313,6 +313,11 @@ impl ImageService {
         Ok(self.meta.release_container(container_id)?)
     }
 
+    /// Every container id that holds an image.
+    pub fn held_containers(&self) -> Result<Vec<String>> {
+        Ok(self.meta.held_containers()?)
+    }
+
     /// The Image object `owner` (its key, e.g. `Image/busybox`) pins
     /// `reference`, replacing what it pinned before (in one transaction).
     pub fn pin(&self, owner: &str, reference: &ImageReference) -> Result<()> {

@@ -1,6 +1,8 @@
 //! ConfigMaps and Secrets are data: they are `Ready` as soon as they are
 //! valid, and pods read them from the desired state when they need them.
 //! A Secret's message gives the number of keys only, never names or values.
+//! When one changes or goes away, the pods that use it are queued, so env
+//! and volume contents follow.
 
 use manifests::{Object, ObjectKey};
 
@@ -28,15 +30,37 @@ fn keys_message(count: usize, names: Option<Vec<&str>>) -> String {
     }
 }
 
+/// Queues every desired pod that uses `key` (a ConfigMap or Secret).
+async fn notify_pods(ctx: &Context, key: &ObjectKey) {
+    let desired = ctx.desired();
+    for (pod_key, object) in &desired.objects {
+        let Object::Pod(pod) = object.object.as_ref() else {
+            continue;
+        };
+        if pod_key.namespace == key.namespace
+            && crate::pod::inputs::uses(&pod.spec, key.kind, &key.name)
+        {
+            let _ = ctx
+                .observed
+                .send(crate::controller::ObservedEvent {
+                    key: pod_key.clone(),
+                    reason: format!("{key}, which the pod uses, changed"),
+                })
+                .await;
+        }
+    }
+}
+
 impl ObjectReconciler for ConfigMapReconciler {
     async fn apply(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         desired: &DesiredObject,
     ) -> Result<Applied, ReconcileError> {
         let Object::ConfigMap(config_map) = desired.object.as_ref() else {
             return Err(ReconcileError::wrong_kind(desired));
         };
+        notify_pods(ctx, &desired.key).await;
         let mut names: Vec<&str> = config_map
             .data
             .keys()
@@ -51,7 +75,8 @@ impl ObjectReconciler for ConfigMapReconciler {
         ))
     }
 
-    async fn cleanup(&self, _ctx: &Context, _key: &ObjectKey) -> Result<(), ReconcileError> {
+    async fn cleanup(&self, ctx: &Context, key: &ObjectKey) -> Result<(), ReconcileError> {
+        notify_pods(ctx, key).await;
         Ok(())
     }
 }
@@ -59,19 +84,21 @@ impl ObjectReconciler for ConfigMapReconciler {
 impl ObjectReconciler for SecretReconciler {
     async fn apply(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         desired: &DesiredObject,
     ) -> Result<Applied, ReconcileError> {
         let Object::Secret(secret) = desired.object.as_ref() else {
             return Err(ReconcileError::wrong_kind(desired));
         };
+        notify_pods(ctx, &desired.key).await;
         Ok(Applied::new(
             Phase::Ready,
             keys_message(secret.contents().len(), None),
         ))
     }
 
-    async fn cleanup(&self, _ctx: &Context, _key: &ObjectKey) -> Result<(), ReconcileError> {
+    async fn cleanup(&self, ctx: &Context, key: &ObjectKey) -> Result<(), ReconcileError> {
+        notify_pods(ctx, key).await;
         Ok(())
     }
 }

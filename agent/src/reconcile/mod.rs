@@ -318,6 +318,7 @@ mod tests {
                     &crate::paths::Paths::new(&dir.path().join("root"), &dir.path().join("run")),
                     &crate::config::AgentConfig::default(),
                 )
+                .await
                 .expect("services"),
             ),
         });

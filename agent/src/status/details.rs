@@ -21,7 +21,14 @@ pub struct PodDetails {
     /// Identifies this incarnation of the pod (a pod-level change makes a
     /// new one); containers, cgroups and the sandbox are named after it.
     pub uid: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `podIPs`, spelled as in a Kubernetes PodStatus (camelCase alone
+    /// would give `podIps`); the alias reads status written before.
+    #[serde(
+        default,
+        rename = "podIPs",
+        alias = "podIps",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub pod_ips: Vec<String>,
     pub host_network: bool,
     /// The network driver that set the pod up (`bridge`, `cni`, `host`, `none`).
@@ -70,7 +77,7 @@ pub struct ContainerDetails {
 /// `CrashLoopBackOff`, `CreateContainerError`, `PodInitializing` while
 /// waiting; `Completed`, `Error`, `OOMKilled` once terminated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContainerState {
     Waiting {
         reason: String,
@@ -93,4 +100,49 @@ pub enum ContainerState {
         started_at: Option<String>,
         finished_at: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_states_serialise_like_kubernetes() {
+        let state = ContainerState::Terminated {
+            exit_code: 3,
+            signal: None,
+            reason: "Error".into(),
+            message: String::new(),
+            started_at: Some("a".into()),
+            finished_at: "b".into(),
+        };
+        let json = serde_json::to_value(&state).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"terminated": {"exitCode": 3, "reason": "Error", "startedAt": "a", "finishedAt": "b"}})
+        );
+        let running = ContainerState::Running {
+            started_at: "a".into(),
+            pid: 7,
+        };
+        assert_eq!(
+            serde_json::to_value(&running).expect("json"),
+            serde_json::json!({"running": {"startedAt": "a", "pid": 7}})
+        );
+    }
+
+    #[test]
+    fn pod_ips_are_spelled_like_kubernetes_and_old_status_still_reads() {
+        let details = PodDetails {
+            pod_ips: vec!["10.0.0.2".into()],
+            ..PodDetails::default()
+        };
+        let json = serde_json::to_value(&details).expect("json");
+        assert_eq!(json["podIPs"], serde_json::json!(["10.0.0.2"]), "{json}");
+        let old: PodDetails = serde_json::from_value(serde_json::json!({
+            "uid": "u", "podIps": ["10.0.0.3"], "hostNetwork": false, "containers": []
+        }))
+        .expect("old spelling");
+        assert_eq!(old.pod_ips, ["10.0.0.3"]);
+    }
 }

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use netplugins::bridge::{BridgeDriver, SetupStage};
+use netplugins::bridge::BridgeDriver;
 use netplugins::driver::{Environment, NetworkDriver, PodNetwork};
 use netplugins::factory::{self, DriverKind, NetworkConfig};
 use serde::Deserialize;
@@ -32,16 +32,6 @@ struct CtlConfig {
     cni_cache_dir: PathBuf,
 }
 
-fn stage_name(stage: SetupStage) -> &'static str {
-    match stage {
-        SetupStage::Namespace => "namespace",
-        SetupStage::Lease => "lease",
-        SetupStage::Veth => "veth",
-        SetupStage::PodInterface => "pod-interface",
-        SetupStage::Firewall => "firewall",
-    }
-}
-
 async fn driver(config: &CtlConfig) -> anyhow::Result<Box<dyn NetworkDriver>> {
     let env = Environment {
         database: config.database.clone(),
@@ -54,7 +44,7 @@ async fn driver(config: &CtlConfig) -> anyhow::Result<Box<dyn NetworkDriver>> {
     {
         let bridge = BridgeDriver::new(config.network.bridge.clone(), env).await?;
         return Ok(Box::new(bridge.with_stage_hook(move |stage| {
-            if stage_name(stage) == pause_at {
+            if stage.name() == pause_at {
                 println!("paused at {pause_at}");
                 let _ = std::io::stdout().flush();
                 loop {

@@ -1,0 +1,99 @@
+//! kubelet's CrashLoopBackOff: a container that keeps exiting is restarted
+//! after a delay that starts at `initial` and doubles up to `max`; a
+//! container that ran for at least `reset` before exiting starts over.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[pods]` in the agent config.
+///
+/// ```toml
+/// [pods]
+/// backoff-initial = "10s"   # first restart delay of a crashed container
+/// backoff-max = "5m"        # the delay doubles up to this
+/// backoff-reset = "10m"     # running this long forgets earlier crashes
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PodsConfig {
+    #[serde(with = "crate::config::duration")]
+    pub backoff_initial: Duration,
+    #[serde(with = "crate::config::duration")]
+    pub backoff_max: Duration,
+    #[serde(with = "crate::config::duration")]
+    pub backoff_reset: Duration,
+}
+
+impl Default for PodsConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            backoff_reset: Duration::from_secs(600),
+        }
+    }
+}
+
+impl PodsConfig {
+    /// The delay before restart number `crashes` (1 = after the first
+    /// exit): `initial · 2^(crashes-1)`, at most `max`.
+    pub fn delay(&self, crashes: u32) -> Duration {
+        let doublings = crashes.saturating_sub(1).min(31);
+        self.backoff_initial
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
+    }
+
+    /// The crash count after an instance that ran for `ran_for` exited:
+    /// one more, or 1 again when it ran long enough to reset the back-off.
+    pub fn crashes_after(&self, previous: u32, ran_for: Option<Duration>) -> u32 {
+        match ran_for {
+            Some(ran) if ran >= self.backoff_reset => 1,
+            _ => previous.saturating_add(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PodsConfig {
+        PodsConfig {
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_millis(1600),
+            backoff_reset: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn delays_double_then_cap() {
+        let c = config();
+        let delays: Vec<u128> = (1..=7).map(|n| c.delay(n).as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 1600, 1600, 1600]);
+        assert_eq!(c.delay(1000), Duration::from_millis(1600), "no overflow");
+        let kubelet = PodsConfig::default();
+        assert_eq!(kubelet.delay(1), Duration::from_secs(10));
+        assert_eq!(kubelet.delay(6), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_long_run_resets_the_count() {
+        let c = config();
+        assert_eq!(c.crashes_after(4, Some(Duration::from_secs(1))), 5);
+        assert_eq!(c.crashes_after(4, Some(Duration::from_secs(10))), 1);
+        assert_eq!(c.crashes_after(0, None), 1);
+    }
+
+    #[test]
+    fn the_section_parses_durations() {
+        let config: crate::config::AgentConfig =
+            toml::from_str("[pods]\nbackoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"\n")
+                .expect("parse");
+        assert_eq!(config.pods.backoff_initial, Duration::from_millis(200));
+        assert_eq!(config.pods.backoff_max, Duration::from_millis(1600));
+        assert_eq!(config.pods.backoff_reset, Duration::from_secs(600));
+    }
+}

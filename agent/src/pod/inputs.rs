@@ -1,0 +1,567 @@
+//! What a pod takes from other objects of the desired state: env values
+//! from ConfigMaps and Secrets (`env[].valueFrom`, `envFrom`), the pod's own
+//! fields (`fieldRef`), the files of configMap/secret volumes, and registry
+//! credentials from `imagePullSecrets`. Pure functions of the desired
+//! state; errors name the container, variable, object and key.
+
+use std::collections::BTreeMap;
+
+use manifests::types as api;
+use manifests::{Kind, Object, ObjectKey};
+
+use crate::desired::DesiredState;
+use crate::image::auth::Credentials;
+use crate::runtime::spec::EnvVar;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("container {container:?}: {what}: {kind} {namespace}/{name} is not in the manifests")]
+    MissingObject {
+        container: String,
+        what: String,
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("container {container:?}: {what}: {kind} {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        container: String,
+        what: String,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "container {container:?}: env {variable}: fieldRef {field:?} is not supported (use metadata.name, metadata.namespace, metadata.uid, spec.nodeName, status.podIP, status.podIPs or status.hostIP)"
+    )]
+    UnsupportedField {
+        container: String,
+        variable: String,
+        field: String,
+    },
+    #[error(
+        "container {container:?}: env {variable}: the value of {kind} {namespace}/{name} key {key:?} is not UTF-8"
+    )]
+    NotText {
+        container: String,
+        variable: String,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("volume {volume:?}: {kind} {namespace}/{name} is not in the manifests")]
+    MissingVolumeObject {
+        volume: String,
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("volume {volume:?}: {kind} {namespace}/{name} has no key {key:?}")]
+    MissingVolumeKey {
+        volume: String,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("imagePullSecrets: Secret {namespace}/{name} is not in the manifests")]
+    MissingPullSecret { namespace: String, name: String },
+    #[error("imagePullSecrets: {0}")]
+    BadPullSecret(String),
+}
+
+/// Values of the pod's own fields for `fieldRef`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldValues {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node_name: String,
+    pub pod_ips: Vec<String>,
+    pub host_ip: String,
+}
+
+impl FieldValues {
+    /// Stand-ins that name each field instead of its value: what a
+    /// container's spec hash is computed from, so the hash does not change
+    /// when the pod gets a new IP or uid.
+    pub fn placeholders() -> Self {
+        Self {
+            name: "$(metadata.name)".into(),
+            namespace: "$(metadata.namespace)".into(),
+            uid: "$(metadata.uid)".into(),
+            node_name: "$(spec.nodeName)".into(),
+            pod_ips: vec!["$(status.podIP)".into()],
+            host_ip: "$(status.hostIP)".into(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        Some(match path {
+            "metadata.name" => self.name.clone(),
+            "metadata.namespace" => self.namespace.clone(),
+            "metadata.uid" => self.uid.clone(),
+            "spec.nodeName" => self.node_name.clone(),
+            "status.podIP" => self.pod_ips.first().cloned().unwrap_or_default(),
+            "status.podIPs" => self.pod_ips.join(","),
+            "status.hostIP" => self.host_ip.clone(),
+            _ => return None,
+        })
+    }
+}
+
+/// The keys and values of a ConfigMap or Secret in the desired state.
+fn data_of(
+    desired: &DesiredState,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    let object = desired.get(&ObjectKey::new(kind, namespace, name))?;
+    match object.object.as_ref() {
+        Object::ConfigMap(config_map) => Some(config_map.contents()),
+        Object::Secret(secret) => Some(secret.contents()),
+        _ => None,
+    }
+}
+
+/// The container's environment in Kubernetes order: `envFrom` sources in
+/// order, then `env` entries (a later name replaces an earlier one's value
+/// in place, as the kubelet does).
+pub fn resolve_env(
+    namespace: &str,
+    container: &api::Container,
+    desired: &DesiredState,
+    fields: &FieldValues,
+) -> Result<Vec<EnvVar>, InputError> {
+    let mut env: Vec<EnvVar> = Vec::new();
+    let set = |env: &mut Vec<EnvVar>, name: String, value: String| match env
+        .iter_mut()
+        .find(|e| e.name == name)
+    {
+        Some(existing) => existing.value = value,
+        None => env.push(EnvVar { name, value }),
+    };
+    for source in &container.env_from {
+        let (kind, reference) = match (&source.config_map_ref, &source.secret_ref) {
+            (Some(r), _) => (Kind::ConfigMap, r),
+            (None, Some(r)) => (Kind::Secret, r),
+            (None, None) => continue,
+        };
+        let Some(data) = data_of(desired, kind, namespace, &reference.name) else {
+            if reference.optional.unwrap_or(false) {
+                continue;
+            }
+            return Err(InputError::MissingObject {
+                container: container.name.clone(),
+                what: "envFrom".into(),
+                kind,
+                namespace: namespace.into(),
+                name: reference.name.clone(),
+            });
+        };
+        let prefix = source.prefix.as_deref().unwrap_or("");
+        for (key, value) in data {
+            // Kubernetes skips keys that are not valid variable names; a
+            // value that is not text cannot be one either.
+            if let Ok(value) = String::from_utf8(value) {
+                set(&mut env, format!("{prefix}{key}"), value);
+            }
+        }
+    }
+    for var in &container.env {
+        let value = match &var.value_from {
+            None => Some(var.value.clone().unwrap_or_default()),
+            Some(from) => value_from(namespace, container, &var.name, from, desired, fields)?,
+        };
+        if let Some(value) = value {
+            set(&mut env, var.name.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
+/// One `valueFrom`; `None` when an optional reference is missing (the
+/// variable is left unset).
+fn value_from(
+    namespace: &str,
+    container: &api::Container,
+    variable: &str,
+    from: &api::EnvVarSource,
+    desired: &DesiredState,
+    fields: &FieldValues,
+) -> Result<Option<String>, InputError> {
+    if let Some(field) = &from.field_ref {
+        return fields.get(&field.field_path).map(Some).ok_or_else(|| {
+            InputError::UnsupportedField {
+                container: container.name.clone(),
+                variable: variable.into(),
+                field: field.field_path.clone(),
+            }
+        });
+    }
+    let (kind, selector) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+        (Some(s), _) => (Kind::ConfigMap, s),
+        (None, Some(s)) => (Kind::Secret, s),
+        (None, None) => return Ok(None),
+    };
+    let optional = selector.optional.unwrap_or(false);
+    let what = format!("env {variable}");
+    let Some(data) = data_of(desired, kind, namespace, &selector.name) else {
+        if optional {
+            return Ok(None);
+        }
+        return Err(InputError::MissingObject {
+            container: container.name.clone(),
+            what,
+            kind,
+            namespace: namespace.into(),
+            name: selector.name.clone(),
+        });
+    };
+    let Some(bytes) = data.get(&selector.key) else {
+        if optional {
+            return Ok(None);
+        }
+        return Err(InputError::MissingKey {
+            container: container.name.clone(),
+            what,
+            kind,
+            namespace: namespace.into(),
+            name: selector.name.clone(),
+            key: selector.key.clone(),
+        });
+    };
+    String::from_utf8(bytes.clone())
+        .map(Some)
+        .map_err(|_| InputError::NotText {
+            container: container.name.clone(),
+            variable: variable.into(),
+            kind,
+            namespace: namespace.into(),
+            name: selector.name.clone(),
+            key: selector.key.clone(),
+        })
+}
+
+/// The files of a configMap or secret volume.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VolumeFiles {
+    pub name: String,
+    /// Relative path and content.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// A Secret's: kept on a tmpfs.
+    pub secret: bool,
+    pub mode: u32,
+}
+
+/// Never prints file contents (they may be secret).
+impl std::fmt::Debug for VolumeFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeFiles")
+            .field("name", &self.name)
+            .field("files", &self.files.len())
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// The files of `volume` if it is a configMap or secret volume (`None`
+/// for other kinds). A missing optional object gives an empty directory.
+pub fn volume_files(
+    namespace: &str,
+    volume: &api::Volume,
+    desired: &DesiredState,
+) -> Result<Option<VolumeFiles>, InputError> {
+    let (kind, name, items, default_mode, optional, secret) =
+        match (&volume.config_map, &volume.secret) {
+            (Some(c), _) => (
+                Kind::ConfigMap,
+                &c.name,
+                &c.items,
+                c.default_mode,
+                c.optional,
+                false,
+            ),
+            (None, Some(s)) => (
+                Kind::Secret,
+                &s.secret_name,
+                &s.items,
+                s.default_mode,
+                s.optional,
+                true,
+            ),
+            (None, None) => return Ok(None),
+        };
+    // Kubernetes' default for both; the mode bits are masked to 0o777.
+    let mode = default_mode
+        .and_then(|m| u32::try_from(m).ok())
+        .map_or(0o644, |m| m & 0o777);
+    let mut files = Vec::new();
+    match data_of(desired, kind, namespace, name) {
+        None if optional.unwrap_or(false) => {}
+        None => {
+            return Err(InputError::MissingVolumeObject {
+                volume: volume.name.clone(),
+                kind,
+                namespace: namespace.into(),
+                name: name.clone(),
+            });
+        }
+        Some(data) if items.is_empty() => files.extend(data),
+        Some(data) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(bytes) => files.push((item.path.clone(), bytes.clone())),
+                    None if optional.unwrap_or(false) => {}
+                    None => {
+                        return Err(InputError::MissingVolumeKey {
+                            volume: volume.name.clone(),
+                            kind,
+                            namespace: namespace.into(),
+                            name: name.clone(),
+                            key: item.key.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(VolumeFiles {
+        name: volume.name.clone(),
+        files,
+        secret,
+        mode,
+    }))
+}
+
+/// The registry credentials of the pod's `imagePullSecrets` (`None` when
+/// it names none).
+pub fn pull_credentials(
+    namespace: &str,
+    spec: &api::PodSpec,
+    desired: &DesiredState,
+) -> Result<Option<Credentials>, InputError> {
+    if spec.image_pull_secrets.is_empty() {
+        return Ok(None);
+    }
+    let mut merged: Option<Credentials> = None;
+    for reference in &spec.image_pull_secrets {
+        let key = ObjectKey::new(Kind::Secret, namespace, reference.name.clone());
+        let secret = match desired.get(&key).map(|d| d.object.as_ref()) {
+            Some(Object::Secret(secret)) => secret,
+            _ => {
+                return Err(InputError::MissingPullSecret {
+                    namespace: namespace.into(),
+                    name: reference.name.clone(),
+                });
+            }
+        };
+        let credentials = Credentials::from_secret(secret)
+            .map_err(|err| InputError::BadPullSecret(crate::status::chain(&err)))?;
+        match &mut merged {
+            Some(all) => all.merge(credentials),
+            None => merged = Some(credentials),
+        }
+    }
+    Ok(merged)
+}
+
+/// Whether the pod consumes ConfigMap or Secret `name` (env, envFrom,
+/// volumes, imagePullSecrets): a change to it must reach the pod.
+pub fn uses(spec: &api::PodSpec, kind: Kind, name: &str) -> bool {
+    let containers = spec.init_containers.iter().chain(&spec.containers);
+    let in_env = containers.clone().any(|c| {
+        c.env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref())
+            .any(|from| match kind {
+                Kind::ConfigMap => from
+                    .config_map_key_ref
+                    .as_ref()
+                    .is_some_and(|s| s.name == name),
+                Kind::Secret => from.secret_key_ref.as_ref().is_some_and(|s| s.name == name),
+                _ => false,
+            })
+    });
+    let in_env_from = containers.flat_map(|c| &c.env_from).any(|from| match kind {
+        Kind::ConfigMap => from.config_map_ref.as_ref().is_some_and(|r| r.name == name),
+        Kind::Secret => from.secret_ref.as_ref().is_some_and(|r| r.name == name),
+        _ => false,
+    });
+    let in_volumes = spec.volumes.iter().any(|v| match kind {
+        Kind::ConfigMap => v.config_map.as_ref().is_some_and(|c| c.name == name),
+        Kind::Secret => v.secret.as_ref().is_some_and(|s| s.secret_name == name),
+        _ => false,
+    });
+    let in_pull_secrets =
+        kind == Kind::Secret && spec.image_pull_secrets.iter().any(|r| r.name == name);
+    in_env || in_env_from || in_volumes || in_pull_secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::desired::DesiredObject;
+    use crate::status::SourceRef;
+
+    fn state(objects: Vec<Object>) -> DesiredState {
+        let mut desired = DesiredState::default();
+        for object in objects {
+            let key = object.key();
+            desired.objects.insert(
+                key.clone(),
+                DesiredObject {
+                    key,
+                    content_hash: object.content_hash(),
+                    object: Arc::new(object),
+                    source: SourceRef {
+                        file: Path::new("x.yaml").into(),
+                        line: 1,
+                        column: 1,
+                    },
+                    generation: 1,
+                },
+            );
+        }
+        desired
+    }
+
+    fn config_map(name: &str, data: &[(&str, &str)]) -> Object {
+        Object::ConfigMap(api::ConfigMap {
+            metadata: api::ObjectMeta::named(name),
+            data: data
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn container(json: serde_json::Value) -> api::Container {
+        serde_json::from_value(json).expect("container")
+    }
+
+    #[test]
+    fn env_follows_kubernetes_order_and_sources() {
+        let desired = state(vec![config_map("cfg", &[("A", "from-cm"), ("B", "b")])]);
+        let c = container(serde_json::json!({
+            "name": "app",
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}],
+            "env": [
+                {"name": "CM_A", "value": "literal wins"},
+                {"name": "KEY", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "B"}}},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "GONE", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "x", "optional": true}}}
+            ]
+        }));
+        let fields = FieldValues {
+            name: "web".into(),
+            pod_ips: vec!["10.0.0.5".into()],
+            ..Default::default()
+        };
+        let env = resolve_env("default", &c, &desired, &fields).expect("env");
+        let pairs: Vec<(&str, &str)> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("CM_A", "literal wins"),
+                ("CM_B", "b"),
+                ("KEY", "b"),
+                ("POD", "web"),
+                ("IP", "10.0.0.5")
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_references_name_container_variable_object_and_key() {
+        let desired = state(vec![config_map("cfg", &[("A", "1")])]);
+        let missing_key = container(serde_json::json!({
+            "name": "app",
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]
+        }));
+        let err = resolve_env("default", &missing_key, &desired, &FieldValues::default())
+            .expect_err("missing key");
+        let text = err.to_string();
+        for needle in ["\"app\"", "env X", "ConfigMap default/cfg", "\"nope\""] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let missing_secret = container(serde_json::json!({
+            "name": "app",
+            "envFrom": [{"secretRef": {"name": "db"}}]
+        }));
+        let err = resolve_env(
+            "default",
+            &missing_secret,
+            &desired,
+            &FieldValues::default(),
+        )
+        .expect_err("missing secret");
+        assert!(err.to_string().contains("Secret default/db"), "{err}");
+        let bad_field = container(serde_json::json!({
+            "name": "app",
+            "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.whatever"}}}]
+        }));
+        assert!(matches!(
+            resolve_env("default", &bad_field, &desired, &FieldValues::default()),
+            Err(InputError::UnsupportedField { .. })
+        ));
+    }
+
+    #[test]
+    fn volume_files_project_items_and_know_secrets() {
+        let secret = Object::Secret(api::Secret {
+            metadata: api::ObjectMeta::named("tls"),
+            string_data: [("key".to_string(), "s3cret".to_string())].into(),
+            ..Default::default()
+        });
+        let desired = state(vec![config_map("cfg", &[("a", "1"), ("b", "2")]), secret]);
+        let volume: api::Volume = serde_json::from_value(serde_json::json!({
+            "name": "conf",
+            "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/b.txt"}], "defaultMode": 0o600}
+        }))
+        .expect("volume");
+        let files = volume_files("default", &volume, &desired)
+            .expect("files")
+            .expect("a configMap volume");
+        assert_eq!(files.files, [("sub/b.txt".to_string(), b"2".to_vec())]);
+        assert_eq!((files.secret, files.mode), (false, 0o600));
+        let volume: api::Volume = serde_json::from_value(serde_json::json!({
+            "name": "certs", "secret": {"secretName": "tls"}
+        }))
+        .expect("volume");
+        let files = volume_files("default", &volume, &desired)
+            .expect("files")
+            .expect("a secret volume");
+        assert!(files.secret);
+        assert!(!format!("{files:?}").contains("s3cret"));
+        let volume: api::Volume = serde_json::from_value(serde_json::json!({
+            "name": "x", "secret": {"secretName": "absent"}
+        }))
+        .expect("volume");
+        assert!(volume_files("default", &volume, &desired).is_err());
+    }
+
+    #[test]
+    fn knows_which_pods_use_an_object() {
+        let spec: api::PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "a", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "p"}}}]}],
+            "volumes": [{"name": "v", "configMap": {"name": "cfg"}}]
+        }))
+        .expect("spec");
+        assert!(uses(&spec, Kind::Secret, "db"));
+        assert!(uses(&spec, Kind::ConfigMap, "cfg"));
+        assert!(!uses(&spec, Kind::ConfigMap, "db"));
+        assert!(!uses(&spec, Kind::Secret, "other"));
+    }
+}

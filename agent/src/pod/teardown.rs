@@ -1,0 +1,59 @@
+//! Removing an incarnation of a pod: every container stopped at once with
+//! the grace period, then removed with its image hold; the network torn
+//! down through its driver; the sandbox, volumes and pod cgroup removed.
+//! Goes on past failures and returns them all; running it again after a
+//! partial failure (or a crash) finishes the job.
+
+use std::time::Duration;
+
+use manifests::ObjectKey;
+
+use super::containers;
+use super::state::Incarnation;
+use crate::reconcile::Context;
+use crate::runtime::Runtime;
+
+/// Tears down `incarnation` of pod `key`; `why` goes into the events.
+pub async fn incarnation(
+    ctx: &Context,
+    runtime: &Runtime,
+    key: &ObjectKey,
+    incarnation: &Incarnation,
+    why: &str,
+) -> Vec<String> {
+    let grace = Duration::from_secs(incarnation.grace_seconds);
+    let instances: Vec<(&String, String)> = incarnation
+        .containers
+        .iter()
+        .filter_map(|(name, slot)| slot.current.as_ref().map(|i| (name, i.id.clone())))
+        .collect();
+    let stops = instances.iter().map(|(name, id)| async move {
+        containers::stop(ctx, runtime, key, name, id, grace, why)
+            .await
+            .map_err(|err| format!("stopping container {name}: {err}"))
+    });
+    let mut errors: Vec<String> = futures::future::join_all(stops)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    for (_, id) in &instances {
+        if let Err(err) = containers::remove(ctx, runtime, id).await {
+            errors.push(err);
+        }
+    }
+    if let Some(request) = &incarnation.network_request {
+        match ctx.services.network.for_pod(incarnation.host_network) {
+            Ok(driver) => {
+                if let Err(err) = driver.teardown(request).await {
+                    errors.push(crate::status::chain(&err));
+                }
+            }
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    if let Err(err) = runtime.remove_pod(&incarnation.uid) {
+        errors.push(err.to_string());
+    }
+    errors
+}

@@ -1,0 +1,183 @@
+//! The OCI runtime binary (runc, crun, or a CLI-compatible one) behind a
+//! runtime handler: which one it is, and the commands the agent runs itself
+//! (`state`, `kill`, `delete`, `exec`). `create` and `start` are the shim's.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("runtime handler {handler}: running {binary}: {source}")]
+    Spawn {
+        handler: String,
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "runtime handler {handler}: `{command}` for container {id} failed ({status}): {stderr}"
+    )]
+    Failed {
+        handler: String,
+        command: &'static str,
+        id: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("runtime handler {handler}: `state` of container {id} is not valid JSON: {source}")]
+    BadState {
+        handler: String,
+        id: String,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Runc,
+    Crun,
+    /// Another runc-compatible CLI (youki, runsc, kata-runtime…).
+    Other,
+}
+
+/// A configured runtime handler.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// The handler's name (`runtimeClassName` maps to it).
+    pub name: String,
+    pub binary: PathBuf,
+    /// Global flags before every subcommand.
+    pub args: Vec<String>,
+    pub kind: RuntimeKind,
+    /// First line of `--version`.
+    pub version: String,
+    /// The runtime's `--root`: its state directory, one per handler.
+    pub root: PathBuf,
+}
+
+/// The part of `RUNTIME state` the agent uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeState {
+    pub id: String,
+    pub status: String,
+    pub pid: Option<i32>,
+}
+
+impl Handler {
+    /// Identifies the runtime by running `BINARY --version`.
+    pub fn detect(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        root: PathBuf,
+    ) -> Result<Self, OciError> {
+        let out = std::process::Command::new(binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| OciError::Spawn {
+                handler: name.to_string(),
+                binary: binary.to_path_buf(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.lines().next().unwrap_or("").trim().to_string();
+        let kind = if version.starts_with("runc") {
+            RuntimeKind::Runc
+        } else if version.starts_with("crun") {
+            RuntimeKind::Crun
+        } else {
+            RuntimeKind::Other
+        };
+        Ok(Self {
+            name: name.to_string(),
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
+            kind,
+            version,
+            root,
+        })
+    }
+
+    /// `BINARY [args] --root ROOT`, ready for a subcommand.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(&self.args).arg("--root").arg(&self.root);
+        cmd
+    }
+
+    /// The same, for a caller that runs it with its own stdio (exec -it).
+    pub fn std_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.args(&self.args).arg("--root").arg(&self.root);
+        cmd
+    }
+
+    /// Whether the runtime still knows container `id` (runc and crun keep
+    /// a directory per container under their root).
+    pub fn knows(&self, id: &str) -> bool {
+        self.root.join(id).exists()
+    }
+
+    pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
+        if !self.knows(id) {
+            return Ok(None);
+        }
+        let out = self.run("state", id, &["state", id]).await?;
+        serde_json::from_slice(&out)
+            .map(Some)
+            .map_err(|source| OciError::BadState {
+                handler: self.name.clone(),
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Sends `signal` (a name such as `SIGTERM`, or a number) to the
+    /// container's init.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
+        self.run("kill", id, &["kill", id, signal]).await.map(drop)
+    }
+
+    /// `delete --force`: kills what is left and removes the runtime's state
+    /// (and the container's cgroup). A container it does not know is fine.
+    pub async fn delete(&self, id: &str) -> Result<(), OciError> {
+        if !self.knows(id) {
+            return Ok(());
+        }
+        match self.run("delete", id, &["delete", "--force", id]).await {
+            Err(_) if !self.knows(id) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn run(
+        &self,
+        command: &'static str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, OciError> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| OciError::Spawn {
+                handler: self.name.clone(),
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(OciError::Failed {
+            handler: self.name.clone(),
+            command,
+            id: id.to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}

@@ -1,0 +1,247 @@
+//! The pod sandbox: what a pod's containers share, kept on the host with no
+//! pause process, so it survives agent restarts:
+//!
+//! - IPC and UTS namespaces as bind-mounted namespace files (the UTS one
+//!   carries the pod's hostname; hostNetwork pods keep the host's UTS
+//!   namespace, as in Kubernetes), created with `netplugins::ns` on
+//!   throw-away threads; the network namespace comes from the network
+//!   plugin (or none for `hostNetwork`);
+//! - `/dev/shm`: one size-limited tmpfs per pod;
+//! - `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, bind-mounted into
+//!   every container.
+//!
+//! Everything lives under `Paths::pod_run_dir(uid)` and is derived from the
+//! pod UID, so a restarted agent finds it again with [`PodSandbox::at`].
+
+use std::path::{Path, PathBuf};
+
+use netplugins::ns::{self, NsKind};
+use nix::mount::MsFlags;
+
+use super::mountinfo;
+use super::spec::PodInfo;
+use super::volumes;
+use crate::paths::Paths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("pod {pod}: {source}")]
+    Namespace {
+        pod: String,
+        source: netplugins::ns::NsError,
+    },
+    #[error("pod {pod}: setting hostname {hostname:?} in its UTS namespace: {source}")]
+    Hostname {
+        pod: String,
+        hostname: String,
+        source: nix::errno::Errno,
+    },
+    #[error("pod {pod}: mounting its /dev/shm tmpfs at {path}: {source}")]
+    Shm {
+        pod: String,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("pod {pod}: {action} {path}: {source}")]
+    Io {
+        pod: String,
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pod {pod}: {source}")]
+    Volume {
+        pod: String,
+        source: volumes::VolumeError,
+    },
+}
+
+/// The content of the pod's `/etc/hosts` and `/etc/resolv.conf` (the
+/// network plugin knows the pod's address and DNS settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hosts: String,
+    pub resolv_conf: String,
+}
+
+impl EtcFiles {
+    /// Loopback names plus the pod's own name, and the host's resolver
+    /// configuration: what a pod on the host network would see.
+    pub fn defaults(hostname: &str, address: Option<std::net::IpAddr>) -> Self {
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        match address {
+            Some(ip) => hosts.push_str(&format!("{ip}\t{hostname}\n")),
+            None => hosts.push_str(&format!("127.0.1.1\t{hostname}\n")),
+        }
+        Self {
+            hosts,
+            resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        }
+    }
+}
+
+/// A pod's shared state on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSandbox {
+    pub uid: String,
+    pub hostname: String,
+    pub dir: PathBuf,
+    pub ipc_ns: PathBuf,
+    /// `None` for hostNetwork pods: like kubelet, they share the host's UTS
+    /// namespace (and hostname).
+    pub uts_ns: Option<PathBuf>,
+    /// The network namespace file, or `None` on the host network.
+    pub net_ns: Option<PathBuf>,
+    pub shm: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname_file: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+impl PodSandbox {
+    /// Where the sandbox of pod `uid` lives; touches nothing.
+    pub fn at(paths: &Paths, pod: &PodInfo, net_ns: Option<PathBuf>) -> Self {
+        let dir = paths.pod_run_dir(&pod.uid);
+        Self {
+            uid: pod.uid.clone(),
+            hostname: pod.hostname.clone(),
+            ipc_ns: dir.join("ns/ipc"),
+            uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
+            net_ns,
+            shm: dir.join("shm"),
+            hosts: dir.join("etc/hosts"),
+            hostname_file: dir.join("etc/hostname"),
+            resolv_conf: dir.join("etc/resolv.conf"),
+            dir,
+        }
+    }
+
+    /// Creates (or completes, after a crash) the sandbox of `pod`.
+    /// Idempotent: an existing namespace or mount is kept.
+    pub fn create(
+        paths: &Paths,
+        pod: &PodInfo,
+        net_ns: Option<PathBuf>,
+        shm_size: u64,
+        etc: &EtcFiles,
+    ) -> Result<Self, SandboxError> {
+        let sandbox = Self::at(paths, pod, net_ns);
+        let name = pod_name(pod);
+        let ns_err = |source| SandboxError::Namespace {
+            pod: name.clone(),
+            source,
+        };
+        ns::create(NsKind::Ipc, &sandbox.ipc_ns).map_err(ns_err)?;
+        if let Some(uts_ns) = &sandbox.uts_ns {
+            ns::create(NsKind::Uts, uts_ns).map_err(ns_err)?;
+            let hostname = pod.hostname.clone();
+            ns::run_in(NsKind::Uts, uts_ns, move || {
+                nix::unistd::sethostname(&hostname)
+            })
+            .map_err(ns_err)?
+            .map_err(|source| SandboxError::Hostname {
+                pod: name.clone(),
+                hostname: pod.hostname.clone(),
+                source,
+            })?;
+        }
+
+        let io = |action, path: &Path| {
+            let pod = name.clone();
+            let path = path.to_path_buf();
+            move |source| SandboxError::Io {
+                pod,
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(&sandbox.shm).map_err(io("creating", &sandbox.shm))?;
+        if !mountinfo::read().is_ok_and(|m| mountinfo::is_mount_point(&m, &sandbox.shm)) {
+            nix::mount::mount(
+                Some("shm"),
+                &sandbox.shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(format!("mode=1777,size={shm_size}").as_str()),
+            )
+            .map_err(|source| SandboxError::Shm {
+                pod: name.clone(),
+                path: sandbox.shm.clone(),
+                source,
+            })?;
+        }
+        let etc_dir = sandbox.dir.join("etc");
+        std::fs::create_dir_all(&etc_dir).map_err(io("creating", &etc_dir))?;
+        for (path, content) in [
+            (&sandbox.hosts, etc.hosts.as_str()),
+            (&sandbox.hostname_file, &format!("{}\n", pod.hostname)),
+            (&sandbox.resolv_conf, etc.resolv_conf.as_str()),
+        ] {
+            write_atomic(path, content.as_bytes()).map_err(io("writing", path))?;
+        }
+        Ok(sandbox)
+    }
+
+    /// Removes everything the sandbox of pod `uid` holds: namespace files,
+    /// /dev/shm, /etc files and the pod's volume directories. Every failure
+    /// is returned; missing pieces are fine.
+    pub fn remove(paths: &Paths, pod_uid: &str) -> Vec<SandboxError> {
+        let dir = paths.pod_run_dir(pod_uid);
+        let pod = pod_uid.to_string();
+        let mut errors = Vec::new();
+        for kind in ["ipc", "uts"] {
+            if let Err(source) = ns::remove(&dir.join("ns").join(kind)) {
+                errors.push(SandboxError::Namespace {
+                    pod: pod.clone(),
+                    source,
+                });
+            }
+        }
+        errors.extend(
+            volumes::remove_pod_volumes(paths, pod_uid)
+                .into_iter()
+                .map(|source| SandboxError::Volume {
+                    pod: pod.clone(),
+                    source,
+                }),
+        );
+        errors.extend(volumes::unmount_under(&dir).into_iter().map(|source| {
+            SandboxError::Volume {
+                pod: pod.clone(),
+                source,
+            }
+        }));
+        if errors.is_empty()
+            && let Err(source) = crate::rootfs::remove_dir_all_if_exists(&dir)
+        {
+            errors.push(SandboxError::Io {
+                pod,
+                action: "removing",
+                path: dir,
+                source,
+            });
+        }
+        errors
+    }
+}
+
+fn pod_name(pod: &PodInfo) -> String {
+    format!("{}/{}", pod.namespace, pod.name)
+}
+
+fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,336 @@
+//! Pods through the real agent: a [`PodWorld`] per test with its own
+//! directories, a local registry serving a busybox image, an agent config
+//! (unique cgroup parent, the `none` network driver, a fast back-off) and a
+//! `berth run` to drive with manifest files, read through `berth status`.
+//!
+//! Dropping the world removes its manifests and waits for the agent to
+//! remove the pods (so deletion is exercised), then stops the agent, and
+//! as a last resort kills whatever is left in its cgroup parent and
+//! unmounts whatever is left under its directories.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::agent::{self, AgentProcess};
+use crate::images::{PushedImage, busybox_image};
+use crate::registry::{Registry, RegistryOptions};
+use crate::{TestDirs, require_root, shim_bin, unique_name};
+
+/// How long a test waits for a pod to reach a state.
+pub const POD_WAIT: Duration = Duration::from_secs(60);
+
+pub struct PodWorld {
+    pub dirs: TestDirs,
+    pub registry: Registry,
+    pub image: PushedImage,
+    pub cgroup_parent: String,
+    pub config: PathBuf,
+    /// The runtime handler pods name with `runtimeClassName`.
+    pub runtime: String,
+    agent: Option<AgentProcess>,
+}
+
+impl PodWorld {
+    /// A world for pods run by `runtime` (`runc` or `crun`).
+    pub fn new(runtime: &str) -> Self {
+        Self::with_config(runtime, "")
+    }
+
+    /// Like [`Self::new`], with extra agent config TOML appended.
+    pub fn with_config(runtime: &str, extra_config: &str) -> Self {
+        require_root();
+        if runtime == "crun" {
+            crate::crun::make_crun_work();
+        }
+        let dirs = TestDirs::new();
+        let registry = Registry::start(RegistryOptions::default());
+        let image = busybox_image(&registry, "berth/busybox");
+        let certs_d = dirs.temp.path().join("certs.d");
+        crate::pull::write_hosts_toml(
+            &certs_d,
+            &registry.host(),
+            &format!("server = \"{}\"\n", registry.url()),
+        );
+        let cgroup_parent = unique_name("cg");
+        let config = dirs.temp.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[images]\nhosts-dir = {certs_d:?}\n\
+                 [runtime]\nshim = {shim:?}\ncgroup-parent = {cgroup_parent:?}\n\
+                 [runtime.rlimits]\nnofile = {{ soft = 1024, hard = 4096 }}\n\
+                 [network]\ndriver = \"none\"\n\
+                 [pods]\nbackoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"\n\
+                 {extra_config}\n",
+                shim = shim_bin(),
+            ),
+        )
+        .expect("writing the agent config");
+        Self {
+            dirs,
+            registry,
+            image,
+            cgroup_parent,
+            config,
+            runtime: runtime.to_string(),
+            agent: None,
+        }
+    }
+
+    /// Starts the agent and waits until it is ready.
+    pub fn start_agent(&mut self) {
+        self.start_agent_with_env(&[]);
+    }
+
+    /// Like [`Self::start_agent`], with extra environment variables.
+    pub fn start_agent_with_env(&mut self, env: &[(&str, &str)]) {
+        let config = self.config.to_str().expect("utf-8 path").to_string();
+        self.agent = Some(AgentProcess::start_ready_with(
+            &self.dirs,
+            &["--config", &config],
+            env,
+        ));
+    }
+
+    pub fn agent(&self) -> &AgentProcess {
+        self.agent.as_ref().expect("the agent runs")
+    }
+
+    /// kill -9 the agent (containers keep running).
+    pub fn kill_agent(&mut self) {
+        let mut agent = self.agent.take().expect("the agent runs");
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        agent.wait_exit(agent::REACT);
+    }
+
+    /// Writes manifest `file` atomically (temp file + rename).
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        let path = self.dirs.manifests.join(file);
+        let temp = self.dirs.manifests.join(format!(".{file}.tmp"));
+        std::fs::write(&temp, yaml).expect("writing a manifest");
+        std::fs::rename(&temp, &path).expect("renaming a manifest into place");
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.dirs.manifests.join(file)).expect("removing a manifest");
+    }
+
+    /// A pod manifest: `hostNetwork: true`, this world's runtime and image,
+    /// `extra_spec` (indented YAML lines under `spec:`) and `containers`
+    /// (a YAML list under `containers:`, indented by 2).
+    /// Unless `extra_spec` sets it, the grace period is 2 s (a shell as
+    /// pid 1 ignores SIGTERM, so every stop would wait it out).
+    pub fn pod_yaml(&self, name: &str, extra_spec: &str, containers: &str) -> String {
+        let grace = if extra_spec.contains("terminationGracePeriodSeconds") {
+            ""
+        } else {
+            "  terminationGracePeriodSeconds: 2\n"
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  hostNetwork: true\n  runtimeClassName: {runtime}\n{grace}{extra_spec}  containers:\n{containers}",
+            runtime = self.runtime
+        )
+    }
+
+    /// One container running `script` with `sh -c`, as a YAML list entry.
+    pub fn shell_container(&self, name: &str, script: &str) -> String {
+        format!(
+            "  - name: {name}\n    image: {image}\n    command: [\"/bin/sh\", \"-c\", {script:?}]\n",
+            image = self.image.reference
+        )
+    }
+
+    /// The pod's status object, if it has one.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        agent::status_json(&self.dirs)
+            .and_then(|status| agent::object(&status, "Pod", "default", name).cloned())
+    }
+
+    /// Waits until pod `name`'s status satisfies `predicate`; returns it.
+    pub fn wait_pod(&self, name: &str, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + POD_WAIT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let pod = self.pod(name);
+            if let Some(pod) = &pod
+                && predicate(pod)
+            {
+                return pod.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {POD_WAIT:?} waiting for pod {name}: {what}\nlast status: {}\nagent log:\n{}",
+                    pod.map_or_else(|| "<none>".to_owned(), |p| format!("{p:#}")),
+                    self.agent
+                        .as_ref()
+                        .map(|a| tail(&a.log(), 80))
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the pod has no status any more (its cleanup finished).
+    pub fn wait_pod_gone(&self, name: &str) {
+        let deadline = Instant::now() + POD_WAIT;
+        while self.pod(name).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "pod {name} was not removed within {POD_WAIT:?}\nagent log:\n{}",
+                self.agent
+                    .as_ref()
+                    .map(|a| tail(&a.log(), 80))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Events about pod `name` from the agent's event log, oldest first.
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        let subject = format!("Pod/default/{name}");
+        let path = self.dirs.run_root.join("events.jsonl");
+        let rotated = self.dirs.run_root.join("events.jsonl.1");
+        [rotated, path]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|e| e["subject"] == subject.as_str())
+            .collect()
+    }
+
+    /// Every process in this world's cgroup parent (any hierarchy).
+    pub fn processes(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in cgroup_dirs(&self.cgroup_parent) {
+            for entry in walk(&dir) {
+                if let Ok(text) = std::fs::read_to_string(entry.join("cgroup.procs")) {
+                    pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Cgroup directories left under this world's parent, in any hierarchy.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        cgroup_dirs(&self.cgroup_parent)
+            .into_iter()
+            .flat_map(|dir| walk(&dir).into_iter().skip(1))
+            .collect()
+    }
+
+    /// Mounts at or below this world's directories.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let mounts = berth::runtime::mountinfo::read().expect("mountinfo");
+        berth::runtime::mountinfo::mounts_under(&mounts, self.dirs.temp.path())
+    }
+}
+
+/// A container's entry in a pod status (`details.pod.containers`, then
+/// `initContainers`).
+pub fn container<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    let details = &pod["details"]["pod"];
+    details["containers"]
+        .as_array()
+        .into_iter()
+        .chain(details["initContainers"].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+}
+
+/// The pid of a running container, from its status.
+pub fn running_pid(pod: &Value, name: &str) -> Option<i64> {
+    container(pod, name)?["state"]["running"]["pid"].as_i64()
+}
+
+/// The restart count of a container.
+pub fn restarts(pod: &Value, name: &str) -> Option<u64> {
+    container(pod, name)?["restartCount"].as_u64()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(parent))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// `dir` and every directory below it, parents first.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = std::fs::read_dir(&out[i]) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(entry.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+impl Drop for PodWorld {
+    fn drop(&mut self) {
+        if self.agent.is_some() {
+            if let Ok(entries) = std::fs::read_dir(&self.dirs.manifests) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            let deadline = Instant::now() + POD_WAIT;
+            while Instant::now() < deadline {
+                let pods = agent::status_json(&self.dirs)
+                    .map(|s| agent::names_of(&s, "Pod"))
+                    .unwrap_or_default();
+                if pods.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Some(agent) = self.agent.take() {
+                let _ = agent.stop();
+            }
+        }
+        // Last resort, so a failed test leaves nothing running.
+        for pid in self.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.processes().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut cgroups = self.cgroups();
+        cgroups.reverse();
+        for dir in cgroups.into_iter().chain(cgroup_dirs(&self.cgroup_parent)) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        for mount in self.mounts() {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
