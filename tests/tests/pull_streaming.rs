@@ -5,6 +5,7 @@
 //! unpack from the stored blob, and streamed layers identical to layers
 //! unpacked from the content store (`berth import`).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_e2e::images::{self, Entry, ImageSpec, PushFormat, busybox_entries, push_image, sha256};
@@ -173,6 +174,13 @@ fn streamed_layers_are_identical_to_layers_unpacked_from_the_store() {
         .whiteout("etc", "group")
         .opaque("var")
         .file("var/new", b"only me", 0o644)
+        // New files in a setgid directory take its group unless chowned.
+        .dir_owned("shared", 0o2775, 0, 1001)
+        .file("shared/root-file", b"group 0", 0o644)
+        // A directory made setgid after files were written into it.
+        .file("late/before", b"", 0o644)
+        .dir_owned("late", 0o2775, 0, 1002)
+        .file("late/after", b"group 0 too", 0o644)
         .build();
     let layout_dir = tempfile::tempdir().expect("layout dir");
     let layout = write_oci_layout(layout_dir.path(), "latest", &[(&base, GZIP), (&top, ZSTD)]);
@@ -223,6 +231,18 @@ fn streamed_layers_are_identical_to_layers_unpacked_from_the_store() {
     )
     .expect("the opaque marker");
     assert_eq!(opaque, 1);
+    for (file, mode) in [
+        ("shared/root-file", 0o644),
+        ("late/after", 0o644),
+        ("late/before", 0o644),
+    ] {
+        let meta = std::fs::metadata(snapshot(&pulled, &chain[1]).join(file)).expect(file);
+        assert_eq!(
+            (meta.gid(), meta.mode() & 0o7777),
+            (0, mode),
+            "{file}: the group and mode the layer says"
+        );
+    }
     let images = pulled.berth(&["images", "-o", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&images.stdout).expect("json");
     assert!(

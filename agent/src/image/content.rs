@@ -43,6 +43,10 @@ pub enum ContentError {
 
 type Result<T> = std::result::Result<T, ContentError>;
 
+/// A blob being written has its disk writes started every this many bytes,
+/// so its final sync has little left to do.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContentError + 'a {
     move |source| ContentError::Io {
         op,
@@ -146,6 +150,7 @@ impl ContentStore {
             file,
             hasher,
             written: offset,
+            writeback_from: offset,
         };
         if expected_size.is_some_and(|size| offset > size) {
             ingest.restart()?;
@@ -222,6 +227,8 @@ pub struct Ingest {
     file: File,
     hasher: Sha256,
     written: u64,
+    /// Where the last early writeback started (see `image::writeback`).
+    writeback_from: u64,
 }
 
 impl Ingest {
@@ -241,6 +248,7 @@ impl Ingest {
             .map_err(io_err("truncating", &self.path))?;
         self.hasher = Sha256::new();
         self.written = 0;
+        self.writeback_from = 0;
         Ok(())
     }
 
@@ -250,6 +258,14 @@ impl Ingest {
             .map_err(io_err("writing", &self.path))?;
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
+        if self.written - self.writeback_from >= WRITEBACK_STEP {
+            super::writeback::start_range(
+                &self.file,
+                self.writeback_from,
+                self.written - self.writeback_from,
+            );
+            self.writeback_from = self.written;
+        }
         Ok(())
     }
 

@@ -17,3 +17,4 @@ pub mod service;
 pub mod snapshot;
 pub mod streaming;
 pub mod unpack;
+pub mod writeback;

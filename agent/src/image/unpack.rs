@@ -46,9 +46,6 @@ use writer::{LayerWriter, Meta, NodeKind};
 
 /// Read-ahead on the compressed blob.
 const BLOB_BUFFER: usize = 1 << 20;
-/// Written files waiting for their writeback to start (open fds: keep it
-/// well under the open-files limit).
-const WRITEBACK_QUEUE: usize = 64;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
@@ -171,7 +168,8 @@ pub struct UnpackedLayer {
 /// Unpacks the layer `blob` (of `media_type`) into the existing, empty
 /// directory `dest`. Synchronous: async callers use a blocking thread.
 /// Decompression and the diffID hash run on a second thread, so a layer
-/// uses two cores, and a third starts each written file's disk writes.
+/// uses two cores; each written file's disk writes are started early
+/// ([`crate::image::writeback`]).
 pub fn unpack_layer(
     blob: impl Read + Send,
     media_type: &str,
@@ -200,22 +198,9 @@ pub fn unpack_layer(
             },
         )?),
     };
-    let extracting = std::sync::atomic::AtomicBool::new(true);
     std::thread::scope(|scope| {
         let (tar_bytes, hashing) = pipe::read_ahead_hashed(scope, tar_stream);
-        let (written, to_write_back) = std::sync::mpsc::sync_channel(WRITEBACK_QUEUE);
-        let still_extracting = &extracting;
-        scope.spawn(move || {
-            for file in to_write_back {
-                // Once the layer is extracted, the final sync writes the
-                // rest: a busy disk must not hold the layer up.
-                if still_extracting.load(std::sync::atomic::Ordering::Relaxed) {
-                    writer::start_writeback(&file);
-                }
-            }
-        });
-        let extracted = extract(tar_bytes, dest, written);
-        extracting.store(false, std::sync::atomic::Ordering::Relaxed);
+        let extracted = extract(tar_bytes, dest);
         // The reader is gone now, so the hashing thread ends either way.
         let hash = hashing.join().map_err(|_| UnpackError::Read {
             path: PathBuf::from("<decompression>"),
@@ -240,13 +225,9 @@ pub fn unpack_layer(
 /// Extracts the tar stream into `dest` and reads it to its end (the diffID
 /// covers what follows the end-of-archive marker too). Returns the entries
 /// and regular-file bytes written.
-fn extract(
-    tar_bytes: impl Read,
-    dest: &Path,
-    written: std::sync::mpsc::SyncSender<std::fs::File>,
-) -> Result<(u64, u64), UnpackError> {
+fn extract(tar_bytes: impl Read, dest: &Path) -> Result<(u64, u64), UnpackError> {
     let mut archive = tar::Archive::new(tar_bytes);
-    let mut writer = LayerWriter::new(dest, Some(written))?;
+    let mut writer = LayerWriter::new(dest)?;
     let mut entries = 0u64;
     let mut file_bytes = 0u64;
     let iter = archive.entries().map_err(|source| UnpackError::Read {

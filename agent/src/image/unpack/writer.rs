@@ -85,10 +85,15 @@ pub enum NodeKind {
 struct Dirs {
     root: Root,
     root_dir: File,
-    /// Open directories from the root down: (name, fd).
-    stack: Vec<(OsString, OwnedFd)>,
-    /// The last parent `pathrs` resolved (through a symlink).
-    resolved: Option<(PathBuf, OwnedFd)>,
+    root_setgid: bool,
+    /// Open directories from the root down: (name, fd, setgid bit).
+    stack: Vec<(OsString, OwnedFd, bool)>,
+    /// The last parent `pathrs` resolved (through a symlink), with its
+    /// setgid bit.
+    resolved: Option<(PathBuf, OwnedFd, bool)>,
+    /// Whether the parent [`Dirs::parent`] returned last has the setgid
+    /// bit (new files in it get its group, not ours).
+    last_setgid: bool,
 }
 
 /// Why the fast walk stopped.
@@ -101,22 +106,28 @@ enum Walk {
 impl Dirs {
     fn parent(&mut self, parent: &Path) -> Result<BorrowedFd<'_>, UnpackError> {
         if parent.as_os_str().is_empty() {
+            self.last_setgid = self.root_setgid;
             return Ok(self.root_dir.as_fd());
         }
-        if matches!(&self.resolved, Some((path, _)) if path == parent) {
-            let (_, fd) = self.resolved.as_ref().expect("matched just above");
+        if matches!(&self.resolved, Some((path, _, _)) if path == parent) {
+            let (_, fd, setgid) = self.resolved.as_ref().expect("matched just above");
+            self.last_setgid = *setgid;
             return Ok(fd.as_fd());
         }
         match self.walk(parent, true) {
             Ok(()) => {
-                let (_, fd) = self.stack.last().expect("a non-empty parent was walked");
+                let (_, fd, setgid) = self.stack.last().expect("a non-empty parent was walked");
+                self.last_setgid = *setgid;
                 Ok(fd.as_fd())
             }
             Err(Walk::NotPlain) => {
                 self.stack.clear();
                 let handle = self.mkdir_all(parent, "creating parent directory")?;
-                self.resolved = Some((parent.to_path_buf(), OwnedFd::from(handle)));
-                let (_, fd) = self.resolved.as_ref().expect("set just above");
+                let fd = OwnedFd::from(handle);
+                let setgid = is_setgid(&fd);
+                self.resolved = Some((parent.to_path_buf(), fd, setgid));
+                self.last_setgid = setgid;
+                let (_, fd, _) = self.resolved.as_ref().expect("set just above");
                 Ok(fd.as_fd())
             }
             Err(Walk::Failed(errno)) => Err(io_err("creating parent directory", parent)(errno)),
@@ -127,7 +138,7 @@ impl Dirs {
     /// followed if it is a symlink).
     fn existing(&mut self, path: &Path) -> Option<BorrowedFd<'_>> {
         match self.walk(path, false) {
-            Ok(()) => self.stack.last().map(|(_, fd)| fd.as_fd()),
+            Ok(()) => self.stack.last().map(|(_, fd, _)| fd.as_fd()),
             Err(Walk::NotPlain) => {
                 self.stack.clear();
                 let dir = self
@@ -135,8 +146,10 @@ impl Dirs {
                     .resolve_nofollow(path)
                     .and_then(|handle| handle.reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY))
                     .ok()?;
-                self.resolved = Some((path.to_path_buf(), OwnedFd::from(dir)));
-                self.resolved.as_ref().map(|(_, fd)| fd.as_fd())
+                let fd = OwnedFd::from(dir);
+                let setgid = is_setgid(&fd);
+                self.resolved = Some((path.to_path_buf(), fd, setgid));
+                self.resolved.as_ref().map(|(_, fd, _)| fd.as_fd())
             }
             Err(Walk::Failed(_)) => None,
         }
@@ -150,16 +163,17 @@ impl Dirs {
             .stack
             .iter()
             .zip(&names)
-            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .take_while(|((have, _, _), want)| have.as_os_str() == **want)
             .count();
         self.stack.truncate(common);
         for name in &names[common..] {
             let at = match self.stack.last() {
-                Some((_, fd)) => fd.as_fd(),
+                Some((_, fd, _)) => fd.as_fd(),
                 None => self.root_dir.as_fd(),
             };
             let fd = open_dir(at, name, create)?;
-            self.stack.push(((*name).to_owned(), fd));
+            let setgid = is_setgid(&fd);
+            self.stack.push(((*name).to_owned(), fd, setgid));
         }
         Ok(())
     }
@@ -181,6 +195,12 @@ impl Dirs {
         self.stack.clear();
         self.resolved = None;
     }
+}
+
+/// Whether a directory has the setgid bit (unknown counts as set: then the
+/// owner is always set explicitly).
+fn is_setgid(dir: &impl AsFd) -> bool {
+    rfs::fstat(dir).map_or(true, |stat| stat.st_mode & 0o2000 != 0)
 }
 
 /// Opens the directory `name` in `at` without following a symlink,
@@ -213,9 +233,6 @@ fn open_dir(at: BorrowedFd<'_>, name: &OsStr, create: bool) -> Result<OwnedFd, W
 
 pub struct LayerWriter {
     dirs: Dirs,
-    /// Written files go here to have their disk writes started by another
-    /// thread (see [`start_writeback`]); `None`: the layer's sync does it all.
-    writeback: Option<std::sync::mpsc::SyncSender<File>>,
     /// Directory mtimes are set last: creating children changes them.
     dir_times: Vec<(PathBuf, Timestamps)>,
     buf: Vec<u8>,
@@ -231,12 +248,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> UnpackE
 
 impl LayerWriter {
     /// `dest` must be an existing directory that only this writer uses.
-    /// `writeback` receives each written file (see [`start_writeback`]);
-    /// when it is full the file is just closed.
-    pub fn new(
-        dest: &Path,
-        writeback: Option<std::sync::mpsc::SyncSender<File>>,
-    ) -> Result<Self, UnpackError> {
+    pub fn new(dest: &Path) -> Result<Self, UnpackError> {
         let root = Root::open(dest).map_err(|source| UnpackError::Confined {
             op: "opening layer root",
             path: dest.to_path_buf(),
@@ -250,11 +262,12 @@ impl LayerWriter {
         Ok(Self {
             dirs: Dirs {
                 root,
+                root_setgid: is_setgid(&root_dir),
                 root_dir,
                 stack: Vec::new(),
                 resolved: None,
+                last_setgid: true,
             },
-            writeback,
             dir_times: Vec::new(),
             buf: vec![0; COPY_BUFFER],
         })
@@ -276,14 +289,22 @@ impl LayerWriter {
         data: &mut dyn Read,
     ) -> Result<u64, UnpackError> {
         let full = path.full();
+        // Created with its final mode when nothing can alter it (no umask
+        // bits, no setuid/setgid/sticky, which a chown would clear): saves
+        // a chmod per file. Otherwise 0600 until the chmod below.
+        let final_mode = meta.mode & 0o7000 == 0 && meta.mode & process_umask() == 0;
+        let create_mode = if final_mode { meta.mode } else { 0o600 };
         let mut file = File::from(self.create(path, name, "creating file", &full, |parent| {
             rfs::openat(
                 parent,
                 name,
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(create_mode),
             )
         })?);
+        // A new file is ours, in our group unless the parent is setgid.
+        let owner_is_ours =
+            !self.dirs.last_setgid && meta.uid == own_ids().0 && meta.gid == own_ids().1;
         let written = copy_chunks(data, &mut self.buf, |chunk| file.write_all(chunk)).map_err(
             |err| match err {
                 CopyError::Read(source) => UnpackError::Read {
@@ -297,14 +318,14 @@ impl LayerWriter {
                 },
             },
         )?;
-        apply_fd_meta(&file, meta, &full)?;
+        if owner_is_ours && final_mode && meta.xattrs.is_empty() {
+            // Owner and mode are already right.
+        } else {
+            apply_fd_meta(&file, meta, &full)?;
+        }
         rfs::futimens(&file, &meta.times()).map_err(io_err("setting times of", &full))?;
-        if written > 0
-            && let Some(writeback) = &self.writeback
-        {
-            // Never wait for it: a full queue only means this file is
-            // written by the layer's sync.
-            let _ = writeback.try_send(file);
+        if written > 0 {
+            crate::image::writeback::start(file);
         }
         Ok(written)
     }
@@ -341,6 +362,11 @@ impl LayerWriter {
         )
         .map_err(io_err("opening directory", &full))?;
         apply_fd_meta(&dir, meta, &full)?;
+        if meta.mode & 0o2000 != 0 {
+            // The open-directory cache may know this directory without its
+            // setgid bit; files created in it from now on take its group.
+            self.dirs.forget();
+        }
         self.dir_times.push((full, meta.times()));
         Ok(())
     }
@@ -584,17 +610,27 @@ impl LayerWriter {
     }
 }
 
-/// Starts writing `file`'s dirty pages to disk without waiting for them to
-/// reach it, so the final `syncfs` finds most of the data written already
-/// and the disk works while the CPUs decompress. Run on its own thread:
-/// starting writeback can block while the device queue is full. Best
-/// effort: an error only means the sync does all the work.
-#[allow(unsafe_code)]
-pub fn start_writeback(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range takes only integers; the fd stays open for the
-    // whole call because `file` is borrowed.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+/// This process's umask, read once (from /proc: setting it to read it
+/// would race with other threads creating files). Unknown: every bit.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
+}
+
+/// The user and group new files get (the filesystem ids are the effective ones).
+fn own_ids() -> (u32, u32) {
+    (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    )
 }
 
 /// Owner, then mode (chown clears setuid/setgid), then xattrs, on an open fd.
