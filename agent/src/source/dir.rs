@@ -180,7 +180,7 @@ impl DirSource {
             resolved = after;
             attempt += 1;
         };
-        if let Some(state) = self.store.update(scanned) {
+        if let Some(state) = self.store.apply_scan(scanned) {
             info!(
                 revision = state.revision,
                 objects = state.objects.len(),
@@ -189,6 +189,7 @@ impl DirSource {
             );
             self.publish.send_replace(state);
         }
+        self.store.persist_generations();
         self.status.update_agent(|agent| {
             agent.resolved_manifests = (resolved != self.configured).then(|| resolved.clone());
         });
