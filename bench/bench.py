@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """berth's benchmarks against podman and containerd, in one run.
 
-    sudo bench/bench.py [pull] [start] [mem] [--runs N] [--out FILE]
+    sudo bench/bench.py [pull] [start] [exit] [mem] [--runs N] [--start-runs N]
+                        [--tools berth,podman,ctr] [--out FILE] [--log-dir DIR]
 
 Sections:
   pull   cold pull + unpack of a 6-layer ~270 MB image (and a 1 MB one):
@@ -18,7 +19,7 @@ Sections:
          VmRSS idle with those 5 pods, against conmon and containerd.
 See benchkit.py for the method. Needs root, podman, containerd, skopeo,
 docker-registry (`scripts/install-deps.sh --bench`) and a release build of
-berth (`cargo build --release`).
+berth (`make release`: it links berth-shim statically).
 """
 
 import argparse
@@ -161,16 +162,25 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
 
 # ---------------------------------------------------------------- start / exit / mem
 
+HUGETLB_V1 = "/sys/fs/cgroup/hugetlb"
+
+
 def ensure_crun_can_run():
     """crun 1.8 refuses to run while cgroup2 holds a controller (hugetlb on
-    this VM); a cgroup-v1 hugetlb hierarchy is what a plain v1 host has."""
-    target = "/sys/fs/cgroup/hugetlb"
+    this VM); a cgroup-v1 hugetlb hierarchy is what a plain v1 host has.
+    Mounted for the run and unmounted afterwards (DESIGN.md, machine facts)."""
     with open("/proc/self/mountinfo") as f:
-        if any(line.split()[4] == target for line in f):
+        if any(line.split()[4] == HUGETLB_V1 for line in f):
             return
-    os.makedirs(target, exist_ok=True)
-    if kit.sh(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", target], check=False).returncode:
+    os.makedirs(HUGETLB_V1, exist_ok=True)
+    if kit.sh(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", HUGETLB_V1],
+              check=False).returncode:
         kit.log("could not mount a v1 hugetlb hierarchy: crun may refuse to run")
+        return
+
+    @kit.on_exit
+    def unmount_hugetlb():
+        kit.sh(["umount", HUGETLB_V1], check=False)
 
 
 def pod_manifest(name, image, command, out_dir=None, restart="Never"):
@@ -193,31 +203,55 @@ spec:
 
 
 class BerthAgent:
-    """`berth run` on the loop fs, with a given runtime handler and network driver."""
+    """`berth run` with its persistent root on the loop fs and its volatile
+    run root on a tmpfs (where /run/berth is on every host), with a given
+    runtime handler and network driver, and otherwise the default config
+    (the default debounce included)."""
 
-    def __init__(self, base, registry_addr, tag, handler="crun", network="none"):
+    def __init__(self, base, registry_addr, tag, handler="crun", network="none", log_dir=None):
         self.cli = Berth(base, registry_addr)
+        if not os.path.ismount(self.cli.run_root):
+            os.makedirs(self.cli.run_root, exist_ok=True)
+            kit.sh(["mount", "-t", "tmpfs", "-o", "mode=0755", "berth-bench-run",
+                    self.cli.run_root])
+            kit.on_exit(lambda: kit.umount_under(self.cli.run_root))
         self.manifests = os.path.join(base, "berth", f"manifests-{tag}")
         os.makedirs(self.manifests, exist_ok=True)
         config = os.path.join(base, "berth", f"agent-{tag}.toml")
         with open(config, "w") as f:
+            # The bridge gets names of its own: other berth agents on this
+            # machine (tests, demos) use the defaults.
             f.write(f"""[runtime]
 default-handler = "{handler}"
 [network]
 driver = "{network}"
-[source]
-debounce = "10ms"
+[network.bridge]
+network = "berth-bench"
+bridge = "btbench0"
+subnet = "10.214.0.0/16"
+veth-prefix = "btb"
+nft-table = "berth_bench"
 [images]
 hosts-dir = "{self.cli.hosts_dir}"
 """)
-        log_file = open(os.path.join(base, "berth", f"agent-{tag}.log"), "w")
+        self.log = os.path.join(log_dir or os.path.join(base, "berth"), f"agent-{tag}.log")
+        log_file = open(self.log, "w")
         self.proc = subprocess.Popen(self.cli.cmd("--manifests", self.manifests, "run",
                                                   "--config", config),
                                      stdout=log_file, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         kit.on_exit(self.stop)
-        kit.wait_for("the agent to be ready", lambda: self.status().get("agent", {})
-                     .get("state") == "Ready", timeout=60)
+        self.status_watch = kit.MarkerWatch(self.cli.run_root)
+        kit.on_exit(self.status_watch.close)
+        self.until("the agent to be ready",
+                   lambda: self.status().get("agent", {}).get("state") == "Ready", timeout=60)
+
+    def until(self, what, check, timeout=60.0):
+        """Waits until `check()` holds, looking whenever status.json was
+        replaced; returns (time.monotonic() then, the value)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the agent exited ({self.proc.returncode}); see {self.log}")
+        return self.status_watch.until(what, check, timeout)
 
     def status(self):
         try:
@@ -233,20 +267,25 @@ hosts-dir = "{self.cli.hosts_dir}"
         return None
 
     def write(self, name, text):
+        """Publishes a manifest the way careful writers do: a hidden temp
+        file renamed into the watched directory."""
         tmp = os.path.join(self.manifests, f".{name}.tmp")
         with open(tmp, "w") as f:
             f.write(text)
         os.rename(tmp, os.path.join(self.manifests, f"{name}.yaml"))
 
     def remove(self, name):
+        # The marker can appear before the pod's status is persisted: a pod
+        # not yet in status.json would look removed already.
+        self.until(f"pod {name} in status", lambda: self.pod(name) is not None)
         os.unlink(os.path.join(self.manifests, f"{name}.yaml"))
-        kit.wait_for(f"pod {name} to be removed", lambda: self.pod(name) is None, timeout=60)
+        self.until(f"pod {name} to be removed", lambda: self.pod(name) is None)
 
-    def pids(self):
+    def shim_pids(self):
         shims = os.path.join(self.cli.run_root, "shims")
         found = []
         for cid in os.listdir(shims) if os.path.isdir(shims) else []:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 with open(os.path.join(shims, cid, "shim.pid")) as f:
                     found.append(int(f.read().split()[0]))
         return found
@@ -257,30 +296,47 @@ hosts-dir = "{self.cli.hosts_dir}"
             self.proc.wait(30)
 
 
-def terminated(pod):
+def container_states(pod):
     details = (pod or {}).get("details", {}).get("pod", {})
-    for container in details.get("containers", []):
-        if "terminated" in container.get("state", {}):
-            return True
-    return False
+    return [c.get("state", {}) for c in details.get("containers", [])]
 
 
-def section_start(res, gate, base, registry, refs, runs, tools):
-    ensure_crun_can_run()
-    image = refs["tiny"]
-    out_dir = os.path.join(base, "out")
-    os.makedirs(out_dir, exist_ok=True)
-    ready = os.path.join(out_dir, "ready")
-    marker_cmd = ["sh", "-c", "touch /out/ready; sleep 30"]
+def terminated(pod):
+    return any("terminated" in state for state in container_states(pod))
 
-    def measure(start, cleanup):
+
+def running(pod):
+    states = container_states(pod)
+    return bool(states) and all("running" in state for state in states)
+
+
+class StartBench:
+    """Start latency (image present): from "manifest written" (berth: an
+    atomic rename into the watched directory) or "command issued" (podman,
+    ctr, the floor) until the marker file the container writes appears on
+    the host, seen by inotify; and run to exit."""
+
+    MARKER_CMD = ["sh", "-c", "touch /out/ready; sleep 30"]
+
+    def __init__(self, res, gate, base, registry, refs, runs, log_dir):
+        self.res, self.gate, self.base, self.registry = res, gate, base, registry
+        self.image = refs["tiny"]
+        self.runs = runs
+        self.log_dir = log_dir
+        self.out_dir = os.path.join(base, "out")
+        os.makedirs(self.out_dir, exist_ok=True)
+        ensure_crun_can_run()
+
+    def measure(self, start, cleanup):
+        """runs + 1 starts (the first is a warm-up); ms until the marker."""
+        ready = os.path.join(self.out_dir, "ready")
         values = []
-        watch = kit.MarkerWatch(out_dir)
+        watch = kit.MarkerWatch(self.out_dir)
         try:
-            for i in range(runs + 1):
+            for i in range(self.runs + 1):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(ready)
-                gate.wait()
+                self.gate.wait()
                 t0 = time.monotonic()
                 start(i)
                 t1 = watch.wait_for("ready")
@@ -291,122 +347,180 @@ def section_start(res, gate, base, registry, refs, runs, tools):
             watch.close()
         return values
 
-    if "berth" in tools:
+    def timed_runs(self, action):
+        values = []
+        for i in range(self.runs + 1):
+            self.gate.wait()
+            ms = kit.timed(lambda: action(i))
+            if i:
+                values.append(ms)
+        return values
+
+    def berth(self, sections):
+        berth = Berth(self.base, self.registry.addr)
+        kit.sh(berth.cmd("pull", "--hosts-dir", berth.hosts_dir, self.image))
         for network in ("none", "bridge"):
-            kit.sh(Berth(base, registry.addr).cmd("pull", "--hosts-dir",
-                                                 Berth(base, registry.addr).hosts_dir, image))
-            agent = BerthAgent(base, registry.addr, f"start-{network}", network=network)
-            res.add("start", "berth", f"manifest written -> marker, crun, network {network}", "ms",
-                    measure(lambda i: agent.write(f"s{i}", pod_manifest(f"s{i}", image, marker_cmd,
-                                                                          out_dir)),
-                            lambda i: agent.remove(f"s{i}")), gate.note())
-            if network == "none":
-                exit_values = []
-                for i in range(runs + 1):
-                    gate.wait()
+            agent = BerthAgent(self.base, self.registry.addr, f"start-{network}",
+                               network=network, log_dir=self.log_dir)
+            if "start" in sections:
+                self.res.add(
+                    "start", "berth", f"manifest written -> marker, crun, network {network}",
+                    "ms", self.measure(
+                        lambda i: agent.write(f"s{i}", pod_manifest(
+                            f"s{i}", self.image, self.MARKER_CMD, self.out_dir)),
+                        lambda i: agent.remove(f"s{i}")), self.gate.note())
+            if "exit" in sections and network == "none":
+                values = []
+                for i in range(self.runs + 1):
+                    self.gate.wait()
                     t0 = time.monotonic()
-                    agent.write(f"e{i}", pod_manifest(f"e{i}", image, ["true"]))
-                    kit.wait_for("the container to exit", lambda: terminated(agent.pod(f"e{i}")),
-                                 timeout=60)
-                    t1 = time.monotonic()
+                    agent.write(f"e{i}", pod_manifest(f"e{i}", self.image, ["true"]))
+                    t1, _ = agent.until("the container to exit",
+                                        lambda: terminated(agent.pod(f"e{i}")))
                     agent.remove(f"e{i}")
                     if i:
-                        exit_values.append((t1 - t0) * 1000.0)
-                res.add("exit", "berth", "manifest written -> exit seen in status, crun",
-                        "ms", exit_values, gate.note())
+                        values.append((t1 - t0) * 1000.0)
+                self.res.add("exit", "berth", "manifest written -> exit seen in status, crun",
+                             "ms", values, self.gate.note())
             agent.stop()
 
-    if "podman" in tools:
-        podman = Podman(base, registry.addr, runtime="crun")
-        podman.run("pull", "-q", image)
-        for network in ("none", "bridge"):
-            res.add("start", "podman", f"podman run -d -> marker, crun, network {network}", "ms",
-                    measure(lambda i: podman.run("run", "-d", "--name", f"s{i}",
-                                                 f"--network={network}", "-v", f"{out_dir}:/out",
-                                                 image, *marker_cmd),
-                            lambda i: podman.run("rm", "-f", "-t", "0", f"s{i}")), gate.note())
-        values = []
-        for i in range(runs + 1):
-            gate.wait()
-            ms = kit.timed(lambda: podman.run("run", "--rm", "--network=none", image, "true"))
-            if i:
-                values.append(ms)
-        res.add("exit", "podman", "podman run --rm true, crun, network none", "ms", values,
-                gate.note())
+    def podman(self, sections):
+        podman = Podman(self.base, self.registry.addr, runtime="crun")
+        podman.run("pull", "-q", self.image)
+        if "start" in sections:
+            for network in ("none", "bridge"):
+                self.res.add(
+                    "start", "podman", f"podman run -d -> marker, crun, network {network}", "ms",
+                    self.measure(lambda i: podman.run(
+                        "run", "-d", "--name", f"s{i}", f"--network={network}",
+                        "-v", f"{self.out_dir}:/out", self.image, *self.MARKER_CMD),
+                        lambda i: podman.run("rm", "-f", "-t", "0", f"s{i}")), self.gate.note())
+        if "exit" in sections:
+            self.res.add("exit", "podman", "podman run --rm true, crun, network none", "ms",
+                         self.timed_runs(lambda i: podman.run(
+                             "run", "--rm", "--network=none", self.image, "true")),
+                         self.gate.note())
 
-    if "ctr" in tools:
-        ctrd = Containerd(base)
+    def ctr(self, sections):
+        ctrd = Containerd(self.base)
         ctrd.wipe()
         ctrd.start()
-        ctrd.run("image", "pull", "--plain-http", image)
-        mount = f"type=bind,src={out_dir},dst=/out,options=rbind:rw"
-        res.add("start", "ctr", "ctr run -d -> marker, crun, no network", "ms",
-                measure(lambda i: ctrd.run("run", "-d", "--runc-binary", "crun", "--mount", mount,
-                                           image, f"s{i}", *marker_cmd),
-                        lambda i: ctrd.remove_all_tasks()), gate.note())
-        values = []
-        for i in range(runs + 1):
-            gate.wait()
-            ms = kit.timed(lambda: ctrd.run("run", "--rm", "--runc-binary", "crun", image,
-                                            f"e{i}", "true"))
-            if i:
-                values.append(ms)
-        res.add("exit", "ctr", "ctr run --rm true, crun", "ms", values, gate.note())
+        ctrd.run("image", "pull", "--plain-http", self.image)
+        crun = shutil.which("crun")
+        mount = f"type=bind,src={self.out_dir},dst=/out,options=rbind:rw"
+        if "start" in sections:
+            self.res.add(
+                "start", "ctr", "ctr run -d -> marker, crun, no network", "ms",
+                self.measure(lambda i: ctrd.run(
+                    "run", "-d", "--null-io", "--runc-binary", crun, "--mount", mount,
+                    self.image, f"s{i}", *self.MARKER_CMD),
+                    lambda i: ctrd.remove_all_tasks()), self.gate.note())
+        if "exit" in sections:
+            self.res.add("exit", "ctr", "ctr run --rm true, crun", "ms",
+                         self.timed_runs(lambda i: ctrd.run(
+                             "run", "--rm", "--runc-binary", crun, self.image, f"e{i}", "true")),
+                         self.gate.note())
         ctrd.stop()
 
-    # floor: a prepared bundle (busybox rootfs, runc spec + /out bind), overlay + crun run -d
-    floor = os.path.join(base, "floor-start")
-    lower = os.path.join(floor, "lower")
-    kit.busybox_root(lower)
-    bundle = os.path.join(floor, "bundle")
-    os.makedirs(bundle)
-    kit.sh(["crun", "spec", "--bundle", bundle])
-    with open(os.path.join(bundle, "config.json")) as f:
-        spec = json.load(f)
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = marker_cmd
-    spec["root"] = {"path": "rootfs", "readonly": False}
-    spec["mounts"].append({"destination": "/out", "type": "bind", "source": out_dir,
-                           "options": ["rbind", "rw"]})
-    with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump(spec, f)
-    rootfs = os.path.join(bundle, "rootfs")
-    os.makedirs(rootfs)
+    def floor(self, sections):
+        """A prepared bundle (busybox rootfs, crun's default spec + the /out
+        bind): mount a fresh overlay and `crun run -d` it; `crun run` of
+        `true` for run-to-exit."""
+        floor = os.path.join(self.base, "floor-start")
+        lower = os.path.join(floor, "lower")
+        kit.busybox_root(lower)
+        state = os.path.join(floor, "state")
 
-    def floor_start(i):
-        upper, work = os.path.join(floor, f"u{i}"), os.path.join(floor, f"w{i}")
-        os.makedirs(upper)
-        os.makedirs(work)
-        kit.sh(["mount", "-t", "overlay", "overlay", "-o",
-                f"lowerdir={lower},upperdir={upper},workdir={work}", rootfs])
-        kit.sh(["crun", "--root", os.path.join(floor, "state"), "run", "-d", "--bundle", bundle,
-                f"floor{i}"], stdin=subprocess.DEVNULL)
+        def bundle(name, args):
+            path = os.path.join(floor, name)
+            os.makedirs(os.path.join(path, "rootfs"))
+            kit.sh(["crun", "spec", "--bundle", path])
+            with open(os.path.join(path, "config.json")) as f:
+                spec = json.load(f)
+            spec["process"]["terminal"] = False
+            spec["process"]["args"] = args
+            spec["root"] = {"path": "rootfs", "readonly": False}
+            spec["mounts"].append({"destination": "/out", "type": "bind",
+                                   "source": self.out_dir, "options": ["rbind", "rw"]})
+            with open(os.path.join(path, "config.json"), "w") as f:
+                json.dump(spec, f)
+            return path
 
-    def floor_cleanup(i):
-        kit.sh(["crun", "--root", os.path.join(floor, "state"), "delete", "-f", f"floor{i}"],
-               check=False)
-        kit.sh(["umount", rootfs], check=False)
-    res.add("start", "floor", "overlay mount + crun run -d of a prepared bundle", "ms",
-            measure(floor_start, floor_cleanup), "no network, no image work")
+        def mount_overlay(path, i):
+            upper, work = os.path.join(floor, f"u{i}"), os.path.join(floor, f"w{i}")
+            shutil.rmtree(upper, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(upper)
+            os.makedirs(work)
+            kit.sh(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}",
+                    os.path.join(path, "rootfs")])
 
-    for network, peer in (("none", "podman run -d -> marker, crun, network none"),
-                          ("bridge", "podman run -d -> marker, crun, network bridge")):
-        ours = res.median("start", "berth", f"manifest written -> marker, crun, network {network}")
-        theirs = res.median("start", "podman", peer)
-        if ours and theirs:
-            res.ratios.append(f"start, network {network}: berth/podman = {ours / theirs:.2f}")
-    ours = res.median("start", "berth", "manifest written -> marker, crun, network none")
-    floor_ms = res.median("start", "floor", "overlay mount + crun run -d of a prepared bundle")
-    ctr_ms = res.median("start", "ctr", "ctr run -d -> marker, crun, no network")
-    if ours and floor_ms:
-        res.ratios.append(f"start: berth/floor = {ours / floor_ms:.2f}")
-    if ours and ctr_ms:
-        res.ratios.append(f"start: berth/ctr = {ours / ctr_ms:.2f}")
+        if "start" in sections:
+            marker = bundle("marker", self.MARKER_CMD)
+
+            def floor_start(i):
+                mount_overlay(marker, i)
+                kit.sh(["crun", "--root", state, "run", "-d", "--bundle", marker, f"floor{i}"],
+                       stdin=subprocess.DEVNULL)
+
+            def floor_cleanup(i):
+                kit.sh(["crun", "--root", state, "delete", "-f", f"floor{i}"], check=False)
+                kit.sh(["umount", os.path.join(marker, "rootfs")], check=False)
+            self.res.add("start", "floor", "overlay mount + crun run -d of a prepared bundle",
+                         "ms", self.measure(floor_start, floor_cleanup),
+                         f"no network, no image work; {self.gate.note()}")
+        if "exit" in sections:
+            true = bundle("true", ["true"])
+
+            def floor_exit(i):
+                mount_overlay(true, f"e{i}")
+                try:
+                    kit.sh(["crun", "--root", state, "run", "--bundle", true, f"floor-e{i}"],
+                           stdin=subprocess.DEVNULL)
+                finally:
+                    kit.sh(["umount", os.path.join(true, "rootfs")], check=False)
+            self.res.add("exit", "floor", "overlay mount + crun run of `true`", "ms",
+                         self.timed_runs(floor_exit),
+                         f"crun deletes the container on exit; {self.gate.note()}")
+
+    def ratios(self):
+        res = self.res
+
+        def add(label, ours, theirs):
+            if ours and theirs:
+                res.ratios.append(f"{label} = {ours / theirs:.2f}")
+
+        for network in ("none", "bridge"):
+            ours = res.median("start", "berth", f"manifest written -> marker, crun, network {network}")
+            add(f"start, network {network}: berth/podman", ours,
+                res.median("start", "podman", f"podman run -d -> marker, crun, network {network}"))
+        ours = res.median("start", "berth", "manifest written -> marker, crun, network none")
+        add("start: berth/floor", ours,
+            res.median("start", "floor", "overlay mount + crun run -d of a prepared bundle"))
+        add("start: berth/ctr", ours, res.median("start", "ctr", "ctr run -d -> marker, crun, no network"))
+        ours = res.median("exit", "berth", "manifest written -> exit seen in status, crun")
+        add("exit: berth/podman", ours,
+            res.median("exit", "podman", "podman run --rm true, crun, network none"))
+        add("exit: berth/ctr", ours, res.median("exit", "ctr", "ctr run --rm true, crun"))
+        add("exit: berth/floor", ours, res.median("exit", "floor", "overlay mount + crun run of `true`"))
+
+
+def section_start_exit(res, gate, base, registry, refs, runs, tools, sections, log_dir):
+    bench = StartBench(res, gate, base, registry, refs, runs, log_dir)
+    if "berth" in tools:
+        bench.berth(sections)
+    if "podman" in tools:
+        bench.podman(sections)
+    if "ctr" in tools:
+        bench.ctr(sections)
+    bench.floor(sections)
+    bench.ratios()
 
 
 def rss_pss(pid):
     rss = pss = 0
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, StopIteration):
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -414,23 +528,32 @@ def rss_pss(pid):
     return rss, pss
 
 
-def section_mem(res, base, registry, refs, tools):
+def section_mem(res, base, registry, refs, tools, log_dir):
+    """Per-container supervisors with 5 `sleep` containers running, and the
+    daemons: berth's agent idle with those 5 pods, containerd idle."""
     ensure_crun_can_run()
     image = refs["tiny"]
     n = 5
+    settle = 5  # seconds of idling before a reading: a measurement, not synchronisation
     if "berth" in tools:
-        agent = BerthAgent(base, registry.addr, "mem", network="bridge")
+        berth = Berth(base, registry.addr)
+        kit.sh(berth.cmd("pull", "--hosts-dir", berth.hosts_dir, image))
+        agent = BerthAgent(base, registry.addr, "mem", network="bridge", log_dir=log_dir)
         for i in range(n):
             agent.write(f"m{i}", pod_manifest(f"m{i}", image, ["sleep", "600"], restart="Always"))
-        kit.wait_for("5 running shims", lambda: len(agent.pids()) >= n, timeout=120)
-        kit.wait_for("5 running pods", lambda: all(
-            (agent.pod(f"m{i}") or {}).get("phase") == "Running" for i in range(n)), timeout=120)
-        time.sleep(2)  # settle: this is a measurement, not synchronisation
-        shims = [rss_pss(pid) for pid in agent.pids()]
-        res.add("mem", "berth", "berth-shim VmRSS, 5 running", "kB", [r for r, _ in shims])
-        res.add("mem", "berth", "berth-shim PSS, 5 running", "kB", [p for _, p in shims])
-        res.add("mem", "berth", "agent VmRSS, idle with 5 pods", "kB",
-                [rss_pss(agent.proc.pid)[0] for _ in range(3)])
+        agent.until("5 running pods", lambda: all(running(agent.pod(f"m{i}")) for i in range(n)))
+        time.sleep(settle)
+        shims = [rss_pss(pid) for pid in agent.shim_pids()]
+        res.add("mem", "berth", f"berth-shim VmRSS, {n} running", "kB", [r for r, _ in shims])
+        res.add("mem", "berth", f"berth-shim PSS, {n} running", "kB", [p for _, p in shims])
+        readings = []
+        for _ in range(3):
+            readings.append(rss_pss(agent.proc.pid))
+            time.sleep(1)
+        res.add("mem", "berth", f"agent VmRSS, idle with {n} pods (bridge)", "kB",
+                [r for r, _ in readings])
+        res.add("mem", "berth", f"agent PSS, idle with {n} pods (bridge)", "kB",
+                [p for _, p in readings])
         for i in range(n):
             agent.remove(f"m{i}")
         agent.stop()
@@ -439,33 +562,50 @@ def section_mem(res, base, registry, refs, tools):
         podman.run("pull", "-q", image)
         for i in range(n):
             podman.run("run", "-d", "--name", f"m{i}", "--network=none", image, "sleep", "600")
-        pids = [int(p) for p in kit.out("pgrep -x conmon").split()]
-        res.add("mem", "podman", "conmon VmRSS, 5 running", "kB", [rss_pss(p)[0] for p in pids])
-        res.add("mem", "podman", "conmon PSS, 5 running", "kB", [rss_pss(p)[1] for p in pids])
+        time.sleep(settle)
+        # Only this run's conmons: their command lines name its storage.
+        pids = [int(p) for p in kit.out(["pgrep", "-f", f"^/usr/bin/conmon .*{podman.dir}"]).split()]
+        res.add("mem", "podman", f"conmon VmRSS, {n} running", "kB", [rss_pss(p)[0] for p in pids])
+        res.add("mem", "podman", f"conmon PSS, {n} running", "kB", [rss_pss(p)[1] for p in pids])
         podman.reset()
     if "ctr" in tools:
         ctrd = Containerd(base)
         ctrd.wipe()
         ctrd.start()
         ctrd.run("image", "pull", "--plain-http", image)
-        time.sleep(5)  # idle
+        time.sleep(settle)
         res.add("mem", "ctr", "containerd VmRSS, idle", "kB", [rss_pss(ctrd.proc.pid)[0]])
         for i in range(n):
-            ctrd.run("run", "-d", image, f"m{i}", "sleep", "600")
+            ctrd.run("run", "-d", "--null-io", image, f"m{i}", "sleep", "600")
+        time.sleep(settle)
         pids = [int(p) for p in kit.out(
-            f"pgrep -f 'containerd-shim-runc-v2 .*-address {ctrd.sock}'").split()]
-        res.add("mem", "ctr", "containerd-shim-runc-v2 VmRSS, 5 running", "kB",
+            ["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {ctrd.sock}"]).split()]
+        res.add("mem", "ctr", f"containerd-shim-runc-v2 VmRSS, {n} running", "kB",
                 [rss_pss(p)[0] for p in pids])
-        res.add("mem", "ctr", "containerd-shim-runc-v2 PSS, 5 running", "kB",
+        res.add("mem", "ctr", f"containerd-shim-runc-v2 PSS, {n} running", "kB",
                 [rss_pss(p)[1] for p in pids])
+        res.add("mem", "ctr", f"containerd VmRSS, {n} running", "kB", [rss_pss(ctrd.proc.pid)[0]])
         ctrd.remove_all_tasks()
         ctrd.stop()
+    shim = res.median("mem", "berth", f"berth-shim VmRSS, {n} running")
+    conmon = res.median("mem", "podman", f"conmon VmRSS, {n} running")
+    cshim = res.median("mem", "ctr", f"containerd-shim-runc-v2 VmRSS, {n} running")
+    agent = res.median("mem", "berth", f"agent VmRSS, idle with {n} pods (bridge)")
+    containerd = res.median("mem", "ctr", "containerd VmRSS, idle")
+    for label, ours, theirs in (("berth-shim/conmon VmRSS", shim, conmon),
+                                ("berth-shim/containerd-shim VmRSS", shim, cshim),
+                                ("berth agent/containerd idle VmRSS", agent, containerd)):
+        if ours and theirs:
+            res.ratios.append(f"{label} = {ours / theirs:.2f}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("sections", nargs="*", default=["pull"])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="cold pulls per figure")
+    ap.add_argument("--start-runs", type=int, default=10,
+                    help="starts and runs to exit per figure (after one warm-up)")
+    ap.add_argument("--log-dir", help="keep the berth agents' logs here")
     ap.add_argument("--tools", default="berth,podman,ctr",
                     help="comma-separated subset of berth,podman,ctr (floors always run)")
     ap.add_argument("--out", default=os.path.join(kit.REPO, "bench", "RESULTS.md"))
@@ -492,9 +632,10 @@ def main():
     if "pull" in args.sections:
         section_pull(res, gate, base, registry, refs, args.runs, tools)
     if "start" in args.sections or "exit" in args.sections:
-        section_start(res, gate, base, registry, refs, max(args.runs, 10), tools)
+        section_start_exit(res, gate, base, registry, refs, args.start_runs, tools,
+                           args.sections, args.log_dir)
     if "mem" in args.sections:
-        section_mem(res, base, registry, refs, tools)
+        section_mem(res, base, registry, refs, tools, args.log_dir)
 
     images = []
     for name in ("tiny", "big"):

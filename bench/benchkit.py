@@ -141,6 +141,7 @@ class QuietGate:
         self.threshold, self.max_wait = threshold, max_wait
         self.busy_starts = 0
         self.starts = 0
+        self._noted = (0, 0)  # (starts, busy_starts) at the last note()
 
     def wait(self):
         self.starts += 1
@@ -151,13 +152,19 @@ class QuietGate:
                 return
 
     def note(self):
-        return f"{self.starts - self.busy_starts}/{self.starts} quiet starts"
+        """Quiet starts among the runs since the previous note (one figure)."""
+        starts = self.starts - self._noted[0]
+        busy = self.busy_starts - self._noted[1]
+        self._noted = (self.starts, self.busy_starts)
+        return f"{starts - busy}/{starts} quiet starts"
 
 
 # ---------------------------------------------------------------- inotify
 
 class MarkerWatch:
-    """Waits for a file to appear in a directory, by inotify (no polling)."""
+    """inotify on one directory: waits for a file to appear, or for a
+    condition to hold after files there are created or renamed into place
+    (no polling: each check runs when the directory changed)."""
 
     IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x8, 0x80, 0x100
 
@@ -171,18 +178,24 @@ class MarkerWatch:
             raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
         self.directory = directory
 
-    def wait_for(self, name, timeout=30.0):
+    def until(self, what, check, timeout=30.0):
+        """Returns (time.monotonic() when `check()` first held, its value)."""
         import select
-        path = os.path.join(self.directory, name)
         deadline = time.monotonic() + timeout
-        while not os.path.exists(path):
+        while True:
+            value = check()
+            if value:
+                return time.monotonic(), value
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{path} did not appear within {timeout}s")
+                raise TimeoutError(f"{what}: not within {timeout}s")
             select.select([self.fd], [], [], left)
             with contextlib.suppress(BlockingIOError):
                 os.read(self.fd, 65536)
-        return time.monotonic()
+
+    def wait_for(self, name, timeout=30.0):
+        path = os.path.join(self.directory, name)
+        return self.until(f"{path} to appear", lambda: os.path.exists(path), timeout)[0]
 
     def close(self):
         os.close(self.fd)

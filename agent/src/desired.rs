@@ -146,6 +146,20 @@ impl DesiredStore {
     /// Applies a complete scan of the directory. Returns the new desired
     /// state when anything a user or reconciler can see changed.
     pub fn update(&mut self, scanned: Vec<ScannedFile<ManifestFile>>) -> Option<Arc<DesiredState>> {
+        let next = self.apply_scan(scanned);
+        self.persist_generations();
+        next
+    }
+
+    /// [`Self::update`] without persisting the generations it assigned:
+    /// the caller publishes the state first and then calls
+    /// [`Self::persist_generations`], so the database commit (an fsync)
+    /// does not delay reconciles. A crash in between loses nothing: the
+    /// next start assigns the same generations from the same content.
+    pub fn apply_scan(
+        &mut self,
+        scanned: Vec<ScannedFile<ManifestFile>>,
+    ) -> Option<Arc<DesiredState>> {
         self.scans += 1;
         let mut previous = std::mem::take(&mut self.files);
         for file in scanned {
@@ -172,9 +186,6 @@ impl DesiredStore {
         }
 
         let next = self.build(self.current.revision);
-        if let Err(err) = self.generations.commit() {
-            warn!(error = %chain(&err), "could not persist object generations; a restart may re-apply objects");
-        }
         if next == *self.current {
             return None;
         }
@@ -183,6 +194,13 @@ impl DesiredStore {
             ..next
         });
         Some(self.current())
+    }
+
+    /// Persists the generations assigned since the last call.
+    pub fn persist_generations(&mut self) {
+        if let Err(err) = self.generations.commit() {
+            warn!(error = %chain(&err), "could not persist object generations; a restart may re-apply objects");
+        }
     }
 
     fn build(&mut self, revision: u64) -> DesiredState {

@@ -5,9 +5,9 @@
 //!    every inherited descriptor. Standard output, at start, is the sync
 //!    channel to the agent: one `ok <pid>` or `error <message>` report.
 //! 2. Become a child subreaper, so the container init is re-parented to the
-//!    shim when the runtime's `create` exits.
-//! 3. `RUNTIME create` with stdio pipes the shim owns (or a console socket
-//!    for a tty), then `RUNTIME start`; report the result.
+//!    shim when the runtime exits.
+//! 3. `RUNTIME run --detach` with stdio pipes the shim owns (or a console
+//!    socket for a tty); report the result.
 //! 4. Copy the container's output into a CRI-format log, reap every child,
 //!    and when the container init exits write `exit.json` atomically.
 //!

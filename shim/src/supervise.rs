@@ -83,13 +83,13 @@ struct Supervisor<'a> {
     /// The read ends of the container's stdout and stderr pipes, or the pty
     /// master once the runtime sent it.
     outputs: Vec<Output>,
-    /// The write ends handed to `RUNTIME create`; dropped once it ran.
+    /// The write ends handed to `RUNTIME run`; dropped once it ran.
     child_stdio: Option<(OwnedFd, OwnedFd)>,
     console: Option<UnixListener>,
     log: CriLog,
     container_pid: libc::pid_t,
     started_at_ns: u64,
-    /// Opened right after `create`, while the container's cgroup exists.
+    /// Opened right after `run`, while the container's cgroup exists.
     oom_file: Option<File>,
 }
 
@@ -162,24 +162,27 @@ impl<'a> Supervisor<'a> {
             .collect()
     }
 
-    /// `create` then `start`; returns the container's pid or the runtime's
-    /// error output.
+    /// `RUNTIME run --detach`: one runtime invocation creates and starts
+    /// the container (a `create` + `start` pair costs a second exec of the
+    /// runtime and a round trip through its exec fifo). Returns the
+    /// container's pid or the runtime's error output.
     fn start(&mut self) -> Result<libc::pid_t, String> {
         let pid_file = self.args.state_dir.join(state::RUNTIME_PID);
         let console_path = self.args.state_dir.join(state::CONSOLE_SOCKET);
-        let mut create: Vec<&OsStr> = vec![
-            OsStr::new("create"),
+        let mut run: Vec<&OsStr> = vec![
+            OsStr::new("run"),
+            OsStr::new("--detach"),
             OsStr::new("--bundle"),
             self.args.bundle.as_os_str(),
             OsStr::new("--pid-file"),
             pid_file.as_os_str(),
         ];
         if self.args.tty {
-            create.push(OsStr::new("--console-socket"));
-            create.push(console_path.as_os_str());
+            run.push(OsStr::new("--console-socket"));
+            run.push(console_path.as_os_str());
         }
-        create.push(OsStr::new(&self.args.id));
-        let argv = self.runtime_argv(&create)?;
+        run.push(OsStr::new(&self.args.id));
+        let argv = self.runtime_argv(&run)?;
 
         let (status, output) = match self.child_stdio.take() {
             // Pipe mode: the runtime hands its own stdio to the container, so
@@ -188,7 +191,7 @@ impl<'a> Supervisor<'a> {
                 let pid = sys::spawn(&argv, self.devnull.as_fd(), out_w.as_fd(), err_w.as_fd())
                     .map_err(|e| format!("running {}: {e}", self.args.runtime.display()))?;
                 drop((out_w, err_w));
-                let status = sys::wait_for(pid).map_err(|e| format!("waiting for create: {e}"))?;
+                let status = sys::wait_for(pid).map_err(|e| format!("waiting for run: {e}"))?;
                 let mut output = Vec::new();
                 if status != ExitKind::Code(0) {
                     for out in &mut self.outputs {
@@ -200,8 +203,17 @@ impl<'a> Supervisor<'a> {
             None => self.run_captured(&argv)?,
         };
         if status != ExitKind::Code(0) {
-            return Err(runtime_failure("create", status, &output));
+            let msg = runtime_failure("run", status, &output);
+            // The runtime normally cleans up after itself; make sure.
+            let argv = self.runtime_argv(&[
+                OsStr::new("delete"),
+                OsStr::new("--force"),
+                OsStr::new(&self.args.id),
+            ])?;
+            let _ = self.run_captured(&argv);
+            return Err(msg);
         }
+        self.started_at_ns = timefmt::now_ns();
 
         if let Some(listener) = self.console.take() {
             let master = receive_console(&listener)?;
@@ -214,33 +226,21 @@ impl<'a> Supervisor<'a> {
             let _ = std::fs::remove_file(&console_path);
         }
 
+        // The container may have exited already: it stays a zombie (this
+        // process is its subreaper) until `supervise` reaps it, so its pid
+        // and start time are still readable.
         let pid = read_pid(&pid_file)?;
         self.container_pid = pid;
         state::write_pid_file(&self.args.state_dir, state::CONTAINER_PID, pid)
             .map_err(|e| format!("writing {}: {e}", state::CONTAINER_PID))?;
         if let Some(path) = &self.args.oom_file {
-            // Not fatal: the container runs, only OOM detection is lost.
+            // Not fatal: the container runs, only OOM detection is lost. The
+            // cgroup stays until the container is deleted.
             match File::open(path) {
                 Ok(file) => self.oom_file = Some(file),
                 Err(err) => eprintln!("berth-shim: opening {}: {err}", path.display()),
             }
         }
-
-        let argv = self.runtime_argv(&[OsStr::new("start"), OsStr::new(&self.args.id)])?;
-        let (status, output) = self.run_captured(&argv)?;
-        if status != ExitKind::Code(0) {
-            let msg = runtime_failure("start", status, &output);
-            let argv = self.runtime_argv(&[
-                OsStr::new("delete"),
-                OsStr::new("--force"),
-                OsStr::new(&self.args.id),
-            ])?;
-            if !matches!(self.run_captured(&argv), Ok((ExitKind::Code(0), _))) {
-                let _ = sys::kill(pid, libc::SIGKILL);
-            }
-            return Err(msg);
-        }
-        self.started_at_ns = timefmt::now_ns();
         Ok(pid)
     }
 

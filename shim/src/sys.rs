@@ -94,7 +94,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Orphaned descendants are re-parented to the shim, so it can reap the
-/// container init after the runtime's `create` exits.
+/// container init after the runtime's `run --detach` exits.
 #[allow(unsafe_code)]
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer argument only.

@@ -19,7 +19,7 @@ const STAGES: [&str; 5] = ["namespace", "lease", "veth", "pod-interface", "firew
 /// Starts the agent paused at `stage`, writes pod `name` (a web server
 /// with a hostPort), waits until the setup stops there and kills the
 /// agent. Returns the hostPort and the leases at the kill.
-fn kill_at(net: &mut NetWorld, stage: &str, name: &str) -> (u16, Vec<(String, Ipv4Addr)>) {
+fn kill_at(net: &mut NetWorld, stage: &str, name: &str) -> u16 {
     net.world.start_agent_with_env(&[(PAUSE_ENV, stage)]);
     let port = free_port();
     let mut containers = net.web_container("web", 80, &format!("hello-{name}"));
@@ -40,9 +40,8 @@ fn kill_at(net: &mut NetWorld, stage: &str, name: &str) -> (u16, Vec<(String, Ip
         STAGES.iter().position(|s| *s == stage) >= STAGES.iter().position(|s| *s == later_than)
     };
     assert_eq!(net.netns_mounts().len(), 1, "{stage}: the netns file");
-    let leases = net.net.leases(net.root());
     assert_eq!(
-        leases.len(),
+        net.net.leases(net.root()).len(),
         usize::from(at_least("lease")),
         "{stage}: leases"
     );
@@ -61,7 +60,7 @@ fn kill_at(net: &mut NetWorld, stage: &str, name: &str) -> (u16, Vec<(String, Ip
         "{stage}: no container runs"
     );
     net.world.kill_agent();
-    (port, leases)
+    port
 }
 
 #[test]
@@ -70,7 +69,7 @@ fn an_agent_killed_at_each_network_setup_stage_converges_on_restart_without_leak
     let mut converged_rules = None;
     for stage in STAGES {
         let name = format!("web-{stage}");
-        let (port, leases_at_kill) = kill_at(&mut net, stage, &name);
+        let port = kill_at(&mut net, stage, &name);
 
         net.world.start_agent();
         let (pod, ip) = net.wait_running_ip(&name);
@@ -85,12 +84,10 @@ fn an_agent_killed_at_each_network_setup_stage_converges_on_restart_without_leak
             vec![(pod_uid(&pod), ip)],
             "{stage}: one lease, the pod's"
         );
-        if let Some((_, before)) = leases_at_kill.first() {
-            assert_eq!(
-                ip, *before,
-                "{stage}: the address committed before the crash"
-            );
-        }
+        // An address leased before the crash but not yet in the pod's
+        // record (it takes the network with the first container's intent,
+        // in one write) was never handed to anyone: recovery reclaims it,
+        // which the single lease above proves, and the pod may get another.
         let veths = net.net.veths();
         assert_eq!(veths.len(), 1, "{stage}: one veth");
         assert_eq!(

@@ -9,6 +9,7 @@
 pub mod layout;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod services;
 
 use std::path::PathBuf;

@@ -29,6 +29,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    // Before any thread exists: threads made later share these arenas.
+    agent::memory::limit_arenas(agent::memory::ARENAS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth")

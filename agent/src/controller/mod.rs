@@ -84,6 +84,10 @@ pub trait Reconciler: Send + Sync + 'static {
     /// something still exists for on the host (so deletions that happened
     /// while the agent was down are cleaned up).
     fn relist(&self) -> impl Future<Output = Vec<Self::Key>> + Send;
+
+    /// Called when the last running reconcile finished and no key is due:
+    /// a burst of work is over (for housekeeping such as returning memory).
+    fn idle(&self) {}
 }
 
 /// Something observed on the host that may need a reconcile (a container

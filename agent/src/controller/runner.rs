@@ -78,6 +78,9 @@ impl<R: Reconciler> Controller<R> {
                 () = shutdown.cancelled() => break,
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finish(joined);
+                    if self.tasks.is_empty() && !self.scheduler.has_ready() {
+                        self.reconciler.idle();
+                    }
                 }
                 Some(key) = triggers.next() => {
                     // Take the whole burst before starting work, so keys
@@ -119,6 +122,7 @@ impl<R: Reconciler> Controller<R> {
             }
             let reconciler = Arc::clone(&self.reconciler);
             let span = info_span!("reconcile", key = %key);
+            debug!(parent: &span, "reconcile starts");
             let task_key = key.clone();
             let handle = self
                 .tasks

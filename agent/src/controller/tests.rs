@@ -32,6 +32,8 @@ struct Fake {
     relist: Mutex<Vec<String>>,
     log: Mutex<Log>,
     finished: watch::Sender<usize>,
+    /// (calls finished, reconciles in flight) at each `idle` call.
+    idles: Mutex<Vec<(usize, usize)>>,
     epoch: Instant,
 }
 
@@ -44,6 +46,7 @@ impl Fake {
             relist: Mutex::new(Vec::new()),
             log: Mutex::new(Log::default()),
             finished: watch::Sender::new(0),
+            idles: Mutex::new(Vec::new()),
             epoch: Instant::now(),
         })
     }
@@ -107,6 +110,14 @@ impl Reconciler for Fake {
 
     async fn relist(&self) -> Vec<String> {
         self.relist.lock().expect("lock").clone()
+    }
+
+    fn idle(&self) {
+        let in_flight = self.log.lock().expect("lock").in_flight_total;
+        self.idles
+            .lock()
+            .expect("lock")
+            .push((*self.finished.borrow(), in_flight));
     }
 }
 
@@ -193,6 +204,29 @@ async fn a_key_triggered_while_running_runs_once_more_after_never_concurrently()
         "one run, then exactly one more after it ended"
     );
     assert_eq!(fake.log.lock().expect("lock").max_in_flight_one_key, 1);
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_is_called_once_a_burst_of_reconciles_is_over() {
+    let fake = Fake::new(|key, _| {
+        let work = if key == "slow" { 5 } else { 1 };
+        (Duration::from_secs(work), Ok(Action::await_change()))
+    });
+    let running = start(&fake, config(4));
+    running.trigger("fast");
+    running.trigger("slow");
+    fake.wait_finished(2).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        *fake.idles.lock().expect("lock"),
+        [(2, 0)],
+        "not while `slow` still runs; once, when both are done"
+    );
+    running.trigger("fast");
+    fake.wait_finished(3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.idles.lock().expect("lock").len(), 2);
     running.stop().await;
 }
 

@@ -3,10 +3,10 @@
 //! pod's grace period, and removing it with its image hold.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use manifests::ObjectKey;
-use manifests::types as api;
 
 use super::plan::Observed;
 use super::state::Instance;
@@ -97,31 +97,75 @@ pub struct PodEnvironment<'a> {
     pub generation: u64,
 }
 
+/// An image hold being taken on a blocking thread ([`hold_image`]).
+pub struct PendingHold {
+    id: String,
+    task: tokio::task::JoinHandle<Result<Vec<PathBuf>, String>>,
+}
+
+/// Starts recording that instance `id` runs `image` (so neither rmi nor GC
+/// takes its layers away) and unpacking what is missing, on a blocking
+/// thread: the caller records its intent meanwhile. A hold whose container
+/// is never recorded is released by recovery after a crash.
+pub fn hold_image(ctx: &Context, image: &str, id: &str) -> PendingHold {
+    let images = ctx.services.images.service().clone();
+    let reference = crate::image::remote::ImageReference::parse(image)
+        .map_err(|err| format!("image {image:?}: {err}"));
+    let task_id = id.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        images
+            .hold_for_container(&task_id, &reference?)
+            .map_err(|err| crate::status::chain(&err))
+    });
+    PendingHold {
+        id: id.to_string(),
+        task,
+    }
+}
+
+impl PendingHold {
+    /// The image's layer directories, top first. On failure nothing stays
+    /// held.
+    pub async fn layers(self, ctx: &Context) -> Result<Vec<PathBuf>, String> {
+        let held = self
+            .task
+            .await
+            .map_err(|err| format!("the image task stopped: {err}"))
+            .and_then(|held| held);
+        match held {
+            Ok(lowerdirs) => {
+                tracing::debug!(container = %self.id, "image layers held");
+                Ok(lowerdirs)
+            }
+            Err(message) => {
+                release_image(ctx, &self.id).await;
+                Err(message)
+            }
+        }
+    }
+
+    /// Gives the hold up: the container will not be made.
+    pub async fn release(self, ctx: &Context) {
+        let _ = self.task.await;
+        release_image(ctx, &self.id).await;
+    }
+}
+
 /// Makes and starts instance `instance` (id and log number already
-/// recorded in the pod's state) of `container` from image `record`.
+/// recorded in the pod's state) from image `record`, whose layers
+/// ([`hold_image`]) are `lowerdirs`. On failure the image hold is released.
 pub async fn start(
     ctx: &Context,
     runtime: &Runtime,
     env: &PodEnvironment<'_>,
-    container: &api::Container,
     spec: crate::runtime::spec::ContainerSpec,
     record: &ImageRecord,
+    lowerdirs: &[PathBuf],
     instance: &mut Instance,
 ) -> Result<(), String> {
-    let images = ctx.services.images.service().clone();
-    let id = instance.id.clone();
-    let reference = crate::image::remote::ImageReference::parse(&container.image)
-        .map_err(|err| format!("image {:?}: {err}", container.image))?;
-    let lowerdirs = {
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || images.hold_for_container(&id, &reference))
-            .await
-            .map_err(|err| format!("the image task stopped: {err}"))?
-            .map_err(|err| crate::status::chain(&err))?
-    };
-    let result = create(ctx, runtime, env, spec, record, &lowerdirs, instance).await;
+    let result = create(ctx, runtime, env, spec, record, lowerdirs, instance).await;
     if result.is_err() {
-        release_image(ctx, &id).await;
+        release_image(ctx, &instance.id).await;
     }
     result
 }

@@ -7,6 +7,7 @@
 //! intent before it is acted on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use manifests::types as api;
@@ -111,13 +112,19 @@ struct PodRun<'a> {
     /// per reconcile, not once per step).
     ensured: BTreeMap<String, EnsuredImage>,
     report: Report,
+    /// The state changed (a new network and sandbox) and is not saved yet;
+    /// the next save records it, and the reconcile saves it at the end in
+    /// any case.
+    unsaved: AtomicBool,
 }
 
 impl PodRun<'_> {
     fn save(&self, state: &PodState) -> Result<(), ReconcileError> {
         state
             .save(&self.ctx.services.paths)
-            .map_err(|err| failed(err.to_string()))
+            .map_err(|err| failed(err.to_string()))?;
+        self.unsaved.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     fn event(&self, event_type: EventType, reason: &str, message: String) {
@@ -236,14 +243,13 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
         pull_secrets,
         ensured: BTreeMap::new(),
         report: Report::default(),
+        unsaved: AtomicBool::new(false),
     };
 
+    // A new pod is recorded once something exists for it (see
+    // `sandbox::ensure`): nothing is made before that.
     let mut state = match state.take() {
-        None => {
-            let state = PodState::new(namespace, name, new_incarnation(spec, &wanted.pod_hash));
-            run.save(&state)?;
-            state
-        }
+        None => PodState::new(namespace, name, new_incarnation(spec, &wanted.pod_hash)),
         Some(state) => state,
     };
     // Settings that apply without recreating anything.
@@ -281,13 +287,39 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
         return Ok(pending);
     }
 
-    let ready = match sandbox::ensure(ctx, runtime, &mut state, spec, &desired).await {
+    tracing::debug!("images present");
+    let mut unsaved = false;
+    let ensured = sandbox::ensure(ctx, runtime, &mut state, spec, &desired, &mut unsaved).await;
+    run.unsaved.store(unsaved, Ordering::Relaxed);
+    let ready = match ensured {
         Ok(ready) => ready,
         Err(NotReady { reason, message }) => {
+            if run.unsaved.load(Ordering::Relaxed) {
+                run.save(&state)?;
+            }
             run.event(EventType::Warning, reason, message.clone());
             return Err(failed(message));
         }
     };
+    tracing::debug!(uid = %state.incarnation.uid, "sandbox ready");
+    let outcome = run_containers(&mut run, &mut state, &ready, object, &wanted, spec).await;
+    if run.unsaved.load(Ordering::Relaxed) {
+        run.save(&state)?;
+    }
+    outcome
+}
+
+/// Everything after the sandbox: containers that left the spec, init
+/// containers in order, then app containers; the pod's phase.
+async fn run_containers(
+    run: &mut PodRun<'_>,
+    state: &mut PodState,
+    ready: &Ready,
+    object: &DesiredObject,
+    wanted: &Wanted<'_>,
+    spec: &api::PodSpec,
+) -> Result<Applied, ReconcileError> {
+    let key = run.key;
     let env = PodEnvironment {
         key,
         pod: &ready.pod,
@@ -308,7 +340,7 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
         .cloned()
         .collect();
     for name in gone {
-        remove_slot(&run, &mut state, &name).await?;
+        remove_slot(run, state, &name).await?;
     }
 
     let policy = spec.restart_policy_or_default();
@@ -316,18 +348,16 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
     let mut apps = Vec::new();
     for (container, init, hash) in &wanted.containers {
         if *init && state.incarnation.init_done {
-            run.report.keep_init(&state, container);
+            run.report.keep_init(state, container);
             continue;
         }
         if !*init && !state.incarnation.init_done {
-            run.report.waiting(&state, container, "PodInitializing");
+            run.report.waiting(state, container, "PodInitializing");
             apps.push(AppState::NotStarted);
             continue;
         }
-        let outcome = reconcile_container(
-            &mut run, &mut state, &ready, &env, container, *init, hash, policy,
-        )
-        .await?;
+        let outcome =
+            reconcile_container(run, state, ready, &env, container, *init, hash, policy).await?;
         if *init {
             match outcome {
                 AppState::Finished { success: true } => continue,
@@ -346,7 +376,7 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
                 } else {
                     "PodInitializing"
                 };
-                run.report.waiting(&state, later, reason);
+                run.report.waiting(state, later, reason);
                 if !*later_init {
                     apps.push(AppState::NotStarted);
                 }
@@ -371,12 +401,12 @@ pub async fn apply(ctx: &Context, object: &DesiredObject) -> Result<Applied, Rec
             })
     {
         state.incarnation.init_done = true;
-        run.save(&state)?;
+        run.save(state)?;
         // The app containers start in the next pass, right away.
         run.report.requeue_now();
     }
     let phase = plan::phase(init_failed, state.incarnation.init_done, &apps);
-    Ok(run.report.finish(&state, spec, phase))
+    Ok(std::mem::take(&mut run.report).finish(state, spec, phase))
 }
 
 /// Tears down retired incarnations (a pod-level change, possibly cut short
@@ -645,17 +675,27 @@ async fn launch(
             slot.restart_count += 1;
         }
     }
-    run.save(state)?;
-    let started = containers::start(
-        run.ctx,
-        run.runtime,
-        env,
-        container,
-        spec,
-        &ensured.record,
-        &mut instance,
-    )
-    .await;
+    // The image hold is taken while the intent is recorded.
+    let hold = containers::hold_image(run.ctx, &container.image, &instance.id);
+    if let Err(err) = run.save(state) {
+        hold.release(run.ctx).await;
+        return Err(err);
+    }
+    let started = match hold.layers(run.ctx).await {
+        Ok(lowerdirs) => {
+            containers::start(
+                run.ctx,
+                run.runtime,
+                env,
+                spec,
+                &ensured.record,
+                &lowerdirs,
+                &mut instance,
+            )
+            .await
+        }
+        Err(message) => Err(message),
+    };
     if let Err(message) = started {
         if let Some(slot) = state.incarnation.containers.get_mut(&container.name) {
             slot.current = None;

@@ -90,13 +90,17 @@ pub fn alive(paths: &Paths, state: &PodState) -> bool {
 }
 
 /// Makes the sandbox of the current incarnation exist, recording each
-/// step in `state` (saved as it goes).
+/// step in `state`. Sets `unsaved` when `state` changed and the caller has
+/// yet to save it: before acting on the sandbox, or when this fails (so the
+/// next reconcile or the pod's removal tears down what was made instead of
+/// making another one).
 pub async fn ensure(
     ctx: &Context,
     runtime: &Runtime,
     state: &mut PodState,
     spec: &api::PodSpec,
     desired: &DesiredState,
+    unsaved: &mut bool,
 ) -> Result<Ready, NotReady> {
     let paths = &ctx.services.paths;
     let (namespace, name) = (state.namespace.clone(), state.name.clone());
@@ -107,26 +111,32 @@ pub async fn ensure(
     };
     let pod = pod_info(&namespace, &name, &state.incarnation.uid, spec)?;
 
+    // Neither the network nor the sandbox is recorded before it is made: a
+    // crash in between leaves them to recovery, which removes the network
+    // state and sandboxes of pods it has no record of (by enumerating
+    // them). Both are recorded together with the first container's
+    // intent, in one write (`unsaved`).
     if state.incarnation.network.is_none() {
         let request = network::request(&namespace, &name, &pod.uid, spec)
             .map_err(|err| not_ready("CreatePodSandboxError")(err.to_string()))?;
-        state.incarnation.network_request = Some(request.clone());
-        save(state)?;
         let driver = ctx
             .services
             .network
             .for_pod(spec.host_network)
             .map_err(|err| not_ready("CreatePodSandboxError")(err.to_string()))?;
+        // A failed setup undoes itself.
         let status = driver
             .setup(&request)
             .await
             .map_err(|err| not_ready("CreatePodSandboxError")(network::explain(&err, paths)))?;
+        state.incarnation.network_request = Some(request);
         state.incarnation.network = Some(status);
-        save(state)?;
+        *unsaved = true;
     } else if let Some(request) = state.incarnation.network_request.clone()
         && repair_network(ctx, state, spec.host_network, &request).await
     {
         save(state)?;
+        *unsaved = false;
     }
     let network = state
         .incarnation
@@ -145,7 +155,7 @@ pub async fn ensure(
             .create_sandbox(&pod, network.netns.clone(), &etc)
             .map_err(|err| not_ready("CreatePodSandboxError")(crate::status::chain(&err)))?;
         state.incarnation.sandbox_ready = true;
-        save(state)?;
+        *unsaved = true;
         sandbox
     };
 
@@ -159,6 +169,7 @@ pub async fn ensure(
         };
         if materialised.is_some() {
             save(state)?;
+            *unsaved = false;
         }
         volumes.push(
             from_pod::volume(volume, materialised)

@@ -246,6 +246,11 @@ impl Reconciler for Reconcilers {
         }
     }
 
+    /// A burst of reconciles is over: hand the memory it used back.
+    fn idle(&self) {
+        crate::agent::memory::trim();
+    }
+
     /// Desired keys, plus keys with a status: those were applied once and
     /// may need cleanup (including after a restart).
     async fn relist(&self) -> Vec<ObjectKey> {

@@ -28,6 +28,7 @@ pub mod process;
 pub mod rlimits;
 pub mod sandbox;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod security;
 pub mod shim;
 pub mod spec;
@@ -222,6 +223,8 @@ pub struct Runtime {
     broken: BTreeMap<String, String>,
     layout: CgroupLayout,
     host: HostFacts,
+    /// Seccomp filters crun compiled, reused for later containers.
+    seccomp_bpf: seccomp_bpf::BpfCache,
 }
 
 impl Runtime {
@@ -269,6 +272,7 @@ impl Runtime {
             broken,
             layout,
             host,
+            seccomp_bpf: seccomp_bpf::BpfCache::default(),
         })
     }
 
@@ -511,12 +515,13 @@ impl Runtime {
         shim::write_record(&state_dir, &record)?;
 
         crate::rootfs::create(&self.paths, id, req.lowerdirs, &rootfs_dir)?;
+        tracing::debug!(container = id, "rootfs mounted");
         let mounts = self.resolve_mounts(req, &bundle_dir)?;
         let accounts = user::AccountFiles::read(&rootfs_dir)?;
         let host_limits = rlimits::AgentLimits {
             has_sys_resource: security::host_has_sys_resource(),
         };
-        let built = bundle::build(&bundle::BundleRequest {
+        let mut built = bundle::build(&bundle::BundleRequest {
             pod: req.pod,
             sandbox: req.sandbox,
             container: req.container,
@@ -528,7 +533,13 @@ impl Runtime {
             host: &self.host,
             host_limits: &host_limits,
         })?;
+        let uncompiled = self.seccomp_bpf.apply(handler, &mut built.spec);
         bundle::write(&bundle_dir, &built.spec)?;
+        tracing::debug!(
+            container = id,
+            seccomp_compiled = uncompiled.is_none(),
+            "bundle written"
+        );
         record.stop_signal = built.stop_signal.clone();
         shim::write_record(&state_dir, &record)?;
 
@@ -548,6 +559,9 @@ impl Runtime {
             timeout: Duration::from_secs(self.config.start_timeout_secs),
         })
         .await?;
+        if let Some(pending) = uncompiled {
+            self.seccomp_bpf.learn(pending, handler, id);
+        }
         Ok(CreatedContainer {
             id: id.to_string(),
             pid: started.container_pid,

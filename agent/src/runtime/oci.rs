@@ -1,6 +1,6 @@
 //! The OCI runtime binary (runc, crun, or a CLI-compatible one) behind a
 //! runtime handler: which one it is, and the commands the agent runs itself
-//! (`state`, `kill`, `delete`, `exec`). `create` and `start` are the shim's.
+//! (`state`, `kill`, `delete`, `exec`). `run --detach` is the shim's.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -158,7 +158,7 @@ impl PodSandbox {
             }
         };
         std::fs::create_dir_all(&sandbox.shm).map_err(io("creating", &sandbox.shm))?;
-        if !mountinfo::read().is_ok_and(|m| mountinfo::is_mount_point(&m, &sandbox.shm)) {
+        if !mountinfo::is_mounted_at(&sandbox.shm) {
             nix::mount::mount(
                 Some("shm"),
                 &sandbox.shm,

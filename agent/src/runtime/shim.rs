@@ -71,7 +71,7 @@ pub struct ExitStatus {
     pub started_at_ns: Option<u64>,
     pub finished_at: String,
     pub finished_at_ns: u64,
-    /// The runtime's error output when `create`/`start` failed.
+    /// The runtime's error output when `run` failed.
     pub start_error: Option<String>,
 }
 

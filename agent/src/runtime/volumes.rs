@@ -392,7 +392,7 @@ fn is_plain_relative(path: &str) -> bool {
 }
 
 fn mount_tmpfs(volume: &str, dir: &Path, mode: u32, size: Option<u64>) -> Result<(), VolumeError> {
-    if mountinfo::read().is_ok_and(|m| mountinfo::is_mount_point(&m, dir)) {
+    if mountinfo::is_mounted_at(dir) {
         return Ok(());
     }
     let mut options = format!("mode={mode:o}");

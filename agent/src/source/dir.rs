@@ -1,5 +1,6 @@
-//! The directory source: scan at start, then rescan after every (debounced)
-//! file event, on request (SIGHUP) and periodically, and publish each new
+//! The directory source: scan at start, then rescan after file events
+//! (at once for a whole change, debounced for anything still being
+//! written), on request (SIGHUP) and periodically, and publish each new
 //! desired state on a watch channel.
 
 use std::path::{Path, PathBuf};
@@ -7,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::SourceConfig;
 use super::scan::{self, ScanError};
-use super::watch::DirWatcher;
+use super::watch::{DirWatcher, Pending};
 use crate::desired::{DesiredState, DesiredStore};
 use crate::status::{Event, EventLog, EventType, StatusStore, chain};
 
@@ -65,11 +66,10 @@ impl DirSource {
     ) -> Result<(Self, watch::Receiver<Arc<DesiredState>>), SourceError> {
         let (publish, receiver) = watch::channel(store.current());
         let wake = Arc::new(Notify::new());
-        let (watcher, watch_problem) =
-            match DirWatcher::new(configured, config.debounce, Arc::clone(&wake)) {
-                Ok(watcher) => (Some(watcher), None),
-                Err(err) => (None, Some(chain(&err))),
-            };
+        let (watcher, watch_problem) = match DirWatcher::new(configured, Arc::clone(&wake)) {
+            Ok(watcher) => (Some(watcher), None),
+            Err(err) => (None, Some(chain(&err))),
+        };
         let mut source = Self {
             configured: configured.to_owned(),
             config,
@@ -101,22 +101,35 @@ impl DirSource {
         Ok(resolved)
     }
 
-    /// Rescans until `shutdown`: after file events, when `resync` is
-    /// notified, and every `resync_interval`.
+    /// Rescans until `shutdown`: after file events (see [`Self::due`]),
+    /// when `resync` is notified, and every `resync_interval`.
     pub async fn run(mut self, resync: Arc<Notify>, shutdown: CancellationToken) {
+        // File events within this long after an event-driven scan are
+        // coalesced into one scan at its end.
+        let mut window_end: Option<Instant> = None;
+        let mut next_resync = Instant::now() + self.resync_period();
         loop {
-            let period = if self.watch_problem.is_some() {
-                POLL_WITHOUT_WATCH
-            } else {
-                self.config.resync_interval
-            };
-            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            tokio::select! {
+            let due = self.due(window_end);
+            let from_events = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => debug!("manifest directory changed; rescanning"),
-                () = resync.notified() => info!("resync requested; rescanning the manifest directory"),
-                _ = timer.tick() => debug!("periodic resync"),
+                // Look again at what is pending.
+                () = self.wake.notified() => continue,
+                () = sleep_until_some(due) => {
+                    debug!("manifest directory changed; rescanning");
+                    true
+                }
+                () = resync.notified() => {
+                    info!("resync requested; rescanning the manifest directory");
+                    false
+                }
+                () = tokio::time::sleep_until(next_resync) => {
+                    debug!("periodic resync");
+                    false
+                }
+            };
+            let started = Instant::now();
+            if let Some(watcher) = &self.watcher {
+                watcher.changes().clear();
             }
             self = match tokio::task::spawn_blocking(move || {
                 self.rescan();
@@ -130,7 +143,39 @@ impl DirSource {
                     return;
                 }
             };
+            if from_events {
+                window_end = Some(started + self.config.debounce);
+            }
+            next_resync = Instant::now() + self.resync_period();
         }
+    }
+
+    fn resync_period(&self) -> Duration {
+        if self.watch_problem.is_some() {
+            POLL_WITHOUT_WATCH
+        } else {
+            self.config.resync_interval
+        }
+    }
+
+    /// When the file events seen so far call for a rescan. A whole change
+    /// (a rename into place, a removal, a file closed after writing) is
+    /// acted on at once — unless an event-driven scan ran less than
+    /// `debounce` ago, then at the end of that window, so a burst costs two
+    /// scans, not one per file. Anything that may still be changing (a file
+    /// open for writing, hidden temp files) waits until the directory has
+    /// been quiet for `debounce`. The scan reads the directory as it is
+    /// then, so the events of one operation that arrive after the first
+    /// cost nothing more than a look at what is pending.
+    fn due(&self, window_end: Option<Instant>) -> Option<Instant> {
+        let pending = self.watcher.as_ref()?.changes().pending()?;
+        Some(match pending {
+            Pending::Whole { at } => {
+                let at = Instant::from_std(at);
+                window_end.map_or(at, |end| at.max(end))
+            }
+            Pending::Settling { last } => Instant::from_std(last) + self.config.debounce,
+        })
     }
 
     /// One rescan; problems with the directory as a whole keep the previous
@@ -180,7 +225,7 @@ impl DirSource {
             resolved = after;
             attempt += 1;
         };
-        if let Some(state) = self.store.update(scanned) {
+        if let Some(state) = self.store.apply_scan(scanned) {
             info!(
                 revision = state.revision,
                 objects = state.objects.len(),
@@ -189,6 +234,7 @@ impl DirSource {
             );
             self.publish.send_replace(state);
         }
+        self.store.persist_generations();
         self.status.update_agent(|agent| {
             agent.resolved_manifests = (resolved != self.configured).then(|| resolved.clone());
         });
@@ -246,6 +292,13 @@ impl DirSource {
             )),
             None => {}
         }
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,8 +13,12 @@ pub struct SourceConfig {
     /// for events the kernel dropped or never sent.
     #[serde(with = "crate::config::duration")]
     pub resync_interval: Duration,
-    /// File events are collected for this long before a rescan, so one
-    /// editor save or one `git checkout` causes one rescan.
+    /// A whole change (a file renamed into place, removed, or closed after
+    /// writing) is rescanned at once; further events within this long are
+    /// coalesced into one more rescan, and a file still being written is
+    /// rescanned once the directory has been quiet this long. So a burst
+    /// (`git checkout`, an editor's save) costs two rescans, and a single
+    /// rename costs no waiting.
     #[serde(with = "crate::config::duration")]
     pub debounce: Duration,
 }
