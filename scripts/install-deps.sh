@@ -11,6 +11,7 @@ packages=(
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests
   curl jq                                  # demo and tests talk HTTP
+  git                                      # the GitOps example (examples/gitops) and its test
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
 )
 if [[ "${1:-}" == "--bench" ]]; then

@@ -296,12 +296,38 @@ mod tests {
         let end = start + readme[start..].find("```").expect("closed toml block");
         let config: AgentConfig =
             toml::from_str(&readme[start..end]).expect("README config parses");
-        assert_eq!(config.source, crate::source::SourceConfig::default());
+        assert_shows_the_defaults(&config);
+    }
+
+    #[test]
+    fn the_example_config_file_is_valid_and_shows_the_defaults() {
+        let example = include_str!("../../examples/systemd/config.toml");
+        let config: AgentConfig = toml::from_str(example).expect("example config parses");
+        assert_shows_the_defaults(&config);
+    }
+
+    /// The sample configs users copy say "shown with its default": hold
+    /// them to it.
+    fn assert_shows_the_defaults(config: &AgentConfig) {
+        let defaults = AgentConfig::default();
+        assert_eq!(config.source, defaults.source);
+        assert_eq!(config.controller, defaults.controller);
+        assert_eq!(config.store, defaults.store);
+        assert_eq!(config.pods, defaults.pods);
+        assert_eq!(config.network, defaults.network);
+        let (runtime, default_runtime) = (&config.runtime, &defaults.runtime);
+        assert_eq!(runtime.cgroup_parent, default_runtime.cgroup_parent);
+        assert_eq!(runtime.log_max_size, default_runtime.log_max_size);
+        assert_eq!(runtime.log_max_files, default_runtime.log_max_files);
+        assert_eq!(runtime.default_handler, default_runtime.default_handler);
+        assert_eq!(runtime.shm_size, default_runtime.shm_size);
         assert_eq!(
-            config.controller,
-            crate::controller::ControllerConfig::default()
+            runtime.start_timeout_secs,
+            default_runtime.start_timeout_secs
         );
-        assert_eq!(config.store, StoreConfig::default());
+        assert_eq!(runtime.rlimits, default_runtime.rlimits);
+        assert_eq!(runtime.shim, default_runtime.shim);
+        assert!(runtime.handlers.is_empty());
     }
 
     #[test]

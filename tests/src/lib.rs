@@ -144,6 +144,21 @@ impl TestDirs {
     pub fn berth(&self, args: &[&str]) -> Output {
         self.berth_command(args).output().expect("spawning berth")
     }
+
+    /// Runs a berth command that prints JSON (`-o json` is added), fails
+    /// the test with berth's stderr if it fails, and parses its output.
+    pub fn berth_json(&self, args: &[&str]) -> serde_json::Value {
+        let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+        let output = self.berth(&args);
+        assert!(
+            output.status.success(),
+            "berth {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("berth {}: not JSON: {err}", args.join(" ")))
+    }
 }
 
 impl Default for TestDirs {

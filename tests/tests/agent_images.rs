@@ -81,14 +81,7 @@ fn wait_ready(agent: &AgentProcess, dirs: &TestDirs, name: &str, digest: &str) -
 }
 
 fn images_json(dirs: &TestDirs) -> Vec<Value> {
-    let output = dirs.berth(&["images", "-o", "json"]);
-    assert!(
-        output.status.success(),
-        "berth images: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice::<Value>(&output.stdout)
-        .expect("images JSON")
+    dirs.berth_json(&["images"])
         .as_array()
         .expect("a list")
         .clone()
@@ -99,13 +92,7 @@ fn listed<'a>(images: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 fn prune(dirs: &TestDirs) -> Value {
-    let output = dirs.berth(&["prune", "-o", "json"]);
-    assert!(
-        output.status.success(),
-        "berth prune: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("prune JSON")
+    dirs.berth_json(&["prune"])
 }
 
 /// Every blob of the pushed image's (single) manifest.
@@ -261,15 +248,12 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
     let first = write_archive("one");
     // No registry exists: the reference's host does not even resolve.
     let reference = "registry.invalid/berth/airgap:1";
-    write_manifest(
-        &dirs,
-        "airgap.yaml",
-        &image_yaml(
-            "airgap",
-            reference,
-            "  source: archives/app.tar\n  pullPolicy: Never\n",
-        ),
+    let airgap = image_yaml(
+        "airgap",
+        reference,
+        "  source: archives/app.tar\n  pullPolicy: Never\n",
     );
+    write_manifest(&dirs, "airgap.yaml", &airgap);
     // Archives are not manifests: a changed one is noticed at the next
     // reconcile, which the relist brings.
     let config = agent_config(&dirs, "[controller]\nrelist-interval = \"1s\"\n");
@@ -287,12 +271,7 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
     write_manifest(
         &dirs,
         "airgap.yaml",
-        &image_yaml(
-            "airgap",
-            reference,
-            "  source: archives/app.tar\n  pullPolicy: Never\n",
-        )
-        .replace(
+        &airgap.replace(
             "  name: airgap\n",
             "  name: airgap\n  labels:\n    touched: \"yes\"\n",
         ),

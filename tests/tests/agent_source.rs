@@ -50,13 +50,7 @@ fn message(status: &Value, name: &str) -> String {
 }
 
 fn events(dirs: &TestDirs) -> Vec<Value> {
-    let output = dirs.berth(&["events", "-o", "json"]);
-    assert!(
-        output.status.success(),
-        "berth events failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("events JSON")
+    serde_json::from_value(dirs.berth_json(&["events"])).expect("events are a JSON array")
 }
 
 fn count_events(dirs: &TestDirs, subject: &str, reason: &str) -> usize {

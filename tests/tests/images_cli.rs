@@ -27,10 +27,7 @@ fn import(dirs: &TestDirs, name: &str, marker: &str) {
 }
 
 fn listed(dirs: &TestDirs) -> Vec<String> {
-    let output = dirs.berth(&["images", "-o", "json"]);
-    assert!(output.status.success());
-    let images: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
-    images
+    dirs.berth_json(&["images"])
         .as_array()
         .expect("array")
         .iter()
@@ -143,13 +140,7 @@ fn prune_removes_unused_images_and_reports_the_space() {
         .expect("hold");
     store.pin("Image/pinned", &reference(pinned)).expect("pin");
 
-    let output = dirs.berth(&["prune", "-o", "json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let report = dirs.berth_json(&["prune"]);
     assert_eq!(report["images"], serde_json::json!([unused]));
     let blobs = report["gc"]["blobs"].as_array().expect("blobs");
     // The unused image's manifest, config and own top layer; busybox is shared.

@@ -54,9 +54,7 @@ fn import_and_run(dirs: &TestDirs, archive: &Path, extra: &[&str], name: &str) {
         "import output names the image: {stdout}"
     );
 
-    let output = dirs.berth(&["images", "-o", "json"]);
-    assert!(output.status.success(), "berth images failed");
-    let images: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let images = dirs.berth_json(&["images"]);
     let listed: Vec<&str> = images
         .as_array()
         .expect("an array")

@@ -1,10 +1,14 @@
 //! The pod reconciler's persistent record of one pod
 //! (`Paths::pod_state_file`): which incarnation (uid) runs, what its network
 //! driver made, and per container the instance that runs, its restart count
-//! and back-off. It is written (atomically, mode 0600) *before* each action
-//! it describes — a new uid before the sandbox, a container id before the
-//! container — so an agent killed at any point finds everything it made
-//! from here and the runtime's own records.
+//! and back-off. It is written (atomically, mode 0600) *before* the action
+//! that depends on it: a container id before that container is created. A
+//! new incarnation's network and sandbox are recorded in the same write as
+//! its first container's intent (one write per new pod, not one per step);
+//! an agent killed before that write leaves them to recovery, which finds
+//! network state and sandboxes by enumerating them and removes those of
+//! pods it has no record of. So an agent killed at any point finds
+//! everything it made, here or in the runtime's and drivers' own records.
 //!
 //! Never a secret value: env and volume contents appear only as hashes.
 
