@@ -28,6 +28,7 @@ fn details(
     slot: Option<&ContainerSlot>,
     container: &api::Container,
     state: ContainerState,
+    ready: bool,
 ) -> ContainerDetails {
     let current = slot.and_then(|s| s.current.as_ref());
     let running = matches!(state, ContainerState::Running { .. });
@@ -51,8 +52,8 @@ fn details(
             last_state
         },
         restart_count: slot.map_or(0, |s| s.restart_count),
-        // No readiness probes yet: a running container is ready.
-        ready: running,
+        // As its probes say (see `pod::probes`); only a running one.
+        ready: running && ready,
     }
 }
 
@@ -70,8 +71,18 @@ impl Report {
         container: &api::Container,
         state: ContainerState,
     ) {
+        self.push_ready(slot, container, state, false);
+    }
+
+    fn push_ready(
+        &mut self,
+        slot: Option<&ContainerSlot>,
+        container: &api::Container,
+        state: ContainerState,
+        ready: bool,
+    ) {
         let init = slot.is_some_and(|s| s.init);
-        let entry = details(slot, container, state);
+        let entry = details(slot, container, state, ready);
         if init {
             self.init_containers.push(entry);
         } else {
@@ -100,11 +111,13 @@ impl Report {
         self.push(slot, container, waiting(reason, String::new()));
     }
 
+    /// A running (or starting) container; `ready` as its probes say.
     pub fn running(
         &mut self,
         slot: &ContainerSlot,
         container: &api::Container,
         observed: &Observed,
+        ready: bool,
     ) {
         let state = match (observed, slot.current.as_ref()) {
             (Observed::Running, Some(instance)) => ContainerState::Running {
@@ -113,7 +126,7 @@ impl Report {
             },
             _ => waiting("ContainerCreating", String::new()),
         };
-        self.push(Some(slot), container, state);
+        self.push_ready(Some(slot), container, state, ready);
     }
 
     pub fn finished(&mut self, slot: &ContainerSlot, container: &api::Container) {
