@@ -144,6 +144,12 @@ fn readiness_follows_an_http_get_probe_without_restarts(runtime: &str) {
         "not restarted: {pod:#}"
     );
     assert_eq!(restarts(&pod, "web"), Some(0), "{pod:#}");
+    assert!(
+        pod["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not ready: web")),
+        "{pod:#}"
+    );
     let unhealthy = events_with(&world, "web", "Unhealthy");
     assert!(
         unhealthy

@@ -210,7 +210,7 @@ impl Report {
             (None, _) if !state.incarnation.init_done => {
                 init_message(&self.init_containers, spec.init_containers.len())
             }
-            (None, _) => format!("{running}/{total} running"),
+            (None, _) => running_message(&self.containers, running, total),
         };
         let wake = self.wake_at_ms;
         let now = self.now;
@@ -236,6 +236,24 @@ fn round(d: Duration) -> Duration {
         Duration::from_secs(d.as_secs())
     } else {
         Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX) / 100 * 100)
+    }
+}
+
+/// `2/2 running`, or `2/2 running, not ready: web` while a readiness or
+/// startup probe holds a running container back.
+fn running_message(containers: &[ContainerDetails], running: usize, total: usize) -> String {
+    let not_ready: Vec<&str> = containers
+        .iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }) && !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    if not_ready.is_empty() {
+        format!("{running}/{total} running")
+    } else {
+        format!(
+            "{running}/{total} running, not ready: {}",
+            not_ready.join(", ")
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! Removing an incarnation of a pod: every container stopped at once with
-//! the grace period, then removed with its image hold; the network torn
+//! the grace period (its preStop hook first), then removed with its image hold; the network torn
 //! down through its driver; the sandbox, volumes and pod cgroup removed.
 //! Goes on past failures and returns them all; running it again after a
 //! partial failure (or a crash) finishes the job.
