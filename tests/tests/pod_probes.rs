@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_e2e::net::{DataDir, NetWorld, pod_ip};
 use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
 use berth_e2e::registry::free_port;
 use berth_e2e::wait_until;
@@ -30,7 +31,15 @@ for_each_runtime!(
     liveness_waits_for_the_startup_probe,
     pre_stop_hook_runs_before_the_stop_signal,
     post_start_hook_runs_and_its_failure_restarts_the_container,
+    probes_resume_when_a_restarted_agent_adopts_the_container,
 );
+
+/// The bridge kit runs runc only.
+#[test]
+fn bridge_pods_are_probed_at_their_pod_ip() {
+    let net = NetWorld::bridge();
+    bridge_pod_probes(net);
+}
 
 /// How long a probe outcome may take to show (periods are 1 s).
 const PROBE_WAIT: Duration = Duration::from_secs(60);
@@ -230,6 +239,11 @@ fn liveness_waits_for_the_startup_probe(runtime: &str) {
         "    startupProbe:\n      exec:\n        command: [sh, -c, 'echo startup >> /data/order; test -f /tmp/started']\n      periodSeconds: 1\n      failureThreshold: 60\n\
          \x20   livenessProbe:\n      exec:\n        command: [sh, -c, 'echo liveness >> /data/order']\n      periodSeconds: 1\n",
     );
+    // Never starts: killed when its startup probe runs out of tries.
+    containers.push_str(&world.shell_container("stuck", "exec sleep 1000"));
+    containers.push_str(
+        "    startupProbe:\n      exec:\n        command: [test, -f, /tmp/never]\n      periodSeconds: 1\n      failureThreshold: 2\n",
+    );
     world.write_manifest("slow.yaml", &world.pod_yaml("slow", &volumes, &containers));
 
     let order = data.join("order");
@@ -261,6 +275,22 @@ fn liveness_waits_for_the_startup_probe(runtime: &str) {
         ready(p, "slow") == Some(true)
     });
     assert_eq!(restarts(&pod, "slow"), Some(0), "{pod:#}");
+
+    let pod = world.wait_pod("slow", "stuck restarted", |p| {
+        restarts(p, "stuck").is_some_and(|r| r >= 1)
+    });
+    assert_eq!(restarts(&pod, "slow"), Some(0), "{pod:#}");
+    let unhealthy = events_with(&world, "slow", "Unhealthy");
+    assert!(
+        unhealthy
+            .iter()
+            .any(|m| m.contains("stuck") && m.contains("Startup probe failed")),
+        "{unhealthy:?}"
+    );
+    assert!(
+        unhealthy.iter().all(|m| !m.contains("container slow")),
+        "{unhealthy:?}"
+    );
 }
 
 fn pre_stop_hook_runs_before_the_stop_signal(runtime: &str) {
@@ -278,14 +308,29 @@ fn pre_stop_hook_runs_before_the_stop_signal(runtime: &str) {
     );
     world.write_manifest("stop.yaml", &world.pod_yaml("stop", &volumes, &containers));
     let order = data.join("order");
-    world.wait_pod("stop", "app running", |p| running_pid(p, "app").is_some());
+    let pod = world.wait_pod("stop", "app running", |p| running_pid(p, "app").is_some());
+    let pid = running_pid(&pod, "app").expect("pid");
     wait_until(PROBE_WAIT, "the app to start", || {
         lines(&order).contains(&"started".to_owned()).then_some(())
     });
 
+    // A container-level change replaces the container: hook, then signal.
+    containers.push_str("    env:\n    - name: EDITED\n      value: \"yes\"\n");
+    world.write_manifest("stop.yaml", &world.pod_yaml("stop", &volumes, &containers));
+    world.wait_pod("stop", "app replaced", |p| {
+        running_pid(p, "app").is_some_and(|p| p != pid)
+    });
+    wait_until(PROBE_WAIT, "the new instance to start", || {
+        (lines(&order).len() >= 4).then_some(())
+    });
+    assert_eq!(lines(&order), ["started", "preStop", "TERM", "started"]);
+
     world.remove_manifest("stop.yaml");
     world.wait_pod_gone("stop");
-    assert_eq!(lines(&order), ["started", "preStop", "TERM"]);
+    assert_eq!(
+        lines(&order),
+        ["started", "preStop", "TERM", "started", "preStop", "TERM"]
+    );
     assert!(events_with(&world, "stop", "FailedPreStopHook").is_empty());
     assert!(
         events_with(&world, "stop", "Killed").is_empty(),
@@ -323,4 +368,79 @@ fn post_start_hook_runs_and_its_failure_restarts_the_container(runtime: &str) {
             && m.contains("no such thing")),
         "{failed:?}"
     );
+}
+
+fn probes_resume_when_a_restarted_agent_adopts_the_container(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let (data, volumes, mount) = data_dir(&world);
+    std::fs::write(data.join("index.html"), "ok\n").expect("index.html");
+    let port = free_port();
+    let mut containers = world.shell_container("web", &format!("exec httpd -f -p {port} -h /data"));
+    containers.push_str(mount);
+    containers.push_str(&format!(
+        "    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: {port}\n      periodSeconds: 1\n      failureThreshold: 1\n"
+    ));
+    world.write_manifest("web.yaml", &world.pod_yaml("web", &volumes, &containers));
+    let pod = world.wait_pod("web", "web ready", |p| ready(p, "web") == Some(true));
+    let pid = running_pid(&pod, "web").expect("pid");
+    assert!(events_with(&world, "web", "Unhealthy").is_empty());
+
+    // Broken while nobody probes: only the adopted container's new probe
+    // can notice.
+    world.kill_agent();
+    std::fs::remove_file(data.join("index.html")).expect("removing index.html");
+    world.start_agent();
+    wait_until(PROBE_WAIT, "an Unhealthy event after the restart", || {
+        events_with(&world, "web", "Unhealthy")
+            .iter()
+            .any(|m| m.contains("404"))
+            .then_some(())
+    });
+    let pod = world.wait_pod("web", "web not ready", |p| ready(p, "web") == Some(false));
+    assert_eq!(running_pid(&pod, "web"), Some(pid), "adopted: {pod:#}");
+
+    std::fs::write(data.join("index.html"), "ok\n").expect("index.html");
+    let pod = world.wait_pod("web", "web ready again", |p| ready(p, "web") == Some(true));
+    assert_eq!(running_pid(&pod, "web"), Some(pid), "{pod:#}");
+    assert_eq!(restarts(&pod, "web"), Some(0), "{pod:#}");
+}
+
+/// A bridge pod: httpGet and tcpSocket without a host reach the pod's IP
+/// from the host, over the bridge.
+fn bridge_pod_probes(net: NetWorld) {
+    let mut net = net;
+    net.world.start_agent();
+    let data: DataDir = net.data_dir("www");
+    std::fs::write(data.path.join("index.html"), "ok\n").expect("index.html");
+    let mut containers = net
+        .world
+        .shell_container("web", "exec httpd -f -p 8080 -h /data");
+    containers.push_str(DataDir::MOUNT);
+    containers.push_str(
+        "    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: 8080\n      periodSeconds: 1\n      failureThreshold: 1\n\
+         \x20   livenessProbe:\n      tcpSocket:\n        port: 8080\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    net.world
+        .write_manifest("web.yaml", &net.pod_yaml("web", &data.volume, &containers));
+    let pod = net
+        .world
+        .wait_pod("web", "web ready", |p| ready(p, "web") == Some(true));
+    let ip = pod_ip(&pod).expect("a pod IP");
+    assert!(net.net.contains(ip), "{ip} is on the test's bridge");
+    let pid = running_pid(&pod, "web").expect("pid");
+
+    std::fs::remove_file(data.path.join("index.html")).expect("removing index.html");
+    let pod = net
+        .world
+        .wait_pod("web", "web not ready", |p| ready(p, "web") == Some(false));
+    assert_eq!(running_pid(&pod, "web"), Some(pid), "{pod:#}");
+    let unhealthy = events_with(&net.world, "web", "Unhealthy");
+    assert!(
+        unhealthy
+            .iter()
+            .any(|m| m.contains("404") && m.contains(&ip.to_string())),
+        "the probe went to the pod's IP: {unhealthy:?}"
+    );
+    assert_eq!(restarts(&pod, "web"), Some(0), "{pod:#}");
 }

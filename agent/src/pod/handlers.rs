@@ -296,17 +296,16 @@ async fn get(url: &str, headers: &[(String, String)], timeout: Duration) -> Resu
         .map_err(|err| format!("Get {url:?}: {}", crate::status::chain(&err)))?;
     let status = response.status();
     let body = read_some(response).await;
-    if (200..400).contains(&status.as_u16()) {
+    let code = status.as_u16();
+    if (200..400).contains(&code) {
         Ok(format!("HTTP {status}"))
     } else if body.is_empty() {
         Err(format!(
-            "HTTP probe failed with statuscode: {}",
-            status.as_u16()
+            "GET {url}: HTTP probe failed with statuscode: {code}"
         ))
     } else {
         Err(format!(
-            "HTTP probe failed with statuscode: {}: {body}",
-            status.as_u16()
+            "GET {url}: HTTP probe failed with statuscode: {code}: {body}"
         ))
     }
 }
