@@ -4,7 +4,9 @@
 //! containers one at a time, then app containers — each kept, started,
 //! restarted after its back-off, or replaced (new image pulled, old stopped
 //! with its grace period, new started). The pod's state file records every
-//! intent before it is acted on.
+//! intent before it is acted on. A started container gets its postStart
+//! hook and its probes; a container whose liveness or startup probe failed
+//! is stopped here (preStop hook, grace period) and restarts like a crash.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
