@@ -24,6 +24,7 @@ use crate::paths::Paths;
 use crate::pod::PodsConfig;
 use crate::pod::exits::ExitWatcher;
 use crate::pod::network::Networks;
+use crate::pod::probes::ProbeManager;
 use crate::runtime::Runtime;
 use crate::status::{Event, EventLog, EventType, chain};
 
@@ -45,6 +46,8 @@ pub struct Services {
     pub pods: PodsConfig,
     /// Turns container exits into reconciles of their pods.
     pub exits: ExitWatcher,
+    /// Runs the probes of running containers.
+    pub probes: ProbeManager,
     store: StoreConfig,
 }
 
@@ -82,6 +85,7 @@ impl Services {
             network,
             pods: config.pods,
             exits: ExitWatcher::default(),
+            probes: ProbeManager::default(),
             store: config.store.clone(),
         })
     }

@@ -47,6 +47,9 @@ struct Row<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<ContainerState>,
     restarts: u32,
+    /// As its readiness (and startup) probe says; a running container
+    /// without one is ready.
+    ready: bool,
     pod_ips: &'a [String],
     host_network: bool,
     #[serde(skip)]
@@ -107,6 +110,7 @@ fn rows_of<'a>(pod: &'a ObjectStatus, overlay: Option<&Paths>) -> Vec<Row<'a>> {
         container_id: container.and_then(|(c, _)| c.container_id.as_deref()),
         state: container.map(|(c, _)| observed_state(c, overlay)),
         restarts: container.map_or(0, |(c, _)| c.restart_count),
+        ready: container.is_some_and(|(c, _)| c.ready),
         pod_ips: details.map_or(&[], |d| d.pod_ips.as_slice()),
         host_network: details.is_some_and(|d| d.host_network),
         pod_status: pod,
@@ -179,7 +183,12 @@ fn print_table(out: &mut impl Write, rows: &[Row<'_>], all: bool, now: i64) -> s
                 row.image.unwrap_or("-").to_owned(),
                 row.state
                     .as_ref()
-                    .map_or_else(|| row.pod_phase.to_string(), |s| state_text(s, now)),
+                    .map_or_else(|| row.pod_phase.to_string(), |s| state_text(s, now))
+                    + if is_running(row) && !row.ready {
+                        " (not ready)"
+                    } else {
+                        ""
+                    },
                 row.restarts.to_string(),
                 row.state
                     .as_ref()
@@ -406,6 +415,32 @@ web   httpd       localhost/berth/busybox:1.35   Running   0          10m   10.8
         assert_eq!(json[0]["state"]["running"]["pid"], 4242);
         assert_eq!(json[0]["podIps"][0], "10.88.0.5");
         assert_eq!(json[0]["podPhase"], "Running");
+        assert_eq!(json[0]["ready"], true);
+    }
+
+    #[test]
+    fn running_containers_that_are_not_ready_say_so() {
+        let mut httpd = running("httpd");
+        httpd.ready = false;
+        let doc = document(vec![pod(
+            "default",
+            "web",
+            Some(details(vec![httpd, running("sidecar")], vec![])),
+        )]);
+        let rows: Vec<Row<'_>> = pods(&doc).flat_map(|p| rows_of(p, None)).collect();
+        let json = serde_json::to_value(&rows).expect("json");
+        assert_eq!(json[0]["ready"], false);
+        let text = table(&rows, false);
+        let states: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                l.split("  ")
+                    .map(str::trim)
+                    .find(|c| c.starts_with("Running"))
+            })
+            .collect();
+        assert_eq!(states, ["Running (not ready)", "Running"], "{text}");
     }
 
     #[test]

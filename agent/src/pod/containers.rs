@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use manifests::ObjectKey;
 
+use super::hooks::{self, PreStop};
 use super::plan::Observed;
 use super::state::Instance;
 use crate::image::meta::ImageRecord;
@@ -232,16 +233,21 @@ async fn create(
     Ok(())
 }
 
-/// Stops container `id` with the grace period and records it.
+/// Stops container `id` with the grace period and records it: its probes
+/// end, its preStop hook runs (within the grace period), then the stop
+/// signal.
+#[allow(clippy::too_many_arguments)]
 pub async fn stop(
     ctx: &Context,
     runtime: &Runtime,
     key: &ObjectKey,
     name: &str,
     id: &str,
+    pre_stop: Option<PreStop<'_>>,
     grace: Duration,
     why: &str,
 ) -> Result<Option<StopOutcome>, String> {
+    ctx.services.probes.forget(id);
     match runtime.container(id) {
         Err(_) => return Ok(None),
         Ok(info) if matches!(info.state, RuntimeState::Exited(_)) => return Ok(None),
@@ -253,6 +259,10 @@ pub async fn stop(
         "Killing",
         format!("stopping container {name} ({why}; grace period {grace:?})"),
     ));
+    let grace = match pre_stop {
+        Some(hook) => hooks::pre_stop(ctx, runtime, key, name, id, hook, grace).await,
+        None => grace,
+    };
     let outcome = runtime
         .stop(id, grace)
         .await
@@ -271,6 +281,7 @@ pub async fn stop(
 /// Removes container `id` (after it stopped) and its image hold.
 pub async fn remove(ctx: &Context, runtime: &Runtime, id: &str) -> Result<(), String> {
     ctx.services.exits.forget(id);
+    ctx.services.probes.forget(id);
     runtime
         .remove_container(id)
         .await

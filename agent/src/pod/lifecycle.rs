@@ -4,7 +4,9 @@
 //! containers one at a time, then app containers — each kept, started,
 //! restarted after its back-off, or replaced (new image pulled, old stopped
 //! with its grace period, new started). The pod's state file records every
-//! intent before it is acted on.
+//! intent before it is acted on. A started container gets its postStart
+//! hook and its probes; a container whose liveness or startup probe failed
+//! is stopped here (preStop hook, grace period) and restarts like a crash.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +16,12 @@ use manifests::types as api;
 use manifests::{Object, ObjectKey};
 
 use super::containers::{self, PodEnvironment};
+use super::handlers::{self, Action};
 use super::hash;
+use super::hooks::{self, PreStop};
 use super::inputs::{self, InputError};
 use super::plan::{self, AppState, Observed, Step};
+use super::probes::ProbeContext;
 use super::report::{self, Report};
 use super::sandbox::{self, NotReady, Ready};
 use super::state::{ContainerSlot, Incarnation, Instance, PodState};
@@ -125,6 +130,43 @@ impl PodRun<'_> {
             .map_err(|err| failed(err.to_string()))?;
         self.unsaved.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Starts the probes of `container` running as `id` (once).
+    fn watch_probes(&self, state: &PodState, container: &api::Container, id: &str) {
+        let ctx = ProbeContext {
+            services: std::sync::Arc::clone(&self.ctx.services),
+            events: self.ctx.events.clone(),
+            observed: self.ctx.observed.clone(),
+            key: self.key.clone(),
+        };
+        let host = handlers::pod_host(&state.incarnation);
+        self.ctx.services.probes.ensure(&ctx, container, id, host);
+    }
+
+    /// Stops `instance` of container `name` with its preStop hook.
+    async fn stop_instance(
+        &self,
+        state: &PodState,
+        name: &str,
+        instance: &Instance,
+        grace: Duration,
+        why: &str,
+    ) -> Result<(), ReconcileError> {
+        let hook = PreStop::of(instance, handlers::pod_host(&state.incarnation));
+        containers::stop(
+            self.ctx,
+            self.runtime,
+            self.key,
+            name,
+            &instance.id,
+            hook,
+            grace,
+            why,
+        )
+        .await
+        .map(drop)
+        .map_err(failed)
     }
 
     fn event(&self, event_type: EventType, reason: &str, message: String) {
@@ -435,26 +477,16 @@ async fn remove_slot(
     state: &mut PodState,
     name: &str,
 ) -> Result<(), ReconcileError> {
-    if let Some(id) = state
+    if let Some(instance) = state
         .incarnation
         .containers
         .get(name)
-        .and_then(|s| s.current.as_ref())
-        .map(|i| i.id.clone())
+        .and_then(|s| s.current.clone())
     {
         let grace = Duration::from_secs(state.incarnation.grace_seconds);
-        containers::stop(
-            run.ctx,
-            run.runtime,
-            run.key,
-            name,
-            &id,
-            grace,
-            "it was removed from the pod",
-        )
-        .await
-        .map_err(failed)?;
-        containers::remove(run.ctx, run.runtime, &id)
+        run.stop_instance(state, name, &instance, grace, "it was removed from the pod")
+            .await?;
+        containers::remove(run.ctx, run.runtime, &instance.id)
             .await
             .map_err(failed)?;
     }
@@ -476,6 +508,7 @@ async fn reconcile_container(
 ) -> Result<AppState, ReconcileError> {
     let config = run.ctx.services.pods;
     let name = container.name.clone();
+    kill_unhealthy(run, state, &name).await?;
     let slot = state
         .incarnation
         .containers
@@ -516,17 +549,27 @@ async fn reconcile_container(
         .expect("the slot exists")
         .clone();
     let step = plan::decide(&slot, hash, &observed, policy, now_ms());
-    if let (Observed::Running, Some(instance)) = (&observed, &slot.current) {
-        run.ctx.services.exits.watch(
-            &instance.id,
-            &run.ctx.services.paths.shim_dir(&instance.id),
-            run.key,
-            &run.ctx.observed,
-        );
+    let mut probed_ready = false;
+    match (&observed, &slot.current) {
+        (Observed::Running, Some(instance)) => {
+            run.ctx.services.exits.watch(
+                &instance.id,
+                &run.ctx.services.paths.shim_dir(&instance.id),
+                run.key,
+                &run.ctx.observed,
+            );
+            if step == Step::Keep {
+                run.watch_probes(state, container, &instance.id);
+                probed_ready = run.ctx.services.probes.ready(&instance.id);
+            }
+        }
+        (Observed::Exited(_), Some(instance)) => run.ctx.services.probes.forget(&instance.id),
+        _ => {}
     }
     match step {
         Step::Keep | Step::Wait => {
-            run.report.running(&slot, container, &observed);
+            run.report
+                .running(&slot, container, &observed, probed_ready);
             Ok(AppState::Running)
         }
         Step::Done => {
@@ -554,17 +597,8 @@ async fn reconcile_container(
             if let Some(old) = slot.current.as_ref().filter(|i| i.created) {
                 if step == Step::Replace {
                     let grace = Duration::from_secs(state.incarnation.grace_seconds);
-                    containers::stop(
-                        run.ctx,
-                        run.runtime,
-                        run.key,
-                        &name,
-                        &old.id,
-                        grace,
-                        "its spec changed",
-                    )
-                    .await
-                    .map_err(failed)?;
+                    run.stop_instance(state, &name, old, grace, "its spec changed")
+                        .await?;
                 }
                 containers::remove(run.ctx, run.runtime, &old.id)
                     .await
@@ -663,6 +697,11 @@ async fn launch(
         started_at: None,
         warnings: Vec::new(),
         exit: None,
+        pre_stop: container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|hook| Action::of_hook(hook, container)),
     };
     {
         let slot = state
@@ -719,8 +758,66 @@ async fn launch(
         run.key,
         &run.ctx.observed,
     );
-    run.report.running(&slot, container, &Observed::Running);
+    if let Some(action) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .and_then(|hook| Action::of_hook(hook, container))
+    {
+        let host = handlers::pod_host(&state.incarnation);
+        let id = &instance.id;
+        let ran = hooks::post_start(
+            run.ctx,
+            run.runtime,
+            run.key,
+            &container.name,
+            id,
+            &action,
+            host,
+        );
+        if ran.await.is_err() {
+            let grace = Duration::from_secs(state.incarnation.grace_seconds);
+            let why = "its postStart hook failed";
+            run.stop_instance(state, &container.name, &instance, grace, why)
+                .await?;
+            // The next pass sees the exit and restarts it by the policy.
+            run.report.requeue_now();
+            run.report
+                .running(&slot, container, &Observed::Creating, false);
+            return Ok(AppState::Running);
+        }
+    }
+    run.watch_probes(state, container, &instance.id);
+    let ready = run.ctx.services.probes.ready(&instance.id);
+    run.report
+        .running(&slot, container, &Observed::Running, ready);
     Ok(AppState::Running)
+}
+
+/// Stops the container `name` whose liveness or startup probe failed; the
+/// reconcile then sees it exited and restarts it by the restart policy.
+async fn kill_unhealthy(
+    run: &PodRun<'_>,
+    state: &PodState,
+    name: &str,
+) -> Result<(), ReconcileError> {
+    let Some(instance) = state
+        .incarnation
+        .containers
+        .get(name)
+        .and_then(|slot| slot.current.as_ref())
+        .filter(|instance| instance.created && instance.exit.is_none())
+    else {
+        return Ok(());
+    };
+    let Some(kill) = run.ctx.services.probes.kill_request(&instance.id) else {
+        return Ok(());
+    };
+    let grace = kill
+        .grace
+        .unwrap_or(Duration::from_secs(state.incarnation.grace_seconds));
+    run.stop_instance(state, name, instance, grace, &kill.why)
+        .await
 }
 
 /// The manifest asks for something the desired state cannot give (a

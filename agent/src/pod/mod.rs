@@ -9,8 +9,10 @@
 //! 3. init containers one at a time, then app containers, each restarted
 //!    by the restart policy with kubelet's CrashLoopBackOff ([`plan`],
 //!    [`backoff`]) and replaced alone when only its own spec changed;
-//! 4. exits arrive without polling ([`exits`]); status is [`report`]ed in
-//!    the shape `berth ps` prints.
+//! 4. exits arrive without polling ([`exits`]); probes run as tasks and
+//!    report through the same channel ([`probes`], running [`handlers`]);
+//!    lifecycle hooks run at start and before every stop ([`hooks`]);
+//!    status is [`report`]ed in the shape `berth ps` prints.
 //!
 //! Crash safety: the pod's record ([`state`]) is written before every
 //! action it describes; [`recover`] runs once at agent start to adopt what
@@ -19,11 +21,14 @@
 pub mod backoff;
 pub mod containers;
 pub mod exits;
+pub mod handlers;
 pub mod hash;
+pub mod hooks;
 pub mod inputs;
 pub mod lifecycle;
 pub mod network;
 pub mod plan;
+pub mod probes;
 pub mod recover;
 pub mod report;
 pub mod sandbox;

@@ -217,6 +217,7 @@ mod tests {
                 started_at: None,
                 warnings: vec![],
                 exit: None,
+                pre_stop: None,
             }),
             ..Default::default()
         }

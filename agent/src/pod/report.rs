@@ -28,6 +28,7 @@ fn details(
     slot: Option<&ContainerSlot>,
     container: &api::Container,
     state: ContainerState,
+    ready: bool,
 ) -> ContainerDetails {
     let current = slot.and_then(|s| s.current.as_ref());
     let running = matches!(state, ContainerState::Running { .. });
@@ -51,8 +52,8 @@ fn details(
             last_state
         },
         restart_count: slot.map_or(0, |s| s.restart_count),
-        // No readiness probes yet: a running container is ready.
-        ready: running,
+        // As its probes say (see `pod::probes`); only a running one.
+        ready: running && ready,
     }
 }
 
@@ -70,8 +71,18 @@ impl Report {
         container: &api::Container,
         state: ContainerState,
     ) {
+        self.push_ready(slot, container, state, false);
+    }
+
+    fn push_ready(
+        &mut self,
+        slot: Option<&ContainerSlot>,
+        container: &api::Container,
+        state: ContainerState,
+        ready: bool,
+    ) {
         let init = slot.is_some_and(|s| s.init);
-        let entry = details(slot, container, state);
+        let entry = details(slot, container, state, ready);
         if init {
             self.init_containers.push(entry);
         } else {
@@ -100,11 +111,13 @@ impl Report {
         self.push(slot, container, waiting(reason, String::new()));
     }
 
+    /// A running (or starting) container; `ready` as its probes say.
     pub fn running(
         &mut self,
         slot: &ContainerSlot,
         container: &api::Container,
         observed: &Observed,
+        ready: bool,
     ) {
         let state = match (observed, slot.current.as_ref()) {
             (Observed::Running, Some(instance)) => ContainerState::Running {
@@ -113,7 +126,7 @@ impl Report {
             },
             _ => waiting("ContainerCreating", String::new()),
         };
-        self.push(Some(slot), container, state);
+        self.push_ready(Some(slot), container, state, ready);
     }
 
     pub fn finished(&mut self, slot: &ContainerSlot, container: &api::Container) {
@@ -197,7 +210,7 @@ impl Report {
             (None, _) if !state.incarnation.init_done => {
                 init_message(&self.init_containers, spec.init_containers.len())
             }
-            (None, _) => format!("{running}/{total} running"),
+            (None, _) => running_message(&self.containers, running, total),
         };
         let wake = self.wake_at_ms;
         let now = self.now;
@@ -223,6 +236,24 @@ fn round(d: Duration) -> Duration {
         Duration::from_secs(d.as_secs())
     } else {
         Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX) / 100 * 100)
+    }
+}
+
+/// `2/2 running`, or `2/2 running, not ready: web` while a readiness or
+/// startup probe holds a running container back.
+fn running_message(containers: &[ContainerDetails], running: usize, total: usize) -> String {
+    let not_ready: Vec<&str> = containers
+        .iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }) && !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    if not_ready.is_empty() {
+        format!("{running}/{total} running")
+    } else {
+        format!(
+            "{running}/{total} running, not ready: {}",
+            not_ready.join(", ")
+        )
     }
 }
 

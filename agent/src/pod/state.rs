@@ -164,6 +164,9 @@ pub struct Instance {
     /// counted once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// Its preStop hook, kept so it runs even after the manifest is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<super::handlers::Action>,
 }
 
 impl PodState {

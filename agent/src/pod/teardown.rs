@@ -1,5 +1,5 @@
 //! Removing an incarnation of a pod: every container stopped at once with
-//! the grace period, then removed with its image hold; the network torn
+//! the grace period (its preStop hook first), then removed with its image hold; the network torn
 //! down through its driver; the sandbox, volumes and pod cgroup removed.
 //! Goes on past failures and returns them all; running it again after a
 //! partial failure (or a crash) finishes the job.
@@ -9,7 +9,9 @@ use std::time::Duration;
 use manifests::ObjectKey;
 
 use super::containers;
-use super::state::Incarnation;
+use super::handlers;
+use super::hooks::PreStop;
+use super::state::{Incarnation, Instance};
 use crate::reconcile::Context;
 use crate::runtime::Runtime;
 
@@ -22,13 +24,15 @@ pub async fn incarnation(
     why: &str,
 ) -> Vec<String> {
     let grace = Duration::from_secs(incarnation.grace_seconds);
-    let instances: Vec<(&String, String)> = incarnation
+    let host = handlers::pod_host(incarnation);
+    let instances: Vec<(&String, &Instance)> = incarnation
         .containers
         .iter()
-        .filter_map(|(name, slot)| slot.current.as_ref().map(|i| (name, i.id.clone())))
+        .filter_map(|(name, slot)| slot.current.as_ref().map(|i| (name, i)))
         .collect();
-    let stops = instances.iter().map(|(name, id)| async move {
-        containers::stop(ctx, runtime, key, name, id, grace, why)
+    let stops = instances.iter().map(|(name, instance)| async move {
+        let hook = PreStop::of(instance, host);
+        containers::stop(ctx, runtime, key, name, &instance.id, hook, grace, why)
             .await
             .map_err(|err| format!("stopping container {name}: {err}"))
     });
@@ -37,8 +41,8 @@ pub async fn incarnation(
         .into_iter()
         .filter_map(Result::err)
         .collect();
-    for (_, id) in &instances {
-        if let Err(err) = containers::remove(ctx, runtime, id).await {
+    for (_, instance) in &instances {
+        if let Err(err) = containers::remove(ctx, runtime, &instance.id).await {
             errors.push(err);
         }
     }

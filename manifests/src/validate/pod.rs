@@ -743,7 +743,14 @@ fn validate_handler(
         validate_http_get(&format!("{path}.httpGet"), http, container, issues);
     }
     if let Some(tcp) = &handler.tcp_socket {
-        validate_tcp_socket(&format!("{path}.tcpSocket"), tcp, container, issues);
+        let tcp_path = format!("{path}.tcpSocket");
+        validate_tcp_socket(&tcp_path, tcp, container, issues);
+        issues.warning(
+            tcp_path.clone(),
+            format!(
+                "`{tcp_path}` is accepted but not run by berth (kubelet does not run tcpSocket hooks either); use exec, httpGet or sleep"
+            ),
+        );
     }
     if let Some(sleep) = &handler.sleep
         && sleep.seconds < 0
@@ -809,5 +816,42 @@ fn probe_port(path: &str, port: &IntOrString, container: &Container, issues: &mu
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Severity;
+
+    #[test]
+    fn tcp_socket_hooks_are_named_as_not_run() {
+        let container = Container {
+            name: "app".into(),
+            ..Default::default()
+        };
+        let handler = LifecycleHandler {
+            tcp_socket: Some(TcpSocketAction {
+                port: IntOrString::Int(80),
+                host: None,
+            }),
+            ..Default::default()
+        };
+        let mut issues = Issues::new();
+        let path = "spec.containers[0].lifecycle.preStop";
+        validate_handler(path, &handler, &container, &mut issues);
+        let warnings: Vec<String> = issues
+            .list
+            .iter()
+            .filter(|i| i.severity == Severity::Warning)
+            .map(|i| i.message.clone())
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(
+                "`spec.containers[0].lifecycle.preStop.tcpSocket` is accepted but not run"
+            ),
+            "{warnings:?}"
+        );
     }
 }

@@ -1,0 +1,411 @@
+//! The actions probes and lifecycle hooks run, as kubelet runs them:
+//! `exec` through the OCI runtime's exec in the container (its
+//! namespaces, user, capabilities, seccomp profile), `httpGet` from the
+//! host to the pod (success is a status in 200..=399; HTTPS certificates
+//! are not verified, as kubelet does not), `tcpSocket` (a connect), and a
+//! hook's `sleep`. Ports named after a container port are resolved when the
+//! container starts, so an [`Action`] stands alone and can be kept in the
+//! pod's state for a preStop hook after the manifest is gone.
+//!
+//! Results carry text a user can act on: an exec's output (its own, never
+//! the container's environment), an HTTP status, a connection error.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use manifests::types as api;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{ExecRequest, Runtime};
+
+/// How much of an exec's output or an HTTP body goes into an event.
+const OUTPUT_LIMIT: usize = 1024;
+
+/// A probe's or hook's action, its port resolved to a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Action {
+    Exec {
+        command: Vec<String>,
+    },
+    HttpGet {
+        https: bool,
+        /// `None`: the pod's address ([`Target::default_host`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        port: u16,
+        path: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
+    },
+    TcpSocket {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        port: u16,
+    },
+    Sleep {
+        seconds: u64,
+    },
+}
+
+/// Where an action runs: the container (for exec) and the address of the
+/// pod (for httpGet and tcpSocket without a `host`).
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub runtime: &'a Runtime,
+    pub container_id: &'a str,
+    pub default_host: IpAddr,
+}
+
+/// The address probes reach a pod at: its first IP over the bridge, the
+/// host's loopback for a hostNetwork pod (or one without an address yet).
+pub fn pod_host(incarnation: &super::state::Incarnation) -> IpAddr {
+    if incarnation.host_network {
+        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+    }
+    incarnation
+        .network
+        .as_ref()
+        .and_then(|n| n.pod_ips().first().copied())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn port_number(port: &api::IntOrString, container: &api::Container) -> Option<u16> {
+    match port {
+        api::IntOrString::Int(number) => u16::try_from(*number).ok(),
+        api::IntOrString::String(name) => container
+            .ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+fn http_get(http: &api::HttpGetAction, container: &api::Container) -> Option<Action> {
+    let path = http.path.clone().unwrap_or_default();
+    Some(Action::HttpGet {
+        https: http.scheme.as_deref() == Some("HTTPS"),
+        host: http.host.clone().filter(|h| !h.is_empty()),
+        port: port_number(&http.port, container)?,
+        path: if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        },
+        headers: http
+            .http_headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+    })
+}
+
+fn tcp_socket(tcp: &api::TcpSocketAction, container: &api::Container) -> Option<Action> {
+    Some(Action::TcpSocket {
+        host: tcp.host.clone().filter(|h| !h.is_empty()),
+        port: port_number(&tcp.port, container)?,
+    })
+}
+
+impl Action {
+    /// The action of a probe; `None` for one berth does not run (grpc,
+    /// which validation warns about) or an unresolvable port (an error
+    /// validation reports).
+    pub fn of_probe(probe: &api::Probe, container: &api::Container) -> Option<Self> {
+        if let Some(exec) = &probe.exec {
+            return Some(Self::Exec {
+                command: exec.command.clone(),
+            });
+        }
+        if let Some(http) = &probe.http_get {
+            return http_get(http, container);
+        }
+        probe
+            .tcp_socket
+            .as_ref()
+            .and_then(|tcp| tcp_socket(tcp, container))
+    }
+
+    /// The action of a lifecycle hook. kubelet does not run `tcpSocket`
+    /// hooks (deprecated; validation warns), and neither does berth.
+    pub fn of_hook(handler: &api::LifecycleHandler, container: &api::Container) -> Option<Self> {
+        if let Some(exec) = &handler.exec {
+            return Some(Self::Exec {
+                command: exec.command.clone(),
+            });
+        }
+        if let Some(http) = &handler.http_get {
+            return http_get(http, container);
+        }
+        handler.sleep.as_ref().map(|sleep| Self::Sleep {
+            seconds: u64::try_from(sleep.seconds).unwrap_or(0),
+        })
+    }
+
+    /// Runs the action within `timeout`: `Ok` with what it said on
+    /// success, `Err` with why it failed.
+    pub async fn run(&self, target: Target<'_>, timeout: Duration) -> Result<String, String> {
+        match tokio::time::timeout(timeout, self.run_untimed(target, timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "timed out after {}",
+                crate::config::duration::format(timeout)
+            )),
+        }
+    }
+
+    async fn run_untimed(&self, target: Target<'_>, timeout: Duration) -> Result<String, String> {
+        match self {
+            Self::Exec { command } => exec(target, command).await,
+            Self::HttpGet {
+                https,
+                host,
+                port,
+                path,
+                headers,
+            } => {
+                let host = host_text(host.as_deref(), target.default_host);
+                let scheme = if *https { "https" } else { "http" };
+                let url = format!("{scheme}://{host}:{port}{path}");
+                get(&url, headers, timeout).await
+            }
+            Self::TcpSocket { host, port } => {
+                let host = host
+                    .clone()
+                    .unwrap_or_else(|| target.default_host.to_string());
+                tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map(|_| format!("connected to {host}:{port}"))
+                    .map_err(|err| format!("dial tcp {host}:{port}: {err}"))
+            }
+            Self::Sleep { seconds } => {
+                tokio::time::sleep(Duration::from_secs(*seconds)).await;
+                Ok(String::new())
+            }
+        }
+    }
+
+    /// A short description for events (`exec [cat /tmp/healthy]`,
+    /// `http-get http://:8080/healthz`); header values are left out.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Exec { command } => format!("exec {command:?}"),
+            Self::HttpGet {
+                https,
+                host,
+                port,
+                path,
+                ..
+            } => format!(
+                "http-get {}://{}:{port}{path}",
+                if *https { "https" } else { "http" },
+                host.as_deref().unwrap_or("")
+            ),
+            Self::TcpSocket { host, port } => {
+                format!("tcp-socket {}:{port}", host.as_deref().unwrap_or(""))
+            }
+            Self::Sleep { seconds } => format!("sleep {seconds}s"),
+        }
+    }
+}
+
+fn host_text(host: Option<&str>, default: IpAddr) -> String {
+    match host {
+        Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
+        Some(host) => host.to_string(),
+        None => match default {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        },
+    }
+}
+
+/// Text for an event: lossy UTF-8, trimmed, at most [`OUTPUT_LIMIT`] bytes.
+fn output_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(OUTPUT_LIMIT)]);
+    text.trim().to_string()
+}
+
+/// The command through `RUNTIME exec`; its exit code decides. The
+/// runtime's exec process is killed if the timeout drops this future (the
+/// command inside may outlive it, as with kubelet).
+async fn exec(target: Target<'_>, command: &[String]) -> Result<String, String> {
+    let request = ExecRequest {
+        argv: command.to_vec(),
+        ..Default::default()
+    };
+    let prepared = target
+        .runtime
+        .exec_command(target.container_id, &request)
+        .map_err(|err| crate::status::chain(&err))?;
+    let mut child = tokio::process::Command::from(prepared.command);
+    child.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = child
+        .output()
+        .await
+        .map_err(|err| format!("running the OCI runtime's exec: {err}"))?;
+    let mut text = out.stdout;
+    text.extend_from_slice(&out.stderr);
+    let text = output_text(&text);
+    let code = crate::runtime::exit_code(out.status);
+    if code == 0 {
+        Ok(text)
+    } else if text.is_empty() {
+        Err(format!("command {command:?} exited with {code}"))
+    } else {
+        Err(format!("command {command:?} exited with {code}: {text}"))
+    }
+}
+
+/// One client for every probe: no proxy (probes go to the pod directly),
+/// no connection reuse (each probe is a fresh connection, as kubelet's),
+/// certificates not verified (kubelet's HTTPS probes do not either).
+fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            crate::image::hosts::install_crypto_provider();
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .tls_danger_accept_invalid_certs(true)
+                .redirect(reqwest::redirect::Policy::limited(10))
+                .user_agent(concat!("berth-probe/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|err| format!("cannot make an HTTP client: {err}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+async fn get(url: &str, headers: &[(String, String)], timeout: Duration) -> Result<String, String> {
+    let mut request = client()?.get(url).timeout(timeout);
+    let has_accept = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("accept"));
+    if !has_accept {
+        request = request.header("Accept", "*/*");
+    }
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|err| format!("Get {url:?}: {}", crate::status::chain(&err)))?;
+    let status = response.status();
+    let body = read_some(response).await;
+    let code = status.as_u16();
+    if (200..400).contains(&code) {
+        Ok(format!("HTTP {status}"))
+    } else if body.is_empty() {
+        Err(format!(
+            "GET {url}: HTTP probe failed with statuscode: {code}"
+        ))
+    } else {
+        Err(format!(
+            "GET {url}: HTTP probe failed with statuscode: {code}: {body}"
+        ))
+    }
+}
+
+/// The start of a response body, for the event.
+async fn read_some(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < OUTPUT_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    output_text(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container() -> api::Container {
+        api::Container {
+            name: "web".into(),
+            ports: vec![api::ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ports_by_name_resolve_to_the_container_port() {
+        let probe = api::Probe {
+            http_get: Some(api::HttpGetAction {
+                path: Some("healthz".into()),
+                port: api::IntOrString::String("http".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let action = Action::of_probe(&probe, &container()).expect("an action");
+        assert_eq!(
+            action,
+            Action::HttpGet {
+                https: false,
+                host: None,
+                port: 8080,
+                path: "/healthz".into(),
+                headers: vec![],
+            }
+        );
+        let unknown = api::Probe {
+            tcp_socket: Some(api::TcpSocketAction {
+                port: api::IntOrString::String("nope".into()),
+                host: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(Action::of_probe(&unknown, &container()), None);
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_urls() {
+        let v6: IpAddr = "fd00::2".parse().expect("ip");
+        assert_eq!(host_text(None, v6), "[fd00::2]");
+        assert_eq!(host_text(Some("::1"), v6), "[::1]");
+        assert_eq!(host_text(Some("example.test"), v6), "example.test");
+    }
+
+    #[tokio::test]
+    async fn http_get_passes_on_2xx_and_fails_with_the_status_and_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut conn, _) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let body = "nothing here";
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(reply.as_bytes()).await.expect("write");
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/");
+        let headers = [("X-Probe".to_string(), "1".to_string())];
+        let timeout = Duration::from_secs(5);
+        assert_eq!(get(&url, &headers, timeout).await, Ok("HTTP 200 OK".into()));
+        let failed = get(&url, &headers, timeout).await.expect_err("404 fails");
+        assert!(
+            failed.contains("404") && failed.contains("nothing here"),
+            "{failed}"
+        );
+        server.await.expect("server");
+    }
+}
