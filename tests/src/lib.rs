@@ -168,3 +168,17 @@ impl Default for TestDirs {
 }
 pub mod agent;
 pub mod layers;
+
+/// Runs each case once per OCI runtime, as `runc::<case>` and
+/// `crun::<case>`; a case is a `fn(runtime: &str)` in the calling file.
+#[macro_export]
+macro_rules! for_each_runtime {
+    ($($case:ident),* $(,)?) => {
+        mod runc {
+            $( #[test] fn $case() { super::$case("runc") } )*
+        }
+        mod crun {
+            $( #[test] fn $case() { super::$case("crun") } )*
+        }
+    };
+}

@@ -2,22 +2,12 @@
 //! runc AND crun (`runtimeClassName`), images from a local registry:
 //! every case runs once per runtime (`runc::<case>`, `crun::<case>`).
 
+use berth_e2e::for_each_runtime;
 use std::time::Duration;
 
 use berth_e2e::images::busybox_image;
 use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
-
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
 
 for_each_runtime!(
     a_pod_runs_and_writes_to_a_host_path,

@@ -4,6 +4,7 @@
 //! runs once per runtime (`runc::<case>`, `crun::<case>`). Pods use the
 //! host's network, so probes reach them on 127.0.0.1 at a free port.
 
+use berth_e2e::for_each_runtime;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,17 +13,6 @@ use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
 use berth_e2e::registry::free_port;
 use berth_e2e::wait_until;
 use serde_json::Value;
-
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
 
 for_each_runtime!(
     a_failing_liveness_exec_probe_restarts_only_its_container,
@@ -57,6 +47,22 @@ fn data_dir(world: &PodWorld) -> (PathBuf, String, &'static str) {
         volumes,
         "    volumeMounts:\n    - name: data\n      mountPath: /data\n",
     )
+}
+
+/// A pod `web` whose busybox httpd serves `data/index.html` on a free
+/// port, with `probe` (given the port) added to its container; returns
+/// once the probe says it is ready, with the data dir and its PID.
+fn ready_web_pod(world: &PodWorld, probe: impl Fn(u16) -> String) -> (PathBuf, i64) {
+    let (data, volumes, mount) = data_dir(world);
+    std::fs::write(data.join("index.html"), "ok\n").expect("index.html");
+    let port = free_port();
+    let mut containers = world.shell_container("web", &format!("exec httpd -f -p {port} -h /data"));
+    containers.push_str(mount);
+    containers.push_str(&probe(port));
+    world.write_manifest("web.yaml", &world.pod_yaml("web", &volumes, &containers));
+    let pod = world.wait_pod("web", "web ready", |p| ready(p, "web") == Some(true));
+    let pid = running_pid(&pod, "web").expect("pid");
+    (data, pid)
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -132,18 +138,11 @@ fn a_failing_liveness_exec_probe_restarts_only_its_container(runtime: &str) {
 fn readiness_follows_an_http_get_probe_without_restarts(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let (data, volumes, mount) = data_dir(&world);
-    std::fs::write(data.join("index.html"), "ok\n").expect("index.html");
-    let port = free_port();
-    let mut containers = world.shell_container("web", &format!("exec httpd -f -p {port} -h /data"));
-    containers.push_str(mount);
-    containers.push_str(&format!(
-        "    ports:\n    - name: http\n      containerPort: {port}\n    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: http\n        httpHeaders:\n        - name: X-Probe\n          value: berth\n      periodSeconds: 1\n      failureThreshold: 1\n"
-    ));
-    world.write_manifest("web.yaml", &world.pod_yaml("web", &volumes, &containers));
-
-    let pod = world.wait_pod("web", "web ready", |p| ready(p, "web") == Some(true));
-    let pid = running_pid(&pod, "web").expect("pid");
+    let (data, pid) = ready_web_pod(&world, |port| {
+        format!(
+            "    ports:\n    - name: http\n      containerPort: {port}\n    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: http\n        httpHeaders:\n        - name: X-Probe\n          value: berth\n      periodSeconds: 1\n      failureThreshold: 1\n"
+        )
+    });
 
     std::fs::remove_file(data.join("index.html")).expect("removing index.html");
     let pod = world.wait_pod("web", "web not ready", |p| ready(p, "web") == Some(false));
@@ -373,17 +372,11 @@ fn post_start_hook_runs_and_its_failure_restarts_the_container(runtime: &str) {
 fn probes_resume_when_a_restarted_agent_adopts_the_container(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let (data, volumes, mount) = data_dir(&world);
-    std::fs::write(data.join("index.html"), "ok\n").expect("index.html");
-    let port = free_port();
-    let mut containers = world.shell_container("web", &format!("exec httpd -f -p {port} -h /data"));
-    containers.push_str(mount);
-    containers.push_str(&format!(
-        "    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: {port}\n      periodSeconds: 1\n      failureThreshold: 1\n"
-    ));
-    world.write_manifest("web.yaml", &world.pod_yaml("web", &volumes, &containers));
-    let pod = world.wait_pod("web", "web ready", |p| ready(p, "web") == Some(true));
-    let pid = running_pid(&pod, "web").expect("pid");
+    let (data, pid) = ready_web_pod(&world, |port| {
+        format!(
+            "    readinessProbe:\n      httpGet:\n        path: /index.html\n        port: {port}\n      periodSeconds: 1\n      failureThreshold: 1\n"
+        )
+    });
     assert!(events_with(&world, "web", "Unhealthy").is_empty());
 
     // Broken while nobody probes: only the adopted container's new probe

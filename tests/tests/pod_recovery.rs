@@ -1,22 +1,12 @@
 //! Crash safety of the pod reconciler through the real agent: kill -9 the
 //! agent while pods run, change things while it is down, start it again.
 
+use berth_e2e::for_each_runtime;
 use std::path::Path;
 use std::time::Duration;
 
 use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
-
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
 
 for_each_runtime!(a_restarted_agent_adopts_running_containers_and_learns_real_exits);
 

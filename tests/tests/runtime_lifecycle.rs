@@ -2,9 +2,9 @@
 //! and real runc AND crun: every case runs once per runtime
 //! (`runc::<case>`, `crun::<case>`).
 
-#[macro_use]
 mod runtime_common;
 
+use berth_e2e::for_each_runtime;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 

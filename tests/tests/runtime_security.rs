@@ -2,11 +2,11 @@
 //! (`/proc/self/status`, `/proc/self/mountinfo`), for the default and each
 //! `securityContext` variant, with runc and crun.
 
-#[macro_use]
 mod runtime_common;
 
 use berth::runtime::RuntimeError;
 use berth::runtime::spec::{Capabilities, ContainerSpec, SeccompProfile};
+use berth_e2e::for_each_runtime;
 use berth_e2e::rootfs::{MARKER_CONTENT, MARKER_PATH};
 use runtime_common::{Harness, sh};
 

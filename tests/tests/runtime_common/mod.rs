@@ -32,20 +32,6 @@ use netplugins::ns::{self, NsKind};
 
 pub const RUNTIMES: [&str; 2] = ["runc", "crun"];
 
-/// Runs each case once per runtime, as `runc::<case>` and `crun::<case>`;
-/// a case is a `fn(runtime: &str)` in the including file.
-#[allow(unused_macros)]
-macro_rules! for_each_runtime {
-    ($($case:ident),* $(,)?) => {
-        mod runc {
-            $( #[test] fn $case() { super::$case("runc") } )*
-        }
-        mod crun {
-            $( #[test] fn $case() { super::$case("crun") } )*
-        }
-    };
-}
-
 /// One test's world: directories, a `Runtime` configured with the real
 /// shim, a unique cgroup parent, and what it created (removed on drop).
 pub struct Harness {
