@@ -12,6 +12,7 @@ use manifests::{Kind, Object, ObjectKey};
 use crate::desired::DesiredState;
 use crate::image::auth::Credentials;
 use crate::runtime::spec::EnvVar;
+use crate::runtime::volumes::VolumeFile;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
@@ -247,33 +248,43 @@ fn value_from(
 }
 
 /// The files of a configMap or secret volume.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeFiles {
     pub name: String,
-    /// Relative path and content.
-    pub files: Vec<(String, Vec<u8>)>,
+    /// Each with its mode (`VolumeFile`'s Debug never prints contents).
+    pub files: Vec<VolumeFile>,
     /// A Secret's: kept on a tmpfs.
     pub secret: bool,
-    pub mode: u32,
+    /// The pod's fsGroup: the group owning the files.
+    pub gid: Option<u32>,
 }
 
-/// Never prints file contents (they may be secret).
-impl std::fmt::Debug for VolumeFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VolumeFiles")
-            .field("name", &self.name)
-            .field("files", &self.files.len())
-            .field("secret", &self.secret)
-            .finish()
+/// Kubernetes' mode of one projected file: the item's own `mode`, else the
+/// volume's `defaultMode`, else 0o644, masked to 0o777. With an fsGroup,
+/// kubelet adds group read to the volume's mode so the group can read what
+/// the owner can; a mode the item names itself is kept exactly as given
+/// (kubelet would widen 0o400 to 0o440 too).
+pub fn file_mode(item_mode: Option<i32>, default_mode: Option<i32>, fs_group: Option<u32>) -> u32 {
+    let masked = |mode: Option<i32>| mode.and_then(|m| u32::try_from(m).ok()).map(|m| m & 0o777);
+    if let Some(mode) = masked(item_mode) {
+        return mode;
+    }
+    let mode = masked(default_mode).unwrap_or(0o644);
+    if fs_group.is_some() {
+        mode | 0o040
+    } else {
+        mode
     }
 }
 
 /// The files of `volume` if it is a configMap or secret volume (`None`
-/// for other kinds). A missing optional object gives an empty directory.
+/// for other kinds), for a pod whose fsGroup is `fs_group`. A missing
+/// optional object gives an empty directory.
 pub fn volume_files(
     namespace: &str,
     volume: &api::Volume,
     desired: &DesiredState,
+    fs_group: Option<u32>,
 ) -> Result<Option<VolumeFiles>, InputError> {
     let (kind, name, items, default_mode, optional, secret) =
         match (&volume.config_map, &volume.secret) {
@@ -295,10 +306,11 @@ pub fn volume_files(
             ),
             (None, None) => return Ok(None),
         };
-    // Kubernetes' default for both; the mode bits are masked to 0o777.
-    let mode = default_mode
-        .and_then(|m| u32::try_from(m).ok())
-        .map_or(0o644, |m| m & 0o777);
+    let file = |path: &str, data: Vec<u8>, item_mode: Option<i32>| VolumeFile {
+        path: path.to_string(),
+        data,
+        mode: file_mode(item_mode, default_mode, fs_group),
+    };
     let mut files = Vec::new();
     match data_of(desired, kind, namespace, name) {
         None if optional.unwrap_or(false) => {}
@@ -310,11 +322,13 @@ pub fn volume_files(
                 name: name.clone(),
             });
         }
-        Some(data) if items.is_empty() => files.extend(data),
+        Some(data) if items.is_empty() => {
+            files.extend(data.into_iter().map(|(key, bytes)| file(&key, bytes, None)))
+        }
         Some(data) => {
             for item in items {
                 match data.get(&item.key) {
-                    Some(bytes) => files.push((item.path.clone(), bytes.clone())),
+                    Some(bytes) => files.push(file(&item.path, bytes.clone(), item.mode)),
                     None if optional.unwrap_or(false) => {}
                     None => {
                         return Err(InputError::MissingVolumeKey {
@@ -333,7 +347,7 @@ pub fn volume_files(
         name: volume.name.clone(),
         files,
         secret,
-        mode,
+        gid: fs_group,
     }))
 }
 
@@ -531,16 +545,23 @@ mod tests {
             "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/b.txt"}], "defaultMode": 0o600}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired)
+        let files = volume_files("default", &volume, &desired, None)
             .expect("files")
             .expect("a configMap volume");
-        assert_eq!(files.files, [("sub/b.txt".to_string(), b"2".to_vec())]);
-        assert_eq!((files.secret, files.mode), (false, 0o600));
+        assert_eq!(
+            files.files,
+            [VolumeFile {
+                path: "sub/b.txt".into(),
+                data: b"2".to_vec(),
+                mode: 0o600
+            }]
+        );
+        assert!(!files.secret);
         let volume: api::Volume = serde_json::from_value(serde_json::json!({
             "name": "certs", "secret": {"secretName": "tls"}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired)
+        let files = volume_files("default", &volume, &desired, None)
             .expect("files")
             .expect("a secret volume");
         assert!(files.secret);
@@ -549,7 +570,56 @@ mod tests {
             "name": "x", "secret": {"secretName": "absent"}
         }))
         .expect("volume");
-        assert!(volume_files("default", &volume, &desired).is_err());
+        assert!(volume_files("default", &volume, &desired, None).is_err());
+    }
+
+    #[test]
+    fn an_item_mode_overrides_the_default_mode() {
+        // No mode anywhere: Kubernetes' 0644.
+        assert_eq!(file_mode(None, None, None), 0o644);
+        assert_eq!(file_mode(None, Some(0o440), None), 0o440);
+        assert_eq!(file_mode(Some(0o400), Some(0o440), None), 0o400);
+        // Masked to the permission bits, like defaultMode.
+        assert_eq!(file_mode(Some(0o4755), None, None), 0o755);
+        assert_eq!(file_mode(None, Some(0o1600), None), 0o600);
+        // A negative mode (rejected by validate) falls back to the default.
+        assert_eq!(file_mode(Some(-1), Some(0o600), None), 0o600);
+        // fsGroup: the volume's mode gains group read; an item's own does not.
+        assert_eq!(file_mode(None, Some(0o600), Some(2000)), 0o640);
+        assert_eq!(file_mode(None, Some(0o440), Some(2000)), 0o440);
+        assert_eq!(file_mode(Some(0o400), Some(0o440), Some(2000)), 0o400);
+    }
+
+    #[test]
+    fn items_carry_their_own_modes_and_the_fs_group() {
+        let secret = Object::Secret(api::Secret {
+            metadata: api::ObjectMeta::named("tls"),
+            string_data: [
+                ("crt".to_string(), "c".to_string()),
+                ("key".to_string(), "k".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        });
+        let desired = state(vec![secret]);
+        let volume: api::Volume = serde_json::from_value(serde_json::json!({
+            "name": "certs",
+            "secret": {"secretName": "tls", "defaultMode": 0o440, "items": [
+                {"key": "crt", "path": "tls.crt"},
+                {"key": "key", "path": "tls.key", "mode": 0o400}
+            ]}
+        }))
+        .expect("volume");
+        let files = volume_files("default", &volume, &desired, Some(2000))
+            .expect("files")
+            .expect("a secret volume");
+        let modes: Vec<(&str, u32)> = files
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode))
+            .collect();
+        assert_eq!(modes, [("tls.crt", 0o440), ("tls.key", 0o400)]);
+        assert_eq!(files.gid, Some(2000));
     }
 
     #[test]

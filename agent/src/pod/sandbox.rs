@@ -16,7 +16,7 @@ use super::state::{Incarnation, PodState};
 use crate::desired::DesiredState;
 use crate::paths::Paths;
 use crate::reconcile::Context;
-use crate::runtime::volumes::{FileOptions, write_files};
+use crate::runtime::volumes::{FileOptions, give_empty_dirs_to_group, write_files};
 use crate::runtime::{EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, from_pod};
 use crate::status::{Event, EventType};
 use manifests::{Kind, ObjectKey};
@@ -161,8 +161,9 @@ pub async fn ensure(
 
     let mut volumes = Vec::new();
     for volume in &spec.volumes {
-        let files = inputs::volume_files(&namespace, volume, desired)
-            .map_err(|err| not_ready("CreateContainerConfigError")(err.to_string()))?;
+        let files =
+            inputs::volume_files(&namespace, volume, desired, pod.security_context.fs_group)
+                .map_err(|err| not_ready("CreateContainerConfigError")(err.to_string()))?;
         let materialised = match files {
             None => None,
             Some(files) => Some(write_volume(paths, state, &files)?),
@@ -176,9 +177,14 @@ pub async fn ensure(
                 .map_err(|err| not_ready("CreateContainerConfigError")(err.to_string()))?,
         );
     }
-    let volumes = runtime
+    let prepared = runtime
         .prepare_volumes(&pod.uid, &volumes)
         .map_err(|err| not_ready("CreateContainerConfigError")(crate::status::chain(&err)))?;
+    if let Some(gid) = pod.security_context.fs_group {
+        give_empty_dirs_to_group(&volumes, &prepared, gid)
+            .map_err(|err| not_ready("CreateContainerConfigError")(err.to_string()))?;
+    }
+    let volumes = prepared;
 
     let fields = FieldValues {
         name: name.clone(),
@@ -270,7 +276,8 @@ fn write_volume(
         .pod_run_dir(&state.incarnation.uid)
         .join("volumes")
         .join(&files.name);
-    let hash = super::hash::of(&(&files.files, files.mode));
+    // Modes and the group are in the hash: editing them rewrites the files.
+    let hash = super::hash::of(&(&files.files, files.gid));
     if state.incarnation.volume_hashes.get(&files.name) == Some(&hash) && dir.is_dir() {
         return Ok(dir);
     }
@@ -280,8 +287,7 @@ fn write_volume(
         &files.files,
         FileOptions {
             tmpfs: files.secret,
-            mode: files.mode,
-            gid: None,
+            gid: files.gid,
         },
     )
     .map_err(|err| not_ready("CreateContainerConfigError")(err.to_string()))?;

@@ -162,7 +162,7 @@ pub fn pod_security_context(
         run_as_group: id("(pod)", "runAsGroup", s.run_as_group)?,
         run_as_non_root: s.run_as_non_root,
         supplemental_groups: groups,
-        fs_group: None,
+        fs_group: id("(pod)", "fsGroup", s.fs_group)?,
         seccomp_profile: None,
     })
 }
@@ -262,6 +262,21 @@ mod tests {
         let err = container_spec(&c, vec![]).expect_err("negative uid");
         assert!(
             err.to_string().contains("securityContext.runAsUser: -1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fs_group_becomes_the_pods_fs_group() {
+        let context = |fs_group| api::PodSecurityContext {
+            fs_group: Some(fs_group),
+            ..Default::default()
+        };
+        let mapped = pod_security_context(Some(&context(2000))).expect("maps");
+        assert_eq!(mapped.fs_group, Some(2000));
+        let err = pod_security_context(Some(&context(-5))).expect_err("negative gid");
+        assert!(
+            err.to_string().contains("securityContext.fsGroup: -5"),
             "{err}"
         );
     }

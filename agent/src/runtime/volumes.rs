@@ -228,32 +228,52 @@ fn expect_type(
     }
 }
 
+/// One file of a configMap or secret volume.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeFile {
+    /// Relative to the volume (subdirectories allowed, no `..`).
+    pub path: String,
+    pub data: Vec<u8>,
+    /// Permission bits (already masked to 0o777).
+    pub mode: u32,
+}
+
+/// Never prints the content (it may be secret).
+impl std::fmt::Debug for VolumeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeFile")
+            .field("path", &self.path)
+            .field("bytes", &self.data.len())
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .finish()
+    }
+}
+
 /// How [`write_files`] stores a configMap or secret volume.
 #[derive(Debug, Clone, Copy)]
 pub struct FileOptions {
     /// Keep the files in memory only (secrets): a tmpfs on `dir`.
     pub tmpfs: bool,
-    /// Mode of every file: 0o400/0o440 for secrets, 0o644 for configMaps.
-    pub mode: u32,
-    /// Group owning the files (the pod's fsGroup), so 0o440 works for a
-    /// non-root container user in that group.
+    /// Group owning the files and directories (the pod's fsGroup), so a
+    /// 0o440 file works for a non-root container user in that group.
     pub gid: Option<u32>,
 }
 
-/// Materialises a configMap/secret volume: writes `files` (relative names,
-/// subdirectories allowed, no `..`) into `dir`, replacing what was there.
-/// Secrets go to a tmpfs so they never touch the disk.
+/// Materialises a configMap/secret volume: writes `files` (each with its
+/// own mode) into `dir`, replacing what was there. Secrets go to a tmpfs
+/// so they never touch the disk. With a `gid`, the directories are
+/// group-owned by it with the setgid bit (kubelet's volume ownership).
 pub fn write_files(
     volume: &str,
     dir: &Path,
-    files: &[(String, Vec<u8>)],
+    files: &[VolumeFile],
     options: FileOptions,
 ) -> Result<(), VolumeError> {
-    for (name, _) in files {
-        if !is_plain_relative(name) {
+    for file in files {
+        if !is_plain_relative(&file.path) {
             return Err(VolumeError::BadFileName {
                 volume: volume.to_string(),
-                name: name.clone(),
+                name: file.path.clone(),
             });
         }
     }
@@ -261,7 +281,7 @@ pub fn write_files(
     if options.tmpfs {
         let total: u64 = files
             .iter()
-            .map(|(_, data)| u64::try_from(data.len()).unwrap_or(u64::MAX))
+            .map(|file| u64::try_from(file.data.len()).unwrap_or(u64::MAX))
             .sum();
         mount_tmpfs(
             volume,
@@ -282,26 +302,72 @@ pub fn write_files(
             removed.map_err(|source| io_err(volume, "removing", &path, source))?;
         }
     }
-    for (name, data) in files {
-        let path = dir.join(name);
+    let mut dirs = std::collections::BTreeSet::from([dir.to_path_buf()]);
+    for file in files {
+        let path = dir.join(&file.path);
         if let Some(parent) = path.parent() {
             make_dir(volume, parent, 0o755)?;
+            dirs.extend(
+                parent
+                    .ancestors()
+                    .take_while(|d| d.starts_with(dir))
+                    .map(Path::to_path_buf),
+            );
         }
-        let mut file = std::fs::OpenOptions::new()
+        let mut created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(options.mode)
+            .mode(file.mode)
             .open(&path)
             .map_err(|source| io_err(volume, "creating", &path, source))?;
-        std::io::Write::write_all(&mut file, data)
+        std::io::Write::write_all(&mut created, &file.data)
             .map_err(|source| io_err(volume, "writing", &path, source))?;
         // The umask may have narrowed the mode given at creation.
-        file.set_permissions(Permissions::from_mode(options.mode))
+        created
+            .set_permissions(Permissions::from_mode(file.mode))
             .map_err(|source| io_err(volume, "setting permissions of", &path, source))?;
         if let Some(gid) = options.gid {
-            std::os::unix::fs::fchown(&file, None, Some(gid))
+            std::os::unix::fs::fchown(&created, None, Some(gid))
                 .map_err(|source| io_err(volume, "changing the group of", &path, source))?;
         }
+    }
+    if let Some(gid) = options.gid {
+        for dir in &dirs {
+            std::os::unix::fs::chown(dir, None, Some(gid))
+                .map_err(|source| io_err(volume, "changing the group of", dir, source))?;
+            set_mode(volume, dir, 0o2755)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the pod's emptyDir volumes to its fsGroup as kubelet does when it
+/// sets one up: the directory is group-owned by `gid` with the setgid bit
+/// and group rwx (0o2777), so what containers create there belongs to
+/// `gid` too. Done once (while the directory's group is not `gid` yet):
+/// what containers later change is theirs. Other volumes are left alone
+/// (hostPath is never touched; configMap/secret files get their group
+/// from [`write_files`]).
+pub fn give_empty_dirs_to_group(
+    volumes: &[Volume],
+    prepared: &std::collections::BTreeMap<String, PreparedVolume>,
+    gid: u32,
+) -> Result<(), VolumeError> {
+    for volume in volumes {
+        let (VolumeSource::EmptyDir { .. }, Some(prepared)) =
+            (&volume.source, prepared.get(&volume.name))
+        else {
+            continue;
+        };
+        let dir = &prepared.host_path;
+        let meta = std::fs::metadata(dir)
+            .map_err(|source| io_err(&volume.name, "inspecting", dir, source))?;
+        if std::os::unix::fs::MetadataExt::gid(&meta) == gid {
+            continue;
+        }
+        std::os::unix::fs::chown(dir, None, Some(gid))
+            .map_err(|source| io_err(&volume.name, "changing the group of", dir, source))?;
+        set_mode(&volume.name, dir, 0o2777)?;
     }
     Ok(())
 }
@@ -501,16 +567,23 @@ mod tests {
         assert!(!prepared.host_path.exists());
     }
 
+    fn file(path: &str, data: &[u8], mode: u32) -> VolumeFile {
+        VolumeFile {
+            path: path.into(),
+            data: data.to_vec(),
+            mode,
+        }
+    }
+
     #[test]
     fn file_names_may_not_escape() {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = FileOptions {
             tmpfs: false,
-            mode: 0o644,
             gid: None,
         };
         for bad in ["../x", "/etc/passwd", "a/../../b", ""] {
-            let err = write_files("cfg", dir.path(), &[(bad.to_string(), vec![])], options)
+            let err = write_files("cfg", dir.path(), &[file(bad, b"", 0o644)], options)
                 .expect_err("rejected");
             assert!(
                 matches!(err, VolumeError::BadFileName { .. }),
@@ -520,17 +593,45 @@ mod tests {
         write_files(
             "cfg",
             dir.path(),
-            &[
-                ("a.conf".into(), b"1".to_vec()),
-                ("sub/b".into(), b"2".to_vec()),
-            ],
+            &[file("a.conf", b"1", 0o644), file("sub/b", b"2", 0o644)],
             options,
         )
         .expect("written");
         assert_eq!(std::fs::read(dir.path().join("sub/b")).expect("read"), b"2");
         // A second version replaces the first.
-        write_files("cfg", dir.path(), &[("c".into(), b"3".to_vec())], options).expect("written");
+        write_files("cfg", dir.path(), &[file("c", b"3", 0o644)], options).expect("written");
         assert!(!dir.path().join("a.conf").exists());
         assert_eq!(std::fs::read(dir.path().join("c")).expect("read"), b"3");
+    }
+
+    fn mode_and_group(path: &Path) -> (u32, u32) {
+        let meta = std::fs::metadata(path).expect("stat");
+        (
+            meta.permissions().mode() & 0o7777,
+            std::os::unix::fs::MetadataExt::gid(&meta),
+        )
+    }
+
+    #[test]
+    fn each_file_gets_its_own_mode_and_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A group the test process may give files to whoever runs it.
+        let gid = nix::unistd::getegid().as_raw();
+        let options = FileOptions {
+            tmpfs: false,
+            gid: Some(gid),
+        };
+        write_files(
+            "cfg",
+            dir.path(),
+            &[file("a", b"1", 0o440), file("sub/b", b"2", 0o400)],
+            options,
+        )
+        .expect("written");
+        assert_eq!(mode_and_group(&dir.path().join("a")), (0o440, gid));
+        assert_eq!(mode_and_group(&dir.path().join("sub/b")), (0o400, gid));
+        assert_eq!(mode_and_group(&dir.path().join("sub")), (0o2755, gid));
+        assert_eq!(mode_and_group(dir.path()), (0o2755, gid));
+        assert!(!format!("{:?}", file("k", b"s3cret", 0o400)).contains("s3cret"));
     }
 }

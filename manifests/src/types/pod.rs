@@ -439,6 +439,11 @@ pub struct PodSecurityContext {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub supplemental_groups: Vec<i64>,
+    /// A group every container gets as a supplementary group, owning the
+    /// pod's configMap, secret and emptyDir volumes (hostPath volumes are
+    /// never touched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<i64>,
 }
 
 /// A health check: exactly one of `exec`, `httpGet`, `tcpSocket`.

@@ -147,6 +147,7 @@ pub(super) fn validate_pod(pod: &Pod, issues: &mut Issues) {
         for (field, id) in [
             ("runAsUser", sc.run_as_user),
             ("runAsGroup", sc.run_as_group),
+            ("fsGroup", sc.fs_group),
         ] {
             non_negative_id(&format!("spec.securityContext.{field}"), id, issues);
         }
@@ -853,5 +854,40 @@ mod tests {
             ),
             "{warnings:?}"
         );
+    }
+
+    fn diagnostics(yaml: &str) -> Vec<(Severity, String)> {
+        let parsed = crate::parse_file(std::path::Path::new("pod.yaml"), yaml.as_bytes());
+        parsed
+            .all_diagnostics()
+            .map(|d| (d.severity, d.to_string()))
+            .collect()
+    }
+
+    fn pod_with_fs_group(fs_group: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  securityContext:\n    runAsUser: 1000\n    fsGroup: {fs_group}\n  containers:\n  - name: app\n    image: busybox\n"
+        )
+    }
+
+    #[test]
+    fn fs_group_is_implemented_and_range_checked() {
+        for ok in ["0", "2000", "4294967295"] {
+            let found = diagnostics(&pod_with_fs_group(ok));
+            assert!(found.is_empty(), "fsGroup {ok}: {found:?}");
+        }
+        for bad in ["-1", "4294967296"] {
+            let found = diagnostics(&pod_with_fs_group(bad));
+            assert_eq!(found.len(), 1, "fsGroup {bad}: {found:?}");
+            assert_eq!(found[0].0, Severity::Error, "{found:?}");
+            assert!(
+                // Line 8 is the fsGroup line.
+                found[0].1.starts_with("pod.yaml:8:")
+                    && found[0]
+                        .1
+                        .contains(&format!("{bad} is not a valid user or group ID")),
+                "{found:?}"
+            );
+        }
     }
 }
