@@ -120,7 +120,7 @@ fn nofile(path: &str) -> (u64, u64) {
 #[test]
 fn secret_and_memory_volumes_live_in_tmpfs_and_mount_read_only() {
     use berth::runtime::spec::{Volume, VolumeMount, VolumeSource};
-    use berth::runtime::volumes::{self, FileOptions};
+    use berth::runtime::volumes::{self, FileOptions, VolumeFile};
     for runtime in RUNTIMES {
         let mut h = Harness::new(runtime);
         let pod = h.pod("vols");
@@ -128,10 +128,13 @@ fn secret_and_memory_volumes_live_in_tmpfs_and_mount_read_only() {
         volumes::write_files(
             "token",
             &secret_dir,
-            &[("token".into(), b"s3cret".to_vec())],
+            &[VolumeFile {
+                path: "token".into(),
+                data: b"s3cret".to_vec(),
+                mode: 0o440,
+            }],
             FileOptions {
                 tmpfs: true,
-                mode: 0o440,
                 gid: Some(2000),
             },
         )

@@ -91,7 +91,17 @@ pub fn prepare(
             if *memory {
                 mount_tmpfs(name, &dir, 0o777, *size_limit)?;
             }
-            set_mode(name, &dir, 0o777)?;
+            // Keeps the setgid bit an fsGroup gave it (see
+            // `give_empty_dirs_to_group`): clearing it on every reconcile
+            // would let files made meanwhile miss the group.
+            let current = std::fs::metadata(&dir)
+                .map_err(|source| io_err(name, "inspecting", &dir, source))?
+                .permissions()
+                .mode();
+            let wanted = 0o777 | (current & 0o2000);
+            if current & 0o7777 != wanted {
+                set_mode(name, &dir, wanted)?;
+            }
             Ok(PreparedVolume {
                 host_path: dir,
                 always_read_only: false,
@@ -344,10 +354,10 @@ pub fn write_files(
 /// Gives the pod's emptyDir volumes to its fsGroup as kubelet does when it
 /// sets one up: the directory is group-owned by `gid` with the setgid bit
 /// and group rwx (0o2777), so what containers create there belongs to
-/// `gid` too. Done once (while the directory's group is not `gid` yet):
-/// what containers later change is theirs. Other volumes are left alone
-/// (hostPath is never touched; configMap/secret files get their group
-/// from [`write_files`]).
+/// `gid` too. Idempotent (a no-op once applied; [`prepare`] keeps the
+/// setgid bit); only the volume's directory is changed, not what
+/// containers put in it. Other volumes are left alone (hostPath is never touched;
+/// configMap/secret files get their group from [`write_files`]).
 pub fn give_empty_dirs_to_group(
     volumes: &[Volume],
     prepared: &std::collections::BTreeMap<String, PreparedVolume>,
@@ -362,12 +372,13 @@ pub fn give_empty_dirs_to_group(
         let dir = &prepared.host_path;
         let meta = std::fs::metadata(dir)
             .map_err(|source| io_err(&volume.name, "inspecting", dir, source))?;
-        if std::os::unix::fs::MetadataExt::gid(&meta) == gid {
-            continue;
+        if std::os::unix::fs::MetadataExt::gid(&meta) != gid {
+            std::os::unix::fs::chown(dir, None, Some(gid))
+                .map_err(|source| io_err(&volume.name, "changing the group of", dir, source))?;
         }
-        std::os::unix::fs::chown(dir, None, Some(gid))
-            .map_err(|source| io_err(&volume.name, "changing the group of", dir, source))?;
-        set_mode(&volume.name, dir, 0o2777)?;
+        if meta.permissions().mode() & 0o7777 != 0o2777 {
+            set_mode(&volume.name, dir, 0o2777)?;
+        }
     }
     Ok(())
 }
