@@ -1,6 +1,8 @@
 //! Pod volumes on the host: hostPath type checks, emptyDir directories
 //! (tmpfs for `medium: Memory`), directories of files for configMap and
-//! secret volumes, and `subPath` mounts that cannot leave their volume.
+//! secret volumes (each file with its own mode), the pod's fsGroup owning
+//! those and its emptyDirs, and `subPath` mounts that cannot leave their
+//! volume.
 
 use std::fs::Permissions;
 use std::os::fd::{AsFd, AsRawFd};
