@@ -13,9 +13,10 @@ use berth_e2e::wait_until;
 
 for_each_runtime!(fs_group_and_item_modes_reach_the_container);
 
-/// Decimal in the manifests: 0440 and 0400.
+/// Decimal in the manifests: 0440, 0400 and 0700.
 const MODE_0440: u32 = 288;
 const MODE_0400: u32 = 256;
+const MODE_0700: u32 = 448;
 
 fn secret_volume(token_mode: u32) -> String {
     format!(
@@ -110,12 +111,12 @@ fn fs_group_and_item_modes_reach_the_container(runtime: &str) {
         "pw-value",
         "uid 1000 reads a 0440 file through fsGroup"
     );
-    assert_eq!(answer(&out, "token"), "2000 400", "the item's own mode");
     assert_eq!(
-        answer(&out, "token-access"),
-        "denied",
-        "0400 root-owned: only its owner reads it"
+        answer(&out, "token"),
+        "2000 440",
+        "the item's own 0400, readable by the fsGroup as kubelet makes it"
     );
+    assert_eq!(answer(&out, "token-access"), "readable");
     assert_eq!(answer(&out, "conf"), "2000 644", "configMap: fsGroup");
     for dir in ["scratch", "mem"] {
         assert_eq!(
@@ -138,13 +139,13 @@ fn fs_group_and_item_modes_reach_the_container(runtime: &str) {
     std::fs::remove_file(out.join("done")).expect("removing done");
     world.write_manifest(
         "files.yaml",
-        &world.pod_yaml("files", &pod_spec(&out, MODE_0440), &containers),
+        &world.pod_yaml("files", &pod_spec(&out, MODE_0700), &containers),
     );
     let second = world.wait_pod("files", "app running again", |p| {
         running_pid(p, "app").is_some() && running_pid(p, "app") != running_pid(&first, "app")
     });
     wait_done(&out);
-    assert_eq!(answer(&out, "token"), "2000 440", "the edited item mode");
+    assert_eq!(answer(&out, "token"), "2000 740", "the edited item mode");
     assert_eq!(answer(&out, "token-access"), "readable");
     assert_eq!(answer(&out, "token-read"), "tok-value");
     assert_ne!(

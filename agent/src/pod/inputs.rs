@@ -261,17 +261,16 @@ pub struct VolumeFiles {
 
 /// Kubernetes' mode of one projected file: the item's own `mode`, else the
 /// volume's `defaultMode`, else 0o644, masked to 0o777. With an fsGroup,
-/// kubelet adds group read to the volume's mode so the group can read what
-/// the owner can; a mode the item names itself is kept exactly as given
-/// (kubelet would widen 0o400 to 0o440 too).
+/// kubelet makes every file of these read-only volumes readable by owner
+/// and group (`mode | 0o440`, its `roMask`), item modes included: the same
+/// manifest must give the same files as on a cluster.
 pub fn file_mode(item_mode: Option<i32>, default_mode: Option<i32>, fs_group: Option<u32>) -> u32 {
     let masked = |mode: Option<i32>| mode.and_then(|m| u32::try_from(m).ok()).map(|m| m & 0o777);
-    if let Some(mode) = masked(item_mode) {
-        return mode;
-    }
-    let mode = masked(default_mode).unwrap_or(0o644);
+    let mode = masked(item_mode)
+        .or_else(|| masked(default_mode))
+        .unwrap_or(0o644);
     if fs_group.is_some() {
-        mode | 0o040
+        mode | 0o440
     } else {
         mode
     }
@@ -584,10 +583,11 @@ mod tests {
         assert_eq!(file_mode(None, Some(0o1600), None), 0o600);
         // A negative mode (rejected by validate) falls back to the default.
         assert_eq!(file_mode(Some(-1), Some(0o600), None), 0o600);
-        // fsGroup: the volume's mode gains group read; an item's own does not.
+        // fsGroup: owner and group read on every file, as kubelet does.
         assert_eq!(file_mode(None, Some(0o600), Some(2000)), 0o640);
         assert_eq!(file_mode(None, Some(0o440), Some(2000)), 0o440);
-        assert_eq!(file_mode(Some(0o400), Some(0o440), Some(2000)), 0o400);
+        assert_eq!(file_mode(Some(0o400), Some(0o440), Some(2000)), 0o440);
+        assert_eq!(file_mode(Some(0o200), None, Some(2000)), 0o640);
     }
 
     #[test]
@@ -604,22 +604,26 @@ mod tests {
         let desired = state(vec![secret]);
         let volume: api::Volume = serde_json::from_value(serde_json::json!({
             "name": "certs",
-            "secret": {"secretName": "tls", "defaultMode": 0o440, "items": [
+            "secret": {"secretName": "tls", "defaultMode": 0o400, "items": [
                 {"key": "crt", "path": "tls.crt"},
-                {"key": "key", "path": "tls.key", "mode": 0o400}
+                {"key": "key", "path": "tls.key", "mode": 0o600}
             ]}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired, Some(2000))
-            .expect("files")
-            .expect("a secret volume");
-        let modes: Vec<(&str, u32)> = files
-            .files
-            .iter()
-            .map(|f| (f.path.as_str(), f.mode))
-            .collect();
-        assert_eq!(modes, [("tls.crt", 0o440), ("tls.key", 0o400)]);
-        assert_eq!(files.gid, Some(2000));
+        let modes = |fs_group| {
+            let files = volume_files("default", &volume, &desired, fs_group)
+                .expect("files")
+                .expect("a secret volume");
+            let modes: Vec<(String, u32)> = files
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.mode))
+                .collect();
+            (modes, files.gid)
+        };
+        let owned = |crt, key| vec![("tls.crt".to_string(), crt), ("tls.key".to_string(), key)];
+        assert_eq!(modes(None), (owned(0o400, 0o600), None));
+        assert_eq!(modes(Some(2000)), (owned(0o440, 0o640), Some(2000)));
     }
 
     #[test]
