@@ -140,6 +140,11 @@ impl TestDirs {
         cmd
     }
 
+    /// Writes manifest `relative` (subdirectories allowed) atomically.
+    pub fn write_manifest(&self, relative: &str, text: &str) {
+        write_atomically(&self.manifests.join(relative), text);
+    }
+
     /// Runs a berth CLI command against these directories.
     pub fn berth(&self, args: &[&str]) -> Output {
         self.berth_command(args).output().expect("spawning berth")
@@ -181,4 +186,17 @@ macro_rules! for_each_runtime {
             $( #[test] fn $case() { super::$case("crun") } )*
         }
     };
+}
+
+/// Writes a file the way careful tools do: a hidden temp file next to it,
+/// renamed over it (parent directories are created).
+pub fn write_atomically(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("parent directories");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 file name");
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&temp, text).expect("writing the temp file");
+    std::fs::rename(&temp, path).expect("renaming it into place");
 }

@@ -107,10 +107,7 @@ impl PodWorld {
 
     /// Writes manifest `file` atomically (temp file + rename).
     pub fn write_manifest(&self, file: &str, yaml: &str) {
-        let path = self.dirs.manifests.join(file);
-        let temp = self.dirs.manifests.join(format!(".{file}.tmp"));
-        std::fs::write(&temp, yaml).expect("writing a manifest");
-        std::fs::rename(&temp, &path).expect("renaming a manifest into place");
+        self.dirs.write_manifest(file, yaml);
     }
 
     pub fn remove_manifest(&self, file: &str) {

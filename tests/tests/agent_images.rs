@@ -41,20 +41,6 @@ fn registry_yaml(host: &str, mirrors: &[String], server: &str) -> String {
     yaml
 }
 
-/// Writes a file the way careful tools do: a hidden temp file renamed over.
-fn write_manifest(dirs: &TestDirs, relative: &str, text: &str) {
-    let path = dirs.manifests.join(relative);
-    fs::create_dir_all(path.parent().expect("a parent")).expect("manifest dir");
-    let temp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .expect("file name")
-    ));
-    fs::write(&temp, text).expect("writing temp file");
-    fs::rename(&temp, &path).expect("renaming over");
-}
-
 /// An agent config file under the test's temp dir.
 fn agent_config(dirs: &TestDirs, toml: &str) -> PathBuf {
     let path = dirs.temp.path().join("agent.toml");
@@ -118,8 +104,7 @@ fn marked_image(registry: &Registry, name: &str, marker: &str) -> PushedImage {
 /// `server: http://REGISTRY` for the registry's own host, as a hosts.toml in
 /// the manifest directory (the test registries speak plain HTTP).
 fn plain_http(dirs: &TestDirs, registry: &Registry) {
-    write_manifest(
-        dirs,
+    dirs.write_manifest(
         &format!("certs.d/{}/hosts.toml", registry.host()),
         &format!("server = \"{}\"\n", registry.url()),
     );
@@ -137,11 +122,7 @@ fn an_image_object_pre_pulls_pins_and_follows_a_changed_reference() {
     let second = marked_image(&registry, "berth/agent-second", "second");
     let dirs = TestDirs::new();
     plain_http(&dirs, &registry);
-    write_manifest(
-        &dirs,
-        "images.yaml",
-        &image_yaml("app", &first.reference, ""),
-    );
+    dirs.write_manifest("images.yaml", &image_yaml("app", &first.reference, ""));
     let agent = start_agent(&dirs, &agent_config(&dirs, ""));
 
     let status = wait_ready(&agent, &dirs, "app", &first.digest);
@@ -161,11 +142,7 @@ fn an_image_object_pre_pulls_pins_and_follows_a_changed_reference() {
     );
 
     // A new reference is pulled and pinned; the old one is unpinned but kept.
-    write_manifest(
-        &dirs,
-        "images.yaml",
-        &image_yaml("app", &second.reference, ""),
-    );
+    dirs.write_manifest("images.yaml", &image_yaml("app", &second.reference, ""));
     wait_ready(&agent, &dirs, "app", &second.digest);
     let images = images_json(&dirs);
     assert_eq!(
@@ -187,11 +164,7 @@ fn a_pinned_image_survives_prune_and_gc_and_is_collectable_once_the_image_is_del
     let image = busybox_image(&registry, "berth/agent-pinned");
     let dirs = TestDirs::new();
     plain_http(&dirs, &registry);
-    write_manifest(
-        &dirs,
-        "pinned.yaml",
-        &image_yaml("pinned", &image.reference, ""),
-    );
+    dirs.write_manifest("pinned.yaml", &image_yaml("pinned", &image.reference, ""));
     let config = agent_config(&dirs, "[store]\ngc-interval = \"1s\"\n");
     let agent = start_agent(&dirs, &config);
     wait_ready(&agent, &dirs, "pinned", &image.digest);
@@ -253,7 +226,7 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
         reference,
         "  source: archives/app.tar\n  pullPolicy: Never\n",
     );
-    write_manifest(&dirs, "airgap.yaml", &airgap);
+    dirs.write_manifest("airgap.yaml", &airgap);
     // Archives are not manifests: a changed one is noticed at the next
     // reconcile, which the relist brings.
     let config = agent_config(&dirs, "[controller]\nrelist-interval = \"1s\"\n");
@@ -268,8 +241,7 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
     assert_eq!(count(&agent.log(), IMPORTED), 1);
 
     // Re-applying the object (a label changed) does not import again.
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         "airgap.yaml",
         &airgap.replace(
             "  name: airgap\n",
@@ -315,16 +287,11 @@ fn a_registry_object_added_or_edited_applies_to_the_next_pull_without_a_restart(
     let after = marked_image(&registry, "berth/agent-after", "after");
     let mirror = Proxy::start(&registry.host());
     let dirs = TestDirs::new();
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         "registry.yaml",
         &registry_yaml(&registry.host(), &[], &registry.url()),
     );
-    write_manifest(
-        &dirs,
-        "before.yaml",
-        &image_yaml("before", &before.reference, ""),
-    );
+    dirs.write_manifest("before.yaml", &image_yaml("before", &before.reference, ""));
     let agent = start_agent(&dirs, &agent_config(&dirs, ""));
     wait_ready(&agent, &dirs, "before", &before.digest);
     let key_status = agent.wait_for_status(&dirs, "the Registry Ready", |s| {
@@ -339,8 +306,7 @@ fn a_registry_object_added_or_edited_applies_to_the_next_pull_without_a_restart(
     assert!(mirror.requests().is_empty(), "no mirror configured yet");
 
     // Edit: a pull-only mirror first. The next pull goes through it.
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         "registry.yaml",
         &registry_yaml(&registry.host(), &[mirror.url()], &registry.url()).replace(
             &format!("    - url: {}\n", mirror.url()),
@@ -360,11 +326,7 @@ fn a_registry_object_added_or_edited_applies_to_the_next_pull_without_a_restart(
                 )
         })
     });
-    write_manifest(
-        &dirs,
-        "after.yaml",
-        &image_yaml("after", &after.reference, ""),
-    );
+    dirs.write_manifest("after.yaml", &image_yaml("after", &after.reference, ""));
     wait_ready(&agent, &dirs, "after", &after.digest);
     let through_mirror = mirror.requests_for("/v2/berth/agent-after/");
     assert!(
@@ -393,12 +355,8 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
         registry.url(),
         mirror.url()
     );
-    write_manifest(&dirs, &hosts_toml, &good);
-    write_manifest(
-        &dirs,
-        "one.yaml",
-        &image_yaml("one", &images[0].reference, ""),
-    );
+    dirs.write_manifest(&hosts_toml, &good);
+    dirs.write_manifest("one.yaml", &image_yaml("one", &images[0].reference, ""));
     let agent = start_agent(&dirs, &agent_config(&dirs, ""));
     wait_ready(&agent, &dirs, "one", &images[0].digest);
     let pulled_via_mirror = |image: &PushedImage| {
@@ -412,8 +370,7 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
     // A new Image object for the next image: whether it came via the mirror.
     let pull_next = |n: usize| {
         let name = ["one", "two", "three"][n];
-        write_manifest(
-            &dirs,
+        dirs.write_manifest(
             &format!("{name}.yaml"),
             &image_yaml(name, &images[n].reference, ""),
         );
@@ -423,7 +380,7 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
 
     // 1. The hosts.toml stops parsing: the file's status says so, and the
     //    last valid version (with the mirror) stays in effect.
-    write_manifest(&dirs, &hosts_toml, &good.replace("[host.", "[host"));
+    dirs.write_manifest(&hosts_toml, &good.replace("[host.", "[host"));
     let status = agent.wait_for_status(&dirs, "the hosts.toml error in status", |s| {
         file(s, &dirs, &hosts_toml).is_some_and(|f| {
             f["lastKnownGood"] == true
@@ -442,8 +399,7 @@ fn a_broken_registry_config_is_loud_and_pulls_keep_the_last_valid_one() {
     //    status fails loudly, naming the file and host; pulls keep the
     //    previous configuration.
     let missing_ca = dirs.temp.path().join("no-such-ca.pem");
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         &hosts_toml,
         &format!(
             "server = \"{}\"\n[host.\"http://127.0.0.1:{}\"]\n  ca = \"{}\"\n",
@@ -477,13 +433,11 @@ fn two_image_objects_naming_the_same_reference_download_it_once() {
     let image = busybox_image(&registry, "berth/agent-shared");
     let proxy = Proxy::start(&registry.host());
     let dirs = TestDirs::new();
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         &format!("certs.d/{}/hosts.toml", registry.host()),
         &format!("server = \"{}\"\n", proxy.url()),
     );
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         "both.yaml",
         &format!(
             "{}---\n{}",
@@ -520,8 +474,7 @@ fn a_failed_pull_names_every_host_and_is_retried_until_it_succeeds() {
     let registry = Registry::start(RegistryOptions::default());
     let dirs = TestDirs::new();
     let down = format!("http://127.0.0.1:{}", free_port());
-    write_manifest(
-        &dirs,
+    dirs.write_manifest(
         "registry.yaml",
         &registry_yaml(
             &registry.host(),
@@ -530,7 +483,7 @@ fn a_failed_pull_names_every_host_and_is_retried_until_it_succeeds() {
         ),
     );
     let reference = format!("{}/berth/agent-later:latest", registry.host());
-    write_manifest(&dirs, "later.yaml", &image_yaml("later", &reference, ""));
+    dirs.write_manifest("later.yaml", &image_yaml("later", &reference, ""));
     let config = agent_config(
         &dirs,
         "[controller.backoff]\ninitial = \"200ms\"\nmax = \"1s\"\n",

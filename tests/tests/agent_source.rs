@@ -7,8 +7,8 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use berth_e2e::TestDirs;
 use berth_e2e::agent::{AgentProcess, REACT, file, names_of, object};
+use berth_e2e::{TestDirs, write_atomically};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -24,18 +24,6 @@ fn pod(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: main\n    image: localhost/berth/busybox:1.35\n"
     )
-}
-
-/// Writes a file the way careful tools do: a hidden temp file renamed over.
-fn write_atomically(path: &Path, text: &str) {
-    let temp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .expect("file name")
-    ));
-    fs::write(&temp, text).expect("writing temp file");
-    fs::rename(&temp, path).expect("renaming over");
 }
 
 fn generation(status: &Value, name: &str) -> Option<u64> {
