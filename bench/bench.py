@@ -214,6 +214,9 @@ spec:
 """
 
 
+BENCH_BRIDGE = "btbench0"
+
+
 class BerthAgent:
     """`berth run` with its persistent root on the loop fs and its volatile
     run root on a tmpfs (where /run/berth is on every host), with a given
@@ -227,6 +230,11 @@ class BerthAgent:
             kit.sh(["mount", "-t", "tmpfs", "-o", "mode=0755", "berth-bench-run",
                     self.cli.run_root])
             kit.on_exit(lambda: kit.umount_under(self.cli.run_root))
+        if network == "bridge":
+            # The agent keeps its bridge when its pods go (as podman does):
+            # the benchmark's own one goes when the run ends, after the agents.
+            kit.on_exit(lambda: subprocess.run(["ip", "link", "del", BENCH_BRIDGE],
+                                               stderr=subprocess.DEVNULL))
         self.manifests = os.path.join(base, "berth", f"manifests-{tag}")
         os.makedirs(self.manifests, exist_ok=True)
         config = os.path.join(base, "berth", f"agent-{tag}.toml")
@@ -239,7 +247,7 @@ default-handler = "{handler}"
 driver = "{network}"
 [network.bridge]
 network = "berth-bench"
-bridge = "btbench0"
+bridge = "{BENCH_BRIDGE}"
 subnet = "10.214.0.0/16"
 veth-prefix = "btb"
 nft-table = "berth_bench"
