@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -110,25 +110,18 @@ impl AgentProcess {
         what: &str,
         predicate: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + REACT;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let status = status_json(dirs);
-            if let Some(status) = &status
-                && predicate(status)
-            {
-                return status.clone();
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {REACT:?} waiting for {what}\nlast status: {}\nagent log:\n{}",
-                    status.map_or_else(|| "<none>".to_owned(), |s| format!("{s:#}")),
-                    tail(&self.log(), 60)
-                );
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+        let mut last = None;
+        crate::poll_until(REACT, || {
+            last = status_json(dirs);
+            last.as_ref().filter(|status| predicate(status)).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {REACT:?} waiting for {what}\nlast status: {}\nagent log:\n{}",
+                last.map_or_else(|| "<none>".to_owned(), |s| format!("{s:#}")),
+                tail(&self.log(), 60)
+            )
+        })
     }
 }
 
@@ -140,12 +133,9 @@ impl Drop for AgentProcess {
         if let Ok(pid) = i32::try_from(child.id()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = crate::poll_until(Duration::from_secs(15), || child.try_wait().ok().flatten());
+        if exited.is_some() {
+            return;
         }
         let _ = child.kill();
         let _ = child.wait();

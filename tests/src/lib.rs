@@ -73,22 +73,31 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
-/// Polls `probe` until it returns `Some`, or fails the test after `timeout`
-/// naming what was awaited. This is the only way tests wait.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+/// Polls `probe` until it returns `Some`, or returns `None` once `timeout`
+/// has passed (so the caller can fail with what it saw last). The pause
+/// between tries grows from 5 ms to 100 ms. This is the only way tests
+/// wait: every other wait in the kit is built on it.
+pub fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Polls `probe` until it returns `Some`, or fails the test after `timeout`
+/// naming what was awaited.
+pub fn wait_until<T>(timeout: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, probe)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// Runs `berth` with `args` and returns its output (any exit code).

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::pods::DataDir;
 use crate::pods::PodWorld;
-use crate::unique_name;
+use crate::{poll_until, unique_name};
 
 /// How long a connection attempt or a read may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -506,17 +507,9 @@ impl NetWorld {
         )
     }
 
-    /// A fresh directory under the test's temp dir for a pod to write to,
-    /// with the YAML that mounts it at `/data` (see [`DataDir`]).
+    /// A fresh directory for a pod to write to (see [`PodWorld::data_dir`]).
     pub fn data_dir(&self, name: &str) -> DataDir {
-        let path = self.world.dirs.temp.path().join(name);
-        std::fs::create_dir_all(&path).expect("creating a data dir");
-        DataDir {
-            volume: format!(
-                "  volumes:\n  - name: data\n    hostPath:\n      path: {path:?}\n      type: Directory\n"
-            ),
-            path,
-        }
+        self.world.data_dir(name)
     }
 
     /// Waits for pod `name` to run with an address; returns its status and IP.
@@ -595,53 +588,6 @@ impl NetWorld {
     /// The path of pod `uid`'s netns file.
     pub fn netns_of(&self, pod: &Value) -> PathBuf {
         self.netns_dir().join(pod_uid(pod))
-    }
-}
-
-/// A host directory a pod writes its findings to: `volume` goes into the
-/// pod's spec (`extra_spec`), [`DataDir::MOUNT`] after a container entry.
-pub struct DataDir {
-    pub path: PathBuf,
-    pub volume: String,
-}
-
-impl DataDir {
-    /// The `volumeMounts` of a container entry: the directory at `/data`.
-    pub const MOUNT: &str = "    volumeMounts:\n    - name: data\n      mountPath: /data\n";
-
-    /// Waits for the pod to write `file` (written last, by a rename, so it
-    /// is complete) and returns its contents.
-    pub fn wait_file(&self, file: &str) -> String {
-        let path = self.path.join(file);
-        crate::wait_until(
-            crate::pods::POD_WAIT,
-            &format!("{}", path.display()),
-            || std::fs::read_to_string(&path).ok(),
-        )
-    }
-
-    /// The contents of `file`, which must exist.
-    pub fn read(&self, file: &str) -> String {
-        let path = self.path.join(file);
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
-    }
-}
-
-/// Like [`crate::wait_until`], but `None` at the deadline, so the caller
-/// can fail with what it saw last.
-fn poll_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(20);
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if std::time::Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

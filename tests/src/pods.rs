@@ -9,7 +9,7 @@
 //! unmounts whatever is left under its directories.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -105,6 +105,19 @@ impl PodWorld {
         agent.wait_exit(agent::REACT);
     }
 
+    /// A fresh directory under the test's temp dir for a pod to write to,
+    /// with the YAML that mounts it at `/data` (see [`DataDir`]).
+    pub fn data_dir(&self, name: &str) -> DataDir {
+        let path = self.dirs.temp.path().join(name);
+        std::fs::create_dir_all(&path).expect("creating a data dir");
+        DataDir {
+            volume: format!(
+                "  volumes:\n  - name: data\n    hostPath:\n      path: {path:?}\n      type: Directory\n"
+            ),
+            path,
+        }
+    }
+
     /// Writes manifest `file` atomically (temp file + rename).
     pub fn write_manifest(&self, file: &str, yaml: &str) {
         self.dirs.write_manifest(file, yaml);
@@ -147,44 +160,35 @@ impl PodWorld {
 
     /// Waits until pod `name`'s status satisfies `predicate`; returns it.
     pub fn wait_pod(&self, name: &str, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + POD_WAIT;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let pod = self.pod(name);
-            if let Some(pod) = &pod
-                && predicate(pod)
-            {
-                return pod.clone();
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {POD_WAIT:?} waiting for pod {name}: {what}\nlast status: {}\nagent log:\n{}",
-                    pod.map_or_else(|| "<none>".to_owned(), |p| format!("{p:#}")),
-                    self.agent
-                        .as_ref()
-                        .map(|a| tail(&a.log(), 80))
-                        .unwrap_or_default()
-                );
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+        let mut last = None;
+        crate::poll_until(POD_WAIT, || {
+            last = self.pod(name);
+            last.as_ref().filter(|pod| predicate(pod)).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {POD_WAIT:?} waiting for pod {name}: {what}\nlast status: {}\nagent log:\n{}",
+                last.map_or_else(|| "<none>".to_owned(), |p| format!("{p:#}")),
+                self.agent_log_tail()
+            )
+        })
+    }
+
+    fn agent_log_tail(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(|a| tail(&a.log(), 80))
+            .unwrap_or_default()
     }
 
     /// Waits until the pod has no status any more (its cleanup finished).
     pub fn wait_pod_gone(&self, name: &str) {
-        let deadline = Instant::now() + POD_WAIT;
-        while self.pod(name).is_some() {
-            assert!(
-                Instant::now() < deadline,
-                "pod {name} was not removed within {POD_WAIT:?}\nagent log:\n{}",
-                self.agent
-                    .as_ref()
-                    .map(|a| tail(&a.log(), 80))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let gone = crate::poll_until(POD_WAIT, || self.pod(name).is_none().then_some(()));
+        assert!(
+            gone.is_some(),
+            "pod {name} was not removed within {POD_WAIT:?}\nagent log:\n{}",
+            self.agent_log_tail()
+        );
     }
 
     /// Events about pod `name` from the agent's event log, oldest first.
@@ -296,16 +300,14 @@ impl Drop for PodWorld {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
-            let deadline = Instant::now() + POD_WAIT;
-            while Instant::now() < deadline {
-                let pods = agent::status_json(&self.dirs)
+            // Best effort: whatever is left is removed by force below.
+            let _ = crate::poll_until(POD_WAIT, || {
+                agent::status_json(&self.dirs)
                     .map(|s| agent::names_of(&s, "Pod"))
-                    .unwrap_or_default();
-                if pods.is_empty() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+                    .unwrap_or_default()
+                    .is_empty()
+                    .then_some(())
+            });
             if let Some(agent) = self.agent.take() {
                 let _ = agent.stop();
             }
@@ -317,10 +319,9 @@ impl Drop for PodWorld {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.processes().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let _ = crate::poll_until(Duration::from_secs(10), || {
+            self.processes().is_empty().then_some(())
+        });
         let mut cgroups = self.cgroups();
         cgroups.reverse();
         for dir in cgroups.into_iter().chain(cgroup_dirs(&self.cgroup_parent)) {
@@ -329,5 +330,33 @@ impl Drop for PodWorld {
         for mount in self.mounts() {
             let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// A host directory a pod writes its findings to: `volume` goes into the
+/// pod's spec (`extra_spec`), [`DataDir::MOUNT`] after a container entry.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub volume: String,
+}
+
+impl DataDir {
+    /// The `volumeMounts` of a container entry: the directory at `/data`.
+    pub const MOUNT: &str = "    volumeMounts:\n    - name: data\n      mountPath: /data\n";
+
+    /// Waits for the pod to write `file` (written last, by a rename, so it
+    /// is complete) and returns its contents.
+    pub fn wait_file(&self, file: &str) -> String {
+        let path = self.path.join(file);
+        crate::wait_until(POD_WAIT, &format!("{}", path.display()), || {
+            std::fs::read_to_string(&path).ok()
+        })
+    }
+
+    /// The contents of `file`, which must exist.
+    pub fn read(&self, file: &str) -> String {
+        let path = self.path.join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
     }
 }

@@ -8,20 +8,15 @@ mod cli_common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
+use berth_e2e::pods::{DataDir, PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
 use cli_common::{Follower, err, ok};
 
 /// A hostPath volume `data` (a fresh directory) for the pod's trigger
 /// files: (the directory, its `volumes:` YAML, its `volumeMounts:` YAML).
 fn data_volume(world: &PodWorld) -> (PathBuf, String, String) {
-    let dir = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let volumes = format!(
-        "  volumes:\n  - name: data\n    hostPath:\n      path: {dir:?}\n      type: Directory\n"
-    );
-    let mounts = "    volumeMounts:\n    - name: data\n      mountPath: /data\n".to_owned();
-    (dir, volumes, mounts)
+    let data = world.data_dir("data");
+    (data.path, data.volume, DataDir::MOUNT.to_owned())
 }
 
 #[test]

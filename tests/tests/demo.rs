@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_e2e::registry::free_port;
 use berth_e2e::{berth_bin, require_root};
@@ -41,22 +41,17 @@ fn the_demo_shows_a_running_web_pod_and_leaves_nothing_behind() {
         .expect("running scripts/demo.sh");
     // The script names its bridge, table and cgroup parent after its PID.
     let id = child.id();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the demo") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            // SIGTERM runs the script's cleanup; give it time to finish.
-            let pid = i32::try_from(id).expect("pid fits in i32");
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            let _ = child.wait();
-            panic!(
-                "the demo did not finish within {DEADLINE:?}:\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let finished =
+        berth_e2e::poll_until(DEADLINE, || child.try_wait().expect("waiting for the demo"));
+    let Some(status) = finished else {
+        // SIGTERM runs the script's cleanup; give it time to finish.
+        let pid = i32::try_from(id).expect("pid fits in i32");
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = child.wait();
+        panic!(
+            "the demo did not finish within {DEADLINE:?}:\n{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default()
+        );
     };
     let output = std::fs::read_to_string(&out_path).expect("demo output");
     assert!(status.success(), "the demo failed ({status}):\n{output}");

@@ -6,7 +6,7 @@ use berth_e2e::for_each_runtime;
 use std::time::Duration;
 
 use berth_e2e::images::busybox_image;
-use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
+use berth_e2e::pods::{DataDir, PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
 
 for_each_runtime!(
@@ -24,17 +24,16 @@ for_each_runtime!(
 fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let extra = format!(
-        "  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n      type: Directory\n"
-    );
+    let data = world.data_dir("data");
     let mut containers = world.shell_container(
         "app",
         "echo hello from $(hostname) > /data/out.txt; exec sleep 1000",
     );
-    containers.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
-    world.write_manifest("web.yaml", &world.pod_yaml("web", &extra, &containers));
+    containers.push_str(DataDir::MOUNT);
+    world.write_manifest(
+        "web.yaml",
+        &world.pod_yaml("web", &data.volume, &containers),
+    );
 
     let pod = world.wait_pod("web", "app running", |p| {
         p["phase"] == "Running" && running_pid(p, "app").is_some()
@@ -43,7 +42,7 @@ fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
         Duration::from_secs(20),
         "the pod to write /data/out.txt",
         || {
-            std::fs::read_to_string(data.join("out.txt"))
+            std::fs::read_to_string(data.path.join("out.txt"))
                 .ok()
                 .filter(|t| t.ends_with('\n'))
         },
@@ -125,13 +124,14 @@ fn exit_codes_and_restart_counts_follow_the_restart_policy(runtime: &str) {
 fn crash_loop_back_off_delays_grow_and_cap(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let extra = format!("  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n");
+    let data = world.data_dir("data");
     let mut containers =
         world.shell_container("app", "cut -d' ' -f1 /proc/uptime >> /data/starts; exit 1");
-    containers.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
-    world.write_manifest("crash.yaml", &world.pod_yaml("crash", &extra, &containers));
+    containers.push_str(DataDir::MOUNT);
+    world.write_manifest(
+        "crash.yaml",
+        &world.pod_yaml("crash", &data.volume, &containers),
+    );
     let pod = world.wait_pod("crash", "six restarts", |p| {
         restarts(p, "app").is_some_and(|r| r >= 6)
     });
@@ -155,7 +155,7 @@ fn crash_loop_back_off_delays_grow_and_cap(runtime: &str) {
         ["200ms", "400ms", "800ms", "1600ms", "1600ms", "1600ms"],
         "delays double from backoff-initial and cap at backoff-max"
     );
-    let starts: Vec<f64> = std::fs::read_to_string(data.join("starts"))
+    let starts: Vec<f64> = std::fs::read_to_string(data.path.join("starts"))
         .expect("starts")
         .lines()
         .filter_map(|l| l.trim().parse().ok())
@@ -244,9 +244,8 @@ fn init_containers_gate_app_containers(runtime: &str) {
 fn sigterm_then_sigkill_after_the_grace_period(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let volume = format!("  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n");
+    let data = world.data_dir("data");
+    let volume = &data.volume;
     // A shell as pid 1 without a TERM trap ignores SIGTERM.
     let stubborn = world.pod_yaml(
         "stubborn",
@@ -257,7 +256,7 @@ fn sigterm_then_sigkill_after_the_grace_period(runtime: &str) {
         "app",
         "trap 'echo TERM > /data/polite; exit 0' TERM; while true; do sleep 0.1; done",
     );
-    polite_container.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    polite_container.push_str(DataDir::MOUNT);
     let polite = world.pod_yaml(
         "polite",
         &format!("  terminationGracePeriodSeconds: 30\n{volume}"),
@@ -289,7 +288,7 @@ fn sigterm_then_sigkill_after_the_grace_period(runtime: &str) {
         "SIGKILL came {waited}s after the stop signal, before the 3s grace period"
     );
     assert!(
-        std::fs::read_to_string(data.join("polite")).is_ok_and(|t| t == "TERM\n"),
+        std::fs::read_to_string(data.path.join("polite")).is_ok_and(|t| t == "TERM\n"),
         "the polite container saw SIGTERM"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! never silently overwritten; the pod's /etc files come from the driver.
 //! (Bridge networking end to end is in the net-e2e tests.)
 
-use berth_e2e::pods::{PodWorld, container, running_pid};
+use berth_e2e::pods::{DataDir, PodWorld, container, running_pid};
 use berth_e2e::registry::free_port;
 
 #[test]
@@ -50,21 +50,21 @@ fn a_second_pod_asking_for_a_held_host_port_reports_the_conflict() {
 fn the_pods_etc_files_come_from_its_network() {
     let mut world = PodWorld::new("runc");
     world.start_agent();
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
+    let data = world.data_dir("data");
     let extra = format!(
-        "  hostAliases:\n  - ip: 10.9.8.7\n    hostnames: [db.internal]\n  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n"
+        "  hostAliases:\n  - ip: 10.9.8.7\n    hostnames: [db.internal]\n{}",
+        data.volume
     );
     let mut containers =
         world.shell_container("app", "cat /etc/hosts > /data/hosts; exec sleep 1000");
-    containers.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    containers.push_str(DataDir::MOUNT);
     world.write_manifest("names.yaml", &world.pod_yaml("names", &extra, &containers));
     world.wait_pod("names", "running", |p| running_pid(p, "app").is_some());
     let hosts = berth_e2e::wait_until(
         std::time::Duration::from_secs(20),
         "the pod's /etc/hosts copy",
         || {
-            std::fs::read_to_string(data.join("hosts"))
+            std::fs::read_to_string(data.path.join("hosts"))
                 .ok()
                 .filter(|t| !t.is_empty())
         },

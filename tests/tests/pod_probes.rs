@@ -37,16 +37,8 @@ const PROBE_WAIT: Duration = Duration::from_secs(60);
 /// A host directory mounted at /data in the pod, and the spec lines that
 /// mount it (`volumes` under `spec:`, `volumeMounts` for one container).
 fn data_dir(world: &PodWorld) -> (PathBuf, String, &'static str) {
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let volumes = format!(
-        "  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n      type: Directory\n"
-    );
-    (
-        data,
-        volumes,
-        "    volumeMounts:\n    - name: data\n      mountPath: /data\n",
-    )
+    let data = world.data_dir("data");
+    (data.path, data.volume, DataDir::MOUNT)
 }
 
 /// A pod `web` whose busybox httpd serves `data/index.html` on a free

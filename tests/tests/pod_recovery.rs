@@ -5,7 +5,7 @@ use berth_e2e::for_each_runtime;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_e2e::pods::{PodWorld, container, restarts, running_pid};
+use berth_e2e::pods::{DataDir, PodWorld, container, restarts, running_pid};
 use berth_e2e::wait_until;
 
 for_each_runtime!(a_restarted_agent_adopts_running_containers_and_learns_real_exits);
@@ -25,8 +25,7 @@ fn started_events(world: &PodWorld, name: &str) -> usize {
 fn a_restarted_agent_adopts_running_containers_and_learns_real_exits(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
-    let data = world.dirs.temp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
+    let data = world.data_dir("data");
     for i in 0..3 {
         let yaml = world.pod_yaml(
             &format!("keep{i}"),
@@ -35,14 +34,12 @@ fn a_restarted_agent_adopts_running_containers_and_learns_real_exits(runtime: &s
         );
         world.write_manifest(&format!("keep{i}.yaml"), &yaml);
     }
-    let extra = format!(
-        "  restartPolicy: Never\n  volumes:\n  - name: data\n    hostPath:\n      path: {data:?}\n"
-    );
+    let extra = format!("  restartPolicy: Never\n{}", data.volume);
     let mut quits = world.shell_container(
         "app",
         "while [ ! -f /data/go ]; do sleep 0.05; done; exit 7",
     );
-    quits.push_str("    volumeMounts:\n    - name: data\n      mountPath: /data\n");
+    quits.push_str(DataDir::MOUNT);
     world.write_manifest("quits.yaml", &world.pod_yaml("quits", &extra, &quits));
     let doomed = world.pod_yaml(
         "doomed",
@@ -59,7 +56,7 @@ fn a_restarted_agent_adopts_running_containers_and_learns_real_exits(runtime: &s
     }
 
     world.kill_agent();
-    std::fs::write(data.join("go"), "").expect("go");
+    std::fs::write(data.path.join("go"), "").expect("go");
     let quits_pid = pids[3];
     wait_until(
         Duration::from_secs(20),

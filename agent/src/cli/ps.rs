@@ -17,6 +17,17 @@ use crate::paths::Paths;
 use crate::runtime::shim;
 use crate::status::{ContainerDetails, ContainerState, ObjectStatus, Phase};
 
+/// The table's columns, in order.
+const COLUMNS: [&str; 7] = [
+    "POD",
+    "CONTAINER",
+    "IMAGE",
+    "STATE",
+    "RESTARTS",
+    "AGE",
+    "IP",
+];
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Every container: also exited, waiting and init containers, and pods
@@ -198,19 +209,7 @@ fn print_table(out: &mut impl Write, rows: &[Row<'_>], all: bool, now: i64) -> s
             ]
         })
         .collect();
-    print_rows(
-        out,
-        &[
-            "POD",
-            "CONTAINER",
-            "IMAGE",
-            "STATE",
-            "RESTARTS",
-            "AGE",
-            "IP",
-        ],
-        &cells,
-    )
+    print_rows(out, &COLUMNS, &cells)
 }
 
 /// `Running`, `CrashLoopBackOff`, `Exited (3) 2m ago`, `OOMKilled (137) 5s ago`.
@@ -350,15 +349,7 @@ web   httpd       localhost/berth/busybox:1.35   Running   0          10m   10.8
         // Pods in key order (default before kube-system), init first; a pod
         // without containers shows its phase.
         let expected: [&[&str]; 7] = [
-            &[
-                "POD",
-                "CONTAINER",
-                "IMAGE",
-                "STATE",
-                "RESTARTS",
-                "AGE",
-                "IP",
-            ],
+            &COLUMNS,
             &["pending", "-", "-", "Running", "0", "-", "-"],
             &[
                 "web",
