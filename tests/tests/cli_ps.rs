@@ -10,7 +10,7 @@ mod cli_common;
 use std::path::Path;
 
 use berth_e2e::pods::{PodWorld, container, running_pid};
-use cli_common::{cells, err, ok, stderr};
+use cli_common::{PS_COLUMNS, cells, err, ok, stderr};
 use serde_json::Value;
 
 const PASSWORD: &str = "hunter2-never-printed";
@@ -83,18 +83,7 @@ fn ps_and_inspect_match_what_runs_and_never_show_a_secret() {
 
     let table = ok(world.dirs.berth(&["ps", "-a"]));
     let table = cells(&table);
-    assert_eq!(
-        table[0],
-        [
-            "POD",
-            "CONTAINER",
-            "IMAGE",
-            "STATE",
-            "RESTARTS",
-            "AGE",
-            "IP"
-        ]
-    );
+    assert_eq!(table[0], PS_COLUMNS);
     let find = |pod: &str, name: &str| {
         table
             .iter()

@@ -14,7 +14,7 @@ use berth::status::{
     AgentInfo, AgentState, ContainerDetails, ContainerState, Details, ObjectStatus, Phase,
     PodDetails, STATUS_FORMAT_VERSION, SourceRef, StatusDocument,
 };
-use cli_common::{cells, err, ok, stderr, stdout};
+use cli_common::{PS_COLUMNS, cells, err, ok, stderr, stdout};
 use manifests::Kind;
 use runtime_common::{Harness, sh};
 use serde_json::Value;
@@ -148,18 +148,7 @@ fn ps_shows_running_containers_and_exits_the_agent_did_not_see() {
         stderr(&table)
     );
     let rows = cells(&text);
-    assert_eq!(
-        rows[0],
-        [
-            "POD",
-            "CONTAINER",
-            "IMAGE",
-            "STATE",
-            "RESTARTS",
-            "AGE",
-            "IP"
-        ]
-    );
+    assert_eq!(rows[0], PS_COLUMNS);
     assert_eq!(rows.len(), 3, "{text}");
     assert_eq!(
         &rows[1][..5],

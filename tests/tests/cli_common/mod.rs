@@ -12,6 +12,17 @@ use std::time::Duration;
 
 use berth_e2e::TestDirs;
 
+/// The header of `berth ps`, as users (and scripts) see it.
+pub const PS_COLUMNS: [&str; 7] = [
+    "POD",
+    "CONTAINER",
+    "IMAGE",
+    "STATE",
+    "RESTARTS",
+    "AGE",
+    "IP",
+];
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
