@@ -376,4 +376,22 @@ mod tests {
         let err = toml::from_str::<AgentConfig>("[store]\ngc = \"1h\"\n").expect_err("unknown key");
         assert!(err.to_string().contains("gc"), "{err}");
     }
+    #[test]
+    fn the_pods_section_parses_durations() {
+        let config: crate::config::AgentConfig =
+            toml::from_str("[pods]\nbackoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"\n")
+                .expect("parse");
+        assert_eq!(
+            config.pods.backoff_initial,
+            std::time::Duration::from_millis(200)
+        );
+        assert_eq!(
+            config.pods.backoff_max,
+            std::time::Duration::from_millis(1600)
+        );
+        assert_eq!(
+            config.pods.backoff_reset,
+            std::time::Duration::from_secs(600)
+        );
+    }
 }

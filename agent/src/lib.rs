@@ -13,5 +13,6 @@ pub mod pod;
 pub mod reconcile;
 pub mod rootfs;
 pub mod runtime;
+pub mod services;
 pub mod source;
 pub mod status;

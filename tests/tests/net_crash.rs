@@ -9,7 +9,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use berth::pod::network::PAUSE_ENV;
+use berth::services::networks::PAUSE_ENV;
 use berth_e2e::net::{NetWorld, curl, free_port, pod_uid};
 use berth_e2e::pods::POD_WAIT;
 use berth_e2e::wait_until;

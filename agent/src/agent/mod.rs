@@ -10,7 +10,6 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod memory;
-pub mod services;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,11 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::AgentConfig;
-use crate::controller::{Controller, ObservedEvent};
+use crate::controller::{Controller, ObservedEvent, Why};
 use crate::desired::generations::Generations;
 use crate::desired::{DesiredState, DesiredStore};
 use crate::paths::Paths;
+use crate::pod::host::Host;
+use crate::pod::workers::PodWorkers;
 use crate::reconcile::{Context, Reconcilers};
+use crate::services::{self, Services};
 use crate::source::dir::DirSource;
 use crate::status::{
     AgentInfo, AgentState, Event, EventLog, EventType, FileStatus, StatusDocument, StatusStore,
@@ -108,7 +110,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
-    let services = Arc::new(services::Services::open(&paths, &config).await?);
+    let services = Arc::new(Services::open(&paths, &config).await?);
     services.start_background(events.clone(), work.clone());
     for problem in services.problems() {
         events.record(Event::new(
@@ -118,14 +120,22 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             format!("pods that need it cannot run: {problem}"),
         ));
     }
+    let host = services::pod_host::build(
+        &services,
+        status.clone(),
+        events.clone(),
+        observed_tx.clone(),
+    );
+    recover_pods(&host, &events, &observed_tx).await;
+    let pods = PodWorkers::new(host, config.controller.backoff);
     let ctx = Context {
         desired,
         status: status.clone(),
         events: events.clone(),
         observed: observed_tx,
         services,
+        pods: pods.clone(),
     };
-    recover_pods(&ctx, &events).await;
     let (ready_tx, ready_rx) = oneshot::channel();
     let controller = Controller::new(Arc::new(Reconcilers::new(ctx)), config.controller);
     let controller_task = tokio::spawn(controller.run(trigger_rx, work.clone(), ready_tx));
@@ -152,6 +162,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if let Err(err) = controller_task.await {
         warn!(error = %err, "controller task failed");
     }
+    pods.shutdown(config.controller.shutdown_timeout).await;
     if let Err(err) = source_task.await {
         warn!(error = %err, "source task failed");
     }
@@ -169,10 +180,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 /// Crash recovery before the first reconcile: adopt the containers that
-/// kept running, remove what belongs to no pod (see [`crate::pod::recover`]).
-async fn recover_pods(ctx: &Context, events: &EventLog) {
-    let recovered = crate::pod::recover::run(ctx).await;
-    if recovered.pods > 0
+/// kept running, remove what belongs to no pod (see [`crate::pod::recover`]),
+/// and queue every pod on record.
+async fn recover_pods(host: &Host, events: &EventLog, observed: &mpsc::Sender<ObservedEvent>) {
+    let recovered = crate::pod::recover::run(host).await;
+    for key in &recovered.pods {
+        let _ = observed
+            .send(ObservedEvent {
+                key: key.clone(),
+                reason: "agent start: pod found on the host".into(),
+            })
+            .await;
+    }
+    if !recovered.pods.is_empty()
         || !recovered.removed_containers.is_empty()
         || !recovered.removed_pods.is_empty()
     {
@@ -182,7 +202,7 @@ async fn recover_pods(ctx: &Context, events: &EventLog) {
             "Recovered",
             format!(
                 "{} pod(s) on record, {} container(s) adopted; removed {} leftover container(s) and {} leftover pod sandbox(es)",
-                recovered.pods,
+                recovered.pods.len(),
                 recovered.adopted,
                 recovered.removed_containers.len(),
                 recovered.removed_pods.len()
@@ -238,13 +258,13 @@ async fn follow_desired(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     status: StatusStore,
     events: EventLog,
-    triggers: trigger_channel::UnboundedSender<manifests::ObjectKey>,
+    triggers: trigger_channel::UnboundedSender<(manifests::ObjectKey, Why)>,
 ) {
     let mut previous = Arc::clone(&desired.borrow_and_update());
     while desired.changed().await.is_ok() {
         let current = Arc::clone(&desired.borrow_and_update());
         for key in current.changed_keys(&previous) {
-            if triggers.unbounded_send(key).is_err() {
+            if triggers.unbounded_send((key, Why::Changed)).is_err() {
                 return;
             }
         }
@@ -302,11 +322,14 @@ fn record_file_events(events: &EventLog, before: &[FileStatus], after: &[FileSta
 /// controller as triggers.
 async fn forward_observed(
     mut observed: mpsc::Receiver<ObservedEvent>,
-    triggers: trigger_channel::UnboundedSender<manifests::ObjectKey>,
+    triggers: trigger_channel::UnboundedSender<(manifests::ObjectKey, Why)>,
 ) {
     while let Some(event) = observed.recv().await {
         debug!(key = %event.key, reason = %event.reason, "observed event");
-        if triggers.unbounded_send(event.key).is_err() {
+        if triggers
+            .unbounded_send((event.key, Why::Observed(event.reason)))
+            .is_err()
+        {
             return;
         }
     }

@@ -75,9 +75,12 @@ pub trait Reconciler: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static;
     type Error: fmt::Display + Send + 'static;
 
+    /// `why` is what made the key due (the latest trigger when several
+    /// were merged).
     fn reconcile(
         &self,
         key: &Self::Key,
+        why: &Why,
     ) -> impl Future<Output = Result<Action, Self::Error>> + Send;
 
     /// Every key that may need a reconcile: all desired keys, plus every key
@@ -88,6 +91,34 @@ pub trait Reconciler: Send + Sync + 'static {
     /// Called when the last running reconcile finished and no key is due:
     /// a burst of work is over (for housekeeping such as returning memory).
     fn idle(&self) {}
+}
+
+/// Why a key is reconciled: recorded in the reconcile's span, so a log line
+/// says "reconciling web because container web exited".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// Its manifest (or an object it uses) changed.
+    Changed,
+    /// Something observed on the host: a container exit, a probe verdict.
+    Observed(String),
+    /// The previous reconcile asked to run again (a back-off ended).
+    Requeue,
+    /// The previous reconcile failed.
+    Retry,
+    /// A full relist (at start and periodically).
+    Relist,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Changed => f.write_str("its manifest changed"),
+            Self::Observed(what) => f.write_str(what),
+            Self::Requeue => f.write_str("a requeue came due"),
+            Self::Retry => f.write_str("retrying after an error"),
+            Self::Relist => f.write_str("relist"),
+        }
+    }
 }
 
 /// Something observed on the host that may need a reconcile (a container

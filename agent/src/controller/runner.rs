@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::backoff::Backoff;
 use super::scheduler::Scheduler;
-use super::{Action, ControllerConfig, Reconciler};
+use super::{Action, ControllerConfig, Reconciler, Why};
 
 pub struct Controller<R: Reconciler> {
     reconciler: Arc<R>,
@@ -25,6 +25,8 @@ pub struct Controller<R: Reconciler> {
     /// Keys triggered while they were running: they run once more after.
     rerun: HashSet<R::Key>,
     backoffs: HashMap<R::Key, Backoff>,
+    /// Why each scheduled key was scheduled (the latest trigger).
+    why: HashMap<R::Key, Why>,
     /// Keys of the first relist not yet reconciled once, and who to tell
     /// when none are left.
     initial_sync: Option<(HashSet<R::Key>, oneshot::Sender<()>)>,
@@ -44,6 +46,7 @@ impl<R: Reconciler> Controller<R> {
             running_keys: HashSet::new(),
             rerun: HashSet::new(),
             backoffs: HashMap::new(),
+            why: HashMap::new(),
             initial_sync: None,
             tasks: JoinSet::new(),
         }
@@ -59,13 +62,13 @@ impl<R: Reconciler> Controller<R> {
         shutdown: CancellationToken,
         initial_sync: oneshot::Sender<()>,
     ) where
-        S: Stream<Item = R::Key> + Unpin,
+        S: Stream<Item = (R::Key, Why)> + Unpin,
     {
         let mut triggers = triggers.fuse();
         let first = self.reconciler.relist().await;
         self.initial_sync = Some((first.iter().cloned().collect(), initial_sync));
         self.check_initial_sync();
-        self.schedule_all(first);
+        self.schedule_all(first, Why::Relist);
 
         let period = self.config.relist_interval;
         let mut relist = tokio::time::interval_at(Instant::now() + period, period);
@@ -82,31 +85,36 @@ impl<R: Reconciler> Controller<R> {
                         self.reconciler.idle();
                     }
                 }
-                Some(key) = triggers.next() => {
+                Some((key, why)) = triggers.next() => {
                     // Take the whole burst before starting work, so keys
                     // triggered together are deduped even when idle.
                     let now = Instant::now();
-                    self.scheduler.schedule(key, now);
-                    while let Some(Some(key)) = triggers.next().now_or_never() {
-                        self.scheduler.schedule(key, now);
+                    self.schedule(key, now, why);
+                    while let Some(Some((key, why))) = triggers.next().now_or_never() {
+                        self.schedule(key, now, why);
                     }
                 }
                 () = self.scheduler.wait_delayed(), if self.scheduler.has_delayed() => {}
                 _ = relist.tick() => {
                     let keys = self.reconciler.relist().await;
                     debug!(keys = keys.len(), "periodic relist");
-                    self.schedule_all(keys);
+                    self.schedule_all(keys, Why::Relist);
                 }
             }
         }
         self.drain().await;
     }
 
-    fn schedule_all(&mut self, keys: Vec<R::Key>) {
+    fn schedule_all(&mut self, keys: Vec<R::Key>, why: Why) {
         let now = Instant::now();
         for key in keys {
-            self.scheduler.schedule(key, now);
+            self.schedule(key, now, why.clone());
         }
+    }
+
+    fn schedule(&mut self, key: R::Key, at: Instant, why: Why) {
+        self.why.insert(key.clone(), why);
+        self.scheduler.schedule(key, at);
     }
 
     /// Starts due keys while workers are free. A due key that is already
@@ -121,12 +129,13 @@ impl<R: Reconciler> Controller<R> {
                 continue;
             }
             let reconciler = Arc::clone(&self.reconciler);
-            let span = info_span!("reconcile", key = %key);
+            let why = self.why.remove(&key).unwrap_or(Why::Relist);
+            let span = info_span!("reconcile", key = %key, why = %why);
             debug!(parent: &span, "reconcile starts");
             let task_key = key.clone();
             let handle = self
                 .tasks
-                .spawn(async move { reconciler.reconcile(&task_key).await }.instrument(span));
+                .spawn(async move { reconciler.reconcile(&task_key, &why).await }.instrument(span));
             self.running.insert(handle.id(), key.clone());
             self.running_keys.insert(key);
         }
@@ -149,23 +158,24 @@ impl<R: Reconciler> Controller<R> {
             Ok(Ok(action)) => {
                 self.backoffs.remove(&key);
                 if let Some(after) = action.requeue_after() {
-                    self.scheduler.schedule(key.clone(), now + after);
+                    self.schedule(key.clone(), now + after, Why::Requeue);
                 }
             }
             Ok(Err(err)) => {
                 let delay = self.next_backoff(&key);
                 warn!(%key, error = %err, retry_in = ?delay, "reconcile failed");
-                self.scheduler.schedule(key.clone(), now + delay);
+                self.schedule(key.clone(), now + delay, Why::Retry);
             }
             Err(join_error) => {
                 // A panicking reconciler is a bug, but one object's bug must
                 // not stop the agent from reconciling the rest.
                 let delay = self.next_backoff(&key);
                 warn!(%key, error = %join_error, retry_in = ?delay, "reconcile panicked");
-                self.scheduler.schedule(key.clone(), now + delay);
+                self.schedule(key.clone(), now + delay, Why::Retry);
             }
         }
         if self.rerun.remove(&key) {
+            // Its `why` is the trigger's, kept while it ran.
             self.scheduler.schedule(key.clone(), now);
         }
         if let Some((pending, _)) = &mut self.initial_sync {

@@ -82,7 +82,7 @@ impl Reconciler for Fake {
     type Key = String;
     type Error = String;
 
-    async fn reconcile(&self, key: &String) -> Result<Action, String> {
+    async fn reconcile(&self, key: &String, _why: &Why) -> Result<Action, String> {
         let (work, result) = {
             let mut log = self.log.lock().expect("lock");
             let nth = log.starts.iter().filter(|(k, _)| k == key).count();
@@ -122,7 +122,7 @@ impl Reconciler for Fake {
 }
 
 struct Running {
-    triggers: mpsc::UnboundedSender<String>,
+    triggers: mpsc::UnboundedSender<(String, Why)>,
     shutdown: CancellationToken,
     ready: Option<oneshot::Receiver<()>>,
     handle: JoinHandle<()>,
@@ -131,7 +131,7 @@ struct Running {
 impl Running {
     fn trigger(&self, key: &str) {
         self.triggers
-            .unbounded_send(key.to_owned())
+            .unbounded_send((key.to_owned(), Why::Changed))
             .expect("controller alive");
     }
 

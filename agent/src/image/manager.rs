@@ -216,6 +216,17 @@ impl ImageManager {
         Ok(record)
     }
 
+    /// Whether [`ImageManager::ensure`] would download `reference` under
+    /// `pull_policy` (for a status that says a pull runs).
+    pub async fn would_pull(
+        &self,
+        reference: &ImageReference,
+        pull_policy: ImagePullPolicy,
+    ) -> bool {
+        let present = matches!(self.resolve_for(reference, None).await, Ok(Some(_)));
+        policy::decide(pull_policy, reference, present) == PullDecision::Pull
+    }
+
     /// The stored image's configuration (entrypoint, env, user, …).
     pub async fn config(&self, record: &ImageRecord) -> Result<ImageConfiguration, EnsureError> {
         let service = self.service.clone();

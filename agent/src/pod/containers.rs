@@ -1,53 +1,53 @@
-//! One container instance through the runtime: what the runtime reports
-//! about it, making it (image hold, bundle, shim), stopping it with the
-//! pod's grace period, and removing it with its image hold.
+//! One container instance through the host: what the runtime reports
+//! about it, making it (image hold, bundle, shim), stopping it with its
+//! grace period (preStop hook first), and removing it with its image hold.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use manifests::ObjectKey;
 
-use super::hooks::{self, PreStop};
+use super::error::{PodError, Reason};
+use super::executor::Executor;
+use super::hooks;
+use super::host::Host;
 use super::plan::Observed;
 use super::state::Instance;
 use crate::image::meta::ImageRecord;
-use crate::reconcile::Context;
-use crate::runtime::spec::PodInfo;
 use crate::runtime::{
-    ContainerState as RuntimeState, CreateContainer, ExitStatus, PodSandbox, PreparedVolume,
-    Runtime, RuntimeError, StopOutcome, logs,
+    ContainerSpec, ContainerState as RuntimeState, CreateContainer, ExitStatus, PodInfo,
+    PodSandbox, PreparedVolume, logs,
 };
-use crate::status::{Event, EventType, time};
+use crate::status::{EventType, time};
 
-/// How long a container whose runtime state vanished is reported to have
-/// run for; its real exit status is lost (the shim died, or the host
-/// rebooted).
+/// The exit code reported for a container whose runtime state vanished:
+/// its real exit status is lost (the shim died, or the host rebooted).
 pub const LOST_EXIT_CODE: i32 = 137;
 
-/// What the runtime says about `instance`, and the reason to report when
-/// the runtime lost it.
-pub fn observe(runtime: &Runtime, instance: Option<&mut Instance>) -> (Observed, Option<String>) {
-    let Some(instance) = instance else {
-        return (Observed::Absent, None);
-    };
-    let info = match runtime.container(&instance.id) {
-        Ok(info) => info,
+/// What the runtime says about `instance` (adopting one a cut-short sync
+/// made), and the reason to report when the runtime lost it.
+pub async fn observe(
+    host: &Host,
+    instance: &mut Instance,
+    now_ms: u64,
+) -> (Observed, Option<String>) {
+    let state = match host.runtime.inspect(&instance.id).await {
+        Ok(state) => state,
         Err(_) if !instance.created => return (Observed::Absent, None),
         Err(_) => {
-            return match &instance.exit {
-                Some(exit) => (Observed::Exited(exit.clone()), None),
-                None => lost(
-                    instance,
-                    "its runtime state is gone (was the host rebooted?)",
-                ),
-            };
+            return lost(
+                instance,
+                "its runtime state is gone (was the host rebooted?)",
+                now_ms,
+            );
         }
     };
-    match info.state {
+    match state {
         RuntimeState::Running { pid, .. } => {
-            // Made by a reconcile that was cut short after the runtime
-            // started it: adopt it.
+            // Made by a sync that was cut short after the runtime started
+            // it: adopt it.
             instance.created = true;
             instance.pid = Some(pid);
             (Observed::Running, None)
@@ -57,19 +57,15 @@ pub fn observe(runtime: &Runtime, instance: Option<&mut Instance>) -> (Observed,
             instance.created = true;
             (Observed::Exited(exit), None)
         }
-        RuntimeState::Unknown { reason } => lost(instance, &reason),
+        RuntimeState::Unknown { reason } => lost(instance, &reason, now_ms),
     }
 }
 
-fn lost(instance: &Instance, reason: &str) -> (Observed, Option<String>) {
+fn lost(instance: &Instance, reason: &str, now_ms: u64) -> (Observed, Option<String>) {
     if let Some(exit) = &instance.exit {
         return (Observed::Exited(exit.clone()), None);
     }
-    let now = SystemTime::now();
-    let now_ns = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(now_ms);
     let exit = ExitStatus {
         pid: instance.pid,
         exit_code: LOST_EXIT_CODE,
@@ -78,7 +74,7 @@ fn lost(instance: &Instance, reason: &str) -> (Observed, Option<String>) {
         started_at: instance.started_at.clone(),
         started_at_ns: None,
         finished_at: time::rfc3339(now),
-        finished_at_ns: now_ns,
+        finished_at_ns: now_ms.saturating_mul(1_000_000),
         start_error: Some(format!("container {}: {reason}", instance.id)),
     };
     (
@@ -87,7 +83,7 @@ fn lost(instance: &Instance, reason: &str) -> (Observed, Option<String>) {
     )
 }
 
-/// Everything the pod's containers share.
+/// Everything the pod's containers share, from its sandbox.
 pub struct PodEnvironment<'a> {
     pub key: &'a ObjectKey,
     pub pod: &'a PodInfo,
@@ -98,97 +94,34 @@ pub struct PodEnvironment<'a> {
     pub generation: u64,
 }
 
-/// An image hold being taken on a blocking thread ([`hold_image`]).
-pub struct PendingHold {
-    id: String,
-    task: tokio::task::JoinHandle<Result<Vec<PathBuf>, String>>,
-}
-
-/// Starts recording that instance `id` runs `image` (so neither rmi nor GC
-/// takes its layers away) and unpacking what is missing, on a blocking
-/// thread: the caller records its intent meanwhile. A hold whose container
-/// is never recorded is released by recovery after a crash.
-pub fn hold_image(ctx: &Context, image: &str, id: &str) -> PendingHold {
-    let images = ctx.services.images.service().clone();
-    let reference = crate::image::remote::ImageReference::parse(image)
-        .map_err(|err| format!("image {image:?}: {err}"));
-    let task_id = id.to_string();
-    let task = tokio::task::spawn_blocking(move || {
-        images
-            .hold_for_container(&task_id, &reference?)
-            .map_err(|err| crate::status::chain(&err))
-    });
-    PendingHold {
-        id: id.to_string(),
-        task,
-    }
-}
-
-impl PendingHold {
-    /// The image's layer directories, top first. On failure nothing stays
-    /// held.
-    pub async fn layers(self, ctx: &Context) -> Result<Vec<PathBuf>, String> {
-        let held = self
-            .task
-            .await
-            .map_err(|err| format!("the image task stopped: {err}"))
-            .and_then(|held| held);
-        match held {
-            Ok(lowerdirs) => {
-                tracing::debug!(container = %self.id, "image layers held");
-                Ok(lowerdirs)
-            }
-            Err(message) => {
-                release_image(ctx, &self.id).await;
-                Err(message)
-            }
-        }
-    }
-
-    /// Gives the hold up: the container will not be made.
-    pub async fn release(self, ctx: &Context) {
-        let _ = self.task.await;
-        release_image(ctx, &self.id).await;
-    }
-}
-
-/// Makes and starts instance `instance` (id and log number already
-/// recorded in the pod's state) from image `record`, whose layers
-/// ([`hold_image`]) are `lowerdirs`. On failure the image hold is released.
-pub async fn start(
-    ctx: &Context,
-    runtime: &Runtime,
+/// Makes and starts `instance` (its id and log number already recorded in
+/// the pod's record) from image `record`, whose layers the caller holds
+/// (`lowerdirs`). Fills in what the runtime made; the caller releases the
+/// hold on failure.
+pub async fn create(
+    ex: &Executor<'_>,
     env: &PodEnvironment<'_>,
-    spec: crate::runtime::spec::ContainerSpec,
+    spec: &ContainerSpec,
     record: &ImageRecord,
     lowerdirs: &[PathBuf],
     instance: &mut Instance,
-) -> Result<(), String> {
-    let result = create(ctx, runtime, env, spec, record, lowerdirs, instance).await;
-    if result.is_err() {
-        release_image(ctx, &instance.id).await;
-    }
-    result
-}
-
-async fn create(
-    ctx: &Context,
-    runtime: &Runtime,
-    env: &PodEnvironment<'_>,
-    spec: crate::runtime::spec::ContainerSpec,
-    record: &ImageRecord,
-    lowerdirs: &[std::path::PathBuf],
-    instance: &mut Instance,
-) -> Result<(), String> {
-    let image_config = ctx
-        .services
+) -> Result<(), PodError> {
+    let host = ex.host;
+    let failed = |context: &str, source| {
+        PodError::caused(
+            Reason::CreateContainerError,
+            format!("container {}: {context}", spec.name),
+            source,
+        )
+    };
+    let image_config = host
         .images
         .config(record)
         .await
-        .map_err(|err| crate::status::chain(&err))?;
-    let log_dir = runtime
-        .paths()
-        .container_logs(&env.pod.namespace, &env.pod.name, &spec.name);
+        .map_err(|err| failed("reading its image's configuration", err))?;
+    let log_dir = host
+        .runtime
+        .log_dir(&env.pod.namespace, &env.pod.name, &spec.name);
     let labels = BTreeMap::from([
         ("berth.source".to_string(), env.source.clone()),
         ("berth.object".to_string(), env.key.to_string()),
@@ -197,12 +130,13 @@ async fn create(
         ("berth.container".to_string(), spec.name.clone()),
         ("berth.instance".to_string(), instance.instance.to_string()),
     ]);
-    let created = runtime
-        .create_container(CreateContainer {
+    let created = host
+        .runtime
+        .create(CreateContainer {
             id: &instance.id,
             pod: env.pod,
             sandbox: env.sandbox,
-            container: &spec,
+            container: spec,
             image: image_config.config().as_ref(),
             lowerdirs,
             volumes: env.volumes,
@@ -211,90 +145,105 @@ async fn create(
             labels,
         })
         .await
-        .map_err(|err: RuntimeError| crate::status::chain(&err))?;
+        .map_err(|err| failed("creating it", err))?;
     // The current and the previous instance's logs are kept.
-    if let Err(err) = logs::prune_instances(&log_dir, 2) {
-        tracing::warn!(dir = %log_dir.display(), error = %err, "could not prune old container logs");
+    if let Err(err) = host.runtime.prune_logs(log_dir.clone(), 2).await {
+        tracing::warn!(dir = %log_dir.display(), error = %crate::status::chain(&*err), "could not prune old container logs");
     }
     instance.created = true;
     instance.pid = Some(created.pid);
     instance.handler = Some(created.handler);
     instance.warnings = created.warnings;
     instance.started_at = Some(time::now());
-    ctx.events.record(Event::new(
+    ex.event(
         EventType::Normal,
-        env.key.to_string(),
         "Started",
         format!(
             "container {} started (id {}, pid {})",
             spec.name, instance.id, created.pid
         ),
-    ));
+    );
     Ok(())
 }
 
-/// Stops container `id` with the grace period and records it: its probes
-/// end, its preStop hook runs (within the grace period), then the stop
-/// signal.
-#[allow(clippy::too_many_arguments)]
-pub async fn stop(
-    ctx: &Context,
-    runtime: &Runtime,
-    key: &ObjectKey,
-    name: &str,
-    id: &str,
-    pre_stop: Option<PreStop<'_>>,
-    grace: Duration,
-    why: &str,
-) -> Result<Option<StopOutcome>, String> {
-    ctx.services.probes.forget(id);
-    match runtime.container(id) {
-        Err(_) => return Ok(None),
-        Ok(info) if matches!(info.state, RuntimeState::Exited(_)) => return Ok(None),
+/// One container to stop.
+pub struct Stopping<'a> {
+    pub name: &'a str,
+    pub instance: &'a Instance,
+    /// The pod's address, for an httpGet preStop hook without a host.
+    pub pod_ip: IpAddr,
+    pub grace: Duration,
+    /// For the Killing event: `its spec changed`.
+    pub why: &'a str,
+}
+
+/// Stops a container with its grace period: its probes end, its preStop
+/// hook runs (once, within the grace period), then the stop signal and
+/// SIGKILL when the grace period is over. A container that is gone or has
+/// exited is left alone.
+pub async fn stop(ex: &Executor<'_>, stopping: Stopping<'_>) -> Result<(), PodError> {
+    let Executor {
+        host,
+        limits,
+        stops,
+        ..
+    } = *ex;
+    let Stopping {
+        name,
+        instance,
+        pod_ip,
+        grace,
+        why,
+    } = stopping;
+    let id = instance.id.as_str();
+    host.probes.forget(id);
+    match host.runtime.inspect(id).await {
+        Err(_) | Ok(RuntimeState::Exited(_)) => return Ok(()),
         Ok(_) => {}
     }
-    ctx.events.record(Event::new(
+    let grace = stops.begin(id, ex.now_ms(), grace);
+    let _permit = limits.stop().await;
+    ex.event(
         EventType::Normal,
-        key.to_string(),
         "Killing",
         format!("stopping container {name} ({why}; grace period {grace:?})"),
-    ));
-    let grace = match pre_stop {
-        Some(hook) => hooks::pre_stop(ctx, runtime, key, name, id, hook, grace).await,
-        None => grace,
+    );
+    let left = match instance.pre_stop.as_ref() {
+        Some(action) if stops.take_pre_stop(id) => {
+            hooks::pre_stop(ex, name, id, action, pod_ip, grace).await
+        }
+        _ => grace,
     };
-    let outcome = runtime
-        .stop(id, grace)
-        .await
-        .map_err(|err| crate::status::chain(&err))?;
+    let outcome = host.runtime.stop(id, left).await.map_err(|err| {
+        PodError::caused(
+            Reason::KillContainerError,
+            format!("stopping container {name}"),
+            err,
+        )
+    })?;
     if outcome.killed {
-        ctx.events.record(Event::new(
+        ex.event(
             EventType::Warning,
-            key.to_string(),
             "Killed",
-            format!("container {name} did not stop within {grace:?}: sent SIGKILL"),
-        ));
+            format!("container {name} did not stop within {left:?}: sent SIGKILL"),
+        );
     }
-    Ok(Some(outcome))
+    Ok(())
 }
 
 /// Removes container `id` (after it stopped) and its image hold.
-pub async fn remove(ctx: &Context, runtime: &Runtime, id: &str) -> Result<(), String> {
-    ctx.services.exits.forget(id);
-    ctx.services.probes.forget(id);
-    runtime
-        .remove_container(id)
-        .await
-        .map_err(|err| err.to_string())?;
-    release_image(ctx, id).await;
+pub async fn remove(ex: &Executor<'_>, id: &str) -> Result<(), PodError> {
+    let host = ex.host;
+    host.exits.forget(id);
+    host.probes.forget(id);
+    host.runtime.remove(id).await.map_err(|err| {
+        PodError::caused(
+            Reason::TeardownError,
+            format!("removing container {id}"),
+            err,
+        )
+    })?;
+    ex.stops.forget(id);
+    host.images.release(id).await;
     Ok(())
-}
-
-async fn release_image(ctx: &Context, id: &str) {
-    let images = ctx.services.images.service().clone();
-    let id = id.to_string();
-    let result = tokio::task::spawn_blocking(move || images.release_container(&id)).await;
-    if let Ok(Err(err)) = result {
-        tracing::warn!(error = %crate::status::chain(&err), "could not release a container's image hold");
-    }
 }

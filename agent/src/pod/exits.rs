@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use manifests::ObjectKey;
@@ -19,33 +19,41 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::host::Exits;
 use crate::controller::ObservedEvent;
 use crate::runtime::shim::{CONTAINER_PID_FILE, ProcessRef, SHIM_PID_FILE};
 
 /// Container ids being watched, with their watch tasks. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExitWatcher {
     watched: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+    /// Where each container's shim keeps its state (`<shims>/<id>/`).
+    shims: PathBuf,
+    observed: mpsc::Sender<ObservedEvent>,
 }
 
 impl ExitWatcher {
+    /// Watches containers whose shims keep their state under `shims`, and
+    /// sends their pods' keys on `observed`.
+    pub fn new(shims: PathBuf, observed: mpsc::Sender<ObservedEvent>) -> Self {
+        Self {
+            watched: Arc::default(),
+            shims,
+            observed,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
         self.watched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Watches container `id` (shim state in `shim_dir`) until it exits,
-    /// then sends `key` on `observed`. Idempotent: a container already
-    /// watched is left alone. A container that is already gone is reported
-    /// right away.
-    pub fn watch(
-        &self,
-        id: &str,
-        shim_dir: &Path,
-        key: &ObjectKey,
-        observed: &mpsc::Sender<ObservedEvent>,
-    ) {
+    /// Watches container `id` until it exits, then sends `key`.
+    /// Idempotent: a container already watched is left alone. A container
+    /// that is already gone is reported right away.
+    pub fn watch(&self, id: &str, key: &ObjectKey) {
+        let shim_dir = self.shims.join(id);
         let mut watched = self.lock();
         watched.retain(|_, task| !task.is_finished());
         if watched.contains_key(id) {
@@ -59,16 +67,20 @@ impl ExitWatcher {
             key: key.clone(),
             reason: format!("container {id} exited"),
         };
-        let observed = observed.clone();
-        let task = tokio::spawn(async move {
-            if let Some(pidfd) = pidfd
-                && let Err(err) = wait_readable(pidfd).await
-            {
-                tracing::warn!(error = %err, "cannot watch a container's process; it is checked at the next relist");
-                return;
-            }
-            let _ = observed.send(event).await;
-        });
+        let observed = self.observed.clone();
+        let span = tracing::info_span!("exit-watch", pod = %key, container = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Some(pidfd) = pidfd
+                    && let Err(err) = wait_readable(pidfd).await
+                {
+                    tracing::warn!(error = %err, "cannot watch a container's process; it is checked at the next relist");
+                    return;
+                }
+                let _ = observed.send(event).await;
+            },
+            span,
+        ));
         watched.insert(id.to_string(), task);
     }
 
@@ -88,6 +100,16 @@ impl ExitWatcher {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Exits for ExitWatcher {
+    fn watch(&self, id: &str, key: &ObjectKey) {
+        ExitWatcher::watch(self, id, key);
+    }
+
+    fn forget(&self, id: &str) {
+        ExitWatcher::forget(self, id);
     }
 }
 
@@ -121,16 +143,17 @@ mod tests {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(19))
             .expect("start time");
+        std::fs::create_dir(dir.path().join("c1")).expect("shim dir");
         std::fs::write(
-            dir.path().join(SHIM_PID_FILE),
+            dir.path().join("c1").join(SHIM_PID_FILE),
             format!("{pid} {start_time}"),
         )
         .expect("pid file");
         let key = ObjectKey::new(manifests::Kind::Pod, "default", "p");
         let (tx, mut rx) = mpsc::channel(4);
-        let watcher = ExitWatcher::default();
-        watcher.watch("c1", dir.path(), &key, &tx);
-        watcher.watch("c1", dir.path(), &key, &tx);
+        let watcher = ExitWatcher::new(dir.path().to_path_buf(), tx);
+        watcher.watch("c1", &key);
+        watcher.watch("c1", &key);
         assert_eq!(watcher.len(), 1, "watched once");
         // A pidfd is readable once the process exits (zombie or not).
         let reaper = std::thread::spawn(move || child.wait());
@@ -143,8 +166,7 @@ mod tests {
         reaper.join().expect("reaper").expect("wait");
 
         // A container whose processes are gone is reported at once.
-        let gone = tempfile::tempdir().expect("tempdir");
-        watcher.watch("c2", gone.path(), &key, &tx);
+        watcher.watch("c2", &key);
         let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("in time")

@@ -10,14 +10,15 @@
 //! Results carry text a user can act on: an exec's output (its own, never
 //! the container's environment), an HTTP status, a connection error.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::OnceLock;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use manifests::types as api;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{ExecRequest, Runtime};
+use super::host::{ContainerRuntime, Handlers};
 
 /// How much of an exec's output or an HTTP body goes into an event.
 const OUTPUT_LIMIT: usize = 1024;
@@ -53,22 +54,31 @@ pub enum Action {
 /// pod (for httpGet and tcpSocket without a `host`).
 #[derive(Clone, Copy)]
 pub struct Target<'a> {
-    pub runtime: &'a Runtime,
+    pub runtime: &'a dyn ContainerRuntime,
     pub container_id: &'a str,
     pub default_host: IpAddr,
 }
 
-/// The address probes reach a pod at: its first IP over the bridge, the
-/// host's loopback for a hostNetwork pod (or one without an address yet).
-pub fn pod_host(incarnation: &super::state::Incarnation) -> IpAddr {
-    if incarnation.host_network {
-        return IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Runs actions through the container runtime (the host's [`Handlers`]).
+pub struct RuntimeHandlers(pub Arc<dyn ContainerRuntime>);
+
+impl Handlers for RuntimeHandlers {
+    fn run<'a>(
+        &'a self,
+        action: &'a Action,
+        container_id: &'a str,
+        pod_host: IpAddr,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let target = Target {
+                runtime: self.0.as_ref(),
+                container_id,
+                default_host: pod_host,
+            };
+            action.run(target, timeout).await
+        })
     }
-    incarnation
-        .network
-        .as_ref()
-        .and_then(|n| n.pod_ips().first().copied())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 fn port_number(port: &api::IntOrString, container: &api::Container) -> Option<u16> {
@@ -227,28 +237,19 @@ fn output_text(bytes: &[u8]) -> String {
     text.trim().to_string()
 }
 
-/// The command through `RUNTIME exec`; its exit code decides. The
+/// The command through the runtime's exec; its exit code decides. The
 /// runtime's exec process is killed if the timeout drops this future (the
 /// command inside may outlive it, as with kubelet).
 async fn exec(target: Target<'_>, command: &[String]) -> Result<String, String> {
-    let request = ExecRequest {
-        argv: command.to_vec(),
-        ..Default::default()
-    };
-    let prepared = target
+    let out = target
         .runtime
-        .exec_command(target.container_id, &request)
-        .map_err(|err| crate::status::chain(&err))?;
-    let mut child = tokio::process::Command::from(prepared.command);
-    child.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = child
-        .output()
+        .exec(target.container_id, command)
         .await
-        .map_err(|err| format!("running the OCI runtime's exec: {err}"))?;
+        .map_err(|err| crate::status::chain(&*err))?;
     let mut text = out.stdout;
     text.extend_from_slice(&out.stderr);
     let text = output_text(&text);
-    let code = crate::runtime::exit_code(out.status);
+    let code = out.exit_code;
     if code == 0 {
         Ok(text)
     } else if text.is_empty() {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::inputs::{FieldValues, InputError, resolve_env};
+use super::plan::Wanted;
 use crate::desired::DesiredState;
 
 /// A short stable hash of `value`'s canonical JSON.
@@ -93,6 +94,30 @@ pub fn container_level(
         .map(|e| (e.name.as_str(), of(&e.value)))
         .collect();
     Ok(of(&(container, env)))
+}
+
+/// The pod-level hash of `spec` and every container it wants, init
+/// containers first, with its container-level hash.
+pub fn wanted(
+    namespace: &str,
+    name: &str,
+    spec: &api::PodSpec,
+    desired: &DesiredState,
+) -> Result<(String, Vec<Wanted>), InputError> {
+    let mut containers = Vec::new();
+    for (container, init) in spec
+        .init_containers
+        .iter()
+        .map(|c| (c, true))
+        .chain(spec.containers.iter().map(|c| (c, false)))
+    {
+        containers.push(Wanted {
+            name: container.name.clone(),
+            init,
+            hash: container_level(namespace, container, desired)?,
+        });
+    }
+    Ok((pod_level(namespace, name, spec, desired)?, containers))
 }
 
 #[cfg(test)]

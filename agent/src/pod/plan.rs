@@ -1,15 +1,24 @@
-//! The pure part of the pod lifecycle: from what is wanted (a container's
-//! spec hash, the restart policy) and what the runtime reports about its
-//! current instance, what to do with each container, how an exit updates
-//! its restart bookkeeping, and which phase the pod is in. No I/O, no
-//! clock: `now_ms` is passed in, so every rule is unit-tested.
+//! The pure part of the pod lifecycle, kubelet's `computePodActions`: from
+//! the desired pod (its pod-level hash, each container's spec hash, the
+//! restart policy) and the observed pod (its record, what the runtime and
+//! the probes say about each container, in-progress stops), what to do now
+//! ([`PodActions`]): recreate the pod, tear down retired incarnations, make
+//! the sandbox, remove, kill, start, restart or replace containers — and
+//! how each container and the pod stand for the status. Also how an exit
+//! updates a container's restart bookkeeping. No I/O, no clock: `now_ms` is
+//! passed in, so every rule is a row in a table of tests.
+//!
+//! The executor ([`super::sync`]) carries the actions out, observes again
+//! and plans again until nothing is left to do now.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use manifests::types::RestartPolicy;
 
-use super::backoff::PodsConfig;
-use super::state::ContainerSlot;
+use super::config::PodsConfig;
+use super::probes::KillRequest;
+use super::state::{ContainerSlot, PodState};
 use crate::runtime::ExitStatus;
 use crate::status::{ContainerState, Phase};
 
@@ -25,7 +34,7 @@ pub enum Observed {
 }
 
 /// What to do with one container now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Running as wanted.
     Keep,
@@ -41,6 +50,17 @@ pub enum Step {
     Backoff { at_ms: u64 },
     /// Exited and stays so (restart policy).
     Done,
+    /// An init container that completed in an earlier sync.
+    Completed,
+    /// Waits for an earlier init container (`Waiting` for a later init
+    /// container, `PodInitializing` for an app container).
+    Blocked { reason: &'static str },
+    /// Running, but a liveness or startup probe failed: stop it; it then
+    /// restarts by the restart policy.
+    Kill {
+        why: String,
+        grace: Option<Duration>,
+    },
 }
 
 /// Whether a container that exited with `exit_code` is started again.
@@ -183,6 +203,324 @@ pub fn phase(init_failed_for_good: bool, init_done: bool, apps: &[AppState]) -> 
     }
 }
 
+/// One container the pod wants, in the order they run (init containers
+/// first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub init: bool,
+    /// Hash of its container-level spec ([`super::hash::container_level`]).
+    pub hash: String,
+}
+
+/// The desired pod as the planner needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct DesiredPod<'a> {
+    /// Hash of the pod-level fields ([`super::hash::pod_level`]).
+    pub pod_hash: &'a str,
+    pub containers: &'a [Wanted],
+    pub policy: RestartPolicy,
+    /// `terminationGracePeriodSeconds`.
+    pub grace: Duration,
+}
+
+/// What the runtime and the probes say about a container's current
+/// instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerView {
+    pub observed: Observed,
+    /// As its probes say (true without a readiness probe).
+    pub ready: bool,
+    pub kill: Option<KillRequest>,
+}
+
+impl ContainerView {
+    pub fn absent() -> Self {
+        Self {
+            observed: Observed::Absent,
+            ready: false,
+            kill: None,
+        }
+    }
+}
+
+/// The observed pod: its record (exits already recorded in it), each
+/// current instance by container name, and stops in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct PodView<'a> {
+    pub state: &'a PodState,
+    /// Whether the current incarnation's namespaces still exist (only
+    /// meaningful once its sandbox was made).
+    pub sandbox_alive: bool,
+    pub containers: &'a BTreeMap<String, ContainerView>,
+    /// Container id → Unix ms at which its stop in progress sends SIGKILL:
+    /// a later stop never waits longer.
+    pub stop_deadlines: &'a BTreeMap<String, u64>,
+    pub now_ms: u64,
+}
+
+/// The pod-level step of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodStep {
+    /// Make a new incarnation: every image first, then the current one is
+    /// retired (a pod-level field changed, or its sandbox is gone).
+    Recreate { why: &'static str },
+    /// Tear down retired incarnations before the new one is set up: they
+    /// may hold its host ports.
+    TeardownRetired,
+    /// Make (or refresh) the sandbox, then act on the containers.
+    Run,
+    /// The pod is no longer wanted: stop every container with these grace
+    /// periods (by container id) and remove everything.
+    Terminate { grace: BTreeMap<String, Duration> },
+}
+
+/// A container to stop while the pod runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub name: String,
+    pub id: String,
+    pub why: String,
+    pub grace: Duration,
+}
+
+/// How a container gets its next instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// Its first instance in this incarnation.
+    Start,
+    /// After its previous instance exited.
+    Restart,
+    /// Its spec changed: pull the new image, stop the old instance, start.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    pub name: String,
+    pub kind: StartKind,
+}
+
+/// What a sync does now, and how the pod stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodActions {
+    pub step: PodStep,
+    /// Pull every image before the sandbox is made (none exists yet: a pod
+    /// that cannot run gets no network).
+    pub images_first: bool,
+    /// Containers that left the spec: stop and remove.
+    pub remove: Vec<Stop>,
+    /// Containers whose liveness or startup probe failed.
+    pub kill: Vec<Stop>,
+    pub start: Vec<Start>,
+    /// Every init container completed: app containers may start.
+    pub init_done: bool,
+    /// Every wanted container's step, in order (for the status).
+    pub steps: Vec<(String, Step)>,
+    pub phase: Phase,
+    /// The earliest back-off that ends: sync again then.
+    pub wake_at_ms: Option<u64>,
+}
+
+impl PodActions {
+    fn new(step: PodStep) -> Self {
+        Self {
+            step,
+            images_first: false,
+            remove: Vec::new(),
+            kill: Vec::new(),
+            start: Vec::new(),
+            init_done: false,
+            steps: Vec::new(),
+            phase: Phase::Pending,
+            wake_at_ms: None,
+        }
+    }
+
+    /// Nothing to do now: the sync reports and waits.
+    pub fn is_idle(&self) -> bool {
+        self.step == PodStep::Run
+            && self.remove.is_empty()
+            && self.kill.is_empty()
+            && self.start.is_empty()
+            && !self.init_done
+    }
+}
+
+/// The grace period for stopping container `id`: `wanted`, but never past a
+/// stop of it already in progress.
+pub fn stop_grace(view: &PodView<'_>, id: &str, wanted: Duration) -> Duration {
+    match view.stop_deadlines.get(id) {
+        Some(deadline) => wanted.min(Duration::from_millis(deadline.saturating_sub(view.now_ms))),
+        None => wanted,
+    }
+}
+
+/// kubelet's `computePodActions` (see the module docs). `desired` is `None`
+/// once the pod is deleted.
+pub fn compute(desired: Option<&DesiredPod<'_>>, view: &PodView<'_>) -> PodActions {
+    let state = view.state;
+    let Some(desired) = desired else {
+        let pod_grace = Duration::from_secs(state.incarnation.grace_seconds);
+        let grace = state
+            .incarnations()
+            .flat_map(|incarnation| incarnation.container_ids())
+            .map(|id| {
+                let grace = stop_grace(view, &id, pod_grace);
+                (id, grace)
+            })
+            .collect();
+        return PodActions::new(PodStep::Terminate { grace });
+    };
+    let incarnation = &state.incarnation;
+    if incarnation.pod_hash != desired.pod_hash {
+        return PodActions::new(PodStep::Recreate {
+            why: "a pod-level field changed",
+        });
+    }
+    if incarnation.sandbox_ready && !view.sandbox_alive {
+        return PodActions::new(PodStep::Recreate {
+            why: "its sandbox is gone",
+        });
+    }
+    if !state.retired.is_empty() {
+        return PodActions::new(PodStep::TeardownRetired);
+    }
+    let mut actions = PodActions::new(PodStep::Run);
+    actions.images_first = !incarnation.sandbox_ready;
+    let absent = ContainerView::absent();
+    let view_of = |name: &str| view.containers.get(name).unwrap_or(&absent);
+
+    // Containers that left the spec (init containers cannot: that changes
+    // the pod-level hash).
+    for (name, slot) in &incarnation.containers {
+        if desired.containers.iter().any(|w| &w.name == name) {
+            continue;
+        }
+        if let Some(instance) = &slot.current {
+            actions.remove.push(Stop {
+                name: name.clone(),
+                id: instance.id.clone(),
+                why: "it was removed from the pod".into(),
+                grace: stop_grace(view, &instance.id, desired.grace),
+            });
+        }
+    }
+
+    let mut blocked: Option<(&'static str, &'static str)> = None;
+    let mut init_failed = false;
+    let mut all_init_succeeded = true;
+    let mut apps = Vec::new();
+    for wanted in desired.containers {
+        let slot = incarnation.containers.get(&wanted.name);
+        let container = view_of(&wanted.name);
+        let step = if wanted.init && incarnation.init_done {
+            Step::Completed
+        } else if let Some((init_reason, app_reason)) = blocked {
+            Step::Blocked {
+                reason: if wanted.init { init_reason } else { app_reason },
+            }
+        } else if !wanted.init && !incarnation.init_done {
+            // Every init container succeeded in this plan: the app
+            // containers start once that is recorded.
+            Step::Blocked {
+                reason: "PodInitializing",
+            }
+        } else {
+            container_step(desired, wanted, slot, container, view)
+        };
+        if wanted.init && !incarnation.init_done {
+            let succeeded = matches!(&step, Step::Done)
+                && matches!(&container.observed, Observed::Exited(e) if e.exit_code == 0);
+            if !succeeded {
+                all_init_succeeded = false;
+                if blocked.is_none() {
+                    init_failed = matches!(step, Step::Done);
+                    blocked = Some(("Waiting", "PodInitializing"));
+                }
+            }
+        }
+        match &step {
+            Step::Start | Step::Restart | Step::Replace => actions.start.push(Start {
+                name: wanted.name.clone(),
+                kind: match step {
+                    Step::Start => StartKind::Start,
+                    Step::Restart => StartKind::Restart,
+                    _ => StartKind::Replace,
+                },
+            }),
+            Step::Kill { why, grace } => {
+                if let Some(instance) = slot.and_then(|s| s.current.as_ref()) {
+                    actions.kill.push(Stop {
+                        name: wanted.name.clone(),
+                        id: instance.id.clone(),
+                        why: why.clone(),
+                        grace: stop_grace(view, &instance.id, grace.unwrap_or(desired.grace)),
+                    });
+                }
+            }
+            Step::Backoff { at_ms } => {
+                actions.wake_at_ms = Some(actions.wake_at_ms.map_or(*at_ms, |t| t.min(*at_ms)));
+            }
+            _ => {}
+        }
+        if !wanted.init {
+            apps.push(app_state(&step, slot, container));
+        }
+        actions.steps.push((wanted.name.clone(), step));
+    }
+    let has_init = desired.containers.iter().any(|w| w.init);
+    actions.init_done = !incarnation.init_done && (all_init_succeeded || !has_init);
+    let init_done = incarnation.init_done || actions.init_done;
+    actions.phase = phase(init_failed, init_done, &apps);
+    actions
+}
+
+/// The step of one container whose turn it is.
+fn container_step(
+    desired: &DesiredPod<'_>,
+    wanted: &Wanted,
+    slot: Option<&ContainerSlot>,
+    view: &ContainerView,
+    pod: &PodView<'_>,
+) -> Step {
+    let empty = ContainerSlot {
+        init: wanted.init,
+        ..Default::default()
+    };
+    let slot = slot.unwrap_or(&empty);
+    let step = decide(
+        slot,
+        &wanted.hash,
+        &view.observed,
+        desired.policy,
+        pod.now_ms,
+    );
+    match (&step, &view.kill) {
+        // A replacement stops it anyway; a kill would restart the old spec.
+        (Step::Keep, Some(kill)) => Step::Kill {
+            why: kill.why.clone(),
+            grace: kill.grace,
+        },
+        _ => step,
+    }
+}
+
+/// How the phase sees an app container.
+fn app_state(step: &Step, slot: Option<&ContainerSlot>, view: &ContainerView) -> AppState {
+    let ran_before = slot.is_some_and(|s| s.current.is_some() || s.restart_count > 0);
+    match step {
+        Step::Keep | Step::Wait | Step::Kill { .. } | Step::Replace => AppState::Running,
+        Step::Done | Step::Completed => AppState::Finished {
+            success: matches!(&view.observed, Observed::Exited(e) if e.exit_code == 0),
+        },
+        Step::Backoff { .. } | Step::Restart if ran_before => AppState::Restarting,
+        Step::Backoff { .. } | Step::Restart | Step::Start | Step::Blocked { .. } => {
+            AppState::NotStarted
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +566,7 @@ mod tests {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_millis(1600),
             backoff_reset: Duration::from_secs(600),
+            ..PodsConfig::default()
         }
     }
 

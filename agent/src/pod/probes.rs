@@ -30,10 +30,10 @@ use manifests::types as api;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::handlers::{Action, Target};
-use crate::agent::services::Services;
+use super::handlers::Action;
+use super::host::{Events, Handlers, Probes};
 use crate::controller::ObservedEvent;
-use crate::status::{Event, EventLog, EventType};
+use crate::status::{Event, EventType};
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +129,10 @@ impl Drop for Watched {
 }
 
 /// The probes of every running container, by container id. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ProbeManager {
     watched: Arc<Mutex<HashMap<String, Watched>>>,
+    reporting: Reporting,
 }
 
 impl std::fmt::Debug for ProbeManager {
@@ -142,13 +143,12 @@ impl std::fmt::Debug for ProbeManager {
     }
 }
 
-/// Everything a probe task needs to run and to report.
+/// What probe tasks act and report through.
 #[derive(Clone)]
-pub struct ProbeContext {
-    pub services: Arc<Services>,
-    pub events: EventLog,
-    pub observed: mpsc::Sender<ObservedEvent>,
-    pub key: ObjectKey,
+struct Reporting {
+    handlers: Arc<dyn Handlers>,
+    events: Arc<dyn Events>,
+    observed: mpsc::Sender<ObservedEvent>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,10 +158,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProbeManager {
+    /// Probes run their actions through `handlers`; verdicts that change
+    /// are events, and the pod's key goes out on `observed`.
+    pub fn new(
+        handlers: Arc<dyn Handlers>,
+        events: Arc<dyn Events>,
+        observed: mpsc::Sender<ObservedEvent>,
+    ) -> Self {
+        Self {
+            watched: Arc::default(),
+            reporting: Reporting {
+                handlers,
+                events,
+                observed,
+            },
+        }
+    }
+
     /// Starts the probes of `container` running as `id` (reached at
     /// `host`), unless they already run. Nothing for a container without
     /// probes.
-    pub fn ensure(&self, ctx: &ProbeContext, container: &api::Container, id: &str, host: IpAddr) {
+    pub fn ensure(&self, key: &ObjectKey, container: &api::Container, id: &str, host: IpAddr) {
         let mut watched = lock(&self.watched);
         if watched.contains_key(id) {
             return;
@@ -193,7 +210,8 @@ impl ProbeManager {
             .into_iter()
             .map(|(kind, probe, action)| {
                 let worker = Worker {
-                    ctx: ctx.clone(),
+                    reporting: self.reporting.clone(),
+                    key: key.clone(),
                     kind,
                     container: container.name.clone(),
                     id: id.to_string(),
@@ -205,7 +223,8 @@ impl ProbeManager {
                     started_rx: started_rx.clone(),
                     readiness_probe,
                 };
-                tokio::spawn(worker.run())
+                let span = tracing::info_span!("probe", pod = %key, container = %container.name, probe = ?kind);
+                tokio::spawn(tracing::Instrument::instrument(worker.run(), span))
             })
             .collect();
         watched.insert(id.to_string(), Watched { verdicts, tasks });
@@ -243,12 +262,31 @@ impl ProbeManager {
     }
 }
 
+impl Probes for ProbeManager {
+    fn watch(&self, key: &ObjectKey, container: &api::Container, id: &str, host: IpAddr) {
+        self.ensure(key, container, id, host);
+    }
+
+    fn ready(&self, id: &str) -> bool {
+        ProbeManager::ready(self, id)
+    }
+
+    fn kill_request(&self, id: &str) -> Option<KillRequest> {
+        ProbeManager::kill_request(self, id)
+    }
+
+    fn forget(&self, id: &str) {
+        ProbeManager::forget(self, id);
+    }
+}
+
 fn seconds(value: i32) -> Duration {
     Duration::from_secs(u64::try_from(value.max(0)).unwrap_or(0))
 }
 
 struct Worker {
-    ctx: ProbeContext,
+    reporting: Reporting,
+    key: ObjectKey,
     kind: Kind,
     container: String,
     id: String,
@@ -267,22 +305,18 @@ impl Worker {
         if self.kind != Kind::Startup && self.started_rx.wait_for(|s| *s).await.is_err() {
             return;
         }
-        let Ok(runtime) = self.ctx.services.runtime.as_ref() else {
-            return;
-        };
         let period = seconds(self.probe.period_seconds_or_default()).max(Duration::from_secs(1));
         let timeout = seconds(self.probe.timeout_seconds_or_default()).max(Duration::from_secs(1));
         let mut counter = Counter::new(self.kind, &self.probe);
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let target = Target {
-            runtime,
-            container_id: &self.id,
-            default_host: self.host,
-        };
         loop {
             ticks.tick().await;
-            let result = self.action.run(target, timeout).await;
+            let result = self
+                .reporting
+                .handlers
+                .run(&self.action, &self.id, self.host, timeout)
+                .await;
             tracing::trace!(container = %self.id, probe = ?self.kind, ?result, "probe");
             let Some(healthy) = counter.record(result.is_ok()) else {
                 continue;
@@ -340,9 +374,9 @@ impl Worker {
     }
 
     fn event(&self, event_type: EventType, reason: &str, message: String) {
-        self.ctx.events.record(Event::new(
+        self.reporting.events.record(Event::new(
             event_type,
-            self.ctx.key.to_string(),
+            self.key.to_string(),
             reason,
             message,
         ));
@@ -351,10 +385,10 @@ impl Worker {
     /// Asks for the pod to be reconciled.
     async fn notify(&self) {
         let _ = self
-            .ctx
+            .reporting
             .observed
             .send(ObservedEvent {
-                key: self.ctx.key.clone(),
+                key: self.key.clone(),
                 reason: format!(
                     "container {}: {} probe result changed",
                     self.container,

@@ -1,27 +1,36 @@
 //! The pod's status as `berth ps` and `berth inspect` show it: phase, a
 //! one-line message, and [`PodDetails`] with every container's state, last
-//! state, restarts, exit code, reason, ids and image digest — collected
-//! while a reconcile goes through the containers.
+//! state, restarts, exit code, reason, ids and image digest — built from
+//! the plan of the sync's last round ([`build`]), a pure function.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use manifests::types as api;
 
-use super::plan::Observed;
+use super::plan::{ContainerView, Observed, PodActions, Step};
 use super::state::{ContainerSlot, PodState};
-use crate::reconcile::Applied;
-use crate::status::{ContainerDetails, ContainerState, Details, Phase, PodDetails};
+use crate::status::{ContainerDetails, ContainerState, Phase, PodDetails};
 
-/// Container states gathered during one reconcile.
+/// What a sync reports for its pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodReport {
+    pub phase: Phase,
+    /// One line for `berth status`; never a secret value.
+    pub message: String,
+    /// `None` keeps the details reported before (nothing is known yet).
+    pub details: Option<PodDetails>,
+    /// Unix ms of the earliest scheduled restart: sync again then.
+    pub wake_at_ms: Option<u64>,
+}
+
+/// Container states gathered from a plan.
 #[derive(Debug, Default)]
-pub struct Report {
+struct Report {
     init_containers: Vec<ContainerDetails>,
     containers: Vec<ContainerDetails>,
     /// The first container that needs the user's attention, as a message.
     problem: Option<String>,
-    /// Unix ms of the earliest scheduled restart.
-    wake_at_ms: Option<u64>,
-    now: bool,
 }
 
 fn details(
@@ -64,25 +73,102 @@ fn waiting(reason: &str, message: String) -> ContainerState {
     }
 }
 
-impl Report {
-    fn push(
-        &mut self,
-        slot: Option<&ContainerSlot>,
-        container: &api::Container,
-        state: ContainerState,
-    ) {
-        self.push_ready(slot, container, state, false);
+/// The report of a sync whose last plan was `actions`, for the pod with
+/// `spec` whose record is `state`; `views` are what the runtime and probes
+/// said of each container in that round.
+pub fn build(
+    state: &PodState,
+    spec: &api::PodSpec,
+    actions: &PodActions,
+    views: &BTreeMap<String, ContainerView>,
+    now_ms: u64,
+) -> PodReport {
+    let mut report = Report::default();
+    let absent = ContainerView::absent();
+    let by_name: BTreeMap<&str, (&api::Container, bool)> = spec
+        .init_containers
+        .iter()
+        .map(|c| (c.name.as_str(), (c, true)))
+        .chain(
+            spec.containers
+                .iter()
+                .map(|c| (c.name.as_str(), (c, false))),
+        )
+        .collect();
+    for (name, step) in &actions.steps {
+        let Some(&(container, init)) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        let slot = state.incarnation.containers.get(name);
+        let view = views.get(name).unwrap_or(&absent);
+        report.add(container, init, slot, step, view, now_ms);
     }
+    let phase = actions.phase;
+    let running = report
+        .containers
+        .iter()
+        .filter(|c| matches!(c.state, ContainerState::Running { .. }))
+        .count();
+    let total = spec.containers.len();
+    let message = match (&report.problem, phase) {
+        (Some(problem), _) => problem.clone(),
+        (None, Phase::Succeeded) => "completed".to_string(),
+        (None, Phase::Failed) => failure_message(&report.init_containers, &report.containers),
+        (None, _) if !state.incarnation.init_done => {
+            init_message(&report.init_containers, spec.init_containers.len())
+        }
+        (None, _) => running_message(&report.containers, running, total),
+    };
+    PodReport {
+        phase,
+        message,
+        details: Some(pod_details(state, report)),
+        wake_at_ms: actions.wake_at_ms,
+    }
+}
 
-    fn push_ready(
+impl Report {
+    fn add(
         &mut self,
-        slot: Option<&ContainerSlot>,
         container: &api::Container,
-        state: ContainerState,
-        ready: bool,
+        init: bool,
+        slot: Option<&ContainerSlot>,
+        step: &Step,
+        view: &ContainerView,
+        now_ms: u64,
     ) {
-        let init = slot.is_some_and(|s| s.init);
-        let entry = details(slot, container, state, ready);
+        let state = match step {
+            Step::Keep | Step::Wait | Step::Kill { .. } | Step::Replace => {
+                match (&view.observed, slot.and_then(|s| s.current.as_ref())) {
+                    (Observed::Running, Some(instance)) => ContainerState::Running {
+                        started_at: instance.started_at.clone().unwrap_or_default(),
+                        pid: instance.pid.unwrap_or(0),
+                    },
+                    _ => waiting("ContainerCreating", String::new()),
+                }
+            }
+            Step::Done => slot
+                .and_then(|s| s.current.as_ref())
+                .and_then(|i| i.exit.as_ref())
+                .map(|exit| super::plan::terminated(exit, None))
+                .or_else(|| slot.and_then(|s| s.last_state.clone()))
+                .unwrap_or_else(|| waiting("Unknown", String::new())),
+            Step::Completed => slot
+                .and_then(|s| s.current.as_ref())
+                .and_then(|i| i.exit.as_ref())
+                .map(|exit| super::plan::terminated(exit, None))
+                .unwrap_or_else(|| waiting("Completed", String::new())),
+            Step::Blocked { reason } => waiting(reason, String::new()),
+            Step::Backoff { at_ms } => self.backoff(container, slot, *at_ms, now_ms),
+            Step::Start | Step::Restart => match slot.and_then(|s| s.waiting.clone()) {
+                Some((reason, message)) => {
+                    self.problem(format!("{}: {reason}: {message}", container.name));
+                    waiting(&reason, message)
+                }
+                None => waiting("ContainerCreating", String::new()),
+            },
+        };
+        let entry = details(slot, container, state, view.ready);
         if init {
             self.init_containers.push(entry);
         } else {
@@ -94,66 +180,18 @@ impl Report {
         self.problem.get_or_insert(message);
     }
 
-    /// An init container that completed earlier.
-    pub fn keep_init(&mut self, state: &PodState, container: &api::Container) {
-        let slot = state.incarnation.containers.get(&container.name);
-        let done = slot
-            .and_then(|s| s.current.as_ref())
-            .and_then(|i| i.exit.as_ref())
-            .map(|exit| super::plan::terminated(exit, None))
-            .unwrap_or_else(|| waiting("Completed", String::new()));
-        self.push(slot, container, done);
-    }
-
-    /// A container that waits for something else (init containers).
-    pub fn waiting(&mut self, state: &PodState, container: &api::Container, reason: &str) {
-        let slot = state.incarnation.containers.get(&container.name);
-        self.push(slot, container, waiting(reason, String::new()));
-    }
-
-    /// A running (or starting) container; `ready` as its probes say.
-    pub fn running(
+    fn backoff(
         &mut self,
-        slot: &ContainerSlot,
         container: &api::Container,
-        observed: &Observed,
-        ready: bool,
-    ) {
-        let state = match (observed, slot.current.as_ref()) {
-            (Observed::Running, Some(instance)) => ContainerState::Running {
-                started_at: instance.started_at.clone().unwrap_or_default(),
-                pid: instance.pid.unwrap_or(0),
-            },
-            _ => waiting("ContainerCreating", String::new()),
-        };
-        self.push_ready(Some(slot), container, state, ready);
-    }
-
-    pub fn finished(&mut self, slot: &ContainerSlot, container: &api::Container) {
-        let state = slot
-            .current
-            .as_ref()
-            .and_then(|i| i.exit.as_ref())
-            .map(|exit| super::plan::terminated(exit, None));
-        let state = state
-            .or_else(|| slot.last_state.clone())
-            .unwrap_or_else(|| waiting("Unknown", String::new()));
-        self.push(Some(slot), container, state);
-    }
-
-    pub fn backoff(
-        &mut self,
-        slot: &ContainerSlot,
-        container: &api::Container,
+        slot: Option<&ContainerSlot>,
         at_ms: u64,
         now_ms: u64,
-    ) {
-        self.wake(at_ms);
+    ) -> ContainerState {
         let left = Duration::from_millis(at_ms.saturating_sub(now_ms));
-        let delay = Duration::from_millis(slot.backoff_ms.unwrap_or(0));
+        let delay = Duration::from_millis(slot.and_then(|s| s.backoff_ms).unwrap_or(0));
         let in_words = crate::config::duration::format(round(left));
-        let (reason, message) = match &slot.waiting {
-            Some((reason, message)) => (reason.clone(), message.clone()),
+        let (reason, message) = match slot.and_then(|s| s.waiting.clone()) {
+            Some((reason, message)) => (reason, message),
             None => (
                 "CrashLoopBackOff".to_string(),
                 format!(
@@ -171,62 +209,7 @@ impl Report {
         } else {
             self.problem(format!("{}: {reason}: {message}", container.name));
         }
-        self.push(Some(slot), container, waiting(&reason, message));
-    }
-
-    pub fn failed_start(&mut self, slot: &ContainerSlot, container: &api::Container) {
-        if let Some(at) = slot.restart_at_ms {
-            self.wake(at);
-        }
-        let (reason, message) = slot
-            .waiting
-            .clone()
-            .unwrap_or_else(|| ("CreateContainerError".into(), String::new()));
-        self.problem(format!("{}: {reason}: {message}", container.name));
-        self.push(Some(slot), container, waiting(&reason, message));
-    }
-
-    fn wake(&mut self, at_ms: u64) {
-        self.wake_at_ms = Some(self.wake_at_ms.map_or(at_ms, |t| t.min(at_ms)));
-    }
-
-    /// Reconcile again right away (the next step is ready now).
-    pub fn requeue_now(&mut self) {
-        self.now = true;
-    }
-
-    /// The result of the reconcile.
-    pub fn finish(self, state: &PodState, spec: &api::PodSpec, phase: Phase) -> Applied {
-        let running = self
-            .containers
-            .iter()
-            .filter(|c| matches!(c.state, ContainerState::Running { .. }))
-            .count();
-        let total = spec.containers.len();
-        let message = match (&self.problem, phase) {
-            (Some(problem), _) => problem.clone(),
-            (None, Phase::Succeeded) => "completed".to_string(),
-            (None, Phase::Failed) => failure_message(&self.init_containers, &self.containers),
-            (None, _) if !state.incarnation.init_done => {
-                init_message(&self.init_containers, spec.init_containers.len())
-            }
-            (None, _) => running_message(&self.containers, running, total),
-        };
-        let wake = self.wake_at_ms;
-        let now = self.now;
-        let mut applied =
-            Applied::new(phase, message).with_details(Details::Pod(pod_details(state, self)));
-        if now {
-            applied = applied.requeue_after(Duration::from_millis(10));
-        } else if let Some(at) = wake {
-            let left = at.saturating_sub(super::plan::millis(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default(),
-            ));
-            applied = applied.requeue_after(Duration::from_millis(left.max(10)));
-        }
-        applied
+        waiting(&reason, message)
     }
 }
 
@@ -313,23 +296,11 @@ fn pod_details(state: &PodState, report: Report) -> PodDetails {
     }
 }
 
-/// Status while a pod-level change waits for its images: the old pod keeps
-/// running.
-pub fn pending_change(
-    state: &PodState,
-    container: &str,
-    reason: &str,
-    message: &str,
-    retry: Duration,
-) -> Applied {
-    let mut applied = blocked(Some(state), reason, message);
-    applied.message = format!("{container}: {reason}: {message}");
-    applied.requeue_after(retry)
-}
-
-/// Status when nothing can change (a missing ConfigMap key, a pull secret
-/// that is not there): whatever runs keeps running.
-pub fn blocked(state: Option<&PodState>, reason: &str, message: &str) -> Applied {
+/// Status when nothing can change now (a missing ConfigMap key, a pull
+/// secret that is not there, an image that cannot be pulled yet, a pull in
+/// progress): whatever runs keeps running, `message` says why nothing
+/// else happens.
+pub fn blocked(state: Option<&PodState>, message: String, wake_at_ms: Option<u64>) -> PodReport {
     let phase = if state.is_some_and(|s| {
         s.incarnation
             .containers
@@ -340,5 +311,10 @@ pub fn blocked(state: Option<&PodState>, reason: &str, message: &str) -> Applied
     } else {
         Phase::Pending
     };
-    Applied::new(phase, format!("{reason}: {message}"))
+    PodReport {
+        phase,
+        message,
+        details: None,
+        wake_at_ms,
+    }
 }

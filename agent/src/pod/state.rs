@@ -13,11 +13,13 @@
 //! Never a secret value: env and volume contents appear only as hashes.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use netplugins::driver::{NetworkStatus, PodNetwork};
 use serde::{Deserialize, Serialize};
 
+use super::handlers::Action;
 use crate::paths::Paths;
 use crate::runtime::ExitStatus;
 use crate::status::ContainerState;
@@ -166,7 +168,7 @@ pub struct Instance {
     pub exit: Option<ExitStatus>,
     /// Its preStop hook, kept so it runs even after the manifest is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_stop: Option<super::handlers::Action>,
+    pub pre_stop: Option<Action>,
 }
 
 impl PodState {
@@ -248,6 +250,50 @@ impl PodState {
 }
 
 impl Incarnation {
+    /// A new incarnation of a pod with `spec` (pod-level hash `pod_hash`):
+    /// a fresh uid, one empty slot per container.
+    pub fn new(spec: &manifests::types::PodSpec, pod_hash: &str, created_at: String) -> Self {
+        let mut containers = BTreeMap::new();
+        for c in &spec.init_containers {
+            containers.insert(
+                c.name.clone(),
+                ContainerSlot {
+                    init: true,
+                    ..Default::default()
+                },
+            );
+        }
+        for c in &spec.containers {
+            containers.insert(c.name.clone(), ContainerSlot::default());
+        }
+        Self {
+            uid: format!("{:016x}", fastrand::u64(..)),
+            pod_hash: pod_hash.to_string(),
+            host_network: spec.host_network,
+            grace_seconds: grace_seconds(spec),
+            network_request: None,
+            network: None,
+            sandbox_ready: false,
+            volume_hashes: BTreeMap::new(),
+            init_done: spec.init_containers.is_empty(),
+            created_at,
+            containers,
+        }
+    }
+
+    /// The address probes and hooks reach the pod at: its first IP over
+    /// the bridge, the host's loopback for a hostNetwork pod (or one
+    /// without an address yet).
+    pub fn pod_ip(&self) -> IpAddr {
+        if self.host_network {
+            return IpAddr::V4(Ipv4Addr::LOCALHOST);
+        }
+        self.network
+            .as_ref()
+            .and_then(|n| n.pod_ips().first().copied())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
     /// Ids of every container instance this incarnation knows.
     pub fn container_ids(&self) -> Vec<String> {
         self.containers
@@ -255,6 +301,11 @@ impl Incarnation {
             .filter_map(|slot| slot.current.as_ref().map(|i| i.id.clone()))
             .collect()
     }
+}
+
+/// `terminationGracePeriodSeconds`, or Kubernetes' default of 30.
+pub fn grace_seconds(spec: &manifests::types::PodSpec) -> u64 {
+    u64::try_from(spec.termination_grace_period_seconds_or_default().max(0)).unwrap_or(30)
 }
 
 fn read(path: &Path) -> Result<Option<PodState>, StateError> {

@@ -17,6 +17,10 @@
 //! trigger), records status and events, and never writes object content
 //! into either: messages are the only thing reconcilers report, and they
 //! must not contain secret values.
+//!
+//! Pods are the exception: their reconcile hands the pod its newest
+//! desired state and returns ([`PodReconciler::hand_over`]); the pod's own
+//! worker (`crate::pod::workers`) does the slow work and reports its status.
 
 mod config;
 mod image;
@@ -29,10 +33,11 @@ use std::sync::Arc;
 use manifests::{Kind, ObjectKey};
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::services::Services;
-use crate::controller::{Action, ObservedEvent, Reconciler};
+use crate::controller::{Action, ObservedEvent, Reconciler, Why};
 use crate::desired::{DesiredObject, DesiredState};
-use crate::status::{Details, Event, EventLog, EventType, Phase, StatusStore, chain};
+use crate::pod::workers::PodWorkers;
+use crate::services::Services;
+use crate::status::{Details, EventLog, Phase, Reporter, StatusStore, chain};
 
 pub use config::{ConfigMapReconciler, SecretReconciler};
 pub use image::ImageReconciler;
@@ -50,6 +55,8 @@ pub struct Context {
     pub observed: mpsc::Sender<ObservedEvent>,
     /// The subsystems reconcilers act through (images, runtime, network).
     pub services: Arc<Services>,
+    /// One worker per pod.
+    pub pods: PodWorkers,
 }
 
 impl Context {
@@ -152,7 +159,9 @@ impl Reconcilers {
     async fn apply(&self, desired: &DesiredObject) -> Result<Applied, ReconcileError> {
         let ctx = &self.ctx;
         match desired.key.kind {
-            Kind::Pod => self.pod.apply(ctx, desired).await,
+            Kind::Pod => Err(ReconcileError::Failed(
+                "pods are reconciled by their workers".into(),
+            )),
             Kind::ConfigMap => self.config_map.apply(ctx, desired).await,
             Kind::Secret => self.secret.apply(ctx, desired).await,
             Kind::Image => self.image.apply(ctx, desired).await,
@@ -163,7 +172,9 @@ impl Reconcilers {
     async fn cleanup(&self, key: &ObjectKey) -> Result<(), ReconcileError> {
         let ctx = &self.ctx;
         match key.kind {
-            Kind::Pod => self.pod.cleanup(ctx, key).await,
+            Kind::Pod => Err(ReconcileError::Failed(
+                "pods are removed by their workers".into(),
+            )),
             Kind::ConfigMap => self.config_map.cleanup(ctx, key).await,
             Kind::Secret => self.secret.cleanup(ctx, key).await,
             Kind::Image => self.image.cleanup(ctx, key).await,
@@ -171,10 +182,8 @@ impl Reconcilers {
         }
     }
 
-    fn record(&self, event_type: EventType, key: &ObjectKey, reason: &str, message: String) {
-        self.ctx
-            .events
-            .record(Event::new(event_type, key.to_string(), reason, message));
+    fn reporter(&self) -> Reporter {
+        Reporter::new(self.ctx.status.clone(), self.ctx.events.clone())
     }
 }
 
@@ -182,64 +191,42 @@ impl Reconciler for Reconcilers {
     type Key = ObjectKey;
     type Error = ReconcileError;
 
-    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, key: &ObjectKey, why: &Why) -> Result<Action, ReconcileError> {
         let desired = self.ctx.desired().get(key).cloned();
-        let status = &self.ctx.status;
+        if key.kind == Kind::Pod {
+            self.pod.hand_over(&self.ctx, key, desired, why).await;
+            return Ok(Action::await_change());
+        }
+        let reporter = self.reporter();
         match desired {
             Some(desired) => match self.apply(&desired).await {
                 Ok(applied) => {
-                    let outcome = status.report(
+                    reporter.applied(
                         key,
                         &desired.source,
                         desired.generation,
                         applied.phase,
-                        applied.message.clone(),
-                        applied.details.clone(),
+                        applied.message,
+                        applied.details,
                     );
-                    if outcome.generation_observed || outcome.phase_changed || outcome.recovered {
-                        let reason = if outcome.generation_observed {
-                            "Applied"
-                        } else {
-                            "PhaseChanged"
-                        };
-                        self.record(
-                            EventType::Normal,
-                            key,
-                            reason,
-                            format!(
-                                "generation {} from {}: {}: {}",
-                                desired.generation, desired.source, applied.phase, applied.message
-                            ),
-                        );
-                    }
                     Ok(applied.action)
                 }
                 Err(err) => {
-                    let text = chain(&err);
-                    if status.report_error(key, Some((&desired.source, desired.generation)), &text)
-                    {
-                        self.record(EventType::Warning, key, "ReconcileFailed", text);
-                    }
+                    reporter.failed(
+                        key,
+                        Some((&desired.source, desired.generation)),
+                        &chain(&err),
+                    );
                     Err(err)
                 }
             },
             None => match self.cleanup(key).await {
                 Ok(()) => {
-                    if status.remove(key) {
-                        self.record(
-                            EventType::Normal,
-                            key,
-                            "Deleted",
-                            "removed from the manifests; cleanup done".into(),
-                        );
-                    }
+                    reporter.removed(key);
                     Ok(Action::await_change())
                 }
                 Err(err) => {
-                    let text = chain(&err);
-                    if status.report_error(key, None, &text) {
-                        self.record(EventType::Warning, key, "CleanupFailed", text);
-                    }
+                    reporter.failed(key, None, &chain(&err));
                     Err(err)
                 }
             },
@@ -312,24 +299,36 @@ mod tests {
             None,
         );
         let events_path = dir.path().join("events.jsonl");
+        let events = EventLog::open(events_path.clone(), 100);
         let (observed, _observed_rx) = mpsc::channel(1);
+        let services = Arc::new(
+            Services::open(
+                &crate::paths::Paths::new(&dir.path().join("root"), &dir.path().join("run")),
+                &crate::config::AgentConfig::default(),
+            )
+            .await
+            .expect("services"),
+        );
+        let host = crate::services::pod_host::build(
+            &services,
+            status.clone(),
+            events.clone(),
+            observed.clone(),
+        );
         let reconcilers = Reconcilers::new(Context {
             desired,
             status: status.clone(),
-            events: EventLog::open(events_path.clone(), 100),
+            events,
             observed,
-            services: Arc::new(
-                Services::open(
-                    &crate::paths::Paths::new(&dir.path().join("root"), &dir.path().join("run")),
-                    &crate::config::AgentConfig::default(),
-                )
-                .await
-                .expect("services"),
-            ),
+            services,
+            pods: PodWorkers::new(host, Default::default()),
         });
         let key = ObjectKey::new(Kind::Secret, "default", "db");
 
-        let action = reconcilers.reconcile(&key).await.expect("apply");
+        let action = reconcilers
+            .reconcile(&key, &Why::Changed)
+            .await
+            .expect("apply");
         assert_eq!(action, Action::await_change());
         let reported = status.get(&key).expect("status");
         assert_eq!(
@@ -344,7 +343,10 @@ mod tests {
             vec![key.clone()],
             "still has a status"
         );
-        reconcilers.reconcile(&key).await.expect("cleanup");
+        reconcilers
+            .reconcile(&key, &Why::Changed)
+            .await
+            .expect("cleanup");
         assert!(status.get(&key).is_none());
         assert!(reconcilers.relist().await.is_empty());
 

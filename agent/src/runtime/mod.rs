@@ -654,6 +654,14 @@ impl Runtime {
                         shim_alive,
                     },
                     (None, Some(s)) if shim_alive => ContainerState::Creating { shim_pid: s.pid },
+                    // The container ended and its shim is recording how:
+                    // running until the exit file is there (the shim's
+                    // exit then wakes whoever watches it).
+                    (Some(c), Some(s)) if shim_alive => ContainerState::Running {
+                        pid: c.pid,
+                        shim_pid: Some(s.pid),
+                        shim_alive,
+                    },
                     // The shim may have written the exit file just now.
                     _ => match shim::read_exit(dir) {
                         Ok(Some(exit)) => ContainerState::Exited(exit),

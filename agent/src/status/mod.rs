@@ -10,6 +10,7 @@
 pub mod details;
 pub mod events;
 pub mod persist;
+mod reporter;
 mod store;
 pub mod time;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use details::{ContainerDetails, ContainerState, Details, PodDetails};
 pub use events::{Event, EventLog, EventType};
+pub use reporter::Reporter;
 pub use store::{ReportOutcome, StatusStore};
 
 /// Version of the status file format; readers refuse newer ones.

@@ -182,6 +182,24 @@ impl StatusStore {
         new_error
     }
 
+    /// `key` is being removed: phase `Terminating` with `message`; an error
+    /// recorded earlier stays until the removal ends.
+    pub fn terminating(&self, key: &ObjectKey, message: &str) {
+        let mut inner = self.lock();
+        let Some(status) = inner.objects.get_mut(key) else {
+            return;
+        };
+        if status.phase == Phase::Terminating && status.message == message {
+            return;
+        }
+        if status.phase != Phase::Terminating {
+            status.last_transition_time = time::now();
+        }
+        status.phase = Phase::Terminating;
+        status.message = message.to_string();
+        self.mark_changed(&mut inner);
+    }
+
     /// Forgets `key` after its cleanup finished. Returns whether it had a
     /// status.
     pub fn remove(&self, key: &ObjectKey) -> bool {

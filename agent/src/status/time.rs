@@ -23,6 +23,19 @@ pub fn now() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// The wall clock in Unix milliseconds: the one clock reading the agent's
+/// records and back-offs use.
+pub fn unix_ms() -> u64 {
+    millis_since_epoch(SystemTime::now())
+}
+
+/// `time` in Unix milliseconds (0 before the epoch).
+pub fn millis_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the epoch to 0000-03-01 so leap days fall at the end of a year.

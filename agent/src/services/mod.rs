@@ -1,11 +1,15 @@
 //! The long-lived subsystems reconcilers act through, built once at start:
-//! the image manager, the container runtime, the network drivers and the
-//! pod reconciler's exit watcher. A reconciler reaches everything through
-//! its [`Context`](crate::reconcile::Context).
+//! the image manager, the registry configuration, the container runtime
+//! and the network drivers — and, over them, the host the pod layer acts
+//! through ([`pod_host`]). A reconciler reaches them through its
+//! [`Context`](crate::reconcile::Context).
 //!
 //! A runtime or network driver that cannot work on this host does not stop
 //! the agent: the pods that need it report why in their status, and
 //! everything else (images, other pods) goes on.
+
+pub mod networks;
+pub mod pod_host;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,12 +25,10 @@ use crate::image::registries::{RegistrySet, load_hosts_dir};
 use crate::image::remote::DEFAULT_CONCURRENCY;
 use crate::image::service::ImageService;
 use crate::paths::Paths;
-use crate::pod::PodsConfig;
-use crate::pod::exits::ExitWatcher;
-use crate::pod::network::Networks;
-use crate::pod::probes::ProbeManager;
+use crate::pod::config::PodsConfig;
 use crate::runtime::Runtime;
 use crate::status::{Event, EventLog, EventType, chain};
+use networks::NetworkDrivers;
 
 /// How often `[images] hosts-dir` is read again for changes (a few small
 /// files; Registry objects in the manifest directory apply immediately).
@@ -39,15 +41,11 @@ pub struct Services {
     /// directory's Registry objects (the registry reconciler applies them).
     pub registries: RegistrySet,
     /// The container runtime, or why there is none on this host.
-    pub runtime: Result<Runtime, String>,
+    pub runtime: Result<Arc<Runtime>, String>,
     /// The pod network drivers (`[network]`).
-    pub network: Networks,
-    /// `[pods]`: restart back-off.
+    pub network: Arc<NetworkDrivers>,
+    /// `[pods]`: restart back-off, parallel work.
     pub pods: PodsConfig,
-    /// Turns container exits into reconciles of their pods.
-    pub exits: ExitWatcher,
-    /// Runs the probes of running containers.
-    pub probes: ProbeManager,
     store: StoreConfig,
 }
 
@@ -71,12 +69,18 @@ impl Services {
             .unwrap_or(DEFAULT_CONCURRENCY);
         let images = ImageManager::new(service, hosts.clone(), credentials, concurrency)
             .context("applying the registry host configuration")?;
-        let runtime = Runtime::new(paths.clone(), config.runtime.clone())
-            .map_err(|err| crate::status::chain(&err));
+        let runtime_paths = paths.clone();
+        let runtime_config = config.runtime.clone();
+        let runtime =
+            tokio::task::spawn_blocking(move || Runtime::new(runtime_paths, runtime_config))
+                .await
+                .context("looking at the host's container runtimes")?
+                .map(Arc::new)
+                .map_err(|err| crate::status::chain(&err));
         if let Err(reason) = &runtime {
             tracing::warn!(%reason, "the container runtime is not available; pods cannot run");
         }
-        let network = Networks::new(&config.network, paths).await;
+        let network = Arc::new(NetworkDrivers::new(&config.network, paths).await);
         Ok(Self {
             paths: paths.clone(),
             images,
@@ -84,8 +88,6 @@ impl Services {
             runtime,
             network,
             pods: config.pods,
-            exits: ExitWatcher::default(),
-            probes: ProbeManager::default(),
             store: config.store.clone(),
         })
     }

@@ -1,6 +1,8 @@
-//! kubelet's CrashLoopBackOff: a container that keeps exiting is restarted
-//! after a delay that starts at `initial` and doubles up to `max`; a
-//! container that ran for at least `reset` before exiting starts over.
+//! `[pods]` in the agent config: kubelet's CrashLoopBackOff — a container
+//! that keeps exiting is restarted after a delay that starts at `initial`
+//! and doubles up to `max`; a container that ran for at least `reset`
+//! before exiting starts over — and how many pods may pull, start and stop
+//! at once (each pod has its own worker; these bound the slow work).
 
 use std::time::Duration;
 
@@ -13,6 +15,9 @@ use serde::Deserialize;
 /// backoff-initial = "10s"   # first restart delay of a crashed container
 /// backoff-max = "5m"        # the delay doubles up to this
 /// backoff-reset = "10m"     # running this long forgets earlier crashes
+/// parallel-pulls = 4        # pods pulling images at once
+/// parallel-starts = 8       # pods making sandboxes and starting containers at once
+/// parallel-stops = 32       # containers in their grace period at once
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -23,6 +28,15 @@ pub struct PodsConfig {
     pub backoff_max: Duration,
     #[serde(with = "crate::config::duration")]
     pub backoff_reset: Duration,
+    /// Pods whose worker may wait on an image pull at the same time (the
+    /// image manager bounds the downloads of each pull on its own).
+    pub parallel_pulls: usize,
+    /// Pods whose worker may set up a sandbox or start containers at the
+    /// same time.
+    pub parallel_starts: usize,
+    /// Containers that may be stopping (preStop hook, grace period) at the
+    /// same time. High by default: a stop mostly waits.
+    pub parallel_stops: usize,
 }
 
 impl Default for PodsConfig {
@@ -31,6 +45,9 @@ impl Default for PodsConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
+            parallel_pulls: 4,
+            parallel_starts: 8,
+            parallel_stops: 32,
         }
     }
 }
@@ -65,6 +82,7 @@ mod tests {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_millis(1600),
             backoff_reset: Duration::from_secs(10),
+            ..PodsConfig::default()
         }
     }
 
@@ -85,15 +103,5 @@ mod tests {
         assert_eq!(c.crashes_after(4, Some(Duration::from_secs(1))), 5);
         assert_eq!(c.crashes_after(4, Some(Duration::from_secs(10))), 1);
         assert_eq!(c.crashes_after(0, None), 1);
-    }
-
-    #[test]
-    fn the_section_parses_durations() {
-        let config: crate::config::AgentConfig =
-            toml::from_str("[pods]\nbackoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"\n")
-                .expect("parse");
-        assert_eq!(config.pods.backoff_initial, Duration::from_millis(200));
-        assert_eq!(config.pods.backoff_max, Duration::from_millis(1600));
-        assert_eq!(config.pods.backoff_reset, Duration::from_secs(600));
     }
 }

@@ -1,0 +1,763 @@
+//! One sync of a pod, kubelet's `SyncPod`: observe the pod (its record,
+//! the runtime, the probes), plan ([`plan::compute`]), carry the actions
+//! out, and again, until the plan has nothing left to do now; then report.
+//! Images come first (before anything stops, and before a new pod gets a
+//! sandbox); every intent is recorded before it is acted on, so a sync may
+//! be cancelled at any `.await` (its pod worker does that when a newer
+//! version of the pod arrives) and the next one carries on.
+//!
+//! [`terminate`] removes a pod that is no longer wanted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use manifests::Object;
+use manifests::types as api;
+
+use super::containers::{self, PodEnvironment, Stopping};
+use super::error::{Failures, PodError, Reason};
+use super::executor::Executor;
+use super::handlers::Action;
+use super::hash;
+use super::hooks;
+use super::host::Origin;
+use super::inputs;
+use super::plan::{
+    self, ContainerView, DesiredPod, Observed, PodActions, PodStep, Start, StartKind, Step,
+};
+use super::report::{self, PodReport};
+use super::sandbox::{self, Ready};
+use super::state::{ContainerSlot, Incarnation, Instance, PodState, grace_seconds};
+use super::teardown;
+use crate::desired::{DesiredObject, DesiredState};
+use crate::image::auth::Credentials;
+use crate::image::manager::EnsuredImage;
+use crate::runtime::from_pod;
+use crate::status::{ContainerState, EventType, time};
+
+/// Rounds of observe-plan-act in one sync; a pod that still has work after
+/// that (a chain of init containers that finish at once) syncs again
+/// right away.
+const MAX_ROUNDS: usize = 16;
+
+/// Syncs the desired pod `object` (see the module docs).
+pub async fn sync(
+    ex: &Executor<'_>,
+    object: &DesiredObject,
+    desired: &DesiredState,
+) -> Result<PodReport, PodError> {
+    let Object::Pod(pod) = object.object.as_ref() else {
+        return Err(PodError::new(
+            Reason::CreateContainerConfigError,
+            format!("{} does not hold a Pod", object.key),
+        ));
+    };
+    let (namespace, name) = (ex.key.namespace.as_str(), ex.key.name.as_str());
+    let spec = &pod.spec;
+    let record = load(ex).await?;
+    let (pod_hash, wanted) = match hash::wanted(namespace, name, spec, desired) {
+        Ok(wanted) => wanted,
+        // Running containers keep running; a fixed manifest or a new
+        // ConfigMap/Secret syncs the pod again.
+        Err(err) => return Ok(config_error(record.as_ref(), &err)),
+    };
+    let secrets = match inputs::pull_credentials(namespace, spec, desired) {
+        Ok(credentials) => credentials,
+        Err(err) => return Ok(config_error(record.as_ref(), &err)),
+    };
+    let mut state = record.unwrap_or_else(|| {
+        PodState::new(
+            namespace,
+            name,
+            Incarnation::new(spec, &pod_hash, time::now()),
+        )
+    });
+    // Applies to the next stop without recreating anything.
+    state.incarnation.grace_seconds = grace_seconds(spec);
+    let desired_pod = DesiredPod {
+        pod_hash: &pod_hash,
+        containers: &wanted,
+        policy: spec.restart_policy_or_default(),
+        grace: Duration::from_secs(state.incarnation.grace_seconds),
+    };
+    let mut run = Run {
+        ex,
+        spec,
+        desired,
+        origin: Origin {
+            source: object.source.clone(),
+            generation: object.generation,
+        },
+        source: object.source.to_string(),
+        pod_hash: &pod_hash,
+        wanted: &wanted,
+        secrets,
+        ensured: BTreeMap::new(),
+        ready: None,
+        unsaved: false,
+    };
+    let outcome = run.rounds(&mut state, &desired_pod).await;
+    if run.unsaved {
+        sandbox::save(ex.host, &state).await?;
+    }
+    outcome
+}
+
+/// Removes pod `ex.key` and everything it had (every incarnation, its logs
+/// and its record). Idempotent; every failure is reported, none stops the
+/// rest.
+pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
+    let Some(state) = load(ex).await? else {
+        return Ok(());
+    };
+    let deadlines = ex.stops.deadlines();
+    let no_views = BTreeMap::new();
+    let view = plan::PodView {
+        state: &state,
+        sandbox_alive: true,
+        containers: &no_views,
+        stop_deadlines: &deadlines,
+        now_ms: ex.now_ms(),
+    };
+    let PodStep::Terminate { grace } = plan::compute(None, &view).step else {
+        unreachable!("a pod that is not wanted is terminated");
+    };
+    let mut failures = Failures::default();
+    for incarnation in state.incarnations() {
+        failures
+            .extend(teardown::incarnation(ex, incarnation, &grace, "the pod was removed").await);
+    }
+    failures.into_result(format!("removing pod {}", ex.key))?;
+    let host = ex.host;
+    if let Err(err) = host
+        .runtime
+        .remove_pod_logs(&state.namespace, &state.name)
+        .await
+    {
+        tracing::warn!(error = %crate::status::chain(&*err), "could not remove the pod's logs");
+    }
+    host.records
+        .remove(&state.namespace, &state.name)
+        .await
+        .map_err(|err| {
+            PodError::caused(
+                Reason::PodStateError,
+                format!("forgetting pod {}", ex.key),
+                err,
+            )
+        })
+}
+
+async fn load(ex: &Executor<'_>) -> Result<Option<PodState>, PodError> {
+    let key = ex.key;
+    ex.host
+        .records
+        .load(&key.namespace, &key.name)
+        .await
+        .map_err(|err| {
+            PodError::caused(
+                Reason::PodStateError,
+                format!("reading the record of pod {key}"),
+                err,
+            )
+        })
+}
+
+/// The manifest asks for something the desired state cannot give (a
+/// missing ConfigMap key): whatever runs keeps running, the status says
+/// why nothing changes.
+fn config_error(state: Option<&PodState>, err: &inputs::InputError) -> PodReport {
+    report::blocked(
+        state,
+        format!("{}: {err}", Reason::CreateContainerConfigError),
+        None,
+    )
+}
+
+/// Joins a multi-line error (one line per registry host tried) into the
+/// one line a status message is.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One sync in progress.
+struct Run<'a> {
+    ex: &'a Executor<'a>,
+    spec: &'a api::PodSpec,
+    desired: &'a DesiredState,
+    origin: Origin,
+    source: String,
+    pod_hash: &'a str,
+    wanted: &'a [plan::Wanted],
+    secrets: Option<Credentials>,
+    /// Images ensured in this sync (an `Always` image is pulled once per
+    /// sync, not once per step).
+    ensured: BTreeMap<String, EnsuredImage>,
+    /// The sandbox, once made or refreshed in this sync.
+    ready: Option<Ready>,
+    /// The record changed (a new network and sandbox) and is not saved
+    /// yet: the first container's intent saves it, the end of the sync at
+    /// the latest.
+    unsaved: bool,
+}
+
+impl<'a> Run<'a> {
+    async fn rounds(
+        &mut self,
+        state: &mut PodState,
+        desired: &DesiredPod<'_>,
+    ) -> Result<PodReport, PodError> {
+        let mut last: Option<(PodActions, BTreeMap<String, ContainerView>)> = None;
+        for _ in 0..MAX_ROUNDS {
+            let views = self.observe(state, desired.policy).await?;
+            let alive = sandbox::alive(self.ex.host, state).await;
+            let deadlines = self.ex.stops.deadlines();
+            let now_ms = self.ex.now_ms();
+            let view = plan::PodView {
+                state,
+                sandbox_alive: alive,
+                containers: &views,
+                stop_deadlines: &deadlines,
+                now_ms,
+            };
+            let actions = plan::compute(Some(desired), &view);
+            tracing::debug!(step = ?actions.step, start = actions.start.len(), kill = actions.kill.len(), remove = actions.remove.len(), "planned");
+            match &actions.step {
+                PodStep::Recreate { why } => {
+                    if let Some(pending) = self.recreate(state, why).await? {
+                        return Ok(pending);
+                    }
+                    continue;
+                }
+                PodStep::TeardownRetired => {
+                    self.teardown_retired(state).await?;
+                    continue;
+                }
+                PodStep::Terminate { .. } => unreachable!("a wanted pod is never terminated"),
+                PodStep::Run => {}
+            }
+            if self.ready.is_none() {
+                // Images first: no sandbox or network for a pod that
+                // cannot run yet.
+                if actions.images_first
+                    && let Some(pending) = self.ensure_images(state).await
+                {
+                    return Ok(pending);
+                }
+                let ready =
+                    sandbox::ensure(self.ex, state, self.spec, self.desired, &mut self.unsaved)
+                        .await;
+                match ready {
+                    Ok(ready) => self.ready = Some(ready),
+                    Err(err) => {
+                        self.ex
+                            .event(EventType::Warning, err.reason.as_str(), err.message());
+                        return Err(err);
+                    }
+                }
+            }
+            self.watch(state, &actions);
+            if actions.is_idle() {
+                return Ok(report::build(state, self.spec, &actions, &views, now_ms));
+            }
+            self.act(state, &actions).await?;
+            last = Some((actions, views));
+        }
+        let (actions, views) = last.expect("at least one round acted");
+        let now_ms = self.ex.now_ms();
+        let mut report = report::build(state, self.spec, &actions, &views, now_ms);
+        report.wake_at_ms = Some(now_ms);
+        Ok(report)
+    }
+
+    /// What the runtime and the probes say about every current instance;
+    /// new exits are recorded (restart bookkeeping, an event).
+    async fn observe(
+        &mut self,
+        state: &mut PodState,
+        policy: api::RestartPolicy,
+    ) -> Result<BTreeMap<String, ContainerView>, PodError> {
+        let host = self.ex.host;
+        let now_ms = self.ex.now_ms();
+        let mut views = BTreeMap::new();
+        let mut exited = false;
+        for (name, slot) in &mut state.incarnation.containers {
+            let Some(instance) = slot.current.as_mut() else {
+                continue;
+            };
+            let (observed, lost_reason) = containers::observe(host, instance, now_ms).await;
+            let id = instance.id.clone();
+            if let Observed::Exited(exit) = &observed {
+                host.probes.forget(&id);
+                if let Some(delay) =
+                    plan::record_exit(slot, exit, lost_reason.as_deref(), &host.config)
+                {
+                    exited = true;
+                    let restarting = plan::restarts(policy, slot.init, exit.exit_code);
+                    self.ex.event(
+                        if exit.exit_code == 0 {
+                            EventType::Normal
+                        } else {
+                            EventType::Warning
+                        },
+                        "Exited",
+                        format!(
+                            "container {name} exited with {} ({}){}",
+                            exit.exit_code,
+                            lost_reason.as_deref().unwrap_or(exit.reason()),
+                            if restarting {
+                                format!("; back-off {}", crate::config::duration::format(delay))
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    );
+                }
+            }
+            views.insert(
+                name.clone(),
+                ContainerView {
+                    observed,
+                    ready: host.probes.ready(&id),
+                    kill: host.probes.kill_request(&id),
+                },
+            );
+        }
+        if exited {
+            self.save(state).await?;
+        }
+        Ok(views)
+    }
+
+    async fn save(&mut self, state: &PodState) -> Result<(), PodError> {
+        sandbox::save(self.ex.host, state).await?;
+        self.unsaved = false;
+        Ok(())
+    }
+
+    /// Running containers are watched for their exit; those kept as they
+    /// are have their probes running.
+    fn watch(&self, state: &PodState, actions: &PodActions) {
+        let host = self.ex.host;
+        let pod_ip = state.incarnation.pod_ip();
+        for (name, step) in &actions.steps {
+            let Some(instance) = state
+                .incarnation
+                .containers
+                .get(name)
+                .and_then(|slot| slot.current.as_ref())
+                .filter(|instance| instance.created && instance.exit.is_none())
+            else {
+                continue;
+            };
+            host.exits.watch(&instance.id, self.ex.key);
+            if *step == Step::Keep
+                && let Some(container) = self.container(name)
+            {
+                host.probes
+                    .watch(self.ex.key, container, &instance.id, pod_ip);
+            }
+        }
+    }
+
+    fn container(&self, name: &str) -> Option<&'a api::Container> {
+        let spec: &'a api::PodSpec = self.spec;
+        spec.init_containers
+            .iter()
+            .chain(&spec.containers)
+            .find(|c| c.name == name)
+    }
+
+    /// A pod-level change or a lost sandbox: every image of the new pod
+    /// first (download, then kill), then the current incarnation is retired
+    /// (and torn down by the next round). Returns a report when an image is
+    /// missing: the old pod keeps running meanwhile.
+    async fn recreate(
+        &mut self,
+        state: &mut PodState,
+        why: &str,
+    ) -> Result<Option<PodReport>, PodError> {
+        if let Some(pending) = self.ensure_images(state).await {
+            return Ok(Some(pending));
+        }
+        let fresh = Incarnation::new(self.spec, self.pod_hash, time::now());
+        let old = std::mem::replace(&mut state.incarnation, fresh);
+        self.ex.event(
+            EventType::Normal,
+            "Recreating",
+            format!(
+                "{why}: replacing pod {} with {}",
+                old.uid, state.incarnation.uid
+            ),
+        );
+        state.retired.push(old);
+        self.save(state).await?;
+        Ok(None)
+    }
+
+    /// Tears down retired incarnations (a pod-level change, possibly cut
+    /// short by a crash) before the new one is set up: they may hold its
+    /// host ports.
+    async fn teardown_retired(&mut self, state: &mut PodState) -> Result<(), PodError> {
+        while let Some(old) = state.retired.first().cloned() {
+            teardown::incarnation(self.ex, &old, &BTreeMap::new(), "the pod is recreated")
+                .await
+                .into_result(format!("removing the previous pod {}", old.uid))?;
+            state.retired.remove(0);
+            self.save(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Every image of the pod; a report of the first that cannot be had
+    /// (retried after the first back-off step).
+    async fn ensure_images(&mut self, state: &PodState) -> Option<PodReport> {
+        let spec: &'a api::PodSpec = self.spec;
+        for container in spec.init_containers.iter().chain(&spec.containers) {
+            if let Err(err) = self.ensure_image(container, state).await {
+                let retry = self.ex.now_ms() + plan::millis(self.ex.host.config.backoff_initial);
+                return Some(report::blocked(
+                    Some(state),
+                    format!(
+                        "{}: {}: {}",
+                        container.name,
+                        err.reason,
+                        one_line(&err.message())
+                    ),
+                    Some(retry),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Makes the container's image present as its pull policy says; the
+    /// status says so while a pull runs.
+    async fn ensure_image(
+        &mut self,
+        container: &api::Container,
+        state: &PodState,
+    ) -> Result<EnsuredImage, PodError> {
+        if let Some(ensured) = self.ensured.get(&container.image) {
+            return Ok(ensured.clone());
+        }
+        let host = self.ex.host;
+        let policy = container.image_pull_policy_or_default();
+        if host.images.would_pull(&container.image, policy).await {
+            let pending = report::blocked(
+                Some(state),
+                format!(
+                    "{}: ContainerCreating: pulling image {}",
+                    container.name, container.image
+                ),
+                None,
+            );
+            host.status.report(
+                self.ex.key,
+                &self.origin,
+                pending.phase,
+                pending.message,
+                None,
+            );
+        }
+        let ensured = {
+            let _permit = self.ex.limits.pull().await;
+            host.images
+                .ensure(&container.image, policy, self.secrets.clone())
+                .await?
+        };
+        if ensured.pulled {
+            self.ex.event(
+                EventType::Normal,
+                "Pulled",
+                format!(
+                    "container {}: pulled image {} ({})",
+                    container.name, container.image, ensured.record.manifest_digest
+                ),
+            );
+        }
+        self.ensured
+            .insert(container.image.clone(), ensured.clone());
+        Ok(ensured)
+    }
+
+    /// Carries out the container actions of one round.
+    async fn act(&mut self, state: &mut PodState, actions: &PodActions) -> Result<(), PodError> {
+        for stop in &actions.remove {
+            self.stop(state, stop).await?;
+            containers::remove(self.ex, &stop.id).await?;
+            state.incarnation.containers.remove(&stop.name);
+            self.save(state).await?;
+        }
+        for kill in &actions.kill {
+            self.stop(state, kill).await?;
+        }
+        if actions.init_done {
+            state.incarnation.init_done = true;
+            self.save(state).await?;
+        }
+        for start in &actions.start {
+            self.start(state, start).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, state: &PodState, stop: &plan::Stop) -> Result<(), PodError> {
+        let Some(instance) = state
+            .incarnation
+            .containers
+            .get(&stop.name)
+            .and_then(|slot| slot.current.as_ref())
+        else {
+            return Ok(());
+        };
+        containers::stop(
+            self.ex,
+            Stopping {
+                name: &stop.name,
+                instance,
+                pod_ip: state.incarnation.pod_ip(),
+                grace: stop.grace,
+                why: &stop.why,
+            },
+        )
+        .await
+    }
+
+    /// Gives container `start.name` a new instance: its image first, then
+    /// (for a replacement) the old instance stopped and removed, then the
+    /// new one made.
+    async fn start(&mut self, state: &mut PodState, start: &Start) -> Result<(), PodError> {
+        let Some(container) = self.container(&start.name) else {
+            return Ok(());
+        };
+        let all: &'a [plan::Wanted] = self.wanted;
+        let Some(wanted) = all.iter().find(|w| w.name == start.name) else {
+            return Ok(());
+        };
+        let ensured = match self.ensure_image(container, state).await {
+            Ok(ensured) => ensured,
+            Err(err) => return self.fail_start(state, container, err).await,
+        };
+        let old = state
+            .incarnation
+            .containers
+            .get(&start.name)
+            .and_then(|slot| slot.current.clone())
+            .filter(|instance| instance.created);
+        let restart = old.is_some();
+        if let Some(old) = old {
+            if start.kind == StartKind::Replace {
+                let grace = Duration::from_secs(state.incarnation.grace_seconds);
+                let stop = plan::Stop {
+                    name: start.name.clone(),
+                    id: old.id.clone(),
+                    why: "its spec changed".into(),
+                    grace,
+                };
+                self.stop(state, &stop).await?;
+            }
+            containers::remove(self.ex, &old.id).await?;
+            if let Some(slot) = state.incarnation.containers.get_mut(&start.name) {
+                if start.kind == StartKind::Replace && slot.last_state.is_none() {
+                    slot.last_state = Some(ContainerState::Terminated {
+                        exit_code: 0,
+                        signal: None,
+                        reason: "Replaced".into(),
+                        message: "its spec changed".into(),
+                        started_at: old.started_at.clone(),
+                        finished_at: time::now(),
+                    });
+                }
+                slot.current = None;
+            }
+            self.save(state).await?;
+        }
+        self.launch(state, container, wanted, &ensured, restart)
+            .await
+    }
+
+    /// Records why an instance could not be made, to retry after a
+    /// back-off.
+    async fn fail_start(
+        &mut self,
+        state: &mut PodState,
+        container: &api::Container,
+        err: PodError,
+    ) -> Result<(), PodError> {
+        let message = one_line(&err.message());
+        let now_ms = self.ex.now_ms();
+        let config = self.ex.host.config;
+        let slot = state
+            .incarnation
+            .containers
+            .entry(container.name.clone())
+            .or_default();
+        plan::record_failure(slot, err.reason.as_str(), message.clone(), &config, now_ms);
+        self.save(state).await?;
+        self.ex.event(
+            EventType::Warning,
+            err.reason.as_str(),
+            format!("container {}: {message}", container.name),
+        );
+        Ok(())
+    }
+
+    /// Makes a new instance of `container`: id and log number recorded
+    /// first (with the image hold taken meanwhile), then the runtime
+    /// creates and starts it; then its postStart hook.
+    async fn launch(
+        &mut self,
+        state: &mut PodState,
+        container: &api::Container,
+        wanted: &plan::Wanted,
+        ensured: &EnsuredImage,
+        restart: bool,
+    ) -> Result<(), PodError> {
+        let ex = self.ex;
+        let ready = self
+            .ready
+            .as_ref()
+            .expect("the sandbox is ready before containers start");
+        let resolved =
+            inputs::resolve_env(&state.namespace, container, self.desired, &ready.fields)
+                .map_err(|err| {
+                    PodError::caused(
+                        Reason::CreateContainerConfigError,
+                        format!("container {}", container.name),
+                        err,
+                    )
+                })
+                .and_then(|env| {
+                    from_pod::container_spec(container, env)
+                        .map(|mut spec| {
+                            spec.security_context = spec
+                                .security_context
+                                .with_pod_defaults(&ready.pod.security_context);
+                            spec
+                        })
+                        .map_err(|err| {
+                            PodError::caused(
+                                Reason::CreateContainerConfigError,
+                                format!("container {}", container.name),
+                                err,
+                            )
+                        })
+                });
+        let spec = match resolved {
+            Ok(spec) => spec,
+            Err(err) => return self.fail_start(state, container, err).await,
+        };
+        let number = state.take_instance(&container.name);
+        let mut instance = Instance {
+            id: format!("{}-{}-{number}", state.incarnation.uid, container.name),
+            instance: number,
+            spec_hash: wanted.hash.clone(),
+            image: container.image.clone(),
+            image_digest: Some(ensured.record.manifest_digest.to_string()),
+            handler: None,
+            created: false,
+            pid: None,
+            started_at: None,
+            warnings: Vec::new(),
+            exit: None,
+            pre_stop: container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|hook| Action::of_hook(hook, container)),
+        };
+        {
+            let slot = state
+                .incarnation
+                .containers
+                .entry(container.name.clone())
+                .or_insert_with(|| ContainerSlot {
+                    init: wanted.init,
+                    ..Default::default()
+                });
+            slot.current = Some(instance.clone());
+            if restart {
+                slot.restart_count += 1;
+            }
+        }
+        let _permit = ex.limits.start().await;
+        // The image hold is taken while the intent is recorded.
+        let (saved, held) = futures::join!(
+            sandbox::save(ex.host, state),
+            ex.host.images.hold(&instance.id, &container.image)
+        );
+        if let Err(err) = saved {
+            if held.is_ok() {
+                ex.host.images.release(&instance.id).await;
+            }
+            return Err(err);
+        }
+        self.unsaved = false;
+        let env = PodEnvironment {
+            key: ex.key,
+            pod: &ready.pod,
+            sandbox: &ready.sandbox,
+            volumes: &ready.volumes,
+            runtime_class: self.spec.runtime_class_name.as_deref(),
+            source: self.source.clone(),
+            generation: self.origin.generation,
+        };
+        let started = match held {
+            Ok(lowerdirs) => {
+                let created =
+                    containers::create(ex, &env, &spec, &ensured.record, &lowerdirs, &mut instance)
+                        .await;
+                if created.is_err() {
+                    ex.host.images.release(&instance.id).await;
+                }
+                created
+            }
+            Err(err) => Err(PodError::caused(
+                Reason::CreateContainerError,
+                format!("container {}: taking its image's layers", container.name),
+                err,
+            )),
+        };
+        if let Err(err) = started {
+            if let Some(slot) = state.incarnation.containers.get_mut(&container.name) {
+                slot.current = None;
+            }
+            return self.fail_start(state, container, err).await;
+        }
+        {
+            let slot = state
+                .incarnation
+                .containers
+                .get_mut(&container.name)
+                .expect("the slot was made above");
+            slot.current = Some(instance.clone());
+            slot.waiting = None;
+            slot.failures = 0;
+            slot.restart_at_ms = None;
+        }
+        self.save(state).await?;
+        ex.host.exits.watch(&instance.id, ex.key);
+        let post_start = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|hook| Action::of_hook(hook, container));
+        if let Some(action) = post_start {
+            let pod_ip = state.incarnation.pod_ip();
+            let ran = hooks::post_start(ex, &container.name, &instance.id, &action, pod_ip).await;
+            if ran.is_err() {
+                // The next round sees the exit and restarts it by the
+                // restart policy.
+                let stop = plan::Stop {
+                    name: container.name.clone(),
+                    id: instance.id.clone(),
+                    why: "its postStart hook failed".into(),
+                    grace: Duration::from_secs(state.incarnation.grace_seconds),
+                };
+                self.stop(state, &stop).await?;
+            }
+        }
+        Ok(())
+    }
+}
