@@ -300,20 +300,17 @@ fn file_error(path: &Path, diagnostic: Diagnostic) -> ParsedFile {
     }
 }
 
+/// Desired states made from manifest text, for unit tests.
 #[cfg(test)]
-mod tests {
-    use manifests::Kind;
+pub mod testing {
+    use std::path::Path;
+
     use sha2::{Digest, Sha256};
 
     use super::*;
 
-    const DIR: &str = "/etc/agent.d";
-
-    fn store() -> DesiredStore {
-        DesiredStore::new(Path::new(DIR), Generations::in_memory())
-    }
-
-    fn file(relative: &str, text: &str) -> ScannedFile<ManifestFile> {
+    /// `text` as the source reads file `relative` of the manifest directory.
+    pub fn file(relative: &str, text: &str) -> ScannedFile<ManifestFile> {
         ScannedFile {
             relative: relative.into(),
             class: manifests::classify_path(Path::new(relative)).expect("a manifest path"),
@@ -323,6 +320,25 @@ mod tests {
             },
             symlink_target: None,
         }
+    }
+
+    /// A store over `/m` with generations in memory.
+    pub fn store() -> DesiredStore {
+        DesiredStore::new(Path::new("/m"), Generations::in_memory())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use manifests::Kind;
+
+    use super::testing::file;
+    use super::*;
+
+    const DIR: &str = "/etc/agent.d";
+
+    fn store() -> DesiredStore {
+        DesiredStore::new(Path::new(DIR), Generations::in_memory())
     }
 
     fn config_map(name: &str, value: &str) -> String {

@@ -80,19 +80,19 @@ fn add_edit_break_fix_rename_over_ignore_leftovers_and_delete() {
         format!("{}---\n{}", config_map("app", &["a"]), pod("web")),
     )
     .expect("write");
+    // Nothing serves localhost/berth/busybox: the pod says it pulls, then
+    // waits for its image.
     let status = agent.wait_for_status(&dirs, "app and web to appear", |s| {
-        generation(s, "app") == Some(1) && object(s, "Pod", "default", "web").is_some()
+        generation(s, "app") == Some(1)
+            && object(s, "Pod", "default", "web").is_some_and(|web| {
+                web["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("ImagePullBackOff"))
+            })
     });
     assert_eq!(message(&status, "app"), "1 key: a");
     let web = object(&status, "Pod", "default", "web").expect("web");
     assert_eq!(web["phase"], "Pending");
-    // Nothing serves localhost/berth/busybox: the pod waits for its image.
-    assert!(
-        web["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("ImagePullBackOff")),
-        "{web:#}"
-    );
     assert_eq!(web["source"]["file"].as_str(), app.to_str());
     assert_eq!(web["source"]["line"], 8);
     let app_status = object(&status, "ConfigMap", "default", "app").expect("app");

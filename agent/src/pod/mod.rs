@@ -49,6 +49,8 @@ pub mod sandbox;
 pub mod state;
 pub mod sync;
 pub mod teardown;
+#[cfg(test)]
+mod tests;
 pub mod workers;
 
 pub use config::PodsConfig;

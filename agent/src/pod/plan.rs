@@ -716,3 +716,710 @@ mod tests {
         );
     }
 }
+
+/// The pod-level planner as a table: each case is a pod as recorded and
+/// observed, what is wanted, and what the plan must say.
+#[cfg(test)]
+mod compute_tests {
+    use super::*;
+    use crate::pod::state::{Incarnation, Instance};
+
+    const NOW: u64 = 1_000_000;
+
+    /// One container of the fixture: its name, whether it is an init
+    /// container, the spec hash it runs (or ran), and what the runtime says.
+    #[derive(Clone)]
+    enum Seen {
+        /// No instance yet.
+        Absent,
+        Running,
+        Creating,
+        Exited(i32),
+    }
+
+    #[derive(Clone)]
+    struct C {
+        name: &'static str,
+        init: bool,
+        hash: &'static str,
+        seen: Seen,
+    }
+
+    fn app(name: &'static str, hash: &'static str, seen: Seen) -> C {
+        C {
+            name,
+            init: false,
+            hash,
+            seen,
+        }
+    }
+
+    fn init(name: &'static str, hash: &'static str, seen: Seen) -> C {
+        C {
+            name,
+            init: true,
+            hash,
+            seen,
+        }
+    }
+
+    struct Fixture {
+        state: PodState,
+        views: BTreeMap<String, ContainerView>,
+        deadlines: BTreeMap<String, u64>,
+        alive: bool,
+        wanted: Vec<Wanted>,
+        policy: RestartPolicy,
+        pod_hash: &'static str,
+    }
+
+    fn exit(code: i32) -> ExitStatus {
+        ExitStatus {
+            pid: Some(1),
+            exit_code: code,
+            signal: None,
+            oom_killed: false,
+            started_at: None,
+            started_at_ns: Some((NOW - 5_000) * 1_000_000),
+            finished_at: "f".into(),
+            finished_at_ns: (NOW - 1_000) * 1_000_000,
+            start_error: None,
+        }
+    }
+
+    /// A pod whose record holds `running` (names, init flags, hashes and
+    /// runtime states), wanting `wanted` (same shape; hash = wanted hash).
+    fn fixture(running: &[C], wanted: &[C]) -> Fixture {
+        let mut incarnation =
+            Incarnation::new(&manifests::types::PodSpec::default(), "pod1", "t".into());
+        incarnation.uid = "u1".into();
+        incarnation.sandbox_ready = true;
+        incarnation.init_done = !wanted.iter().any(|c| c.init);
+        let mut views = BTreeMap::new();
+        for c in running {
+            let current = match c.seen {
+                Seen::Absent => None,
+                _ => Some(Instance {
+                    id: format!("u1-{}-0", c.name),
+                    instance: 0,
+                    spec_hash: c.hash.into(),
+                    image: "i".into(),
+                    image_digest: None,
+                    handler: None,
+                    created: true,
+                    pid: Some(1),
+                    started_at: None,
+                    warnings: vec![],
+                    exit: match c.seen {
+                        Seen::Exited(code) => Some(exit(code)),
+                        _ => None,
+                    },
+                    pre_stop: None,
+                }),
+            };
+            incarnation.containers.insert(
+                c.name.to_string(),
+                ContainerSlot {
+                    init: c.init,
+                    current,
+                    ..Default::default()
+                },
+            );
+            let observed = match c.seen {
+                Seen::Absent => continue,
+                Seen::Running => Observed::Running,
+                Seen::Creating => Observed::Creating,
+                Seen::Exited(code) => Observed::Exited(exit(code)),
+            };
+            views.insert(
+                c.name.to_string(),
+                ContainerView {
+                    observed,
+                    ready: true,
+                    kill: None,
+                },
+            );
+        }
+        Fixture {
+            state: PodState::new("default", "p", incarnation),
+            views,
+            deadlines: BTreeMap::new(),
+            alive: true,
+            wanted: wanted
+                .iter()
+                .map(|c| Wanted {
+                    name: c.name.into(),
+                    init: c.init,
+                    hash: c.hash.into(),
+                })
+                .collect(),
+            policy: RestartPolicy::Always,
+            pod_hash: "pod1",
+        }
+    }
+
+    impl Fixture {
+        fn plan(&self) -> PodActions {
+            let desired = DesiredPod {
+                pod_hash: self.pod_hash,
+                containers: &self.wanted,
+                policy: self.policy,
+                grace: Duration::from_secs(30),
+            };
+            compute(Some(&desired), &self.view())
+        }
+
+        fn deleted(&self) -> PodActions {
+            compute(None, &self.view())
+        }
+
+        fn view(&self) -> PodView<'_> {
+            PodView {
+                state: &self.state,
+                sandbox_alive: self.alive,
+                containers: &self.views,
+                stop_deadlines: &self.deadlines,
+                now_ms: NOW,
+            }
+        }
+
+        fn policy(mut self, policy: RestartPolicy) -> Self {
+            self.policy = policy;
+            self
+        }
+
+        fn slot(&mut self, name: &str) -> &mut ContainerSlot {
+            self.state
+                .incarnation
+                .containers
+                .get_mut(name)
+                .expect("a slot")
+        }
+    }
+
+    fn starts(actions: &PodActions) -> Vec<(String, StartKind)> {
+        actions
+            .start
+            .iter()
+            .map(|s| (s.name.clone(), s.kind))
+            .collect()
+    }
+
+    fn step_of(actions: &PodActions, name: &str) -> Step {
+        actions
+            .steps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .expect("a step")
+    }
+
+    type Case = (&'static str, Box<dyn Fn()>);
+
+    fn cases() -> Vec<Case> {
+        use RestartPolicy::*;
+        use Seen::*;
+        let s = |start: &str, kind| (start.to_string(), kind);
+        vec![
+            (
+                "a new pod starts every app container",
+                Box::new(move || {
+                    let f = fixture(&[], &[app("web", "h1", Absent), app("side", "h2", Absent)]);
+                    let a = f.plan();
+                    assert_eq!(a.step, PodStep::Run);
+                    assert_eq!(
+                        starts(&a),
+                        [s("web", StartKind::Start), s("side", StartKind::Start)]
+                    );
+                    assert_eq!(a.phase, Phase::Pending);
+                }),
+            ),
+            (
+                "a new pod pulls its images before its sandbox",
+                Box::new(move || {
+                    let mut f = fixture(&[], &[app("web", "h1", Absent)]);
+                    f.state.incarnation.sandbox_ready = false;
+                    assert!(f.plan().images_first);
+                }),
+            ),
+            (
+                "a running pod as wanted needs nothing",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    let a = f.plan();
+                    assert!(a.is_idle(), "{a:?}");
+                    assert!(!a.images_first);
+                    assert_eq!(a.phase, Phase::Running);
+                    assert_eq!(step_of(&a, "web"), Step::Keep);
+                }),
+            ),
+            (
+                "a container still being created is waited for",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Creating)], &[app("web", "h1", Absent)]);
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(step_of(&a, "web"), Step::Wait);
+                    assert_eq!(a.phase, Phase::Running);
+                }),
+            ),
+            (
+                "a container-level edit replaces only that container",
+                Box::new(move || {
+                    let f = fixture(
+                        &[app("web", "h1", Running), app("side", "h2", Running)],
+                        &[app("web", "h1b", Absent), app("side", "h2", Absent)],
+                    );
+                    let a = f.plan();
+                    assert_eq!(a.step, PodStep::Run);
+                    assert_eq!(starts(&a), [s("web", StartKind::Replace)]);
+                    assert_eq!(step_of(&a, "side"), Step::Keep);
+                }),
+            ),
+            (
+                "a pod-level edit recreates the pod",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.pod_hash = "pod2";
+                    assert_eq!(
+                        f.plan().step,
+                        PodStep::Recreate {
+                            why: "a pod-level field changed"
+                        }
+                    );
+                }),
+            ),
+            (
+                "a lost sandbox recreates the pod",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.alive = false;
+                    assert_eq!(
+                        f.plan().step,
+                        PodStep::Recreate {
+                            why: "its sandbox is gone"
+                        }
+                    );
+                }),
+            ),
+            (
+                "a sandbox not made yet is not lost",
+                Box::new(move || {
+                    let mut f = fixture(&[], &[app("web", "h1", Absent)]);
+                    f.state.incarnation.sandbox_ready = false;
+                    f.alive = false;
+                    assert_eq!(f.plan().step, PodStep::Run);
+                }),
+            ),
+            (
+                "retired incarnations are torn down before anything else",
+                Box::new(move || {
+                    let mut f = fixture(&[], &[app("web", "h1", Absent)]);
+                    let old = f.state.incarnation.clone();
+                    f.state.retired.push(old);
+                    let a = f.plan();
+                    assert_eq!(a.step, PodStep::TeardownRetired);
+                    assert!(a.start.is_empty());
+                }),
+            ),
+            (
+                "a container that left the spec is stopped with the pod's grace",
+                Box::new(move || {
+                    let f = fixture(
+                        &[app("web", "h1", Running), app("old", "h9", Running)],
+                        &[app("web", "h1", Absent)],
+                    );
+                    let a = f.plan();
+                    assert_eq!(a.remove.len(), 1);
+                    assert_eq!(a.remove[0].name, "old");
+                    assert_eq!(a.remove[0].grace, Duration::from_secs(30));
+                    assert!(!a.is_idle());
+                }),
+            ),
+            (
+                "Always restarts a container that exited with 0",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(0))], &[app("web", "h1", Absent)]);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Restart)]);
+                }),
+            ),
+            (
+                "Always restarts a container that failed",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(2))], &[app("web", "h1", Absent)]);
+                    let a = f.plan();
+                    assert_eq!(starts(&a), [s("web", StartKind::Restart)]);
+                    assert_eq!(a.phase, Phase::Running, "restarting counts as running");
+                }),
+            ),
+            (
+                "OnFailure leaves a success alone: Succeeded",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(0))], &[app("web", "h1", Absent)])
+                        .policy(OnFailure);
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(step_of(&a, "web"), Step::Done);
+                    assert_eq!(a.phase, Phase::Succeeded);
+                }),
+            ),
+            (
+                "OnFailure restarts a failure",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(1))], &[app("web", "h1", Absent)])
+                        .policy(OnFailure);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Restart)]);
+                }),
+            ),
+            (
+                "Never leaves a failure alone: Failed",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(1))], &[app("web", "h1", Absent)])
+                        .policy(Never);
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(a.phase, Phase::Failed);
+                }),
+            ),
+            (
+                "one container done and one running: Running",
+                Box::new(move || {
+                    let f = fixture(
+                        &[app("job", "h1", Exited(0)), app("web", "h2", Running)],
+                        &[app("job", "h1", Absent), app("web", "h2", Absent)],
+                    )
+                    .policy(OnFailure);
+                    assert_eq!(f.plan().phase, Phase::Running);
+                }),
+            ),
+            (
+                "a crash inside its back-off waits and wakes at its end",
+                Box::new(move || {
+                    let mut f =
+                        fixture(&[app("web", "h1", Exited(1))], &[app("web", "h1", Absent)]);
+                    f.slot("web").restart_at_ms = Some(NOW + 5_000);
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(step_of(&a, "web"), Step::Backoff { at_ms: NOW + 5_000 });
+                    assert_eq!(a.wake_at_ms, Some(NOW + 5_000));
+                }),
+            ),
+            (
+                "a crash whose back-off ended restarts",
+                Box::new(move || {
+                    let mut f =
+                        fixture(&[app("web", "h1", Exited(1))], &[app("web", "h1", Absent)]);
+                    f.slot("web").restart_at_ms = Some(NOW);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Restart)]);
+                }),
+            ),
+            (
+                "a failed start waits out its back-off and then starts",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Absent)], &[app("web", "h1", Absent)]);
+                    f.slot("web").restart_at_ms = Some(NOW + 1);
+                    assert!(f.plan().is_idle());
+                    f.slot("web").restart_at_ms = Some(NOW - 1);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Start)]);
+                }),
+            ),
+            (
+                "an edit of a container in back-off starts it at once",
+                Box::new(move || {
+                    let mut f =
+                        fixture(&[app("web", "h1", Exited(1))], &[app("web", "h2", Absent)]);
+                    f.slot("web").restart_at_ms = Some(NOW + 60_000);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Restart)]);
+                }),
+            ),
+            (
+                "an edit starts a finished container under Never",
+                Box::new(move || {
+                    let f = fixture(&[app("web", "h1", Exited(0))], &[app("web", "h2", Absent)])
+                        .policy(Never);
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Restart)]);
+                }),
+            ),
+            (
+                "init containers run one at a time, the first first",
+                Box::new(move || {
+                    let f = fixture(
+                        &[],
+                        &[
+                            init("a", "i1", Absent),
+                            init("b", "i2", Absent),
+                            app("web", "h1", Absent),
+                        ],
+                    );
+                    let a = f.plan();
+                    assert_eq!(starts(&a), [s("a", StartKind::Start)]);
+                    assert_eq!(step_of(&a, "b"), Step::Blocked { reason: "Waiting" });
+                    assert_eq!(
+                        step_of(&a, "web"),
+                        Step::Blocked {
+                            reason: "PodInitializing"
+                        }
+                    );
+                    assert_eq!(a.phase, Phase::Pending);
+                }),
+            ),
+            (
+                "a running init container holds the next one",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Running)],
+                        &[
+                            init("a", "i1", Absent),
+                            init("b", "i2", Absent),
+                            app("web", "h1", Absent),
+                        ],
+                    );
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(step_of(&a, "b"), Step::Blocked { reason: "Waiting" });
+                }),
+            ),
+            (
+                "a completed init container lets the next one start",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Exited(0))],
+                        &[
+                            init("a", "i1", Absent),
+                            init("b", "i2", Absent),
+                            app("web", "h1", Absent),
+                        ],
+                    );
+                    assert_eq!(starts(&f.plan()), [s("b", StartKind::Start)]);
+                }),
+            ),
+            (
+                "every init container done marks init done, apps wait one round",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Exited(0)), init("b", "i2", Exited(0))],
+                        &[
+                            init("a", "i1", Absent),
+                            init("b", "i2", Absent),
+                            app("web", "h1", Absent),
+                        ],
+                    );
+                    let a = f.plan();
+                    assert!(a.init_done);
+                    assert!(a.start.is_empty());
+                    assert!(!a.is_idle());
+                }),
+            ),
+            (
+                "after init, completed init containers stay completed and apps start",
+                Box::new(move || {
+                    let mut f = fixture(
+                        &[init("a", "i1", Exited(0))],
+                        &[init("a", "i1", Absent), app("web", "h1", Absent)],
+                    );
+                    f.state.incarnation.init_done = true;
+                    let a = f.plan();
+                    assert_eq!(step_of(&a, "a"), Step::Completed);
+                    assert_eq!(starts(&a), [s("web", StartKind::Start)]);
+                    assert!(!a.init_done);
+                }),
+            ),
+            (
+                "a failed init container is retried under Always",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Exited(1))],
+                        &[init("a", "i1", Absent), app("web", "h1", Absent)],
+                    );
+                    let a = f.plan();
+                    assert_eq!(starts(&a), [s("a", StartKind::Restart)]);
+                    assert_eq!(a.phase, Phase::Pending);
+                }),
+            ),
+            (
+                "a failed init container under Never fails the pod",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Exited(1))],
+                        &[init("a", "i1", Absent), app("web", "h1", Absent)],
+                    )
+                    .policy(Never);
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(a.phase, Phase::Failed);
+                    assert_eq!(
+                        step_of(&a, "web"),
+                        Step::Blocked {
+                            reason: "PodInitializing"
+                        }
+                    );
+                }),
+            ),
+            (
+                "a successful init container is not repeated under Always",
+                Box::new(move || {
+                    let f = fixture(
+                        &[init("a", "i1", Exited(0)), init("b", "i2", Running)],
+                        &[
+                            init("a", "i1", Absent),
+                            init("b", "i2", Absent),
+                            app("web", "h1", Absent),
+                        ],
+                    );
+                    let a = f.plan();
+                    assert!(a.start.is_empty(), "{a:?}");
+                    assert_eq!(step_of(&a, "a"), Step::Done);
+                }),
+            ),
+            (
+                "a failed liveness probe kills the container with the probe's grace",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.views.get_mut("web").expect("view").kill = Some(KillRequest {
+                        why: "it failed its liveness probe".into(),
+                        grace: Some(Duration::from_secs(5)),
+                    });
+                    let a = f.plan();
+                    assert_eq!(a.kill.len(), 1);
+                    assert_eq!(a.kill[0].grace, Duration::from_secs(5));
+                    assert_eq!(a.kill[0].why, "it failed its liveness probe");
+                    assert!(a.start.is_empty());
+                }),
+            ),
+            (
+                "a kill without its own grace uses the pod's",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.views.get_mut("web").expect("view").kill = Some(KillRequest {
+                        why: "it failed its startup probe".into(),
+                        grace: None,
+                    });
+                    assert_eq!(f.plan().kill[0].grace, Duration::from_secs(30));
+                }),
+            ),
+            (
+                "a kill request for a container being replaced is moot",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h2", Absent)]);
+                    f.views.get_mut("web").expect("view").kill = Some(KillRequest {
+                        why: "liveness".into(),
+                        grace: None,
+                    });
+                    let a = f.plan();
+                    assert!(a.kill.is_empty());
+                    assert_eq!(starts(&a), [s("web", StartKind::Replace)]);
+                }),
+            ),
+            (
+                "a container that is not ready still runs",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.views.get_mut("web").expect("view").ready = false;
+                    let a = f.plan();
+                    assert!(a.is_idle());
+                    assert_eq!(a.phase, Phase::Running);
+                }),
+            ),
+            (
+                "deleting a running pod stops every container with the pod's grace",
+                Box::new(move || {
+                    let f = fixture(
+                        &[app("web", "h1", Running), app("side", "h2", Running)],
+                        &[],
+                    );
+                    let PodStep::Terminate { grace } = f.deleted().step else {
+                        panic!("terminate")
+                    };
+                    assert_eq!(grace.len(), 2);
+                    assert!(grace.values().all(|g| *g == Duration::from_secs(30)));
+                }),
+            ),
+            (
+                "deleting during a graceful stop keeps the shorter remaining grace",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[]);
+                    f.deadlines.insert("u1-web-0".into(), NOW + 12_000);
+                    let PodStep::Terminate { grace } = f.deleted().step else {
+                        panic!("terminate")
+                    };
+                    assert_eq!(grace["u1-web-0"], Duration::from_secs(12));
+                }),
+            ),
+            (
+                "deleting while being recreated stops both incarnations",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[]);
+                    let mut old = f.state.incarnation.clone();
+                    old.uid = "u0".into();
+                    for slot in old.containers.values_mut() {
+                        if let Some(i) = slot.current.as_mut() {
+                            i.id = "u0-web-0".into();
+                        }
+                    }
+                    f.state.retired.push(old);
+                    let PodStep::Terminate { grace } = f.deleted().step else {
+                        panic!("terminate")
+                    };
+                    assert_eq!(grace.keys().collect::<Vec<_>>(), ["u0-web-0", "u1-web-0"]);
+                }),
+            ),
+            (
+                "deleting during a pull or before any container stops nothing",
+                Box::new(move || {
+                    let f = fixture(&[], &[]);
+                    let PodStep::Terminate { grace } = f.deleted().step else {
+                        panic!("terminate")
+                    };
+                    assert!(grace.is_empty());
+                }),
+            ),
+            (
+                "a replacement during a stop in progress keeps the nearer deadline",
+                Box::new(move || {
+                    let mut f = fixture(
+                        &[app("web", "h1", Running), app("old", "h9", Running)],
+                        &[app("web", "h1", Absent)],
+                    );
+                    f.deadlines.insert("u1-old-0".into(), NOW + 3_000);
+                    assert_eq!(f.plan().remove[0].grace, Duration::from_secs(3));
+                }),
+            ),
+            (
+                "a deadline already passed leaves no grace",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[]);
+                    f.deadlines.insert("u1-web-0".into(), NOW - 1);
+                    let PodStep::Terminate { grace } = f.deleted().step else {
+                        panic!("terminate")
+                    };
+                    assert_eq!(grace["u1-web-0"], Duration::ZERO);
+                }),
+            ),
+            (
+                "the earliest back-off wakes the pod",
+                Box::new(move || {
+                    let mut f = fixture(
+                        &[app("a", "h1", Exited(1)), app("b", "h2", Exited(1))],
+                        &[app("a", "h1", Absent), app("b", "h2", Absent)],
+                    );
+                    f.slot("a").restart_at_ms = Some(NOW + 9_000);
+                    f.slot("b").restart_at_ms = Some(NOW + 4_000);
+                    assert_eq!(f.plan().wake_at_ms, Some(NOW + 4_000));
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_planner_table() {
+        let cases = cases();
+        assert!(cases.len() >= 30, "{} cases", cases.len());
+        let mut failed = Vec::new();
+        for (name, case) in cases {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)).is_err() {
+                failed.push(name);
+            }
+        }
+        assert!(failed.is_empty(), "failed cases: {failed:#?}");
+    }
+}

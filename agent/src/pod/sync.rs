@@ -180,6 +180,14 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Container `name` of `spec` (init or app).
+fn container_of<'s>(spec: &'s api::PodSpec, name: &str) -> Option<&'s api::Container> {
+    spec.init_containers
+        .iter()
+        .chain(&spec.containers)
+        .find(|c| c.name == name)
+}
+
 /// One sync in progress.
 struct Run<'a> {
     ex: &'a Executor<'a>,
@@ -256,7 +264,7 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            self.watch(state, &actions);
+            self.watch(state);
             if actions.is_idle() {
                 return Ok(report::build(state, self.spec, &actions, &views, now_ms));
             }
@@ -279,6 +287,7 @@ impl<'a> Run<'a> {
     ) -> Result<BTreeMap<String, ContainerView>, PodError> {
         let host = self.ex.host;
         let now_ms = self.ex.now_ms();
+        let pod_ip = state.incarnation.pod_ip();
         let mut views = BTreeMap::new();
         let mut exited = false;
         for (name, slot) in &mut state.incarnation.containers {
@@ -314,6 +323,18 @@ impl<'a> Run<'a> {
                     );
                 }
             }
+            // Probes run for a running container as its spec wants it
+            // (started before its readiness is read: a container with a
+            // readiness probe is not ready until the probe says so).
+            let current = self.wanted.iter().any(|w| {
+                &w.name == name && slot.current.as_ref().is_some_and(|i| i.spec_hash == w.hash)
+            });
+            if observed == Observed::Running
+                && current
+                && let Some(container) = container_of(self.spec, name)
+            {
+                host.probes.watch(self.ex.key, container, &id, pod_ip);
+            }
             views.insert(
                 name.clone(),
                 ContainerView {
@@ -335,37 +356,21 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Running containers are watched for their exit; those kept as they
-    /// are have their probes running.
-    fn watch(&self, state: &PodState, actions: &PodActions) {
-        let host = self.ex.host;
-        let pod_ip = state.incarnation.pod_ip();
-        for (name, step) in &actions.steps {
-            let Some(instance) = state
-                .incarnation
-                .containers
-                .get(name)
-                .and_then(|slot| slot.current.as_ref())
+    /// Running containers are watched for their exit.
+    fn watch(&self, state: &PodState) {
+        for slot in state.incarnation.containers.values() {
+            if let Some(instance) = slot
+                .current
+                .as_ref()
                 .filter(|instance| instance.created && instance.exit.is_none())
-            else {
-                continue;
-            };
-            host.exits.watch(&instance.id, self.ex.key);
-            if *step == Step::Keep
-                && let Some(container) = self.container(name)
             {
-                host.probes
-                    .watch(self.ex.key, container, &instance.id, pod_ip);
+                self.ex.host.exits.watch(&instance.id, self.ex.key);
             }
         }
     }
 
     fn container(&self, name: &str) -> Option<&'a api::Container> {
-        let spec: &'a api::PodSpec = self.spec;
-        spec.init_containers
-            .iter()
-            .chain(&spec.containers)
-            .find(|c| c.name == name)
+        container_of(self.spec, name)
     }
 
     /// A pod-level change or a lost sandbox: every image of the new pod

@@ -251,27 +251,8 @@ impl Reconciler for Reconcilers {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use sha2::{Digest, Sha256};
-
     use super::*;
-    use crate::desired::DesiredStore;
-    use crate::desired::generations::Generations;
-    use crate::source::scan::{FileContent, ScannedFile};
     use crate::status::{AgentInfo, AgentState};
-
-    fn scanned(relative: &str, text: &str) -> ScannedFile<manifests::ManifestFile> {
-        ScannedFile {
-            relative: relative.into(),
-            class: manifests::classify_path(Path::new(relative)).expect("manifest path"),
-            content: FileContent::Bytes {
-                bytes: text.as_bytes().to_vec(),
-                hash: hex::encode(Sha256::digest(text.as_bytes())),
-            },
-            symlink_target: None,
-        }
-    }
 
     const SECRET: &str =
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n";
@@ -279,9 +260,9 @@ mod tests {
     #[tokio::test]
     async fn apply_reports_status_and_a_vanished_object_is_cleaned_up_and_forgotten() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = DesiredStore::new(Path::new("/m"), Generations::in_memory());
+        let mut store = crate::desired::testing::store();
         let state = store
-            .update(vec![scanned("s.yaml", SECRET)])
+            .update(vec![crate::desired::testing::file("s.yaml", SECRET)])
             .expect("state");
         let (publish, desired) = watch::channel(state);
         let status = StatusStore::new(
