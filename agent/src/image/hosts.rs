@@ -41,8 +41,8 @@ const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_SERVER: &str = "https://registry-1.docker.io";
 /// A registry that does not answer the TCP handshake in this long is skipped
 /// for the next host, unless the config sets its own `dial_timeout`.
-/// (Stalls after the handshake are the puller's business: its stall timeout
-/// wraps every response head and body read.)
+/// (Waiting for an answer is the puller's business: its stall timeout
+/// bounds every response head and body read.)
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
@@ -404,11 +404,6 @@ impl Endpoint {
         url
     }
 
-    /// How long connecting to this endpoint (TCP and TLS) may take.
-    pub fn connect_timeout(&self) -> Duration {
-        self.client.dial_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
-    }
-
     /// The configured `header` table as request headers, every value of a
     /// name kept in order (containerd sends them all). They belong to this
     /// endpoint's origin only: the puller adds them per request, never to a
@@ -659,7 +654,7 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
     // a redirect to any host.
     endpoint.headers()?;
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(endpoint.connect_timeout())
+        .connect_timeout(settings.dial_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
         // The puller follows redirects itself, deciding per hop which
         // headers and credentials may go along.
         .redirect(reqwest::redirect::Policy::none())

@@ -37,6 +37,7 @@ pub(super) async fn next_chunk(
         Ok(Err(err)) => Err(RemoteError::http(url, err)),
         Err(_) => Err(RemoteError::Stalled {
             url: url.to_owned(),
+            awaited: "data",
             after: stall,
         }),
     }

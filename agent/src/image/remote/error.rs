@@ -32,8 +32,14 @@ pub enum RemoteError {
         what: &'static str,
         limit: u64,
     },
-    #[error("{url}: no data for {} (the stall timeout); giving up on this host", duration::format(*.after))]
-    Stalled { url: String, after: Duration },
+    #[error("{url}: no {awaited} for {} (the stall timeout); giving up on this host", duration::format(*.after))]
+    Stalled {
+        url: String,
+        /// `response` (nothing after sending the request) or `data` (the
+        /// body stopped).
+        awaited: &'static str,
+        after: Duration,
+    },
     #[error("{url}: the {what} did not arrive within {}", duration::format(*.after))]
     TooSlow {
         url: String,

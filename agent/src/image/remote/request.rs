@@ -8,8 +8,9 @@
 //! - a redirect from https to plain http is refused (the request, and what
 //!   comes back, would travel in clear);
 //! - at most [`MAX_REDIRECTS`] hops;
-//! - the response head must arrive within the connect timeout plus the
-//!   stall timeout.
+//! - the response head must arrive within the stall timeout (connecting
+//!   included: a host's `dial_timeout` bounds connecting alone, and only
+//!   matters when it is shorter).
 
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ pub(super) async fn send(client: &reqwest::Client, get: Get<'_>) -> Result<Respo
             .await
             .map_err(|_| RemoteError::Stalled {
                 url: shown(&url),
+                awaited: "response",
                 after: get.head_timeout,
             })?
             .map_err(|err| RemoteError::http(&shown(&url), err))?;

@@ -257,15 +257,10 @@ impl<'a> Session<'a> {
                     origin: &self.origin,
                     headers,
                 }),
-                head_timeout: self.head_timeout(),
+                head_timeout: self.stall,
             },
         )
         .await
-    }
-
-    /// Connecting, then the response head: one stall period after connecting.
-    fn head_timeout(&self) -> Duration {
-        self.endpoint.connect_timeout() + self.stall
     }
 
     async fn fetch_token(
@@ -317,7 +312,7 @@ impl<'a> Session<'a> {
                     origin: &realm_url,
                     headers,
                 }),
-                head_timeout: self.head_timeout(),
+                head_timeout: self.stall,
             },
         )
         .await?;
