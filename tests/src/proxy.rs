@@ -3,7 +3,7 @@
 //! forwards to an upstream registry and records every request (target,
 //! every header in order, status, body bytes sent), and can misbehave on
 //! request: corrupt a body, cut or stall it after N body bytes, answer with
-//! a fixed status, a flood of bytes, a redirect or an echo of the request,
+//! a fixed status, a flood of bytes, a redirect or an echo of its credentials,
 //! demand a token (from itself or another proxy) or basic auth, or rewrite a
 //! path prefix (for `override_path`).
 //!
@@ -43,9 +43,11 @@ pub enum Fault {
     Flood { status: u16, length: Option<u64> },
     /// Answer `307` with the same target on `origin` (`http://127.0.0.1:PORT`).
     RedirectTo(String),
-    /// Answer with this status and the request's head as the body, the way
-    /// a debugging gateway does (Authorization included).
-    EchoRequest(u16),
+    /// Answer with this status and an error body that quotes the request's
+    /// `Authorization` header, as some gateways do.
+    EchoAuthorization(u16),
+    /// Answer with `status` and this JSON body, without asking upstream.
+    Answer { status: u16, body: String },
 }
 
 #[derive(Debug, Clone)]
@@ -90,8 +92,10 @@ struct Shared {
     strip_range: AtomicBool,
     /// The token realm, when the proxy demands bearer tokens.
     token_realm: Mutex<Option<String>>,
-    /// Whether `/token` hands out [`TEST_TOKEN`].
+    /// Whether `/token` hands out the token.
     serves_tokens: AtomicBool,
+    /// The token handed out and demanded; [`TEST_TOKEN`] unless set.
+    token: Mutex<Option<String>>,
     /// Whether a request without `Authorization` gets a Basic challenge.
     basic_auth: AtomicBool,
     stop: AtomicBool,
@@ -212,6 +216,12 @@ impl Proxy {
     /// Hand out [`TEST_TOKEN`] at `/token`, to anyone.
     pub fn serve_tokens(&self) {
         self.shared.serves_tokens.store(true, Ordering::SeqCst);
+    }
+
+    /// Hand out and demand `token` instead of [`TEST_TOKEN`] (set it on
+    /// the token server and on the proxy that demands it).
+    pub fn use_token(&self, token: &str) {
+        *self.shared.token.lock().expect("token lock") = Some(token.to_owned());
     }
 
     /// Answer requests without an `Authorization` header with a Basic
@@ -432,14 +442,20 @@ fn handle(client: Conn, upstream: &str, shared: &Shared) -> std::io::Result<()> 
         body_bytes: 0,
         fault: None,
     };
+    let token = shared
+        .token
+        .lock()
+        .expect("token lock")
+        .clone()
+        .unwrap_or_else(|| TEST_TOKEN.to_owned());
     if shared.serves_tokens.load(Ordering::SeqCst) && target.starts_with(TOKEN_PATH) {
-        let body = format!(r#"{{"token":"{TEST_TOKEN}","expires_in":300}}"#);
+        let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
         let json = "Content-Type: application/json\r\n";
         return answer(&mut reader, shared, record, 200, json, &body);
     }
     let realm = shared.token_realm.lock().expect("realm lock").clone();
     if let Some(realm) = realm
-        && header(&request, "authorization") != Some(format!("Bearer {TEST_TOKEN}").as_str())
+        && header(&request, "authorization") != Some(format!("Bearer {token}").as_str())
     {
         let repository = target
             .strip_prefix("/v2/")
@@ -462,9 +478,17 @@ fn handle(client: Conn, upstream: &str, shared: &Shared) -> std::io::Result<()> 
             let location = format!("Location: {origin}{target}\r\n");
             return answer(&mut reader, shared, record, 307, &location, "");
         }
-        Some(Fault::EchoRequest(status)) => {
-            let echo = format!("request was:\n{}\n", request.join("\n"));
-            return answer(&mut reader, shared, record, status, "", &echo);
+        Some(Fault::EchoAuthorization(status)) => {
+            let echo = format!(
+                r#"{{"errors":[{{"code":"DENIED","message":"rejected","detail":"Authorization: {}"}}]}}"#,
+                header(&request, "authorization").unwrap_or_default()
+            );
+            let json = "Content-Type: application/json\r\n";
+            return answer(&mut reader, shared, record, status, json, &echo);
+        }
+        Some(Fault::Answer { status, body }) => {
+            let json = "Content-Type: application/json\r\n";
+            return answer(&mut reader, shared, record, status, json, &body);
         }
         Some(Fault::Flood { status, length }) => {
             return flood(reader, shared, record, status, length);
