@@ -50,6 +50,16 @@ pub enum Fault {
     Answer { status: u16, body: String },
 }
 
+impl Fault {
+    /// An endless body of filler bytes with `status`.
+    pub fn endless(status: u16) -> Self {
+        Self::Flood {
+            status,
+            length: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Rule {
     path_contains: String,

@@ -4,12 +4,11 @@
 //! another host, not across a redirect to another host — and a redirect
 //! from https down to plain http is refused.
 
-use base64::Engine as _;
 use berth_e2e::TestDirs;
 use berth_e2e::images::busybox_image;
 use berth_e2e::proxy::{Fault, ProxiedRequest, Proxy};
 use berth_e2e::pull::{certs_d, field, pull_err, pull_ok, stored_blob, write_hosts_toml};
-use berth_e2e::registry::{Registry, RegistryOptions, make_tls_files};
+use berth_e2e::registry::{Registry, RegistryOptions, make_tls_files, write_auth_file};
 
 /// Requests of `proxy` to the registry API (not its token endpoint).
 fn api_requests(proxy: &Proxy) -> Vec<ProxiedRequest> {
@@ -98,17 +97,6 @@ fn a_token_realm_on_another_host_does_not_get_the_hosts_headers() {
     assert_every_request_has(&api_requests(&proxy), "x-mirror-secret", &["s1", "s2"]);
 }
 
-fn auth_file(dirs: &TestDirs, host: &str, user: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let path = dirs.temp.path().join("auth.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-    .expect("writing auth.json");
-    path.to_str().expect("utf-8").to_owned()
-}
-
 #[test]
 fn a_redirect_to_another_host_carries_neither_the_hosts_headers_nor_its_credentials() {
     let registry = Registry::start(RegistryOptions::default());
@@ -127,7 +115,7 @@ fn a_redirect_to_another_host_carries_neither_the_hosts_headers_nor_its_credenti
             front.url()
         ),
     );
-    let auth = auth_file(&dirs, &front.host(), "berth", "front-password");
+    let auth = write_auth_file(dirs.temp.path(), &front.host(), "berth", "front-password");
     let result = pull_ok(&dirs, &image.reference, &["--auth-file", &auth]);
     assert_eq!(field(&result, "manifestDigest"), image.digest);
     assert!(stored_blob(&dirs, &image.digest).is_some());
@@ -191,4 +179,37 @@ fn a_redirect_from_https_down_to_plain_http_is_refused() {
     // The manifest came over TLS with the host's header: the refusal is
     // about the redirect only.
     assert_every_request_has(&secure.requests_for("/manifests/"), "x-secure", &["s"]);
+}
+
+#[test]
+fn an_https_registry_naming_a_plain_http_token_realm_is_refused() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = busybox_image(&registry, "berth/plain-realm");
+    let token_server = Proxy::start(&registry.host());
+    token_server.serve_tokens();
+    let tls_dir = tempfile::tempdir().expect("tls dir");
+    make_tls_files(tls_dir.path());
+    let secure = Proxy::start_tls(&registry.host(), tls_dir.path());
+    secure.require_bearer_token_from(&token_server.url());
+    let dirs = TestDirs::new();
+    write_hosts_toml(
+        &certs_d(&dirs),
+        &registry.host(),
+        &format!(
+            "server = \"{}\"\nca = \"{}\"\n",
+            secure.url(),
+            tls_dir.path().join("ca.pem").display()
+        ),
+    );
+    let stderr = pull_err(&dirs, &image.reference, &[]);
+    assert!(
+        stderr.contains(&format!("{}/token", token_server.url()))
+            && stderr.contains("plain-http token realm"),
+        "the refusal names the realm:\n{stderr}"
+    );
+    assert!(
+        token_server.requests().is_empty(),
+        "nothing was sent to the plain-http realm: {:?}",
+        token_server.requests()
+    );
 }

@@ -65,14 +65,7 @@ fn an_endless_error_body_is_cut_short_and_the_next_host_used() {
     let registry = Registry::start(RegistryOptions::default());
     let image = busybox_image(&registry, "berth/endless-error");
     let mirror = Proxy::start(&registry.host());
-    mirror.add_fault(
-        "/manifests/",
-        Fault::Flood {
-            status: 500,
-            length: None,
-        },
-        usize::MAX,
-    );
+    mirror.add_fault("/manifests/", Fault::endless(500), usize::MAX);
     let dirs = TestDirs::new();
     mirrors_then_server(&dirs, &registry.host(), &[mirror.url()], &registry.url());
     let (ok, stderr) = pull_within(&dirs, &image.reference, FAILOVER_DEADLINE);
@@ -99,14 +92,7 @@ fn a_100_mb_manifest_is_refused_while_read_and_the_next_host_used() {
         usize::MAX,
     );
     let endless = Proxy::start(&registry.host());
-    endless.add_fault(
-        "/manifests/",
-        Fault::Flood {
-            status: 200,
-            length: None,
-        },
-        usize::MAX,
-    );
+    endless.add_fault("/manifests/", Fault::endless(200), usize::MAX);
     let dirs = TestDirs::new();
     mirrors_then_server(
         &dirs,
@@ -206,7 +192,7 @@ fn a_host_that_accepts_but_never_answers_is_given_up_after_the_stall_timeout() {
     mirrors_then_server(
         &dirs,
         &registry.host(),
-        &[silent_url.clone()],
+        std::slice::from_ref(&silent_url),
         &registry.url(),
     );
     let (ok, stderr) = pull_within(&dirs, &image.reference, FAILOVER_DEADLINE);
@@ -222,14 +208,7 @@ fn when_every_host_misbehaves_the_error_names_each_host_with_its_failure() {
     let registry = Registry::start(RegistryOptions::default());
     let image = busybox_image(&registry, "berth/all-bad");
     let flooding = Proxy::start(&registry.host());
-    flooding.add_fault(
-        "/v2/",
-        Fault::Flood {
-            status: 200,
-            length: None,
-        },
-        usize::MAX,
-    );
+    flooding.add_fault("/v2/", Fault::endless(200), usize::MAX);
     let silent = TcpListener::bind("127.0.0.1:0").expect("listen");
     let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
     let stalling = Proxy::start(&registry.host());
@@ -284,32 +263,11 @@ fn a_registry_flooding_endless_bodies_does_not_grow_berth_pull() {
     // No real registry: every answer is a flood, so nothing else costs memory.
     let upstream = format!("127.0.0.1:{}", berth_e2e::registry::free_port());
     let error_body = Proxy::start(&upstream);
-    error_body.add_fault(
-        "/v2/",
-        Fault::Flood {
-            status: 404,
-            length: None,
-        },
-        usize::MAX,
-    );
+    error_body.add_fault("/v2/", Fault::endless(404), usize::MAX);
     let manifest = Proxy::start(&upstream);
-    manifest.add_fault(
-        "/v2/",
-        Fault::Flood {
-            status: 200,
-            length: None,
-        },
-        usize::MAX,
-    );
+    manifest.add_fault("/v2/", Fault::endless(200), usize::MAX);
     let token_server = Proxy::start(&upstream);
-    token_server.add_fault(
-        "/token",
-        Fault::Flood {
-            status: 200,
-            length: None,
-        },
-        usize::MAX,
-    );
+    token_server.add_fault("/token", Fault::endless(200), usize::MAX);
     let wants_token = Proxy::start(&upstream);
     wants_token.require_bearer_token_from(&token_server.url());
 
@@ -393,5 +351,41 @@ fn a_huge_token_response_fails_that_host_and_the_next_one_serves() {
         stderr.contains(&format!("{}/token", token_server.url()))
             && stderr.contains("token response is larger than the limit of 1 MiB"),
         "the token server's URL and the limit are named:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_manifest_whose_config_is_over_the_limit_is_refused_before_downloading_it() {
+    let upstream = format!("127.0.0.1:{}", berth_e2e::registry::free_port());
+    let proxy = Proxy::start(&upstream);
+    let config_size = 9 * MIB;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{config_size},
+                       "digest":"sha256:{zeros}"}},
+            "layers":[]}}"#,
+        zeros = "0".repeat(64)
+    );
+    proxy.add_fault(
+        "/manifests/",
+        Fault::Answer {
+            status: 200,
+            body: manifest,
+        },
+        usize::MAX,
+    );
+    let dirs = TestDirs::new();
+    let registry = "config.invalid:5000";
+    mirrors_then_server(&dirs, registry, &[], &proxy.url());
+    let stderr = pull_err(&dirs, &format!("{registry}/berth/big-config:1"), &[]);
+    assert!(
+        stderr.contains("image config is larger than the limit of 8 MiB")
+            && stderr.contains(&format!("sha256:{}", "0".repeat(64))),
+        "the config digest and the limit are named:\n{stderr}"
+    );
+    assert!(
+        proxy.requests_for("/blobs/").is_empty(),
+        "the config was not downloaded: {:?}",
+        proxy.requests()
     );
 }

@@ -19,7 +19,7 @@ use berth_e2e::images::busybox_image;
 use berth_e2e::pods::PodWorld;
 use berth_e2e::proxy::{Fault, Proxy};
 use berth_e2e::pull::write_hosts_toml;
-use berth_e2e::registry::{Registry, RegistryOptions};
+use berth_e2e::registry::{Registry, RegistryOptions, docker_config};
 use berth_e2e::{TestDirs, agent::AgentProcess};
 
 fn b64(text: &str) -> String {
@@ -77,19 +77,6 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
-}
-
-fn docker_config(entries: &[(&str, &str, &str)]) -> String {
-    let auths: Vec<String> = entries
-        .iter()
-        .map(|(host, user, password)| {
-            format!(
-                r#""{host}": {{"auth": "{}"}}"#,
-                b64(&format!("{user}:{password}"))
-            )
-        })
-        .collect();
-    format!(r#"{{"auths": {{{}}}}}"#, auths.join(", "))
 }
 
 #[test]

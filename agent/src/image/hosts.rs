@@ -1,7 +1,9 @@
 //! The registry host resolver, with containerd's `hosts.toml` semantics
 //! (containerd `docs/hosts.md`): for an image on registry host H, which
 //! endpoints to try, in which order, for which operations, and with which
-//! HTTP client (TLS roots, client certificates, headers, timeouts).
+//! HTTP client (TLS roots, client certificates, proxy, dial timeout). A
+//! host's `header` table is not part of its client: the puller adds it to
+//! each request to that host's origin, every value of a name in order.
 //!
 //! The input is an explicit [`HostsConfig`] (one [`RegistryHosts`] per
 //! configured registry host, or `_default`), built from `certs.d/*/hosts.toml`
