@@ -24,7 +24,7 @@ pub struct AgentConfig {
     pub store: StoreConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ImagesConfig {
     /// A containerd-style `certs.d` directory, in addition to the one inside
@@ -36,6 +36,22 @@ pub struct ImagesConfig {
     pub auth_file: Option<PathBuf>,
     /// Layers downloaded at the same time per pull (default 3).
     pub max_concurrent_downloads: Option<usize>,
+    /// How long a registry may send nothing (no answer after connecting, no
+    /// body byte) before that host is given up for the next one (default
+    /// 30s). Connecting has its own limit: a host's `dial_timeout`.
+    #[serde(with = "duration")]
+    pub stall_timeout: std::time::Duration,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            hosts_dir: None,
+            auth_file: None,
+            max_concurrent_downloads: None,
+            stall_timeout: crate::image::remote::DEFAULT_STALL_TIMEOUT,
+        }
+    }
 }
 
 /// `[runtime]`: how containers are run.
@@ -348,6 +364,23 @@ mod tests {
         let err =
             toml::from_str::<AgentConfig>("[source]\nresync = \"1s\"\n").expect_err("unknown key");
         assert!(err.to_string().contains("resync"), "{err}");
+    }
+
+    #[test]
+    fn images_stall_timeout_is_a_duration_with_a_30s_default() {
+        let config: AgentConfig =
+            toml::from_str("[images]\nstall-timeout = \"5s\"\n").expect("valid [images]");
+        assert_eq!(
+            config.images.stall_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(
+            AgentConfig::default().images.stall_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        let err = toml::from_str::<AgentConfig>("[images]\nstall-timeout = \"soon\"\n")
+            .expect_err("not a duration");
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]

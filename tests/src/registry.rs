@@ -276,6 +276,29 @@ pub fn make_tls_files(dir: &Path) {
     );
 }
 
+/// A docker `config.json` with an `auth` entry (base64 `user:password`) per
+/// `(host, user, password)`.
+pub fn docker_config(entries: &[(&str, &str, &str)]) -> String {
+    use base64::Engine as _;
+    let auths: Vec<String> = entries
+        .iter()
+        .map(|(host, user, password)| {
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!(r#""{host}": {{"auth": "{auth}"}}"#)
+        })
+        .collect();
+    format!(r#"{{"auths": {{{}}}}}"#, auths.join(", "))
+}
+
+/// Writes a [`docker_config`] for one host as `dir/auth.json`; returns its
+/// path, for `--auth-file`.
+pub fn write_auth_file(dir: &Path, host: &str, user: &str, password: &str) -> String {
+    let path = dir.join("auth.json");
+    fs::write(&path, docker_config(&[(host, user, password)])).expect("writing auth.json");
+    path.to_str().expect("a UTF-8 temp path").to_owned()
+}
+
 /// An htpasswd file with a bcrypt entry (the only hash docker-registry takes).
 pub fn make_htpasswd(path: &Path, user: &str, password: &str) {
     let output = Command::new("htpasswd")

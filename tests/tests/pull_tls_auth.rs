@@ -2,14 +2,13 @@
 //! (and refused without it), and a registry with htpasswd basic auth used
 //! with credentials from a docker-style config.json.
 
-use base64::Engine as _;
 use berth_e2e::TestDirs;
 use berth_e2e::images::busybox_image;
 use berth_e2e::proxy::Proxy;
 use berth_e2e::pull::{
     certs_d, field, pull_err, pull_ok, stored_blob, use_server, write_hosts_toml,
 };
-use berth_e2e::registry::{Registry, RegistryOptions};
+use berth_e2e::registry::{Registry, RegistryOptions, write_auth_file};
 
 #[test]
 fn a_tls_registry_is_trusted_through_the_hosts_toml_ca_and_refused_without_it() {
@@ -52,17 +51,6 @@ fn a_tls_registry_is_trusted_through_the_hosts_toml_ca_and_refused_without_it() 
     pull_ok(&skipping, &image.reference, &[]);
 }
 
-fn auth_file(dirs: &TestDirs, host: &str, user: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let path = dirs.temp.path().join("auth.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-    .expect("writing auth.json");
-    path.to_str().expect("utf-8").to_owned()
-}
-
 #[test]
 fn htpasswd_basic_auth_with_credentials_from_config_json() {
     let registry = Registry::start(RegistryOptions::basic_auth("berth", "s3cret-pass"));
@@ -76,7 +64,7 @@ fn htpasswd_basic_auth_with_credentials_from_config_json() {
         "no credentials: the error says so and names the host:\n{stderr}"
     );
 
-    let wrong = auth_file(&dirs, &registry.host(), "berth", "wrong");
+    let wrong = write_auth_file(dirs.temp.path(), &registry.host(), "berth", "wrong");
     let stderr = pull_err(&dirs, &image.reference, &["--auth-file", &wrong]);
     assert!(
         stderr.contains("refused the credentials") && stderr.contains("berth"),
@@ -87,7 +75,7 @@ fn htpasswd_basic_auth_with_credentials_from_config_json() {
         "a password never appears in output:\n{stderr}"
     );
 
-    let right = auth_file(&dirs, &registry.host(), "berth", "s3cret-pass");
+    let right = write_auth_file(dirs.temp.path(), &registry.host(), "berth", "s3cret-pass");
     let result = pull_ok(&dirs, &image.reference, &["--auth-file", &right]);
     assert_eq!(field(&result, "manifestDigest"), image.digest);
     assert!(stored_blob(&dirs, &image.digest).is_some());

@@ -24,8 +24,8 @@ use crate::image::auth::Credentials;
 use crate::image::hosts::{HostsConfig, Resolver};
 use crate::image::hosts_dir::{load_certs_d, load_manifest_dir};
 use crate::image::remote::{
-    DEFAULT_CONCURRENCY, FetchOptions, FetchedImage, ImageReference, Platform, Progress, Puller,
-    RemoteError,
+    DEFAULT_CONCURRENCY, DEFAULT_STALL_TIMEOUT, FetchOptions, FetchedImage, ImageReference,
+    Platform, Progress, Puller, RemoteError,
 };
 use crate::image::service::ImageService;
 
@@ -47,6 +47,10 @@ pub struct Args {
     /// Layers downloaded at the same time.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// How long a registry may send nothing before its host is given up
+    /// for the next one (as `[images] stall-timeout`; default 30s).
+    #[arg(long, value_parser = crate::config::duration::parse)]
+    pub stall_timeout: Option<std::time::Duration>,
     /// `json` prints the result as one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -64,7 +68,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let service = ImageService::open(&global.paths())
         .with_context(|| format!("opening the image store under {}", global.root.display()))?;
     let puller = Puller::new(resolver, credentials, service.content().clone())
-        .with_concurrency(args.concurrency);
+        .with_concurrency(args.concurrency)
+        .with_stall_timeout(args.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT));
 
     let progress = CliProgress::new(args.output == OutputFormat::Table);
     let runtime = tokio::runtime::Builder::new_multi_thread()

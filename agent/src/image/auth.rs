@@ -134,7 +134,7 @@ impl Credentials {
         let config: DockerConfig =
             serde_json::from_slice(bytes).map_err(|err| AuthError::Parse {
                 source_name: source_name.to_owned(),
-                reason: err.to_string(),
+                reason: json_error_position(&err),
             })?;
         let mut by_host = HashMap::new();
         for (key, entry) in config.auths {
@@ -219,6 +219,19 @@ impl Credentials {
     pub fn for_host(&self, host: &str) -> Option<&Credential> {
         self.by_host.get(&normalize_host(host))
     }
+}
+
+/// What is wrong with a JSON document that holds secrets, and where, without
+/// a word of its content: serde's own messages quote the offending value
+/// (`invalid type: string "hunter2", expected …`).
+pub fn json_error_position(err: &serde_json::Error) -> String {
+    let what = match err.classify() {
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Eof => "JSON that ends early",
+        serde_json::error::Category::Data => "a value of the wrong type",
+        serde_json::error::Category::Io => "unreadable input",
+    };
+    format!("{what} at line {}, column {}", err.line(), err.column())
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `http://r:5000/x` → `r:5000`.
@@ -352,6 +365,31 @@ mod tests {
         let json = br#"{"auths": {"r.example": {"username": "only"}}}"#;
         assert!(Credentials::from_docker_config(json, "x").is_err());
         assert!(Credentials::from_docker_config(b"not json", "x").is_err());
+    }
+
+    #[test]
+    fn parse_errors_say_where_but_never_quote_the_content() {
+        let secret = "PLANTED-hunter2";
+        let cases = [
+            format!(r#"{{"auths": {{"r": "{secret}"}}}}"#),
+            format!(r#"{{"auths": {{"r": {{"password": ["{secret}"], "username": 7}}}}}}"#),
+            format!(r#"{{"auths": "{secret}"}}"#),
+            format!(r#"{{"auths": {{"r": {{"auth": "{secret}"#),
+            format!(r#"{{"auths": {{"r": {{"auth": "{secret}!"}}}}}}"#),
+            format!("{secret} is not json"),
+        ];
+        for case in &cases {
+            let err = Credentials::from_docker_config(case.as_bytes(), "Secret default/regcred")
+                .expect_err("malformed");
+            let message = crate::status::chain(&err);
+            assert!(!message.contains("PLANTED"), "{case}: {message}");
+            assert!(
+                message.contains("Secret default/regcred"),
+                "{case}: {message}"
+            );
+        }
+        let err = Credentials::from_docker_config(cases[0].as_bytes(), "x").expect_err("type");
+        assert!(err.to_string().contains("line 1, column"), "{err}");
     }
 
     #[test]

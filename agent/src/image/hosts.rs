@@ -1,7 +1,9 @@
 //! The registry host resolver, with containerd's `hosts.toml` semantics
 //! (containerd `docs/hosts.md`): for an image on registry host H, which
 //! endpoints to try, in which order, for which operations, and with which
-//! HTTP client (TLS roots, client certificates, headers, timeouts).
+//! HTTP client (TLS roots, client certificates, proxy, dial timeout). A
+//! host's `header` table is not part of its client: the puller adds it to
+//! each request to that host's origin, every value of a name in order.
 //!
 //! The input is an explicit [`HostsConfig`] (one [`RegistryHosts`] per
 //! configured registry host, or `_default`), built from `certs.d/*/hosts.toml`
@@ -41,10 +43,9 @@ const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_SERVER: &str = "https://registry-1.docker.io";
 /// A registry that does not answer the TCP handshake in this long is skipped
 /// for the next host, unless the config sets its own `dial_timeout`.
+/// (Waiting for an answer is the puller's business: its stall timeout
+/// bounds every response head and body read.)
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// A transfer that stalls this long is broken off (and resumed or moved to
-/// the next host), instead of hanging a pull forever.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
@@ -405,6 +406,29 @@ impl Endpoint {
         url
     }
 
+    /// The configured `header` table as request headers, every value of a
+    /// name kept in order (containerd sends them all). They belong to this
+    /// endpoint's origin only: the puller adds them per request, never to a
+    /// token realm or a redirect target elsewhere.
+    pub fn headers(&self) -> Result<HeaderMap, HostsError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.client.headers {
+            let bad = |reason: String| HostsError::BadHeader {
+                source_name: self.source.clone(),
+                url: self.display_name(),
+                name: name.clone(),
+                reason,
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
+            // Mirrors are often given a token this way: keep it out of
+            // debug output.
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+
     /// The name used in messages: the origin and API root.
     pub fn display_name(&self) -> String {
         format!("{}{}", self.origin, self.api_root)
@@ -626,9 +650,16 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
         reason,
     };
 
+    // Headers are checked here, so a config with a bad one is refused as a
+    // whole, but sent per request (see `Endpoint::headers`): reqwest's
+    // default headers would keep only one value of a name and would follow
+    // a redirect to any host.
+    endpoint.headers()?;
     let mut builder = reqwest::Client::builder()
         .connect_timeout(settings.dial_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-        .read_timeout(READ_TIMEOUT)
+        // The puller follows redirects itself, deciding per hop which
+        // headers and credentials may go along.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
     let mut roots = Vec::new();
     for path in &settings.ca {
@@ -671,26 +702,11 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
     if settings.skip_verify {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    let mut headers = HeaderMap::new();
-    for (name, value) in &settings.headers {
-        let bad = |reason: String| HostsError::BadHeader {
-            source_name: endpoint.source.clone(),
-            url: endpoint.display_name(),
-            name: name.clone(),
-            reason,
-        };
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let value = HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?;
-        headers.append(name, value);
-    }
-    builder
-        .default_headers(headers)
-        .build()
-        .map_err(|err| HostsError::Client {
-            source_name: endpoint.source.clone(),
-            url: endpoint.display_name(),
-            reason: format!("{err:#}"),
-        })
+    builder.build().map_err(|err| HostsError::Client {
+        source_name: endpoint.source.clone(),
+        url: endpoint.display_name(),
+        reason: format!("{err:#}"),
+    })
 }
 
 #[cfg(test)]

@@ -93,6 +93,13 @@ impl ImageManager {
         })
     }
 
+    /// How long a registry may send nothing before its host is given up
+    /// (`[images] stall-timeout`).
+    pub fn with_stall_timeout(mut self, stall_timeout: std::time::Duration) -> Self {
+        self.puller = self.puller.with_stall_timeout(stall_timeout);
+        self
+    }
+
     pub fn service(&self) -> &ImageService {
         &self.service
     }

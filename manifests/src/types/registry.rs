@@ -65,6 +65,53 @@ fn server_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema 
     })
 }
 
+/// `header` values are a string or a list of strings, as in hosts.toml.
+fn header_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" } }
+            ]
+        }
+    })
+}
+
+/// One header's value(s): `x-a: one` or `x-a: [one, two]`.
+struct HeaderValues(Vec<String>);
+
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValuesVisitor;
+        impl<'de> Visitor<'de> for ValuesVisitor {
+            type Value = HeaderValues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header value or a list of header values (strings)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderValues, E> {
+                Ok(HeaderValues(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<HeaderValues, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(HeaderValues)
+            }
+        }
+        deserializer.deserialize_any(ValuesVisitor)
+    }
+}
+
+/// The `header` map with each value a string or a list (null: none).
+fn header_values<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let map: Option<BTreeMap<String, HeaderValues>> = Option::deserialize(deserializer)?;
+    Ok(map
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, values)| (name, values.0))
+        .collect())
+}
+
 /// One endpoint: a mirror (`hosts` entry) or the upstream (`server`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -85,8 +132,10 @@ pub struct RegistryHost {
     /// Do not verify the endpoint's certificate chain or host name.
     #[serde(default, skip_serializing_if = "is_false")]
     pub skip_verify: bool,
-    /// Extra request headers: name → values.
+    /// Extra request headers, sent only to this endpoint: name → a value or
+    /// a list of values (every one is sent, as containerd does).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "header_schema")]
     pub header: BTreeMap<String, Vec<String>>,
     /// The URL's path is the API root (registries without the `/v2` prefix).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -155,7 +204,7 @@ struct RegistryHostFields {
     client: Vec<ClientCert>,
     #[serde(default, deserialize_with = "null_as_default")]
     skip_verify: bool,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "header_values")]
     header: BTreeMap<String, Vec<String>>,
     #[serde(default, deserialize_with = "null_as_default")]
     override_path: bool,
@@ -194,5 +243,45 @@ impl<'de> Deserialize<'de> for RegistryHost {
             }
         }
         deserializer.deserialize_any(HostVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{Object, parse_file};
+
+    fn registry_yaml(header: &str) -> String {
+        format!(
+            "apiVersion: berth/v1\nkind: Registry\nmetadata: {{name: docker.io}}\nspec:\n  hosts:\n    - url: https://mirror.local\n      header:\n{header}"
+        )
+    }
+
+    #[test]
+    fn header_values_are_a_string_or_a_list_as_in_hosts_toml() {
+        let yaml = registry_yaml("        x-a: [\"1\", \"2\"]\n        x-b: one\n");
+        let parsed = parse_file(Path::new("r.yaml"), yaml.as_bytes());
+        assert!(!parsed.has_errors(), "{parsed:#?}");
+        let Some(Object::Registry(registry)) = parsed.objects().next() else {
+            panic!("a Registry");
+        };
+        let header = &registry.spec.hosts[0].header;
+        assert_eq!(header["x-a"], ["1", "2"]);
+        assert_eq!(header["x-b"], ["one"]);
+    }
+
+    #[test]
+    fn a_header_value_that_is_neither_is_an_error_at_its_position() {
+        let yaml = registry_yaml("        x-a: {nested: map}\n");
+        let parsed = parse_file(Path::new("r.yaml"), yaml.as_bytes());
+        let messages: Vec<String> = parsed.all_diagnostics().map(|d| d.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with("r.yaml:8:")
+                && messages[0].contains("spec.hosts[0].header.x-a")
+                && messages[0].contains("a header value or a list"),
+            "{messages:?}"
+        );
     }
 }

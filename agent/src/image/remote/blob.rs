@@ -7,7 +7,9 @@ use oci_spec::image::Descriptor;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
+use super::body::next_chunk;
 use super::progress::{LayerTee, TeeSink};
+use super::request::shown;
 use super::session::Session;
 use super::{Progress, RemoteError};
 use crate::image::content::{ContentError, ContentStore, Ingest};
@@ -29,13 +31,16 @@ pub struct Downloaded {
 /// `ingest/` for the next attempt (they are verified with the rest at
 /// commit); a digest mismatch leaves nothing. A transfer that starts from
 /// the first byte also feeds `tee`, which learns at the end whether the
-/// blob verified.
+/// blob verified. A host that stalls is resumed only when it is the
+/// `last_host`: otherwise the next host takes over (resuming from what this
+/// one sent) rather than waiting out another stall here.
 pub async fn download(
     session: &Session<'_>,
     store: &ContentStore,
     descriptor: &Descriptor,
     progress: &dyn Progress,
     tee: Option<&dyn LayerTee>,
+    last_host: bool,
 ) -> Result<Downloaded, RemoteError> {
     let digest = descriptor.digest().clone();
     let size = descriptor.size();
@@ -85,7 +90,7 @@ pub async fn download(
                 progressed,
             } => {
                 keep_if_not_empty(ingest, descriptor).await?;
-                if !progressed || resumes_left == 0 {
+                if !progressed || resumes_left == 0 || (error.is_stall() && !last_host) {
                     return Err(error);
                 }
                 resumes_left -= 1;
@@ -181,7 +186,7 @@ async fn transfer(
         Err(error) => return broken(error, ingest),
     };
     let status = response.status();
-    let url = response.url().to_string();
+    let url = shown(response.url());
     match status {
         StatusCode::PARTIAL_CONTENT if offset > 0 => {
             if range_start(response.headers()) != Some(offset) {
@@ -199,7 +204,7 @@ async fn transfer(
                 .map_err(|err| RemoteError::content(digest, err))?;
         }
         StatusCode::OK => {}
-        _ => return broken(RemoteError::status(&url, response).await, ingest),
+        _ => return broken(session.status_error(response).await, ingest),
     }
     let start = ingest.offset();
     progress.blob_progress(digest, start, size);
@@ -222,7 +227,7 @@ async fn transfer(
     });
     let mut received = 0u64;
     let network = loop {
-        match response.chunk().await {
+        match next_chunk(&mut response, &url, session.stall()).await {
             Ok(Some(chunk)) => {
                 received += chunk.len() as u64;
                 *transferred += chunk.len() as u64;
@@ -238,7 +243,7 @@ async fn transfer(
                 progress.blob_progress(digest, start + received, size);
             }
             Ok(None) => break Ok(()),
-            Err(err) => break Err(RemoteError::http(&url, err)),
+            Err(err) => break Err(err),
         }
     };
     drop(sender);

@@ -1,9 +1,12 @@
 //! Why a pull failed, with every host tried and its own error.
 
+use std::time::Duration;
+
 use oci_spec::image::Digest;
 
 use super::progress::Progress;
 use super::session::Session;
+use crate::config::duration;
 use crate::image::content::ContentError;
 use crate::image::hosts::HostsError;
 
@@ -23,6 +26,28 @@ pub enum RemoteError {
     Unauthorized { url: String, reason: String },
     #[error("{url}: {reason}")]
     Protocol { url: String, reason: String },
+    #[error("{url}: the {what} is larger than the limit of {} (refused while reading it)", bytes(*.limit))]
+    TooLarge {
+        url: String,
+        what: &'static str,
+        limit: u64,
+    },
+    #[error("{url}: no {awaited} for {} (the stall timeout); giving up on this host", duration::format(*.after))]
+    Stalled {
+        url: String,
+        /// `response` (nothing after sending the request) or `data` (the
+        /// body stopped).
+        awaited: &'static str,
+        after: Duration,
+    },
+    #[error("{url}: the {what} did not arrive within {}", duration::format(*.after))]
+    TooSlow {
+        url: String,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("{url}: redirect not followed: {reason}")]
+    Redirect { url: String, reason: String },
     #[error("blob {digest}: {source}")]
     Content {
         digest: String,
@@ -61,6 +86,17 @@ pub struct Attempt {
     pub error: RemoteError,
 }
 
+/// `4194304` → `4 MiB`; other sizes in bytes.
+fn bytes(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 fn list_attempts(attempts: &[Attempt]) -> String {
     attempts
         .iter()
@@ -91,16 +127,15 @@ impl RemoteError {
         }
     }
 
-    pub(super) async fn status(url: &str, response: reqwest::Response) -> Self {
-        let status = response.status().as_u16();
-        // The registry's error body says why (MANIFEST_UNKNOWN, …): keep a
-        // short, single-line excerpt.
-        let body = response.text().await.unwrap_or_default();
+    /// A response with an unexpected status; `body` is what was read of
+    /// it (the caller bounds and scrubs it). The registry's error body says
+    /// why (MANIFEST_UNKNOWN, …): keep a short, single-line excerpt.
+    pub(super) fn status(url: &str, status: reqwest::StatusCode, body: &str) -> Self {
         let excerpt: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
         let excerpt: String = excerpt.chars().take(200).collect();
         Self::Status {
             url: url.to_owned(),
-            status,
+            status: status.as_u16(),
             detail: if excerpt.is_empty() {
                 String::new()
             } else {
@@ -108,11 +143,16 @@ impl RemoteError {
             },
         }
     }
+
+    /// Whether the host stopped sending (as opposed to failing outright).
+    pub(super) fn is_stall(&self) -> bool {
+        matches!(self, Self::Stalled { .. } | Self::TooSlow { .. })
+    }
 }
 
 /// reqwest's `Display` hides the cause ("error sending request"); the chain
 /// says what happened ("Connection refused", "invalid peer certificate").
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -5,7 +5,9 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 
 use super::RemoteError;
+use super::body::{MAX_MANIFEST_BYTES, read_capped};
 use super::progress::FetchOptions;
+use super::request::shown;
 use super::session::Session;
 use crate::image::content::{ContentStore, sha256_digest_of};
 
@@ -20,9 +22,6 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
-/// Manifests larger than this are refused before they are read whole
-/// (containerd's limit is 4 MiB too).
-const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// A parsed manifest document.
 pub(super) enum Document {
@@ -46,19 +45,10 @@ pub(super) async fn fetch_manifest(
 ) -> Result<ManifestBlob, RemoteError> {
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_MANIFESTS));
-    let mut response = session.get("manifests", reference, headers).await?;
-    let url = response.url().to_string();
+    let response = session.get("manifests", reference, headers).await?;
+    let url = shown(response.url());
     if !response.status().is_success() {
-        return Err(RemoteError::status(&url, response).await);
-    }
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_MANIFEST_BYTES as u64)
-    {
-        return Err(RemoteError::Protocol {
-            url,
-            reason: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
-        });
+        return Err(session.status_error(response).await);
     }
     let content_type = response
         .headers()
@@ -70,20 +60,14 @@ pub(super) async fn fetch_manifest(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| RemoteError::http(&url, err))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_MANIFEST_BYTES {
-            return Err(RemoteError::Protocol {
-                url,
-                reason: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
-            });
-        }
-    }
+    let body = read_capped(
+        response,
+        &url,
+        "manifest",
+        MAX_MANIFEST_BYTES,
+        session.stall(),
+    )
+    .await?;
     let actual = sha256_digest_of(&body);
     let mismatch = |wanted: &str| RemoteError::Protocol {
         url: url.clone(),

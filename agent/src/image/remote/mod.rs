@@ -17,11 +17,14 @@
 //! When every host fails, the error lists each host tried with its error.
 
 mod blob;
+mod body;
 mod error;
 mod manifest;
 pub mod platform;
 mod progress;
+mod redact;
 pub mod reference;
+mod request;
 mod session;
 
 use std::fmt;
@@ -32,7 +35,6 @@ use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest};
 
 use error::Attempts;
-pub(crate) use error::error_chain;
 pub use error::{Attempt, RemoteError};
 pub use manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use manifest::{Document, ManifestBlob, fetch_manifest, oci_layer};
@@ -49,6 +51,11 @@ use crate::image::hosts::{Capabilities, Resolver};
 
 /// Layers downloaded at the same time, unless configured otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 3;
+/// How long a registry may send nothing (no response head, no body byte)
+/// before its host is given up for the next one, unless configured
+/// otherwise (`[images] stall-timeout`).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use body::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES};
 
 /// What [`Puller::fetch`] stored: everything unpacking and running needs.
 #[derive(Debug, Clone)]
@@ -85,6 +92,7 @@ pub struct Puller {
     credentials: Credentials,
     store: ContentStore,
     concurrency: usize,
+    stall_timeout: Duration,
     auth_cache: AuthCache,
 }
 
@@ -95,8 +103,16 @@ impl Puller {
             credentials,
             store,
             concurrency: DEFAULT_CONCURRENCY,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             auth_cache: AuthCache::default(),
         }
+    }
+
+    /// How long a registry may send nothing before its host is given up
+    /// (at least a millisecond).
+    pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
+        self.stall_timeout = stall_timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// How many layers download at the same time (at least one).
@@ -189,6 +205,18 @@ impl Puller {
         };
 
         let config_descriptor = manifest.config().clone();
+        if config_descriptor.size() > MAX_CONFIG_BYTES {
+            // Verified content: every host would serve the same.
+            return Err(RemoteError::TooLarge {
+                url: format!(
+                    "{reference}: manifest {}: config {}",
+                    chosen.digest,
+                    config_descriptor.digest()
+                ),
+                what: "image config",
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
         let layers: Vec<Descriptor> = manifest.layers().iter().map(oci_layer).collect();
         let mut blobs = vec![config_descriptor.clone()];
         for layer in &layers {
@@ -279,7 +307,8 @@ impl Puller {
                 client,
                 credential,
                 &self.auth_cache,
-            ));
+                self.stall_timeout,
+            )?);
         }
         Ok(sessions)
     }
@@ -343,12 +372,13 @@ async fn fetch_blob_any(
     let progress = options.progress;
     let mut attempts = Attempts::new(format!("blob {digest}"));
     for (i, session) in sessions.iter().enumerate() {
-        match blob::download(session, store, descriptor, progress, options.tee).await {
+        let last_host = i + 1 == sessions.len();
+        match blob::download(session, store, descriptor, progress, options.tee, last_host).await {
             Ok(downloaded) => {
                 progress.blob_done(digest, downloaded.transferred > 0);
                 return Ok(downloaded);
             }
-            Err(error) => attempts.failed(session, error, i + 1 < sessions.len(), progress),
+            Err(error) => attempts.failed(session, error, !last_host, progress),
         }
     }
     Err(attempts.into_error())

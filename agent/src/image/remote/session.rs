@@ -4,16 +4,26 @@
 //! request is retried once; `Basic` gets the host's credentials. Tokens are
 //! cached per host and scope for as long as the token server says (a minute
 //! when it does not say).
+//!
+//! What goes where: the endpoint's configured headers only to its own
+//! origin (a token realm or redirect target elsewhere never sees them); its
+//! credentials only to it and to the token realm it names (never over plain
+//! http when the registry is https); redirects are followed hop by hop
+//! (`request.rs`). Anything the registry sends back is read with a bound
+//! (`body.rs`), and error bodies are scrubbed of the session's secrets.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use reqwest::{Response, StatusCode};
+use reqwest::{Response, StatusCode, Url};
 
 use super::RemoteError;
-use crate::image::auth::{Challenge, Credential, TokenResponse, parse_challenge};
+use super::body::{self, MAX_TOKEN_BYTES};
+use super::redact::Redactor;
+use super::request::{self, ForOrigin, Get, shown};
+use crate::image::auth::{self, Challenge, Credential, TokenResponse, parse_challenge};
 use crate::image::hosts::Endpoint;
 
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -60,23 +70,59 @@ pub struct Session<'a> {
     client: reqwest::Client,
     credential: Option<Credential>,
     cache: &'a AuthCache,
+    /// The endpoint's scheme, host and port: where its headers may go.
+    origin: Url,
+    /// The endpoint's configured `header` table.
+    headers: HeaderMap,
+    stall: Duration,
+    /// What this session sent that must not come back in a message.
+    redactor: Mutex<Redactor>,
 }
 
 impl<'a> Session<'a> {
+    /// `stall`: how long a response may send nothing before the host is
+    /// given up.
     pub fn new(
         endpoint: Endpoint,
         repository: &str,
         client: reqwest::Client,
         credential: Option<Credential>,
         cache: &'a AuthCache,
-    ) -> Self {
-        Self {
+        stall: Duration,
+    ) -> Result<Self, RemoteError> {
+        let origin = request::parse_url(&endpoint.origin)?;
+        let headers = endpoint.headers()?;
+        let redactor = Mutex::new(Redactor::new(credential.as_ref()));
+        Ok(Self {
             endpoint,
             repository: repository.to_owned(),
             client,
             credential,
             cache,
-        }
+            origin,
+            headers,
+            stall,
+            redactor,
+        })
+    }
+
+    /// How long a response may send nothing.
+    pub fn stall(&self) -> Duration {
+        self.stall
+    }
+
+    /// The error for a response with an unexpected status: its URL, status
+    /// and an excerpt of its body, with this session's secrets scrubbed.
+    pub async fn status_error(&self, response: Response) -> RemoteError {
+        let url = shown(response.url());
+        let status = response.status();
+        let body = body::excerpt(response, self.stall).await;
+        let body = self
+            .redactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scrub(&body);
+        RemoteError::status(&url, status, &body)
     }
 
     /// The name of this endpoint in messages.
@@ -112,6 +158,12 @@ impl<'a> Session<'a> {
         let url = self.endpoint.url(&self.repository, kind, reference);
         let key = self.cache_key();
         let known = self.cache.get(&key);
+        if let Some(Authorization::Bearer { token, .. }) = &known {
+            self.redactor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(token);
+        }
         let response = self.send(&url, &headers, known.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -186,20 +238,29 @@ impl<'a> Session<'a> {
         headers: &HeaderMap,
         authorization: Option<&Authorization>,
     ) -> Result<Response, RemoteError> {
-        let mut request = self.client.get(url).headers(headers.clone());
-        match authorization {
-            Some(Authorization::Bearer { token, .. }) => request = request.bearer_auth(token),
-            Some(Authorization::Basic) => {
-                if let Some(credential) = &self.credential {
-                    request = request.basic_auth(&credential.username, Some(&credential.password));
-                }
-            }
-            None => {}
-        }
-        request
-            .send()
-            .await
-            .map_err(|err| RemoteError::http(url, err))
+        let value = match authorization {
+            Some(Authorization::Bearer { token, .. }) => Some(format!("Bearer {token}")),
+            Some(Authorization::Basic) => self.credential.as_ref().map(Credential::basic_header),
+            None => None,
+        };
+        let authorization = value.as_deref().and_then(request::authorization);
+        request::send(
+            &self.client,
+            Get {
+                url,
+                own: headers,
+                host: ForOrigin {
+                    origin: &self.origin,
+                    headers: &self.headers,
+                },
+                authorization: authorization.as_ref().map(|headers| ForOrigin {
+                    origin: &self.origin,
+                    headers,
+                }),
+                head_timeout: self.stall,
+            },
+        )
+        .await
     }
 
     async fn fetch_token(
@@ -209,37 +270,82 @@ impl<'a> Session<'a> {
         service: Option<&str>,
         scope: &str,
     ) -> Result<Authorization, RemoteError> {
-        let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        let mut request = self.client.get(realm).query(&query);
-        if let Some(credential) = &self.credential {
-            request = request.basic_auth(&credential.username, Some(&credential.password));
-        }
         let fail = |reason: String| RemoteError::Unauthorized {
             url: url.to_owned(),
             reason: format!("getting a token from {realm}: {reason}"),
         };
-        let response = request
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .send()
-            .await
-            .map_err(|err| fail(super::error_chain(&err)))?;
+        let mut realm_url =
+            Url::parse(realm).map_err(|err| fail(format!("the realm is not a URL: {err}")))?;
+        if self.origin.scheme() == "https" && realm_url.scheme() != "https" {
+            return Err(fail(
+                "the registry speaks https but names a plain-http token realm; refused, \
+                 credentials and tokens would travel unencrypted"
+                    .to_owned(),
+            ));
+        }
+        {
+            let mut query = realm_url.query_pairs_mut();
+            query.append_pair("scope", scope);
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+        }
+        let mut accept = HeaderMap::new();
+        accept.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        // The token protocol sends the credentials to the realm, wherever
+        // it is (auth.docker.io for registry-1.docker.io); nothing else of
+        // the endpoint's goes there unless it is the same origin.
+        let basic = self
+            .credential
+            .as_ref()
+            .and_then(|credential| request::authorization(&credential.basic_header()));
+        let response = request::send(
+            &self.client,
+            Get {
+                url: realm_url.as_str(),
+                own: &accept,
+                host: ForOrigin {
+                    origin: &self.origin,
+                    headers: &self.headers,
+                },
+                authorization: basic.as_ref().map(|headers| ForOrigin {
+                    origin: &realm_url,
+                    headers,
+                }),
+                head_timeout: self.stall,
+            },
+        )
+        .await?;
         let status = response.status();
         if !status.is_success() {
             return Err(fail(format!("status {status}")));
         }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|err| fail(super::error_chain(&err)))?;
+        let answer_url = shown(response.url());
+        let bytes = body::read_capped(
+            response,
+            &answer_url,
+            "token response",
+            MAX_TOKEN_BYTES,
+            self.stall,
+        )
+        .await?;
+        // serde's messages quote the input, and this input is a token.
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|err| {
+            fail(format!(
+                "the answer is not a token document ({})",
+                auth::json_error_position(&err)
+            ))
+        })?;
         let lifetime = body
             .expires_in
             .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
         let token = body
             .into_token()
             .ok_or_else(|| fail("the answer holds no token".to_owned()))?;
+        self.redactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&token);
         // Renew a little early, so a token does not expire mid-request.
         let expires = Instant::now() + lifetime.saturating_sub(Duration::from_secs(5));
         Ok(Authorization::Bearer { token, expires })
