@@ -53,7 +53,7 @@ pub async fn remove(ctx: &Context, key: &ObjectKey) -> Result<(), ReconcileError
         )));
     }
     let logs = paths.logs().join(format!("{}_{}", key.namespace, key.name));
-    if let Err(err) = crate::rootfs::remove_dir_all_if_exists(&logs) {
+    if let Err(err) = crate::fsutil::remove_dir_all_if_exists(&logs) {
         tracing::warn!(dir = %logs.display(), error = %err, "could not remove the pod's logs");
     }
     PodState::remove(paths, &key.namespace, &key.name)

@@ -1,0 +1,182 @@
+//! Creating a container: rootfs, bundle, shim.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    CleanupErrors, ContainerRecord, CreateContainer, CreatedContainer, Handler, ResolvedMount,
+    Runtime, RuntimeError, VolumeError, bundle, cgroups, make_dir, now_ns, rlimits, security, shim,
+    user, validate_id, volumes,
+};
+
+impl Runtime {
+    /// Mounts the rootfs, writes the bundle and starts the container
+    /// through a new shim. On failure nothing is left behind (or the error
+    /// says what could not be removed).
+    pub async fn create_container(
+        &self,
+        req: CreateContainer<'_>,
+    ) -> Result<CreatedContainer, RuntimeError> {
+        validate_id(req.id)?;
+        let handler = self.handler_for(req.runtime_class)?;
+        let state_dir = self.paths.shim_dir(req.id);
+        if state_dir.exists() {
+            return Err(RuntimeError::AlreadyExists {
+                id: req.id.to_string(),
+                dir: state_dir,
+            });
+        }
+        match self.try_create(&req, handler).await {
+            Ok(created) => {
+                tracing::info!(
+                    container = req.id,
+                    pod = %format!("{}/{}", req.pod.namespace, req.pod.name),
+                    name = %req.container.name,
+                    pid = created.pid,
+                    handler = %handler.name,
+                    "container started"
+                );
+                Ok(created)
+            }
+            Err(err) => {
+                tracing::warn!(container = req.id, error = %err, "container could not start");
+                let errors = self.cleanup(req.id, Some(handler)).await;
+                match CleanupErrors::into_result(format!("container {}", req.id), errors) {
+                    Ok(()) => Err(err),
+                    Err(cleanup) => Err(RuntimeError::CreateFailed {
+                        source: Box::new(err),
+                        cleanup,
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn try_create(
+        &self,
+        req: &CreateContainer<'_>,
+        handler: &Handler,
+    ) -> Result<CreatedContainer, RuntimeError> {
+        let id = req.id;
+        let state_dir = self.paths.shim_dir(id);
+        let bundle_dir = self.paths.bundle(id);
+        make_dir(&state_dir, 0o711)?;
+        make_dir(&bundle_dir, 0o700)?;
+        make_dir(&handler.root, 0o700)?;
+        if let Some(parent) = req.log_path.parent() {
+            make_dir(parent, 0o750)?;
+        }
+        let rootfs_dir = bundle_dir.join("rootfs");
+        let cgroups_path = cgroups::container_cgroup(&self.config.cgroup_parent, &req.pod.uid, id);
+        // The record first: whatever happens next, cleanup can find it all.
+        let mut record = ContainerRecord {
+            id: id.to_string(),
+            pod_uid: req.pod.uid.clone(),
+            pod_namespace: req.pod.namespace.clone(),
+            pod_name: req.pod.name.clone(),
+            container_name: req.container.name.clone(),
+            handler: handler.name.clone(),
+            bundle: bundle_dir.clone(),
+            rootfs: rootfs_dir.clone(),
+            cgroups_path: cgroups_path.clone(),
+            log_path: req.log_path.clone(),
+            stop_signal: "SIGTERM".into(),
+            tty: req.container.tty,
+            created_at_ns: now_ns(),
+            labels: req.labels.clone(),
+        };
+        shim::write_record(&state_dir, &record)?;
+
+        super::rootfs::create(&self.paths, id, req.lowerdirs, &rootfs_dir)?;
+        tracing::debug!(container = id, "rootfs mounted");
+        let mounts = self.resolve_mounts(req, &bundle_dir)?;
+        let accounts = user::AccountFiles::read(&rootfs_dir)?;
+        let host_limits = rlimits::AgentLimits {
+            has_sys_resource: security::host_has_sys_resource(),
+        };
+        let mut built = bundle::build(&bundle::BundleRequest {
+            pod: req.pod,
+            sandbox: req.sandbox,
+            container: req.container,
+            image: req.image,
+            accounts: &accounts,
+            mounts: &mounts,
+            cgroups_path: &cgroups_path,
+            rlimits: &self.config.rlimits,
+            host: &self.host,
+            host_limits: &host_limits,
+        })?;
+        let uncompiled = self.seccomp_bpf.apply(handler, &mut built.spec);
+        bundle::write(&bundle_dir, &built.spec)?;
+        tracing::debug!(
+            container = id,
+            seccomp_compiled = uncompiled.is_none(),
+            "bundle written"
+        );
+        record.stop_signal = built.stop_signal.clone();
+        shim::write_record(&state_dir, &record)?;
+
+        let started = shim::launch(&shim::ShimLaunch {
+            shim_binary: self.shim_binary.clone(),
+            id: id.to_string(),
+            bundle: bundle_dir,
+            state_dir,
+            runtime: handler.binary.clone(),
+            runtime_args: handler.args.clone(),
+            runtime_root: handler.root.clone(),
+            log_file: req.log_path.clone(),
+            log_max_size: self.config.log_max_size,
+            log_max_files: self.config.log_max_files,
+            tty: req.container.tty,
+            oom_file: self.layout.oom_file(&cgroups_path),
+            timeout: Duration::from_secs(self.config.start_timeout_secs),
+        })
+        .await?;
+        if let Some(pending) = uncompiled {
+            self.seccomp_bpf.learn(pending, handler, id);
+        }
+        Ok(CreatedContainer {
+            id: id.to_string(),
+            pid: started.container_pid,
+            handler: handler.name.clone(),
+            warnings: built.warnings,
+        })
+    }
+
+    /// Volume mounts → host sources; subPaths are bind-mounted into the
+    /// bundle first so they cannot be redirected.
+    fn resolve_mounts(
+        &self,
+        req: &CreateContainer<'_>,
+        bundle_dir: &Path,
+    ) -> Result<Vec<ResolvedMount>, RuntimeError> {
+        let mut mounts = Vec::new();
+        for (n, mount) in req.container.volume_mounts.iter().enumerate() {
+            let volume = req.volumes.get(&mount.name).ok_or_else(|| {
+                RuntimeError::Volume(VolumeError::SubPath {
+                    volume: mount.name.clone(),
+                    sub_path: mount.sub_path.clone().unwrap_or_default(),
+                    problem: format!(
+                        "is mounted by container {:?} at {} but is not a volume of the pod",
+                        req.container.name, mount.mount_path
+                    ),
+                })
+            })?;
+            let source = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                None => volume.host_path.clone(),
+                Some(sub_path) => volumes::mount_sub_path(
+                    &mount.name,
+                    &volume.host_path,
+                    sub_path,
+                    &bundle_dir.join("subpaths").join(n.to_string()),
+                )?,
+            };
+            mounts.push(ResolvedMount {
+                source,
+                destination: mount.mount_path.clone(),
+                read_only: mount.read_only || volume.always_read_only,
+            });
+        }
+        Ok(mounts)
+    }
+}
