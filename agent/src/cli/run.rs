@@ -36,10 +36,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .thread_name("berth")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(agent::run(Options {
+    let result = runtime.block_on(agent::run(Options {
         paths: global.paths(),
         manifests: global.manifests.clone(),
         config,
-    }))?;
+    }));
+    // Dropping a runtime waits for every blocking-pool thread; one stuck in
+    // a syscall (a hung mount, a dead NFS server) would keep the agent from
+    // ever exiting. The agent has shut down cleanly by now: don't wait.
+    runtime.shutdown_timeout(BLOCKING_THREADS_GRACE);
+    result?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long an exiting agent waits for blocking work still running.
+const BLOCKING_THREADS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

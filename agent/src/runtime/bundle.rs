@@ -273,6 +273,9 @@ pub fn write(bundle_dir: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
     Ok(path)
 }
 
+/// A seccomp profile is a few hundred rules: 1 MiB is plenty.
+const MAX_SECCOMP_PROFILE: u64 = 1 << 20;
+
 fn seccomp_profile(
     c: &ContainerSpec,
     profile: &Option<SeccompProfile>,
@@ -289,8 +292,15 @@ fn seccomp_profile(
                 path: path.clone(),
                 reason,
             };
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-            serde_json::from_str(&text)
+            // The manifest names it: read it as carefully as an image's file.
+            let bytes = crate::fsutil::read_untrusted(
+                Path::new("/"),
+                &path.to_string_lossy(),
+                MAX_SECCOMP_PROFILE,
+            )
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err("does not exist".into()))?;
+            serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| err(format!("not an OCI seccomp profile: {e}")))
         }

@@ -1,13 +1,53 @@
 //! Creating a container: rootfs, bundle, shim.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use oci_spec::image::Config as ImageConfig;
+
+use super::seccomp_bpf::Pending;
 use super::{
-    CleanupErrors, ContainerRecord, CreateContainer, CreatedContainer, Handler, ResolvedMount,
-    Runtime, RuntimeError, VolumeError, bundle, cgroups, make_dir, now_ns, rlimits, security, shim,
-    user, validate_id, volumes,
+    CleanupErrors, ContainerRecord, ContainerSpec, CreateContainer, CreatedContainer, Handler,
+    PodInfo, PodSandbox, PreparedVolume, ResolvedMount, Runtime, RuntimeError, VolumeError, bundle,
+    cgroups, make_dir, now_ns, rlimits, security, shim, user, validate_id, volumes,
 };
+
+/// [`CreateContainer`], owned, to go to the blocking pool.
+struct Request {
+    id: String,
+    pod: PodInfo,
+    sandbox: PodSandbox,
+    container: ContainerSpec,
+    image: Option<ImageConfig>,
+    lowerdirs: Vec<PathBuf>,
+    volumes: BTreeMap<String, PreparedVolume>,
+    log_path: PathBuf,
+    labels: BTreeMap<String, String>,
+}
+
+impl Request {
+    fn new(req: &CreateContainer<'_>) -> Self {
+        Self {
+            id: req.id.to_string(),
+            pod: req.pod.clone(),
+            sandbox: req.sandbox.clone(),
+            container: req.container.clone(),
+            image: req.image.cloned(),
+            lowerdirs: req.lowerdirs.to_vec(),
+            volumes: req.volumes.clone(),
+            log_path: req.log_path.clone(),
+            labels: req.labels.clone(),
+        }
+    }
+}
+
+/// A bundle ready to start.
+struct Prepared {
+    launch: shim::ShimLaunch,
+    warnings: Vec<String>,
+    uncompiled: Option<Pending>,
+}
 
 impl Runtime {
     /// Mounts the rootfs, writes the bundle and starts the container
@@ -18,15 +58,17 @@ impl Runtime {
         req: CreateContainer<'_>,
     ) -> Result<CreatedContainer, RuntimeError> {
         validate_id(req.id)?;
-        let handler = self.handler_for(req.runtime_class)?;
-        let state_dir = self.paths.shim_dir(req.id);
-        if state_dir.exists() {
-            return Err(RuntimeError::AlreadyExists {
-                id: req.id.to_string(),
-                dir: state_dir,
-            });
-        }
-        match self.try_create(&req, handler).await {
+        let handler = self.handler_for(req.runtime_class)?.clone();
+        let id = req.id.to_string();
+        self.blocking("checking for an existing container", move |rt| {
+            let state_dir = rt.inner.paths.shim_dir(&id);
+            if state_dir.exists() {
+                return Err(RuntimeError::AlreadyExists { id, dir: state_dir });
+            }
+            Ok(())
+        })
+        .await??;
+        match self.try_create(Request::new(&req), &handler).await {
             Ok(created) => {
                 tracing::info!(
                     container = req.id,
@@ -40,7 +82,7 @@ impl Runtime {
             }
             Err(err) => {
                 tracing::warn!(container = req.id, error = %err, "container could not start");
-                let errors = self.cleanup(req.id, Some(handler)).await;
+                let errors = self.cleanup(req.id, Some(&handler)).await;
                 match CleanupErrors::into_result(format!("container {}", req.id), errors) {
                     Ok(()) => Err(err),
                     Err(cleanup) => Err(RuntimeError::CreateFailed {
@@ -54,12 +96,37 @@ impl Runtime {
 
     async fn try_create(
         &self,
-        req: &CreateContainer<'_>,
+        req: Request,
         handler: &Handler,
     ) -> Result<CreatedContainer, RuntimeError> {
-        let id = req.id;
-        let state_dir = self.paths.shim_dir(id);
-        let bundle_dir = self.paths.bundle(id);
+        let id = req.id.clone();
+        let prepared = {
+            let handler = handler.clone();
+            self.blocking("preparing the bundle", move |rt| rt.prepare(&req, &handler))
+                .await??
+        };
+        let started = shim::launch(&prepared.launch).await?;
+        if let Some(pending) = prepared.uncompiled {
+            let (handler, id) = (handler.clone(), id.clone());
+            self.blocking("reading the compiled seccomp filter", move |rt| {
+                rt.inner.seccomp_bpf.learn(pending, &handler, &id)
+            })
+            .await?;
+        }
+        Ok(CreatedContainer {
+            id,
+            pid: started.container_pid,
+            handler: handler.name.clone(),
+            warnings: prepared.warnings,
+        })
+    }
+
+    /// Everything before the shim: directories, the record, the rootfs,
+    /// volume mounts, the bundle. Blocking.
+    fn prepare(&self, req: &Request, handler: &Handler) -> Result<Prepared, RuntimeError> {
+        let id = req.id.as_str();
+        let state_dir = self.inner.paths.shim_dir(id);
+        let bundle_dir = self.inner.paths.bundle(id);
         make_dir(&state_dir, 0o711)?;
         make_dir(&bundle_dir, 0o700)?;
         make_dir(&handler.root, 0o700)?;
@@ -67,7 +134,8 @@ impl Runtime {
             make_dir(parent, 0o750)?;
         }
         let rootfs_dir = bundle_dir.join("rootfs");
-        let cgroups_path = cgroups::container_cgroup(&self.config.cgroup_parent, &req.pod.uid, id);
+        let cgroups_path =
+            cgroups::container_cgroup(&self.inner.config.cgroup_parent, &req.pod.uid, id);
         // The record first: whatever happens next, cleanup can find it all.
         let mut record = ContainerRecord {
             id: id.to_string(),
@@ -87,26 +155,26 @@ impl Runtime {
         };
         shim::write_record(&state_dir, &record)?;
 
-        super::rootfs::create(&self.paths, id, req.lowerdirs, &rootfs_dir)?;
+        super::rootfs::create(&self.inner.paths, id, &req.lowerdirs, &rootfs_dir)?;
         tracing::debug!(container = id, "rootfs mounted");
         let mounts = self.resolve_mounts(req, &bundle_dir)?;
-        let accounts = user::AccountFiles::read(&rootfs_dir)?;
+        let accounts = user::AccountFiles::read(&rootfs_dir, &req.container.name)?;
         let host_limits = rlimits::AgentLimits {
             has_sys_resource: security::host_has_sys_resource(),
         };
         let mut built = bundle::build(&bundle::BundleRequest {
-            pod: req.pod,
-            sandbox: req.sandbox,
-            container: req.container,
-            image: req.image,
+            pod: &req.pod,
+            sandbox: &req.sandbox,
+            container: &req.container,
+            image: req.image.as_ref(),
             accounts: &accounts,
             mounts: &mounts,
             cgroups_path: &cgroups_path,
-            rlimits: &self.config.rlimits,
-            host: &self.host,
+            rlimits: &self.inner.config.rlimits,
+            host: &self.inner.host,
             host_limits: &host_limits,
         })?;
-        let uncompiled = self.seccomp_bpf.apply(handler, &mut built.spec);
+        let uncompiled = self.inner.seccomp_bpf.apply(handler, &mut built.spec);
         bundle::write(&bundle_dir, &built.spec)?;
         tracing::debug!(
             container = id,
@@ -115,31 +183,24 @@ impl Runtime {
         );
         record.stop_signal = built.stop_signal.clone();
         shim::write_record(&state_dir, &record)?;
-
-        let started = shim::launch(&shim::ShimLaunch {
-            shim_binary: self.shim_binary.clone(),
-            id: id.to_string(),
-            bundle: bundle_dir,
-            state_dir,
-            runtime: handler.binary.clone(),
-            runtime_args: handler.args.clone(),
-            runtime_root: handler.root.clone(),
-            log_file: req.log_path.clone(),
-            log_max_size: self.config.log_max_size,
-            log_max_files: self.config.log_max_files,
-            tty: req.container.tty,
-            oom_file: self.layout.oom_file(&cgroups_path),
-            timeout: Duration::from_secs(self.config.start_timeout_secs),
-        })
-        .await?;
-        if let Some(pending) = uncompiled {
-            self.seccomp_bpf.learn(pending, handler, id);
-        }
-        Ok(CreatedContainer {
-            id: id.to_string(),
-            pid: started.container_pid,
-            handler: handler.name.clone(),
+        Ok(Prepared {
+            launch: shim::ShimLaunch {
+                shim_binary: self.inner.shim_binary.clone(),
+                id: id.to_string(),
+                bundle: bundle_dir,
+                state_dir,
+                runtime: handler.binary.clone(),
+                runtime_args: handler.args.clone(),
+                runtime_root: handler.root.clone(),
+                log_file: req.log_path.clone(),
+                log_max_size: self.inner.config.log_max_size,
+                log_max_files: self.inner.config.log_max_files,
+                tty: req.container.tty,
+                oom_file: self.inner.layout.oom_file(&cgroups_path),
+                timeout: Duration::from_secs(self.inner.config.start_timeout_secs),
+            },
             warnings: built.warnings,
+            uncompiled,
         })
     }
 
@@ -147,7 +208,7 @@ impl Runtime {
     /// bundle first so they cannot be redirected.
     fn resolve_mounts(
         &self,
-        req: &CreateContainer<'_>,
+        req: &Request,
         bundle_dir: &Path,
     ) -> Result<Vec<ResolvedMount>, RuntimeError> {
         let mut mounts = Vec::new();

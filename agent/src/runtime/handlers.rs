@@ -9,13 +9,13 @@ use crate::config::RuntimeConfig;
 
 impl Runtime {
     pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
-        self.handlers.values()
+        self.inner.handlers.values()
     }
 
     /// Why `handler` cannot run containers on this host, if it cannot.
     pub fn unsupported_reason(&self, handler: &Handler) -> Option<String> {
         match handler.kind {
-            RuntimeKind::Crun => self.layout.crun_blocker(),
+            RuntimeKind::Crun => self.inner.layout.crun_blocker(),
             RuntimeKind::Runc | RuntimeKind::Other => None,
         }
     }
@@ -24,24 +24,31 @@ impl Runtime {
     /// `default-handler`, else crun where it can work (it starts faster),
     /// else runc, else any usable handler.
     pub fn handler_for(&self, runtime_class: Option<&str>) -> Result<&Handler, RuntimeError> {
-        let name = match runtime_class.or(self.config.default_handler.as_deref()) {
+        let name = match runtime_class.or(self.inner.config.default_handler.as_deref()) {
             Some(name) => name.to_string(),
             None => return self.auto_handler(),
         };
-        let handler = self
-            .handlers
-            .get(&name)
-            .ok_or_else(|| match self.broken.get(&name) {
-                Some(reason) => RuntimeError::Unsupported {
-                    handler: name.clone(),
-                    version: "unknown".into(),
-                    reason: reason.clone(),
-                },
-                None => RuntimeError::UnknownHandler {
-                    name: name.clone(),
-                    known: self.handlers.keys().cloned().collect::<Vec<_>>().join(", "),
-                },
-            })?;
+        let handler =
+            self.inner
+                .handlers
+                .get(&name)
+                .ok_or_else(|| match self.inner.broken.get(&name) {
+                    Some(reason) => RuntimeError::Unsupported {
+                        handler: name.clone(),
+                        version: "unknown".into(),
+                        reason: reason.clone(),
+                    },
+                    None => RuntimeError::UnknownHandler {
+                        name: name.clone(),
+                        known: self
+                            .inner
+                            .handlers
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                })?;
         match self.unsupported_reason(handler) {
             Some(reason) => Err(RuntimeError::Unsupported {
                 handler: handler.name.clone(),
@@ -55,8 +62,8 @@ impl Runtime {
     fn auto_handler(&self) -> Result<&Handler, RuntimeError> {
         let preferred = ["crun", "runc"]
             .into_iter()
-            .filter_map(|n| self.handlers.get(n))
-            .chain(self.handlers.values());
+            .filter_map(|n| self.inner.handlers.get(n))
+            .chain(self.inner.handlers.values());
         let mut reasons = Vec::new();
         for handler in preferred {
             match self.unsupported_reason(handler) {
@@ -64,7 +71,7 @@ impl Runtime {
                 Some(reason) => reasons.push(format!("{}: {reason}", handler.name)),
             }
         }
-        reasons.extend(self.broken.iter().map(|(n, r)| format!("{n}: {r}")));
+        reasons.extend(self.inner.broken.iter().map(|(n, r)| format!("{n}: {r}")));
         if reasons.is_empty() {
             reasons.push("neither runc nor crun is installed (apt-get install runc)".into());
         }
@@ -75,11 +82,18 @@ impl Runtime {
 
     /// The handler that created the container `record` describes.
     pub(super) fn handler_of(&self, record: &ContainerRecord) -> Result<&Handler, RuntimeError> {
-        self.handlers
+        self.inner
+            .handlers
             .get(&record.handler)
             .ok_or_else(|| RuntimeError::UnknownHandler {
                 name: record.handler.clone(),
-                known: self.handlers.keys().cloned().collect::<Vec<_>>().join(", "),
+                known: self
+                    .inner
+                    .handlers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 }

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use super::{ContainerInfo, ContainerRecord, ContainerState, Runtime, RuntimeError, shim};
+use super::{ContainerInfo, ContainerRecord, ContainerState, Handler, Runtime, RuntimeError, shim};
 
 impl Runtime {
     /// The container `id` as found on disk.
     pub fn container(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
-        let dir = self.paths.shim_dir(id);
+        let dir = self.inner.paths.shim_dir(id);
         if !dir.is_dir() {
             return Err(RuntimeError::NotFound {
                 id: id.to_string(),
@@ -20,7 +20,7 @@ impl Runtime {
     /// Every container on this host (the shim state directories): what a
     /// restarted agent adopts. Running containers are left alone.
     pub fn list(&self) -> Vec<ContainerInfo> {
-        let mut found: Vec<ContainerInfo> = std::fs::read_dir(self.paths.shims())
+        let mut found: Vec<ContainerInfo> = std::fs::read_dir(self.inner.paths.shims())
             .into_iter()
             .flatten()
             .flatten()
@@ -74,7 +74,7 @@ impl Runtime {
     }
 
     pub(super) fn record(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
-        let dir = self.paths.shim_dir(id);
+        let dir = self.inner.paths.shim_dir(id);
         if !dir.is_dir() {
             return Err(RuntimeError::NotFound {
                 id: id.to_string(),
@@ -82,5 +82,25 @@ impl Runtime {
             });
         }
         Ok(shim::read_record(&dir)?)
+    }
+
+    /// [`Self::container`], read on the blocking pool.
+    pub(super) async fn container_async(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let id = id.to_string();
+        self.blocking("reading the container's state", move |rt| rt.container(&id))
+            .await?
+    }
+
+    /// [`Self::record`], read on the blocking pool.
+    pub(super) async fn record_async(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let id = id.to_string();
+        self.blocking("reading the container's record", move |rt| rt.record(&id))
+            .await?
+    }
+
+    /// The handler that runs container `id`, from its record.
+    pub(super) async fn handler_of_container(&self, id: &str) -> Result<Handler, RuntimeError> {
+        let record = self.record_async(id).await?;
+        self.handler_of(&record).cloned()
     }
 }

@@ -50,6 +50,7 @@ pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::Config as ImageConfig;
@@ -58,7 +59,7 @@ use crate::config::RuntimeConfig;
 use crate::paths::Paths;
 pub use bundle::{BundleError, HostFacts, ResolvedMount};
 pub use cgroups::{CgroupError, CgroupLayout, CgroupMode};
-pub use exec::{ExecCommand, ExecRequest, exit_code};
+pub use exec::{CappedOutput, EXEC_OUTPUT_LIMIT, ExecCommand, ExecRequest, exit_code, run_capped};
 pub use oci::{Handler, OciError, RuntimeKind};
 pub use sandbox::{EtcFiles, PodSandbox, SandboxError};
 pub use shim::{ContainerRecord, ExitStatus, ShimError};
@@ -95,6 +96,8 @@ pub enum RuntimeError {
     NotRunning { id: String },
     #[error("container {id} did not exit within {timeout:?} after SIGKILL")]
     StopTimeout { id: String, timeout: Duration },
+    #[error("the agent is shutting down: {what} did not run")]
+    ShuttingDown { what: &'static str },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -212,7 +215,16 @@ pub struct StopOutcome {
     pub killed: bool,
 }
 
+/// The container API. Cheap to clone (one `Arc`): async methods move a
+/// clone onto tokio's blocking pool for their file system and mount work,
+/// and callers can do the same around the sync ones.
+#[derive(Clone)]
 pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     paths: Paths,
     config: RuntimeConfig,
     shim_binary: PathBuf,
@@ -222,7 +234,7 @@ pub struct Runtime {
     layout: CgroupLayout,
     host: HostFacts,
     /// Seccomp filters crun compiled, reused for later containers.
-    seccomp_bpf: seccomp_bpf::BpfCache,
+    seccomp_bpf: Arc<seccomp_bpf::BpfCache>,
 }
 
 impl Runtime {
@@ -263,31 +275,54 @@ impl Runtime {
             swap_accounting,
         };
         Ok(Self {
-            paths,
-            config,
-            shim_binary,
-            handlers,
-            broken,
-            layout,
-            host,
-            seccomp_bpf: seccomp_bpf::BpfCache::default(),
+            inner: Arc::new(Inner {
+                paths,
+                config,
+                shim_binary,
+                handlers,
+                broken,
+                layout,
+                host,
+                seccomp_bpf: Arc::default(),
+            }),
         })
     }
 
     /// Uses `layout` instead of the detected cgroup layout (to show what
     /// happens on another kind of host).
     pub fn with_cgroup_layout(mut self, layout: CgroupLayout) -> Self {
-        self.host.cgroup_mode = layout.mode;
-        self.layout = layout;
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.host.cgroup_mode = layout.mode;
+        inner.layout = layout;
         self
     }
 
     pub fn paths(&self) -> &Paths {
-        &self.paths
+        &self.inner.paths
     }
 
     pub fn layout(&self) -> &CgroupLayout {
-        &self.layout
+        &self.inner.layout
+    }
+
+    /// Runs `work` on tokio's blocking pool, in the caller's tracing span:
+    /// mounts and file system work (which an image or a stuck mount can
+    /// make slow or hang) never occupy, let alone wedge, an async worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&Runtime) -> T + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let runtime = self.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| work(&runtime))).await {
+            Ok(value) => Ok(value),
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Only a runtime shutting down cancels a blocking task.
+                Err(_) => Err(RuntimeError::ShuttingDown { what }),
+            },
+        }
     }
 }
 

@@ -22,10 +22,10 @@ impl Runtime {
         // The UID names directories and cgroups.
         validate_id(&pod.uid)?;
         Ok(PodSandbox::create(
-            &self.paths,
+            &self.inner.paths,
             pod,
             net_ns,
-            self.config.shm_size,
+            self.inner.config.shm_size,
             etc,
         )?)
     }
@@ -39,7 +39,12 @@ impl Runtime {
         validate_id(pod_uid)?;
         volumes
             .iter()
-            .map(|v| Ok((v.name.clone(), volumes::prepare(&self.paths, pod_uid, v)?)))
+            .map(|v| {
+                Ok((
+                    v.name.clone(),
+                    volumes::prepare(&self.inner.paths, pod_uid, v)?,
+                ))
+            })
             .collect()
     }
 
@@ -49,13 +54,14 @@ impl Runtime {
             what: format!("pod {pod_uid}"),
             errors: vec![e.to_string()],
         })?;
-        let mut errors: Vec<String> = PodSandbox::remove(&self.paths, pod_uid)
+        let mut errors: Vec<String> = PodSandbox::remove(&self.inner.paths, pod_uid)
             .iter()
             .map(ToString::to_string)
             .collect();
-        let pod_cgroup = cgroups::pod_cgroup(&self.config.cgroup_parent, pod_uid);
+        let pod_cgroup = cgroups::pod_cgroup(&self.inner.config.cgroup_parent, pod_uid);
         errors.extend(
-            self.layout
+            self.inner
+                .layout
                 .remove_tree(&pod_cgroup)
                 .iter()
                 .map(ToString::to_string),
@@ -67,8 +73,9 @@ impl Runtime {
     /// directory or a cgroup under the configured parent. After a restart
     /// the agent removes those no manifest wants ([`Runtime::remove_pod`]).
     pub fn pods_on_host(&self) -> Vec<String> {
-        let parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        let parent = format!("/{}", self.inner.config.cgroup_parent.trim_matches('/'));
         let from_cgroups = self
+            .inner
             .layout
             .hierarchy_dirs(&parent)
             .into_iter()
@@ -79,7 +86,7 @@ impl Runtime {
                     .strip_prefix("pod-")
                     .map(str::to_string)
             });
-        let from_sandboxes = std::fs::read_dir(self.paths.pods())
+        let from_sandboxes = std::fs::read_dir(self.inner.paths.pods())
             .into_iter()
             .flatten()
             .flatten()

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{CleanupErrors, ContainerState, Handler, Runtime, shim, validate_id, volumes};
+use super::{
+    CleanupErrors, ContainerRecord, ContainerState, Handler, Runtime, shim, validate_id, volumes,
+};
 
 impl Runtime {
     /// Removes the container and everything it had: the runtime's state,
@@ -14,9 +16,8 @@ impl Runtime {
             what: format!("container {id}"),
             errors: vec![e.to_string()],
         })?;
-        let record = shim::read_record(&self.paths.shim_dir(id)).ok();
-        let handler = record.as_ref().and_then(|r| self.handlers.get(&r.handler));
-        let errors = self.cleanup(id, handler).await;
+        let handler = self.handler_of_container(id).await.ok();
+        let errors = self.cleanup(id, handler.as_ref()).await;
         if errors.is_empty() {
             tracing::info!(container = id, "container removed");
         } else {
@@ -31,10 +32,24 @@ impl Runtime {
 
     pub(super) async fn cleanup(&self, id: &str, handler: Option<&Handler>) -> Vec<String> {
         let mut errors = Vec::new();
-        let dir = self.paths.shim_dir(id);
-        let record = shim::read_record(&dir).ok();
-        if let ContainerState::Running { .. } | ContainerState::Creating { .. } =
-            self.inspect(id, &dir).state
+        let dir = self.inner.paths.shim_dir(id);
+        let seen = {
+            let (id, dir) = (id.to_string(), dir.clone());
+            self.blocking("reading the container's state", move |rt| {
+                let shim = shim::ProcessRef::read(&dir.join(shim::SHIM_PID_FILE));
+                (
+                    shim::read_record(&dir).ok(),
+                    rt.inspect(&id, &dir).state,
+                    shim,
+                )
+            })
+            .await
+        };
+        let (record, state, shim) = match seen {
+            Ok(seen) => seen,
+            Err(err) => return vec![err.to_string()],
+        };
+        if let ContainerState::Running { .. } | ContainerState::Creating { .. } = state
             && let Some(handler) = handler
         {
             let _ = handler.kill(id, "SIGKILL").await;
@@ -44,7 +59,7 @@ impl Runtime {
         }
         // The shim exits right after writing the exit file; one that
         // lingers (it should not) is killed, so no process is left.
-        if let Some(shim) = shim::ProcessRef::read(&dir.join(shim::SHIM_PID_FILE))
+        if let Some(shim) = shim
             && !wait_gone(shim, Duration::from_secs(5)).await
         {
             let pid = nix::unistd::Pid::from_raw(shim.pid);
@@ -58,20 +73,39 @@ impl Runtime {
         {
             errors.push(err.to_string());
         }
-        let bundle_dir = self.paths.bundle(id);
+        let id = id.to_string();
+        match self
+            .blocking("removing the container's files", move |rt| {
+                rt.remove_files(&id, record.as_ref())
+            })
+            .await
+        {
+            Ok(more) => errors.extend(more),
+            Err(err) => errors.push(err.to_string()),
+        }
+        errors
+    }
+
+    /// The container's mounts, writable layer, cgroup, bundle and state
+    /// directory. Blocking.
+    fn remove_files(&self, id: &str, record: Option<&ContainerRecord>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let dir = self.inner.paths.shim_dir(id);
+        let bundle_dir = self.inner.paths.bundle(id);
         errors.extend(
             volumes::unmount_under(&bundle_dir)
                 .iter()
                 .map(ToString::to_string),
         );
         errors.extend(
-            super::rootfs::remove(&self.paths, id, &bundle_dir.join("rootfs"))
+            super::rootfs::remove(&self.inner.paths, id, &bundle_dir.join("rootfs"))
                 .iter()
                 .map(ToString::to_string),
         );
-        if let Some(record) = &record {
+        if let Some(record) = record {
             errors.extend(
-                self.layout
+                self.inner
+                    .layout
                     .remove(&record.cgroups_path)
                     .iter()
                     .map(ToString::to_string),

@@ -7,11 +7,10 @@ use super::{ContainerState, ExitStatus, Runtime, RuntimeError, StopOutcome, shim
 impl Runtime {
     /// Sends `signal` (e.g. `SIGHUP`, `9`) to the container's init.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
-        let record = self.record(id)?;
-        let handler = self.handler_of(&record)?;
+        let handler = self.handler_of_container(id).await?;
         match handler.kill(id, signal).await {
             Ok(()) => Ok(()),
-            Err(err) => match self.container(id)?.state {
+            Err(err) => match self.container_async(id).await?.state {
                 ContainerState::Running { .. } | ContainerState::Creating { .. } => Err(err.into()),
                 _ => Err(RuntimeError::NotRunning { id: id.to_string() }),
             },
@@ -24,16 +23,16 @@ impl Runtime {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<ExitStatus>, RuntimeError> {
-        Ok(shim::wait_exit(&self.paths.shim_dir(id), timeout).await?)
+        Ok(shim::wait_exit(&self.inner.paths.shim_dir(id), timeout).await?)
     }
 
     /// Graceful stop: the image's StopSignal (else SIGTERM), then SIGKILL
     /// once `grace` has passed. Returns when the exit file exists.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<StopOutcome, RuntimeError> {
-        let record = self.record(id)?;
+        let record = self.record_async(id).await?;
         let handler = self.handler_of(&record)?;
-        let dir = self.paths.shim_dir(id);
-        if let Some(exit) = shim::read_exit(&dir)? {
+        let dir = self.inner.paths.shim_dir(id);
+        if let Some(exit) = shim::read_exit_async(&dir).await? {
             return Ok(StopOutcome {
                 exit,
                 signal_sent_at: None,
