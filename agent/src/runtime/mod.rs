@@ -33,6 +33,7 @@ mod inspect;
 pub mod logs;
 pub mod mountinfo;
 pub mod oci;
+pub mod oom;
 mod pods;
 pub mod process;
 mod remove;
@@ -273,6 +274,8 @@ impl Runtime {
             cap_bounding: security::host_bounding_set(),
             cgroup_mode: layout.mode,
             swap_accounting,
+            memory_total: oom::memory_total(),
+            agent_oom_score_adj: oom::own_score(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
