@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use berth_e2e::pods::{PodWorld, running_pid};
+use berth_e2e::proc_kib_field;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -24,17 +25,6 @@ fn oom_score_adj(pid: i64) -> i32 {
         .trim()
         .parse()
         .expect("a number")
-}
-
-fn mem_total() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("MemTotal");
-    kib * 1024
 }
 
 #[test]
@@ -78,7 +68,10 @@ fn state_is_root_only_and_containers_are_oom_killed_before_the_agent() {
     let besteffort = oom_score_adj(running_pid(&pod, "besteffort").expect("pid"));
     let burstable = oom_score_adj(running_pid(&pod, "burstable").expect("pid"));
     assert_eq!(besteffort, 1000, "no resources: kubelet's BestEffort");
-    let share = i32::try_from(u128::from(limit) * 1000 / u128::from(mem_total())).expect("fits");
+    let share = i32::try_from(
+        u128::from(limit) * 1000 / u128::from(proc_kib_field("/proc/meminfo", "MemTotal")),
+    )
+    .expect("fits");
     let expected = (1000 - share).clamp(3, 999).max(agent + 1);
     assert_eq!(burstable, expected, "kubelet's Burstable formula");
     assert!(

@@ -9,22 +9,11 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use berth_e2e::pods::{DataDir, PodWorld, container, running_pid};
+use berth_e2e::proc_kib_field;
 use serde_json::Value;
 
 fn ready(pod: &Value, name: &str) -> Option<bool> {
     container(pod, name)?["ready"].as_bool()
-}
-
-/// The agent's peak resident set (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("VmHWM");
-    kib * 1024
 }
 
 /// How many times an exec probe ran (each run appends a line).
@@ -63,7 +52,8 @@ fn an_exec_probe_printing_100_mb_keeps_the_agent_small_and_its_verdict() {
     std::fs::write(data.path.join("code"), "1\n").expect("code");
     world.wait_pod("chatty", "not ready", |p| ready(p, "app") == Some(false));
 
-    let peak = peak_rss(world.agent().pid());
+    // The agent's peak resident set.
+    let peak = proc_kib_field(&format!("/proc/{}/status", world.agent().pid()), "VmHWM");
     assert!(
         peak < RSS_BOUND,
         "the agent peaked at {} MiB after probes printed 100 MB each",

@@ -38,16 +38,7 @@ impl Runtime {
                         version: "unknown".into(),
                         reason: reason.clone(),
                     },
-                    None => RuntimeError::UnknownHandler {
-                        name: name.clone(),
-                        known: self
-                            .inner
-                            .handlers
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    },
+                    None => self.unknown_handler(&name),
                 })?;
         match self.unsupported_reason(handler) {
             Some(reason) => Err(RuntimeError::Unsupported {
@@ -80,21 +71,25 @@ impl Runtime {
         })
     }
 
+    fn unknown_handler(&self, name: &str) -> RuntimeError {
+        RuntimeError::UnknownHandler {
+            name: name.to_string(),
+            known: self
+                .inner
+                .handlers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     /// The handler that created the container `record` describes.
     pub(super) fn handler_of(&self, record: &ContainerRecord) -> Result<&Handler, RuntimeError> {
         self.inner
             .handlers
             .get(&record.handler)
-            .ok_or_else(|| RuntimeError::UnknownHandler {
-                name: record.handler.clone(),
-                known: self
-                    .inner
-                    .handlers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            .ok_or_else(|| self.unknown_handler(&record.handler))
     }
 }
 
