@@ -198,11 +198,14 @@ fn check_host_path(volume: &str, path: &Path, kind: HostPathType) -> Result<(), 
                     std::fs::create_dir_all(parent)
                         .map_err(|e| err(&format!("could not be created: {e}")))?;
                 }
+                // Should a FIFO or a symlink appear there meanwhile, it is
+                // neither waited on nor followed.
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(false)
                     .mode(0o644)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                     .open(path)
                     .map(drop)
                     .map_err(|e| err(&format!("could not be created: {e}")))
