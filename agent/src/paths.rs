@@ -1,11 +1,15 @@
 //! Where berth keeps things on disk. Every other module asks this one for
 //! paths, so the layout is written down once.
 //!
+//! Both roots are 0700 and the database files 0600 (`agent::layout` makes
+//! them so at start, or the agent refuses to start): below them are Secret
+//! volumes, container layers and logs, leases and sockets.
+//!
 //! Persistent, under `--root` (layout version [`LAYOUT_VERSION`], stored in
 //! `<root>/layout-version`):
 //!
 //! ```text
-//! berth.db                      SQLite metadata: images, leases, IPAM, containers
+//! berth.db (-wal, -shm)         SQLite metadata: images, leases, IPAM, containers
 //! content/sha256/<hex>          verified blobs (manifests, configs, layers)
 //! content/ingest/<hex>.partial  downloads in progress, resumable
 //! snapshots/<chain-id-hex>/     one unpacked layer each: an overlay lowerdir

@@ -51,6 +51,16 @@ pub enum Entry {
         path: String,
         target: String,
     },
+    /// A named pipe (an image may hold one where a file is expected).
+    Fifo {
+        path: String,
+    },
+    /// A character device node (`1:3` is `/dev/null`).
+    CharDevice {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl Entry {
@@ -91,6 +101,20 @@ impl Entry {
         }
     }
 
+    pub fn fifo(path: &str) -> Self {
+        Entry::Fifo {
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn char_device(path: &str, major: u32, minor: u32) -> Self {
+        Entry::CharDevice {
+            path: path.to_owned(),
+            major,
+            minor,
+        }
+    }
+
     /// `size` bytes of deterministic, incompressible noise (so a layer's
     /// compressed size is about `size`: for download and resume tests).
     pub fn noise(path: &str, size: usize, seed: u64) -> Self {
@@ -102,7 +126,9 @@ impl Entry {
             Entry::Dir { path, .. }
             | Entry::File { path, .. }
             | Entry::Symlink { path, .. }
-            | Entry::Hardlink { path, .. } => path,
+            | Entry::Hardlink { path, .. }
+            | Entry::Fifo { path }
+            | Entry::CharDevice { path, .. } => path,
         }
     }
 }
@@ -198,6 +224,22 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
                 builder
                     .append_link(&mut header, path, target)
                     .expect("tar link");
+            }
+            Entry::Fifo { path } | Entry::CharDevice { path, .. } => {
+                let (kind, major, minor) = match entry {
+                    Entry::CharDevice { major, minor, .. } => {
+                        (tar::EntryType::Char, *major, *minor)
+                    }
+                    _ => (tar::EntryType::Fifo, 0, 0),
+                };
+                header.set_entry_type(kind);
+                header.set_mode(0o644);
+                header.set_size(0);
+                header.set_device_major(major).expect("device major");
+                header.set_device_minor(minor).expect("device minor");
+                builder
+                    .append_data(&mut header, path, std::io::empty())
+                    .expect("tar node");
             }
         }
     }
@@ -513,12 +555,17 @@ pub fn push_image(
 /// A runnable busybox image (two layers: busybox, then a marker file and
 /// `/etc/hostname`) for this machine's platform, pushed as `name:latest`.
 pub fn busybox_image(registry: &Registry, name: &str) -> PushedImage {
-    let spec = ImageSpec::new(vec![
-        busybox_entries(),
-        vec![
-            Entry::dir("etc"),
-            Entry::file("etc/berth-test-image", format!("{name}\n")),
-        ],
-    ]);
+    busybox_image_with(registry, name, Vec::new())
+}
+
+/// [`busybox_image`] whose top layer also holds `extra` (which may replace
+/// busybox's own files, e.g. `etc/passwd`; `etc/` exists already).
+pub fn busybox_image_with(registry: &Registry, name: &str, extra: Vec<Entry>) -> PushedImage {
+    let mut top = vec![
+        Entry::dir("etc"),
+        Entry::file("etc/berth-test-image", format!("{name}\n")),
+    ];
+    top.extend(extra);
+    let spec = ImageSpec::new(vec![busybox_entries(), top]);
     push_image(registry, name, &[spec], PushFormat::Oci)
 }

@@ -100,6 +100,19 @@ pub fn wait_until<T>(timeout: Duration, what: &str, probe: impl FnMut() -> Optio
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
+/// A `Key:   N kB` line of a /proc file (`/proc/meminfo`,
+/// `/proc/<pid>/status`), in bytes.
+pub fn proc_kib_field(file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|err| panic!("reading {file}: {err}"));
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {file}"));
+    kib * 1024
+}
+
 /// Runs `berth` with `args` and returns its output (any exit code).
 pub fn berth(args: &[&str]) -> Output {
     Command::new(berth_bin())

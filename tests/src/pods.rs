@@ -98,6 +98,12 @@ impl PodWorld {
         self.agent.as_ref().expect("the agent runs")
     }
 
+    /// Hands the running agent to the caller (to signal it and time its
+    /// exit); [`Self::start_agent`] starts a new one for the cleanup.
+    pub fn take_agent(&mut self) -> AgentProcess {
+        self.agent.take().expect("the agent runs")
+    }
+
     /// kill -9 the agent (containers keep running).
     pub fn kill_agent(&mut self) {
         let mut agent = self.agent.take().expect("the agent runs");
@@ -308,9 +314,10 @@ impl Drop for PodWorld {
                     .is_empty()
                     .then_some(())
             });
-            if let Some(agent) = self.agent.take() {
-                let _ = agent.stop();
-            }
+            // Dropping stops it (SIGTERM, then SIGKILL) without panicking:
+            // a panic here, while a failed test unwinds, would abort the run
+            // before the cleanup below.
+            drop(self.agent.take());
         }
         // Last resort, so a failed test leaves nothing running.
         for pid in self.processes() {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth::rootfs::{self, MountMethod};
+use berth::runtime::rootfs::{self, MountMethod};
 use berth_e2e::{TestDirs, require_root, rootfs as layers};
 
 const LAYERS: usize = 150;

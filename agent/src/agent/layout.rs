@@ -1,13 +1,15 @@
-//! Preparing the state directories: created 0700 (they hold image
-//! credentials' effects, container layers, sockets), and the persistent
-//! layout version checked so an older berth never misreads a newer layout.
+//! Preparing the state directories: `--root` and `--run-root` are 0700
+//! (they hold Secret volumes, container layers, sockets) and the database
+//! files 0600 — created so, or fixed at start, or the agent refuses to
+//! start — and the persistent layout version checked so an older berth
+//! never misreads a newer layout.
 
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::info;
 
 use crate::paths::{LAYOUT_VERSION, Paths};
 use crate::status::persist::write_atomic;
@@ -17,6 +19,16 @@ pub enum LayoutError {
     #[error("creating state directory {path}")]
     CreateDir {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is mode {mode:04o}, open to users other than root, and could not be made {wanted:04o}; fix its owner or mode"
+    )]
+    NotPrivate {
+        path: PathBuf,
+        mode: u32,
+        wanted: u32,
         #[source]
         source: io::Error,
     },
@@ -42,33 +54,54 @@ pub enum LayoutError {
     Newer { root: PathBuf, found: u32 },
 }
 
-/// Creates `--root` and `--run-root` if needed and checks or writes the
-/// layout version.
+/// Creates `--root` and `--run-root` if needed, makes them and the
+/// database files private, and checks or writes the layout version.
 pub fn prepare(paths: &Paths) -> Result<(), LayoutError> {
     for dir in [&paths.root, &paths.run_root] {
         create_private_dir(dir)?;
     }
+    crate::db::restrict_permissions(&paths.database()).map_err(|(path, source)| {
+        LayoutError::NotPrivate {
+            mode: mode_of(&path),
+            path,
+            wanted: 0o600,
+            source,
+        }
+    })?;
     check_layout_version(paths)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), LayoutError> {
-    match std::fs::metadata(dir) {
-        Ok(meta) => {
-            if meta.permissions().mode() & 0o022 != 0 {
-                warn!(path = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
-                    "state directory is writable by group or others; berth creates it 0700");
-            }
-            Ok(())
+    let mode = match std::fs::metadata(dir) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(_) => {
+            return DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| LayoutError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                });
         }
-        Err(_) => DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| LayoutError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            }),
+    };
+    if mode & 0o077 == 0 {
+        return Ok(());
     }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        LayoutError::NotPrivate {
+            path: dir.to_owned(),
+            mode,
+            wanted: 0o700,
+            source,
+        }
+    })?;
+    info!(path = %dir.display(), was = format!("{mode:04o}"), "state directory made private (0700)");
+    Ok(())
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).map_or(0, |meta| meta.permissions().mode() & 0o7777)
 }
 
 fn check_layout_version(paths: &Paths) -> Result<(), LayoutError> {
@@ -116,6 +149,37 @@ mod tests {
         let version = std::fs::read_to_string(paths.layout_version_file()).expect("version");
         assert_eq!(version, format!("{LAYOUT_VERSION}\n"));
         prepare(&paths).expect("prepare again");
+    }
+
+    #[test]
+    fn open_state_dirs_and_database_files_are_made_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = paths(dir.path());
+        for d in [&paths.root, &paths.run_root] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        for file in crate::db::files(&paths.database()) {
+            std::fs::write(&file, "").expect("write");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        prepare(&paths).expect("prepare");
+        for d in [&paths.root, &paths.run_root] {
+            assert_eq!(mode_of(d), 0o700, "{}", d.display());
+        }
+        for file in crate::db::files(&paths.database()) {
+            assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn refuses_a_state_dir_it_cannot_make_private() {
+        // /proc/sys is 0555 and no one may chmod it.
+        let err = create_private_dir(Path::new("/proc/sys")).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "/proc/sys is mode 0555, open to users other than root, and could not be made 0700; fix its owner or mode"
+        );
     }
 
     #[test]

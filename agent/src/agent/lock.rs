@@ -51,7 +51,7 @@ impl AgentLock {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(0o644)
+                .mode(0o600)
                 .open(path)
                 .map_err(|source| LockError::Open {
                     path: path.to_owned(),

@@ -18,11 +18,10 @@ use manifests::ObjectKey;
 use manifests::types as api;
 use netplugins::driver::{NetworkStatus, PodNetwork};
 use oci_spec::image::ImageConfiguration;
-use tokio::sync::Notify;
 
 use super::config::PodsConfig;
 use super::error::{PodError, Reason};
-use super::handlers::Action;
+use super::handlers::{Action, Outcome};
 use super::host::{
     Clock, ContainerRuntime, Events, ExecOutput, Exits, Handlers, Host, HostError, HostResult,
     Images, Networks, Origin, PodRecords, Probes, Repaired, Sandboxes, StatusSink,
@@ -76,7 +75,7 @@ pub struct World {
     pub images: BTreeSet<String>,
     /// Images whose pull fails, with the message.
     pub pull_failures: BTreeMap<String, String>,
-    /// Images whose pull waits until [`FakeHost::release_pulls`].
+    /// Images whose pull never ends (until the sync is cancelled).
     pub slow_pulls: BTreeSet<String>,
     /// Container names whose create fails, with the message.
     pub create_failures: BTreeMap<String, String>,
@@ -150,19 +149,12 @@ fn exit_status(code: i32, now_ms: u64) -> ExitStatus {
 #[derive(Clone, Default)]
 pub struct FakeHost {
     world: Arc<Mutex<World>>,
-    pulls: Arc<Notify>,
     clock: FakeClock,
 }
 
 impl FakeHost {
     pub fn world(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Lets every slow pull finish.
-    pub fn release_pulls(&self) {
-        self.world().slow_pulls.clear();
-        self.pulls.notify_waiters();
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -306,7 +298,12 @@ impl ContainerRuntime for FakeHost {
         boxed(Ok(()))
     }
 
-    fn exec<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, HostResult<ExecOutput>> {
+    fn exec<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [String],
+        _: usize,
+    ) -> BoxFuture<'a, HostResult<ExecOutput>> {
         boxed(Ok(ExecOutput::default()))
     }
 
@@ -444,12 +441,9 @@ impl Images for FakeHost {
                 ));
             }
             self.log(format!("pull {image}"));
-            loop {
-                let released = self.pulls.notified();
-                if !self.world().slow_pulls.contains(image) {
-                    break;
-                }
-                released.await;
+            if self.world().slow_pulls.contains(image) {
+                // Only a cancelled sync ends this pull.
+                std::future::pending::<()>().await;
             }
             let mut world = self.world();
             if let Some(message) = world.pull_failures.get(image) {
@@ -606,17 +600,17 @@ impl Handlers for FakeHost {
         container_id: &'a str,
         _: IpAddr,
         _: Duration,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Outcome> {
         let mut world = self.world();
         world
             .log
             .push(format!("hook {container_id} {}", action.describe()));
         let failed = world.hook_failures.contains(&container_name(container_id));
-        boxed(if failed {
-            Err("hook failed".into())
+        boxed(Outcome::from(if failed {
+            Err("hook failed".to_string())
         } else {
             Ok(String::new())
-        })
+        }))
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn pre_stop(
 ) -> Duration {
     let began = tokio::time::Instant::now();
     tracing::info!(container = %name, hook = %action.describe(), "running the preStop hook");
-    if let Err(message) = ex.host.handlers.run(action, id, pod_ip, grace).await {
+    if let Err(message) = ex.host.handlers.run(action, id, pod_ip, grace).await.result {
         ex.event(
             EventType::Warning,
             "FailedPreStopHook",
@@ -66,6 +66,7 @@ pub async fn post_start(
         .handlers
         .run(action, id, pod_ip, POST_START_TIMEOUT)
         .await
+        .result
         .map(drop)
         .map_err(|message| {
             let message = format!(

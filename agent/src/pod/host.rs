@@ -24,7 +24,7 @@ use oci_spec::image::ImageConfiguration;
 
 use super::config::PodsConfig;
 use super::error::PodError;
-use super::handlers::Action;
+use super::handlers::{Action, Outcome};
 use super::probes::KillRequest;
 use super::state::PodState;
 use crate::image::auth::Credentials;
@@ -77,8 +77,12 @@ pub trait ContainerRuntime: Send + Sync {
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, HostResult<()>>;
 
     /// Runs `argv` in the running container `id`.
-    fn exec<'a>(&'a self, id: &'a str, argv: &'a [String])
-    -> BoxFuture<'a, HostResult<ExecOutput>>;
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        argv: &'a [String],
+        limit: usize,
+    ) -> BoxFuture<'a, HostResult<ExecOutput>>;
 
     /// Where container `name` of a pod logs (`Paths::container_logs`).
     fn log_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf;
@@ -250,7 +254,7 @@ pub trait Handlers: Send + Sync {
         container_id: &'a str,
         pod_host: IpAddr,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Outcome>;
 }
 
 pub trait Events: Send + Sync {

@@ -308,15 +308,33 @@ impl Worker {
         let period = seconds(self.probe.period_seconds_or_default()).max(Duration::from_secs(1));
         let timeout = seconds(self.probe.timeout_seconds_or_default()).max(Duration::from_secs(1));
         let mut counter = Counter::new(self.kind, &self.probe);
+        let mut last_warning = None;
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let result = self
+            let outcome = self
                 .reporting
                 .handlers
                 .run(&self.action, &self.id, self.host, timeout)
                 .await;
+            // kubelet warns at every period; once per change is enough for
+            // a bounded event log.
+            if outcome.warning != last_warning {
+                if let Some(warning) = &outcome.warning {
+                    self.event(
+                        EventType::Warning,
+                        "ProbeWarning",
+                        format!(
+                            "container {}: {} probe warning: {warning}",
+                            self.container,
+                            self.kind.title()
+                        ),
+                    );
+                }
+                last_warning = outcome.warning;
+            }
+            let result = outcome.result;
             tracing::trace!(container = %self.id, probe = ?self.kind, ?result, "probe");
             let Some(healthy) = counter.record(result.is_ok()) else {
                 continue;

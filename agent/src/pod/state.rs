@@ -195,7 +195,7 @@ impl PodState {
             path: path.clone(),
             source,
         };
-        crate::rootfs::create_dir_all_with_mode(&paths.pod_states(), 0o700).map_err(write_err)?;
+        crate::fsutil::create_dir_all_with_mode(&paths.pod_states(), 0o700).map_err(write_err)?;
         let mut bytes =
             serde_json::to_vec_pretty(self).map_err(|err| write_err(std::io::Error::other(err)))?;
         bytes.push(b'\n');

@@ -23,7 +23,7 @@ use super::hooks;
 use super::host::Origin;
 use super::inputs;
 use super::plan::{
-    self, ContainerView, DesiredPod, Observed, PodActions, PodStep, Start, StartKind, Step,
+    self, ContainerView, DesiredPod, Observed, PodActions, PodStep, Start, StartKind,
 };
 use super::report::{self, PodReport};
 use super::sandbox::{self, Ready};

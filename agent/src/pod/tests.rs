@@ -136,21 +136,22 @@ async fn a_new_pod_pulls_then_makes_its_network_and_sandbox_then_starts_its_cont
     let report = pod.sync(&state).await;
     assert_eq!(report.phase, Phase::Running, "{report:?}");
     assert_eq!(report.message, "2/2 running");
-    let world = fake.world();
-    let order = [
-        world.first("pull ").expect("pulled"),
-        world.first("network setup").expect("network"),
-        world.first("sandbox create").expect("sandbox"),
-        world.first("create ").expect("created"),
-    ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{:#?}", world.log);
-    assert_eq!(world.done("pull ").len(), 1, "one pull for both containers");
-    assert_eq!(world.running().len(), 2);
-    assert_eq!(world.watched_exits.len(), 2);
-    assert_eq!(world.probed.len(), 2);
-    assert_eq!(world.held.len(), 2, "each container holds its image");
-    assert!(world.reasons().contains(&"Pulled".to_string()));
-    drop(world);
+    {
+        let world = fake.world();
+        let order = [
+            world.first("pull ").expect("pulled"),
+            world.first("network setup").expect("network"),
+            world.first("sandbox create").expect("sandbox"),
+            world.first("create ").expect("created"),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{:#?}", world.log);
+        assert_eq!(world.done("pull ").len(), 1, "one pull for both containers");
+        assert_eq!(world.running().len(), 2);
+        assert_eq!(world.watched_exits.len(), 2);
+        assert_eq!(world.probed.len(), 2);
+        assert_eq!(world.held.len(), 2, "each container holds its image");
+        assert!(world.reasons().contains(&"Pulled".to_string()));
+    }
     let record = pod.record();
     assert!(record.incarnation.sandbox_ready && record.incarnation.network.is_some());
 
@@ -217,19 +218,20 @@ async fn editing_one_container_pulls_first_then_replaces_only_it() {
     )]);
     let report = pod.sync(&edited).await;
     assert_eq!(report.phase, Phase::Running);
-    let world = fake.world();
-    let pulled = world.first("pulled registry.test/app:2").expect("pulled");
-    let stopped = world
-        .first(&format!("stop {app}"))
-        .expect("old app stopped");
-    assert!(pulled < stopped, "download, then kill: {:#?}", world.log);
-    assert!(
-        world.first(&format!("stop {side}")).is_none(),
-        "the sibling runs on"
-    );
-    assert!(world.containers.contains_key(&side));
-    assert!(!world.containers.contains_key(&app));
-    drop(world);
+    {
+        let world = fake.world();
+        let pulled = world.first("pulled registry.test/app:2").expect("pulled");
+        let stopped = world
+            .first(&format!("stop {app}"))
+            .expect("old app stopped");
+        assert!(pulled < stopped, "download, then kill: {:#?}", world.log);
+        assert!(
+            world.first(&format!("stop {side}")).is_none(),
+            "the sibling runs on"
+        );
+        assert!(world.containers.contains_key(&side));
+        assert!(!world.containers.contains_key(&app));
+    }
     assert_ne!(pod.id("app"), app);
     assert_eq!(pod.record().incarnation.containers["app"].restart_count, 1);
 }
@@ -352,7 +354,7 @@ async fn init_containers_run_one_at_a_time_before_the_app_containers() {
     fake.world().exit(&a, 0, fake.now_ms());
     pod.sync(&state).await;
     let b = pod.id("b");
-    assert_eq!(fake.world().running(), [b.clone()]);
+    assert_eq!(fake.world().running(), std::slice::from_ref(&b));
     fake.world().exit(&b, 0, fake.now_ms());
     let report = pod.sync(&state).await;
     assert_eq!(report.phase, Phase::Running, "{report:?}");
@@ -379,14 +381,15 @@ async fn a_failed_liveness_probe_stops_the_container_and_it_restarts() {
         },
     );
     pod.sync(&state).await;
-    let world = fake.world();
-    assert!(
-        world.first(&format!("stop {first} 3s")).is_some(),
-        "{:#?}",
-        world.log
-    );
-    assert!(world.reasons().contains(&"Killing".to_string()));
-    drop(world);
+    {
+        let world = fake.world();
+        assert!(
+            world.first(&format!("stop {first} 3s")).is_some(),
+            "{:#?}",
+            world.log
+        );
+        assert!(world.reasons().contains(&"Killing".to_string()));
+    }
     tokio::time::advance(Duration::from_secs(1)).await;
     pod.sync(&state).await;
     assert_ne!(pod.id("app"), first, "restarted by the restart policy");
@@ -402,15 +405,16 @@ async fn a_failed_post_start_hook_stops_the_container() {
     let state = desired(&[("web.yaml", &yaml)]);
     let report = pod.sync(&state).await;
     let first = pod.id("app");
-    let world = fake.world();
-    assert!(world.first(&format!("hook {first}")).is_some());
-    assert!(
-        world.first(&format!("stop {first}")).is_some(),
-        "{:#?}",
-        world.log
-    );
-    assert!(world.reasons().contains(&"FailedPostStartHook".to_string()));
-    drop(world);
+    {
+        let world = fake.world();
+        assert!(world.first(&format!("hook {first}")).is_some());
+        assert!(
+            world.first(&format!("stop {first}")).is_some(),
+            "{:#?}",
+            world.log
+        );
+        assert!(world.reasons().contains(&"FailedPostStartHook".to_string()));
+    }
     assert!(report.message.contains("CrashLoopBackOff"), "{report:?}");
 }
 
@@ -447,21 +451,24 @@ async fn removing_a_pod_stops_every_container_then_removes_network_sandbox_logs_
     .await;
     let uid = pod.record().incarnation.uid;
     pod.terminate().await;
-    let world = fake.world();
-    assert!(world.containers.is_empty() && world.sandboxes.is_empty() && world.networks.is_empty());
-    assert!(world.held.is_empty());
-    assert!(world.records.is_empty());
-    let removed_sandbox = world
-        .first(&format!("sandbox remove {uid}"))
-        .expect("sandbox");
-    let last_stop = world
-        .log
-        .iter()
-        .rposition(|l| l.starts_with("stopped "))
-        .expect("stopped");
-    assert!(last_stop < removed_sandbox, "{:#?}", world.log);
-    assert!(world.first("remove logs default/web").is_some());
-    drop(world);
+    {
+        let world = fake.world();
+        assert!(
+            world.containers.is_empty() && world.sandboxes.is_empty() && world.networks.is_empty()
+        );
+        assert!(world.held.is_empty());
+        assert!(world.records.is_empty());
+        let removed_sandbox = world
+            .first(&format!("sandbox remove {uid}"))
+            .expect("sandbox");
+        let last_stop = world
+            .log
+            .iter()
+            .rposition(|l| l.starts_with("stopped "))
+            .expect("stopped");
+        assert!(last_stop < removed_sandbox, "{:#?}", world.log);
+        assert!(world.first("remove logs default/web").is_some());
+    }
     // Idempotent.
     pod.terminate().await;
 }
@@ -634,17 +641,18 @@ async fn a_newer_version_cancels_a_pull_for_the_old_one() {
     )]);
     workers.update(&key("web"), update(&v2, "web"));
     until(&fake, "v2 running", |w| w.running().len() == 1).await;
-    let world = fake.world();
-    assert!(world.first(&format!("pulled {IMAGE}")).is_none());
-    let record = &world.records[&("default".to_string(), "web".to_string())];
-    assert_eq!(
-        record.incarnation.containers["app"]
-            .current
-            .as_ref()
-            .map(|i| i.image.as_str()),
-        Some("registry.test/app:2")
-    );
-    drop(world);
+    {
+        let world = fake.world();
+        assert!(world.first(&format!("pulled {IMAGE}")).is_none());
+        let record = &world.records[&("default".to_string(), "web".to_string())];
+        assert_eq!(
+            record.incarnation.containers["app"]
+                .current
+                .as_ref()
+                .map(|i| i.image.as_str()),
+            Some("registry.test/app:2")
+        );
+    }
     workers.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 };
 
 use super::cgroups::CgroupMode;
+use super::oom;
 use super::process::{self, EnvDefaults, ProcessError};
 use super::rlimits::{self, HostLimits, RlimitError};
 use super::sandbox::PodSandbox;
@@ -84,6 +85,10 @@ pub struct HostFacts {
     pub cgroup_mode: CgroupMode,
     /// cgroup v1 swap accounting (`memory.memsw.*`) is available.
     pub swap_accounting: bool,
+    /// RAM, for the containers' OOM scores (see [`super::oom`]).
+    pub memory_total: Option<u64>,
+    /// The agent's own OOM score; containers get a higher one.
+    pub agent_oom_score_adj: i32,
 }
 
 pub struct BundleRequest<'a> {
@@ -180,6 +185,11 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         .capabilities(security::linux_capabilities(&caps))
         .rlimits(rlimits)
         .no_new_privileges(no_new_privileges)
+        .oom_score_adj(oom::container_score(
+            &c.resources,
+            req.host.memory_total,
+            req.host.agent_oom_score_adj,
+        ))
         .build()
         .map_err(spec_err)?;
 
@@ -273,6 +283,9 @@ pub fn write(bundle_dir: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
     Ok(path)
 }
 
+/// A seccomp profile is a few hundred rules: 1 MiB is plenty.
+const MAX_SECCOMP_PROFILE: u64 = 1 << 20;
+
 fn seccomp_profile(
     c: &ContainerSpec,
     profile: &Option<SeccompProfile>,
@@ -289,8 +302,15 @@ fn seccomp_profile(
                 path: path.clone(),
                 reason,
             };
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-            serde_json::from_str(&text)
+            // The manifest names it: read it as carefully as an image's file.
+            let bytes = crate::fsutil::read_untrusted(
+                Path::new("/"),
+                &path.to_string_lossy(),
+                MAX_SECCOMP_PROFILE,
+            )
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err("does not exist".into()))?;
+            serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| err(format!("not an OCI seccomp profile: {e}")))
         }
@@ -475,6 +495,8 @@ mod tests {
             cap_bounding: 0x1ff_feff_ffff,
             cgroup_mode: CgroupMode::Hybrid,
             swap_accounting: true,
+            memory_total: Some(8 << 30),
+            agent_oom_score_adj: oom::AGENT_OOM_SCORE_ADJ,
         }
     }
 
@@ -796,7 +818,11 @@ mod tests {
             (Some(64 << 20), Some(64 << 20))
         );
         assert_eq!(resources.pids().as_ref().map(|p| p.limit()), Some(100));
+        // 64 MiB of 8 GiB: kubelet's Burstable score, 1000 - 7.
+        let oom_score = |b: &Bundle| b.spec.process().as_ref().and_then(|p| p.oom_score_adj());
+        assert_eq!(oom_score(&bundle), Some(993));
         let no_limits = build_with(&container(), &pod(), Some(&image())).expect("bundle");
+        assert_eq!(oom_score(&no_limits), Some(1000), "BestEffort");
         let resources = no_limits
             .spec
             .linux()

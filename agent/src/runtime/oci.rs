@@ -116,12 +116,14 @@ impl Handler {
 
     /// Whether the runtime still knows container `id` (runc and crun keep
     /// a directory per container under their root).
-    pub fn knows(&self, id: &str) -> bool {
-        self.root.join(id).exists()
+    pub async fn knows(&self, id: &str) -> bool {
+        tokio::fs::try_exists(self.root.join(id))
+            .await
+            .unwrap_or(false)
     }
 
     pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
-        if !self.knows(id) {
+        if !self.knows(id).await {
             return Ok(None);
         }
         let out = self.run("state", id, &["state", id]).await?;
@@ -143,11 +145,11 @@ impl Handler {
     /// `delete --force`: kills what is left and removes the runtime's state
     /// (and the container's cgroup). A container it does not know is fine.
     pub async fn delete(&self, id: &str) -> Result<(), OciError> {
-        if !self.knows(id) {
+        if !self.knows(id).await {
             return Ok(());
         }
         match self.run("delete", id, &["delete", "--force", id]).await {
-            Err(_) if !self.knows(id) => Ok(()),
+            Err(_) if !self.knows(id).await => Ok(()),
             other => other.map(drop),
         }
     }

@@ -214,7 +214,7 @@ impl PodSandbox {
             }
         }));
         if errors.is_empty()
-            && let Err(source) = crate::rootfs::remove_dir_all_if_exists(&dir)
+            && let Err(source) = crate::fsutil::remove_dir_all_if_exists(&dir)
         {
             errors.push(SandboxError::Io {
                 pod,

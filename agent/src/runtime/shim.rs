@@ -277,7 +277,22 @@ pub async fn launch(launch: &ShimLaunch) -> Result<Started, ShimError> {
 /// The exit file of a container, if the shim wrote one.
 pub fn read_exit(state_dir: &Path) -> Result<Option<ExitStatus>, ShimError> {
     let path = state_dir.join(EXIT_FILE);
-    match std::fs::read(&path) {
+    let read = std::fs::read(&path);
+    parse_exit(path, read)
+}
+
+/// [`read_exit`] on the blocking pool, for async callers.
+pub async fn read_exit_async(state_dir: &Path) -> Result<Option<ExitStatus>, ShimError> {
+    let path = state_dir.join(EXIT_FILE);
+    let read = tokio::fs::read(&path).await;
+    parse_exit(path, read)
+}
+
+fn parse_exit(
+    path: PathBuf,
+    read: std::io::Result<Vec<u8>>,
+) -> Result<Option<ExitStatus>, ShimError> {
+    match read {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| ShimError::Corrupt { path, source }),
@@ -334,7 +349,7 @@ pub async fn wait_exit(
 ) -> Result<Option<ExitStatus>, ShimError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(exit) = read_exit(state_dir)? {
+        if let Some(exit) = read_exit_async(state_dir).await? {
             return Ok(Some(exit));
         }
         if tokio::time::Instant::now() >= deadline {

@@ -4,11 +4,14 @@
 //! and the pod's `supplementalGroups`/`fsGroup`.
 //!
 //! Names are looked up in the container's own `/etc/passwd` and
-//! `/etc/group`, opened with `openat2(RESOLVE_IN_ROOT)` so a symlink in the
-//! image cannot make the agent read a host file.
+//! `/etc/group`, read as untrusted files: resolved inside the rootfs (a
+//! symlink in the image cannot make the agent read a host file), regular
+//! files only (a FIFO cannot block the agent, a device is never opened),
+//! at most 4 MiB.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::fsutil::{UntrustedFileError, read_untrusted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -16,11 +19,11 @@ pub enum UserError {
     UnknownUser { spec: String, name: String },
     #[error("image user {spec:?}: group {name:?} is not in the image's /etc/group")]
     UnknownGroup { spec: String, name: String },
-    #[error("reading {path} inside the container's root filesystem {rootfs}: {reason}")]
-    Read {
-        rootfs: PathBuf,
+    #[error("container {container}: {path} in the image {problem}")]
+    ImageFile {
+        container: String,
         path: &'static str,
-        reason: String,
+        problem: UntrustedFileError,
     },
 }
 
@@ -41,17 +44,23 @@ pub struct AccountFiles {
 }
 
 impl AccountFiles {
-    /// Reads `/etc/passwd` and `/etc/group` confined to `rootfs`; a missing
-    /// file is empty (scratch images have none).
-    pub fn read(rootfs: &Path) -> Result<Self, UserError> {
-        let root = pathrs::Root::open(rootfs).map_err(|e| UserError::Read {
-            rootfs: rootfs.to_path_buf(),
-            path: "/",
-            reason: e.to_string(),
-        })?;
+    /// Reads `/etc/passwd` and `/etc/group` of container `container` from
+    /// its root filesystem, as untrusted files (see
+    /// [`crate::fsutil::read_untrusted`]); a missing file is empty (scratch
+    /// images have none).
+    pub fn read(rootfs: &Path, container: &str) -> Result<Self, UserError> {
+        let read = |path: &'static str| {
+            read_untrusted(rootfs, path, MAX_ACCOUNT_FILE)
+                .map(|bytes| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+                .map_err(|problem| UserError::ImageFile {
+                    container: container.to_string(),
+                    path,
+                    problem,
+                })
+        };
         Ok(Self {
-            passwd: read_confined(&root, rootfs, "/etc/passwd")?,
-            group: read_confined(&root, rootfs, "/etc/group")?,
+            passwd: read("/etc/passwd")?,
+            group: read("/etc/group")?,
         })
     }
 
@@ -66,30 +75,6 @@ impl AccountFiles {
 
 /// A limit on what we read from an image: account files are small.
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
-
-fn read_confined(
-    root: &pathrs::Root,
-    rootfs: &Path,
-    path: &'static str,
-) -> Result<String, UserError> {
-    let err = |reason: String| UserError::Read {
-        rootfs: rootfs.to_path_buf(),
-        path,
-        reason,
-    };
-    let file = match root.open_subpath(path, pathrs::flags::OpenFlags::O_RDONLY) {
-        Ok(file) => file,
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => {
-            return Ok(String::new());
-        }
-        Err(e) => return Err(err(e.to_string())),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_ACCOUNT_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
 
 struct PasswdEntry<'a> {
     name: &'a str,
@@ -315,7 +300,7 @@ mod tests {
             rootfs.join("etc/group"),
         )
         .expect("symlink");
-        let files = AccountFiles::read(&rootfs).expect("read");
+        let files = AccountFiles::read(&rootfs, "app").expect("read");
         assert!(
             files.passwd.is_empty(),
             "escaped the rootfs: {}",

@@ -132,7 +132,7 @@ pub fn remove_pod_volumes(paths: &Paths, pod_uid: &str) -> Vec<VolumeError> {
     let run_volumes = paths.pod_run_dir(pod_uid).join("volumes");
     errors.extend(unmount_under(&run_volumes));
     for dir in [run_volumes, paths.pod_state_dir(pod_uid)] {
-        if let Err(source) = crate::rootfs::remove_dir_all_if_exists(&dir) {
+        if let Err(source) = crate::fsutil::remove_dir_all_if_exists(&dir) {
             errors.push(VolumeError::Io {
                 volume: String::new(),
                 action: "removing",
@@ -198,11 +198,14 @@ fn check_host_path(volume: &str, path: &Path, kind: HostPathType) -> Result<(), 
                     std::fs::create_dir_all(parent)
                         .map_err(|e| err(&format!("could not be created: {e}")))?;
                 }
+                // Should a FIFO or a symlink appear there meanwhile, it is
+                // neither waited on nor followed.
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(false)
                     .mode(0o644)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                     .open(path)
                     .map(drop)
                     .map_err(|e| err(&format!("could not be created: {e}")))
@@ -493,7 +496,7 @@ fn mount_tmpfs(volume: &str, dir: &Path, mode: u32, size: Option<u64>) -> Result
 }
 
 fn make_dir(volume: &str, dir: &Path, mode: u32) -> Result<(), VolumeError> {
-    crate::rootfs::create_dir_all_with_mode(dir, mode)
+    crate::fsutil::create_dir_all_with_mode(dir, mode)
         .map_err(|source| io_err(volume, "creating", dir, source))
 }
 

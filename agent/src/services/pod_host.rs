@@ -34,7 +34,7 @@ use crate::pod::probes::ProbeManager;
 use crate::pod::state::PodState;
 use crate::runtime::volumes::{FileOptions, VolumeFile};
 use crate::runtime::{
-    ContainerState, CreateContainer, CreatedContainer, EtcFiles, PodInfo, PodSandbox,
+    ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExecRequest, PodInfo, PodSandbox,
     PreparedVolume, Runtime, StopOutcome, Volume, logs,
 };
 use crate::status::{Details, Event, EventLog, Phase, Reporter, StatusStore};
@@ -138,14 +138,18 @@ impl ContainerRuntime for RuntimeHost {
         &'a self,
         id: &'a str,
         argv: &'a [String],
+        limit: usize,
     ) -> BoxFuture<'a, HostResult<ExecOutput>> {
         Box::pin(async move {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let (exit_code, stdout, stderr) = self.runtime()?.exec_output(id, &argv).await?;
+            let request = ExecRequest {
+                argv: argv.to_vec(),
+                ..Default::default()
+            };
+            let out = self.runtime()?.exec_capped(id, &request, limit).await?;
             Ok(ExecOutput {
-                exit_code,
-                stdout,
-                stderr,
+                exit_code: crate::runtime::exit_code(out.status),
+                stdout: out.stdout,
+                stderr: out.stderr,
             })
         })
     }
@@ -165,7 +169,7 @@ impl ContainerRuntime for RuntimeHost {
     ) -> BoxFuture<'a, HostResult<()>> {
         let dir = self.paths.logs().join(format!("{namespace}_{name}"));
         Box::pin(blocking(move || {
-            Ok(crate::rootfs::remove_dir_all_if_exists(&dir)?)
+            Ok(crate::fsutil::remove_dir_all_if_exists(&dir)?)
         }))
     }
 }

@@ -11,14 +11,15 @@
 //! names (here: symlinks `0`, `1`, … to the layers, which overlayfs follows)
 //! resolved against a working directory set on a throw-away thread.
 
-use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
+use super::mountinfo;
+use crate::fsutil::{create_dir_all_with_mode, remove_dir_all_if_exists};
 use crate::paths::Paths;
-use crate::runtime::mountinfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -273,20 +274,4 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), RootfsError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// `create_dir_all`, with `mode` (before the umask) for what it creates.
-pub(crate) fn create_dir_all_with_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-}
-
-/// `remove_dir_all`, where a missing directory is success.
-pub(crate) fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }

@@ -1,0 +1,129 @@
+//! Which OCI runtime handler runs a container: the configured one for a
+//! `runtimeClassName`, else the best usable one on this host; and where
+//! berth-shim is.
+
+use std::path::PathBuf;
+
+use super::{ContainerRecord, Handler, Runtime, RuntimeError, RuntimeKind};
+use crate::config::RuntimeConfig;
+
+impl Runtime {
+    pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.inner.handlers.values()
+    }
+
+    /// Why `handler` cannot run containers on this host, if it cannot.
+    pub fn unsupported_reason(&self, handler: &Handler) -> Option<String> {
+        match handler.kind {
+            RuntimeKind::Crun => self.inner.layout.crun_blocker(),
+            RuntimeKind::Runc | RuntimeKind::Other => None,
+        }
+    }
+
+    /// The handler for `runtime_class`, or the default one: the configured
+    /// `default-handler`, else crun where it can work (it starts faster),
+    /// else runc, else any usable handler.
+    pub fn handler_for(&self, runtime_class: Option<&str>) -> Result<&Handler, RuntimeError> {
+        let name = match runtime_class.or(self.inner.config.default_handler.as_deref()) {
+            Some(name) => name.to_string(),
+            None => return self.auto_handler(),
+        };
+        let handler =
+            self.inner
+                .handlers
+                .get(&name)
+                .ok_or_else(|| match self.inner.broken.get(&name) {
+                    Some(reason) => RuntimeError::Unsupported {
+                        handler: name.clone(),
+                        version: "unknown".into(),
+                        reason: reason.clone(),
+                    },
+                    None => self.unknown_handler(&name),
+                })?;
+        match self.unsupported_reason(handler) {
+            Some(reason) => Err(RuntimeError::Unsupported {
+                handler: handler.name.clone(),
+                version: handler.version.clone(),
+                reason,
+            }),
+            None => Ok(handler),
+        }
+    }
+
+    fn auto_handler(&self) -> Result<&Handler, RuntimeError> {
+        let preferred = ["crun", "runc"]
+            .into_iter()
+            .filter_map(|n| self.inner.handlers.get(n))
+            .chain(self.inner.handlers.values());
+        let mut reasons = Vec::new();
+        for handler in preferred {
+            match self.unsupported_reason(handler) {
+                None => return Ok(handler),
+                Some(reason) => reasons.push(format!("{}: {reason}", handler.name)),
+            }
+        }
+        reasons.extend(self.inner.broken.iter().map(|(n, r)| format!("{n}: {r}")));
+        if reasons.is_empty() {
+            reasons.push("neither runc nor crun is installed (apt-get install runc)".into());
+        }
+        Err(RuntimeError::NoHandler {
+            reasons: reasons.join("; "),
+        })
+    }
+
+    fn unknown_handler(&self, name: &str) -> RuntimeError {
+        RuntimeError::UnknownHandler {
+            name: name.to_string(),
+            known: self
+                .inner
+                .handlers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The handler that created the container `record` describes.
+    pub(super) fn handler_of(&self, record: &ContainerRecord) -> Result<&Handler, RuntimeError> {
+        self.inner
+            .handlers
+            .get(&record.handler)
+            .ok_or_else(|| self.unknown_handler(&record.handler))
+    }
+}
+
+pub(super) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+pub(super) fn find_shim(config: &RuntimeConfig) -> Result<PathBuf, RuntimeError> {
+    let mut looked = Vec::new();
+    let candidates = config.shim.clone().into_iter().chain(
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("berth-shim"))),
+    );
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        looked.push(candidate.display().to_string());
+        if config.shim.is_some() {
+            // An explicit setting is not second-guessed.
+            break;
+        }
+    }
+    if config.shim.is_none()
+        && let Some(path) = find_in_path("berth-shim")
+    {
+        return Ok(path);
+    }
+    looked.push("$PATH".into());
+    Err(RuntimeError::NoShim {
+        looked: looked.join(", "),
+    })
+}

@@ -1,0 +1,99 @@
+//! Pod-level operations: the sandbox, volumes, and what is left of pods
+//! on this host.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{
+    CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError, Volume,
+    cgroups, validate_id, volumes,
+};
+
+impl Runtime {
+    /// The pod's sandbox: IPC/UTS namespaces (hostname set), /dev/shm and
+    /// /etc files. `net_ns` is the namespace file from netplugins, `None`
+    /// for hostNetwork. Idempotent.
+    pub fn create_sandbox(
+        &self,
+        pod: &PodInfo,
+        net_ns: Option<PathBuf>,
+        etc: &EtcFiles,
+    ) -> Result<PodSandbox, RuntimeError> {
+        // The UID names directories and cgroups.
+        validate_id(&pod.uid)?;
+        Ok(PodSandbox::create(
+            &self.inner.paths,
+            pod,
+            net_ns,
+            self.inner.config.shm_size,
+            etc,
+        )?)
+    }
+
+    /// Makes the pod's volumes exist (hostPath checks, emptyDirs). Idempotent.
+    pub fn prepare_volumes(
+        &self,
+        pod_uid: &str,
+        volumes: &[Volume],
+    ) -> Result<BTreeMap<String, PreparedVolume>, RuntimeError> {
+        validate_id(pod_uid)?;
+        volumes
+            .iter()
+            .map(|v| {
+                Ok((
+                    v.name.clone(),
+                    volumes::prepare(&self.inner.paths, pod_uid, v)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Removes the pod's sandbox, volumes and cgroup (after its containers).
+    pub fn remove_pod(&self, pod_uid: &str) -> Result<(), CleanupErrors> {
+        validate_id(pod_uid).map_err(|e| CleanupErrors {
+            what: format!("pod {pod_uid}"),
+            errors: vec![e.to_string()],
+        })?;
+        let mut errors: Vec<String> = PodSandbox::remove(&self.inner.paths, pod_uid)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let pod_cgroup = cgroups::pod_cgroup(&self.inner.config.cgroup_parent, pod_uid);
+        errors.extend(
+            self.inner
+                .layout
+                .remove_tree(&pod_cgroup)
+                .iter()
+                .map(ToString::to_string),
+        );
+        CleanupErrors::into_result(format!("pod {pod_uid}"), errors)
+    }
+
+    /// UIDs of the pods that have anything on this host: a sandbox
+    /// directory or a cgroup under the configured parent. After a restart
+    /// the agent removes those no manifest wants ([`Runtime::remove_pod`]).
+    pub fn pods_on_host(&self) -> Vec<String> {
+        let parent = format!("/{}", self.inner.config.cgroup_parent.trim_matches('/'));
+        let from_cgroups = self
+            .inner
+            .layout
+            .hierarchy_dirs(&parent)
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("pod-")
+                    .map(str::to_string)
+            });
+        let from_sandboxes = std::fs::read_dir(self.inner.paths.pods())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string));
+        let mut uids: Vec<String> = from_cgroups.chain(from_sandboxes).collect();
+        uids.sort();
+        uids.dedup();
+        uids
+    }
+}
