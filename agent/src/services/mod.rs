@@ -68,7 +68,8 @@ impl Services {
             .max_concurrent_downloads
             .unwrap_or(DEFAULT_CONCURRENCY);
         let images = ImageManager::new(service, hosts.clone(), credentials, concurrency)
-            .context("applying the registry host configuration")?;
+            .context("applying the registry host configuration")?
+            .with_stall_timeout(config.images.stall_timeout);
         let runtime_paths = paths.clone();
         let runtime_config = config.runtime.clone();
         let runtime =
