@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """berth's benchmarks against podman and containerd, in one run.
 
-    sudo bench/bench.py [pull] [start] [exit] [mem] [--runs N] [--start-runs N]
+    sudo bench/bench.py [pull] [start] [exit] [mem] [scale] [--runs N] [--start-runs N]
                         [--tools berth,podman,ctr] [--out FILE] [--log-dir DIR]
 
 Sections:
@@ -18,6 +18,11 @@ Sections:
          manifest written until berth's status shows the container terminated.
   mem    berth-shim VmRSS/PSS with 5 containers running, and the agent's
          VmRSS idle with those 5 pods, against conmon and containerd.
+  scale  berth alone, N = 10, 100, 500 pods (runc, network none, image
+         present): N manifests written at once -> every pod running
+         (convergence); then one file among the N edited -> that pod's
+         container replaced and running (reaction time: must not grow
+         with N); then all removed -> every pod gone.
 See benchkit.py for the method. Needs root, podman, containerd, skopeo,
 docker-registry (`scripts/install-deps.sh --bench`) and a release build of
 berth (`make release`: it links berth-shim statically).
@@ -538,6 +543,56 @@ def section_start_exit(res, gate, base, registry, refs, runs, tools, sections, l
     bench.ratios()
 
 
+def section_scale(res, base, registry, refs, sizes, log_dir):
+    """Convergence of N pods and the reaction to one file among N (berth
+    alone: the peers have no manifest directory to react to)."""
+    image = refs["tiny"]
+    cli = Berth(base, registry.addr)
+    kit.sh(cli.cmd("pull", "--hosts-dir", cli.hosts_dir, image))
+    for n in sizes:
+        agent = BerthAgent(base, registry.addr, f"scale-{n}", handler="runc",
+                           log_dir=log_dir)
+        names = [f"p{i:03d}" for i in range(n)]
+        sleeper = ["sh", "-c", "exec sleep 100000"]
+        t0 = time.monotonic()
+        for name in names:
+            agent.write(name, pod_manifest(name, image, sleeper, restart="Always"))
+
+        def all_running():
+            pods = [o for o in agent.status().get("objects", []) if o.get("kind") == "Pod"]
+            return len(pods) == n and all(running(p) for p in pods)
+
+        t1, _ = agent.until(f"{n} pods running", all_running, timeout=60.0 + n)
+        res.add("scale", "berth", f"{n} pods written at once -> all running, runc", "ms",
+                [(t1 - t0) * 1000.0])
+        reactions = []
+        for run in range(3):
+            target = names[(run * 7) % n]
+
+            def replaced(target=target):
+                pod = agent.pod(target)
+                details = (pod or {}).get("details", {}).get("pod", {})
+                containers = details.get("containers", [])
+                return bool(containers) and "running" in containers[0].get("state", {}) \
+                    and containers[0].get("restartCount", 0) >= 1
+
+            t0 = time.monotonic()
+            agent.write(target, pod_manifest(
+                target, image, ["sh", "-c", f"exec sleep {100000 + run + 1}"], restart="Always"))
+            t1, _ = agent.until(f"{target} replaced", replaced, timeout=60.0)
+            reactions.append((t1 - t0) * 1000.0)
+        res.add("scale", "berth", f"one file edited among {n} -> its container replaced, runc",
+                "ms", reactions)
+        t0 = time.monotonic()
+        for name in names:
+            os.unlink(os.path.join(agent.manifests, f"{name}.yaml"))
+        t1, _ = agent.until(f"{n} pods removed", lambda: not any(
+            o.get("kind") == "Pod" for o in agent.status().get("objects", [])), timeout=60.0 + n)
+        res.add("scale", "berth", f"{n} pods removed at once -> all gone", "ms",
+                [(t1 - t0) * 1000.0])
+        agent.stop()
+
+
 def rss_pss(pid):
     rss = pss = 0
     with contextlib.suppress(OSError, StopIteration):
@@ -621,13 +676,15 @@ def section_mem(res, base, registry, refs, tools, log_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("sections", nargs="*", default=["pull"])
+    ap.add_argument("sections", nargs="*", default=["pull", "start", "exit", "mem", "scale"])
     ap.add_argument("--runs", type=int, default=5, help="cold pulls per figure")
     ap.add_argument("--start-runs", type=int, default=10,
                     help="starts and runs to exit per figure (after one warm-up)")
     ap.add_argument("--log-dir", help="keep the berth agents' logs here")
     ap.add_argument("--tools", default="berth,podman,ctr",
                     help="comma-separated subset of berth,podman,ctr (floors always run)")
+    ap.add_argument("--scale-sizes", default="10,100,500",
+                    help="pod counts of the scale section")
     ap.add_argument("--out", default=os.path.join(kit.REPO, "bench", "RESULTS.md"))
     ap.add_argument("--cache", default="/var/tmp/berth-bench-cache",
                     help="where image layouts and registry data are kept between runs")
@@ -658,6 +715,9 @@ def main():
                            args.sections, args.log_dir)
     if "mem" in args.sections:
         section_mem(res, base, registry, refs, tools, args.log_dir)
+    if "scale" in args.sections:
+        section_scale(res, base, registry, refs,
+                      [int(n) for n in args.scale_sizes.split(",")], args.log_dir)
 
     images = []
     for name in ("tiny", "big"):

@@ -27,6 +27,7 @@ use manifests::parse::ParsedFile;
 use manifests::{Diagnostic, Object, ObjectKey, Severity};
 use tracing::warn;
 
+use crate::source::dir::ScanConsumer;
 use crate::source::scan::{FileContent, ScannedFile};
 use crate::status::{FileStatus, SourceRef, chain};
 use generations::Generations;
@@ -297,6 +298,37 @@ fn file_error(path: &Path, diagnostic: Diagnostic) -> ParsedFile {
         path: path.to_owned(),
         documents: Vec::new(),
         diagnostics: vec![diagnostic],
+    }
+}
+
+/// Publishes the desired state of each scan that changed something: the
+/// source's consumer. Generations are persisted after the state is
+/// published (see [`DesiredStore::apply_scan`]).
+pub struct Publisher {
+    store: DesiredStore,
+    publish: tokio::sync::watch::Sender<Arc<DesiredState>>,
+}
+
+impl Publisher {
+    /// The publisher, and the receiver of every desired state it publishes.
+    pub fn new(store: DesiredStore) -> (Self, tokio::sync::watch::Receiver<Arc<DesiredState>>) {
+        let (publish, receiver) = tokio::sync::watch::channel(store.current());
+        (Self { store, publish }, receiver)
+    }
+}
+
+impl ScanConsumer for Publisher {
+    fn consume(&mut self, scanned: Vec<ScannedFile<ManifestFile>>) {
+        if let Some(state) = self.store.apply_scan(scanned) {
+            tracing::info!(
+                revision = state.revision,
+                objects = state.objects.len(),
+                files = state.files.len(),
+                "new desired state"
+            );
+            self.publish.send_replace(state);
+        }
+        self.store.persist_generations();
     }
 }
 

@@ -9,6 +9,7 @@ pub mod db;
 pub mod desired;
 pub mod fsutil;
 pub mod image;
+pub mod memory;
 pub mod paths;
 pub mod pod;
 pub mod reconcile;

@@ -8,8 +8,8 @@ mod runtime_common;
 
 use std::collections::BTreeMap;
 
-use berth::config::RuntimeConfig;
 use berth::paths::Paths;
+use berth::runtime::config::RuntimeConfig;
 use berth::runtime::mountinfo;
 use berth::runtime::{
     CgroupLayout, CgroupMode, CreateContainer, Runtime, RuntimeError, RuntimeKind,

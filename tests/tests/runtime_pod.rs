@@ -6,7 +6,7 @@ mod runtime_common;
 
 use std::time::Duration;
 
-use berth::config::RlimitConfig;
+use berth::runtime::config::RlimitConfig;
 use berth_e2e::wait_until;
 use runtime_common::{Harness, RUNTIMES, sh};
 

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth::config::RuntimeConfig;
 use berth::paths::Paths;
+use berth::runtime::config::RuntimeConfig;
 use berth::runtime::spec::{HostPathType, PodInfo, Volume, VolumeMount, VolumeSource};
 use berth::runtime::{ContainerState, CreateContainer, PodSandbox, Runtime};
 use berth_e2e::{shim_bin, unique_name, wait_until};

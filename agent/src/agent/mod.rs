@@ -9,7 +9,6 @@
 pub mod layout;
 pub mod lock;
 pub mod logging;
-pub mod memory;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use tracing::{debug, warn};
 use crate::config::AgentConfig;
 use crate::controller::{Controller, ObservedEvent, Why};
 use crate::desired::generations::Generations;
-use crate::desired::{DesiredState, DesiredStore};
+use crate::desired::{DesiredState, DesiredStore, Publisher};
 use crate::paths::Paths;
 use crate::pod::host::Host;
 use crate::pod::workers::PodWorkers;
@@ -81,10 +80,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let conn = crate::db::open(&paths.database())?;
     let generations = Generations::open(conn).context("loading object generations")?;
     let store = DesiredStore::new(&manifests, generations);
-    let (source, desired) = DirSource::start(
+    let (publisher, desired) = Publisher::new(store);
+    let source = DirSource::start(
         &manifests,
         config.source,
-        store,
+        publisher,
         status.clone(),
         events.clone(),
     )?;

@@ -30,7 +30,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         None => AgentConfig::default(),
     };
     // Before any thread exists: threads made later share these arenas.
-    agent::memory::limit_arenas(agent::memory::ARENAS);
+    crate::memory::limit_arenas(crate::memory::ARENAS);
     // Nothing berth creates is group- or world-writable, whatever umask it
     // was started with. (Its state roots are 0700 and its databases 0600
     // anyway; a stricter umask would reach files containers must read,

@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-use super::host::HostError;
+/// A failure of the host (runtime, images, networks, records), with its
+/// causes; the pod layer adds the Kubernetes reason and what it was doing.
+pub type HostError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Kubernetes' reasons for a container or pod that is not running, plus
 /// berth's own for failures of its records.

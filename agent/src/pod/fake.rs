@@ -19,14 +19,14 @@ use manifests::types as api;
 use netplugins::driver::{NetworkStatus, PodNetwork};
 use oci_spec::image::ImageConfiguration;
 
+use super::action::{Action, Outcome};
 use super::config::PodsConfig;
 use super::error::{PodError, Reason};
-use super::handlers::{Action, Outcome};
+use super::host::KillRequest;
 use super::host::{
     Clock, ContainerRuntime, Events, ExecOutput, Exits, Handlers, Host, HostError, HostResult,
     Images, Networks, Origin, PodRecords, Probes, Repaired, Sandboxes, StatusSink,
 };
-use super::probes::KillRequest;
 use super::state::PodState;
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;

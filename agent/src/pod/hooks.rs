@@ -14,8 +14,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::action::Action;
 use super::executor::Executor;
-use super::handlers::Action;
 use crate::status::EventType;
 
 /// kubelet's minimum grace period left for the stop signal after a preStop

@@ -22,10 +22,9 @@ use manifests::types as api;
 use netplugins::driver::{NetworkStatus, PodNetwork};
 use oci_spec::image::ImageConfiguration;
 
+use super::action::{Action, Outcome};
 use super::config::PodsConfig;
 use super::error::PodError;
-use super::handlers::{Action, Outcome};
-use super::probes::KillRequest;
 use super::state::PodState;
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
@@ -38,9 +37,7 @@ use crate::runtime::{
 };
 use crate::status::{Details, Event, Phase, SourceRef};
 
-/// A failure of the host, with its causes; the pod layer adds the
-/// Kubernetes reason and what it was doing ([`PodError`]).
-pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+pub use super::error::HostError;
 
 pub type HostResult<T> = Result<T, HostError>;
 
@@ -226,6 +223,15 @@ pub trait PodRecords: Send + Sync {
     fn remove<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, HostResult<()>>;
     /// Every record, and the ones that could not be read.
     fn list(&self) -> BoxFuture<'_, (Vec<PodState>, Vec<String>)>;
+}
+
+/// Why a container must be stopped: a failed liveness or startup probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillRequest {
+    /// For the Killing event: `it failed its liveness probe`.
+    pub why: String,
+    /// The probe's `terminationGracePeriodSeconds`, if set.
+    pub grace: Option<Duration>,
 }
 
 /// The probes of running containers.

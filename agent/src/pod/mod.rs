@@ -27,6 +27,7 @@
 //! runs and remove what belongs to no pod. Errors carry a Kubernetes reason
 //! ([`error`]).
 
+pub mod action;
 pub mod config;
 pub mod containers;
 pub mod error;

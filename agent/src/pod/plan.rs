@@ -17,7 +17,7 @@ use std::time::Duration;
 use manifests::types::RestartPolicy;
 
 use super::config::PodsConfig;
-use super::probes::KillRequest;
+use super::host::KillRequest;
 use super::state::{ContainerSlot, PodState};
 use crate::runtime::ExitStatus;
 use crate::status::{ContainerState, Phase};

@@ -30,8 +30,8 @@ use manifests::types as api;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::handlers::Action;
-use super::host::{Events, Handlers, Probes};
+use super::action::Action;
+use super::host::{Events, Handlers, KillRequest, Probes};
 use crate::controller::ObservedEvent;
 use crate::status::{Event, EventType};
 
@@ -98,15 +98,6 @@ impl Counter {
         }
         None
     }
-}
-
-/// Why the reconciler must stop a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KillRequest {
-    /// For the Killing event: `it failed its liveness probe`.
-    pub why: String,
-    /// The probe's `terminationGracePeriodSeconds`, if set.
-    pub grace: Option<Duration>,
 }
 
 #[derive(Debug, Default)]

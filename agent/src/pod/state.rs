@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use netplugins::driver::{NetworkStatus, PodNetwork};
 use serde::{Deserialize, Serialize};
 
-use super::handlers::Action;
+use super::action::Action;
 use crate::paths::Paths;
 use crate::runtime::ExitStatus;
 use crate::status::ContainerState;

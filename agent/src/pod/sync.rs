@@ -14,10 +14,10 @@ use std::time::Duration;
 use manifests::Object;
 use manifests::types as api;
 
+use super::action::Action;
 use super::containers::{self, PodEnvironment, Stopping};
 use super::error::{Failures, PodError, Reason};
 use super::executor::Executor;
-use super::handlers::Action;
 use super::hash;
 use super::hooks;
 use super::host::Origin;

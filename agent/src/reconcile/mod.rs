@@ -235,7 +235,7 @@ impl Reconciler for Reconcilers {
 
     /// A burst of reconciles is over: hand the memory it used back.
     fn idle(&self) {
-        crate::agent::memory::trim();
+        crate::memory::trim();
     }
 
     /// Desired keys, plus keys with a status: those were applied once and

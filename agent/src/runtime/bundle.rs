@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 };
 
 use super::cgroups::CgroupMode;
+use super::config::RlimitConfig;
 use super::oom;
 use super::process::{self, EnvDefaults, ProcessError};
 use super::rlimits::{self, HostLimits, RlimitError};
@@ -22,7 +23,6 @@ use super::seccomp;
 use super::security::{self, SecurityError};
 use super::spec::{ContainerSpec, PodInfo, SeccompProfile};
 use super::user::{self, AccountFiles, UserError, UserOverrides};
-use crate::config::RlimitConfig;
 
 /// The runtime-spec version both runc 1.1.5 and crun 1.8.1 accept (crun
 /// rejects "1.2.0").

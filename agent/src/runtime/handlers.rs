@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use super::config::RuntimeConfig;
 use super::{ContainerRecord, Handler, Runtime, RuntimeError, RuntimeKind};
-use crate::config::RuntimeConfig;
 
 impl Runtime {
     pub fn handlers(&self) -> impl Iterator<Item = &Handler> {

@@ -25,6 +25,7 @@
 
 pub mod bundle;
 pub mod cgroups;
+pub mod config;
 mod create;
 mod exec;
 pub mod from_pod;
@@ -56,10 +57,10 @@ use std::time::{Duration, SystemTime};
 
 use oci_spec::image::Config as ImageConfig;
 
-use crate::config::RuntimeConfig;
 use crate::paths::Paths;
 pub use bundle::{BundleError, HostFacts, ResolvedMount};
 pub use cgroups::{CgroupError, CgroupLayout, CgroupMode};
+pub use config::RuntimeConfig;
 pub use exec::{CappedOutput, EXEC_OUTPUT_LIMIT, ExecCommand, ExecRequest, exit_code, run_capped};
 pub use oci::{Handler, OciError, RuntimeKind};
 pub use sandbox::{EtcFiles, PodSandbox, SandboxError};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType};
 use rustix::process::Resource;
 
-use crate::config::RlimitConfig;
+use super::config::RlimitConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RlimitError {

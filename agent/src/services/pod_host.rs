@@ -382,11 +382,34 @@ impl PodRecords for RecordsOnDisk {
         Box::pin(async move {
             blocking(move || {
                 let (states, errors) = PodState::list(&paths);
-                Ok((states, errors.iter().map(ToString::to_string).collect()))
+                Ok((states, errors.iter().map(set_aside).collect()))
             })
             .await
             .unwrap_or_else(|err| (Vec::new(), vec![err.to_string()]))
         })
+    }
+}
+
+/// A record that does not parse is renamed to `<name>.corrupt` (kept for a
+/// person to look at): the pod's containers are then found by recovery as
+/// belonging to no record and removed, and the pod starts afresh, instead
+/// of failing at every sync.
+fn set_aside(error: &crate::pod::state::StateError) -> String {
+    let crate::pod::state::StateError::Parse { path, .. } = error else {
+        return crate::status::chain(error);
+    };
+    let mut aside = path.clone().into_os_string();
+    aside.push(".corrupt");
+    match std::fs::rename(path, &aside) {
+        Ok(()) => format!(
+            "{}; moved aside to {}",
+            crate::status::chain(error),
+            std::path::Path::new(&aside).display()
+        ),
+        Err(err) => format!(
+            "{}; moving it aside failed too: {err}",
+            crate::status::chain(error)
+        ),
     }
 }
 

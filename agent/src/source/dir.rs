@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -15,7 +15,6 @@ use tracing::{debug, info, warn};
 use super::SourceConfig;
 use super::scan::{self, ScanError};
 use super::watch::{DirWatcher, Pending};
-use crate::desired::{DesiredState, DesiredStore};
 use crate::status::{Event, EventLog, EventType, StatusStore, chain};
 
 /// When file watching is unavailable (watch limit reached), rescan this
@@ -41,30 +40,35 @@ pub enum SourceError {
     Scan(#[from] ScanError),
 }
 
-pub struct DirSource {
+/// What the scans of the manifest directory go to (the desired store,
+/// which publishes a new desired state when something changed).
+pub trait ScanConsumer: Send + 'static {
+    /// One consistent scan of the whole directory.
+    fn consume(&mut self, scanned: Vec<scan::ScannedFile<manifests::files::ManifestFile>>);
+}
+
+pub struct DirSource<C> {
     configured: PathBuf,
     config: SourceConfig,
-    store: DesiredStore,
+    consumer: C,
     watcher: Option<DirWatcher>,
     /// Why watching does not work, while it does not.
     watch_problem: Option<String>,
     wake: Arc<Notify>,
-    publish: watch::Sender<Arc<DesiredState>>,
     status: StatusStore,
     events: EventLog,
 }
 
-impl DirSource {
-    /// Scans the directory once (failing if it does not exist) and returns
-    /// the source with the receiver of its desired states.
+impl<C: ScanConsumer> DirSource<C> {
+    /// Scans the directory once (failing if it does not exist), handing the
+    /// scan to `consumer`, and returns the source.
     pub fn start(
         configured: &Path,
         config: SourceConfig,
-        store: DesiredStore,
+        consumer: C,
         status: StatusStore,
         events: EventLog,
-    ) -> Result<(Self, watch::Receiver<Arc<DesiredState>>), SourceError> {
-        let (publish, receiver) = watch::channel(store.current());
+    ) -> Result<Self, SourceError> {
         let wake = Arc::new(Notify::new());
         let (watcher, watch_problem) = match DirWatcher::new(configured, Arc::clone(&wake)) {
             Ok(watcher) => (Some(watcher), None),
@@ -73,18 +77,17 @@ impl DirSource {
         let mut source = Self {
             configured: configured.to_owned(),
             config,
-            store,
+            consumer,
             watcher,
             watch_problem,
             wake,
-            publish,
             status,
             events,
         };
         let resolved = source.resolve()?;
         source.scan_and_publish(&resolved)?;
         source.report_source_problem(None);
-        Ok((source, receiver))
+        Ok(source)
     }
 
     fn resolve(&self) -> Result<PathBuf, SourceError> {
@@ -225,16 +228,7 @@ impl DirSource {
             resolved = after;
             attempt += 1;
         };
-        if let Some(state) = self.store.apply_scan(scanned) {
-            info!(
-                revision = state.revision,
-                objects = state.objects.len(),
-                files = state.files.len(),
-                "new desired state"
-            );
-            self.publish.send_replace(state);
-        }
-        self.store.persist_generations();
+        self.consumer.consume(scanned);
         self.status.update_agent(|agent| {
             agent.resolved_manifests = (resolved != self.configured).then(|| resolved.clone());
         });

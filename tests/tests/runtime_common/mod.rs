@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth::config::{RlimitConfig, RuntimeConfig};
 use berth::paths::Paths;
+use berth::runtime::config::{RlimitConfig, RuntimeConfig};
 use berth::runtime::spec::{
     ContainerSpec, HostPathType, PodInfo, Volume, VolumeMount, VolumeSource,
 };
