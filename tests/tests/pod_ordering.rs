@@ -68,6 +68,8 @@ fn a_pod_and_the_hosts_toml_it_needs_in_one_change_pull_through_the_new_configur
         .filter(|e| e["type"] == "Warning")
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
+    std::fs::remove_dir_all(world.dirs.manifests.join("app")).expect("removing the change");
+    world.wait_pod_gone("elsewhere");
 }
 
 #[test]

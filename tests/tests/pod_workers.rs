@@ -135,7 +135,11 @@ fn a_pod_deleted_during_its_image_pull_goes_at_once() {
             .as_str()
             .is_some_and(|m| m.contains("pulling image"))
     });
-    assert!(proxy.body_bytes("/blobs/") > 0 || !proxy.requests_for("/blobs/").is_empty());
+    // The big layer is on its way: a partial download in the store.
+    poll_until(Duration::from_secs(30), || {
+        (!pull::partial_files(&world.dirs).is_empty()).then_some(())
+    })
+    .expect("the layer download started");
     let began = Instant::now();
     world.remove_manifest("big.yaml");
     world.wait_pod_gone("big");
@@ -171,9 +175,11 @@ fn a_pod_deleted_during_its_post_start_hook_goes_within_its_grace_period() {
     world.wait_pod_gone("hooked");
     let gone_after = began.elapsed();
     let grace = Duration::from_secs(2);
+    eprintln!("TIMING {gone_after:?}\n{}", world.agent().log());
     assert!(
         gone_after < grace + Duration::from_secs(2),
-        "removed {gone_after:?} after its deletion, during its postStart hook (grace {grace:?})"
+        "removed {gone_after:?} after its deletion, during its postStart hook (grace {grace:?})\n{}",
+        world.agent().log()
     );
     assert!(world.processes().is_empty(), "nothing of it runs");
 }

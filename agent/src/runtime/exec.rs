@@ -18,7 +18,11 @@ pub struct ExecRequest {
 /// `RUNTIME exec` ready to run; the process file is removed on drop.
 pub struct ExecCommand {
     pub command: std::process::Command,
+    /// Where the runtime writes the pid (host view) of the process it
+    /// starts in the container.
+    pub pid_file: PathBuf,
     _process_file: tempfile::TempPath,
+    _pid_file: tempfile::TempPath,
 }
 
 impl Runtime {
@@ -66,15 +70,22 @@ impl Runtime {
             source: std::io::Error::other(e),
         })?;
         let process_file = file.into_temp_path();
+        let pid_file = process_file.with_extension("pid");
         let mut command = handler.std_command();
         command
             .arg("exec")
             .arg("--process")
             .arg(&process_file)
+            .arg("--pid-file")
+            .arg(&pid_file)
             .arg(id);
+        let pid_file_guard = tempfile::TempPath::try_from_path(&pid_file)
+            .map_err(io("naming a pid file in", &record.bundle))?;
         Ok(ExecCommand {
             command,
+            pid_file,
             _process_file: process_file,
+            _pid_file: pid_file_guard,
         })
     }
 
@@ -95,8 +106,12 @@ impl Runtime {
 
     /// Runs `req` in container `id` without a terminal or stdin, keeping
     /// at most `limit` bytes of its stdout and of its stderr (see
-    /// [`run_capped`]). The runtime's exec process is killed if the
-    /// returned future is dropped (a timeout), as kubelet does.
+    /// [`run_capped`]). If the returned future is dropped (a timeout, a
+    /// cancelled hook), the process in the container is killed, as
+    /// containerd does for a CRI exec that times out; the runtime's exec
+    /// process then reaps it and exits. (Killing the runtime's process
+    /// instead would leave the command running, an orphan only the host's
+    /// init reaps: until then its container could not even die.)
     pub async fn exec_capped(
         &self,
         id: &str,
@@ -108,14 +123,48 @@ impl Runtime {
             self.blocking("preparing the exec", move |rt| rt.exec_command(&id, &req))
                 .await??
         };
-        let out = run_capped(exec.command, limit)
+        let inside = KillInsideOnDrop {
+            pid_file: exec.pid_file.clone(),
+        };
+        let out = run_capped_with(exec.command, limit, false)
             .await
             .map_err(|source| RuntimeError::Io {
                 action: "running exec in",
                 path: PathBuf::from(id),
                 source,
-            })?;
-        Ok(out)
+            });
+        inside.disarm();
+        out
+    }
+}
+
+/// Kills the process an exec started in a container when the exec's future
+/// is dropped before it finished.
+struct KillInsideOnDrop {
+    pid_file: PathBuf,
+}
+
+impl KillInsideOnDrop {
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for KillInsideOnDrop {
+    fn drop(&mut self) {
+        // A file of a few bytes on the run-root's tmpfs: no reason to
+        // block. Not there yet: the command never started, and the
+        // runtime's exec process ends by itself.
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 1);
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -142,12 +191,22 @@ pub async fn run_capped(
     command: std::process::Command,
     limit: usize,
 ) -> std::io::Result<CappedOutput> {
+    run_capped_with(command, limit, true).await
+}
+
+/// [`run_capped`]; `kill_on_drop` false leaves a dropped child running
+/// (tokio reaps it when it ends).
+async fn run_capped_with(
+    command: std::process::Command,
+    limit: usize,
+    kill_on_drop: bool,
+) -> std::io::Result<CappedOutput> {
     let mut command = tokio::process::Command::from(command);
     command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(kill_on_drop);
     let mut child = command.spawn()?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
