@@ -43,6 +43,19 @@ const DURATIONS: &[&str] = &[
     "99999999999999999999999h",
 ];
 
+const URLS: &[&str] = &[
+    "https://registry.local:5000",
+    "http://10.0.0.2:5000/v2/upstream",
+    "https://[::1]:5000",
+    "https://Registry.Example.com",
+    "https://registry.loca7.0.0.1:1080",
+    "https://registry.local:65536",
+    "https://1.2.3.256",
+    "ftp://registry.local",
+    "https://",
+    "https://reg istry.local",
+];
+
 const PLATFORMS: &[&str] = &[
     "linux/amd64",
     "linux/arm64/v8",
@@ -112,6 +125,15 @@ fn registry(timeout: &str) -> Value {
     })
 }
 
+fn registry_server(url: &str) -> Value {
+    json!({
+        "apiVersion": "berth/v1",
+        "kind": "Registry",
+        "metadata": {"name": "registry.local:5000"},
+        "spec": {"server": {"url": url}},
+    })
+}
+
 fn image(platform: &str) -> Value {
     json!({
         "apiVersion": "berth/v1",
@@ -163,6 +185,15 @@ fn agent_reads_registry(manifest: &Value) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The registry config and the endpoints a pull would use.
+fn agent_reads_registry_endpoints(manifest: &Value) -> Result<(), String> {
+    let registry: manifests::types::Registry = typed(manifest);
+    let hosts = RegistryHosts::from_registry(&registry, "test").map_err(|e| e.to_string())?;
+    berth::image::hosts::endpoints_for(Some(&hosts), "registry.local:5000")
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 fn agent_reads_platform(manifest: &Value) -> Result<(), String> {
     let image: manifests::types::Image = typed(manifest);
     let platform = image.spec.platform.expect("the table sets a platform");
@@ -189,6 +220,12 @@ const VALUE_TYPES: &[ValueType] = &[
         values: DURATIONS,
         manifest: registry,
         agent_accepts: agent_reads_registry,
+    },
+    ValueType {
+        name: "URL (Registry server url)",
+        values: URLS,
+        manifest: registry_server,
+        agent_accepts: agent_reads_registry_endpoints,
     },
     ValueType {
         name: "platform (Image spec.platform)",
