@@ -258,6 +258,19 @@ mod tests {
         }
     }
 
+    /// The agent's old dial_timeout parser summed f64 seconds and panicked
+    /// in `Duration::from_secs_f64` on a value validate let through.
+    #[test]
+    fn a_huge_dial_timeout_is_refused_not_a_panic() {
+        for huge in [
+            "99999999999999999999999h",
+            "1e400h",
+            "9999999999999999999.9h",
+        ] {
+            assert!(parse_go(huge).is_err(), "{huge}");
+        }
+    }
+
     #[test]
     fn config_durations_add_days() {
         assert_eq!(parse_config("2d"), Ok(Duration::from_secs(172_800)));
