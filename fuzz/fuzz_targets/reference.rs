@@ -13,12 +13,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let printed = reference.to_string();
-    let again = ImageReference::parse(&printed)
-        .unwrap_or_else(|err| panic!("{text:?} printed as {printed:?}, which does not parse: {err}"));
+    let again = ImageReference::parse(&printed).unwrap_or_else(|err| {
+        panic!("{text:?} printed as {printed:?}, which does not parse: {err}")
+    });
     assert_eq!(again, reference, "{text:?} -> {printed:?}");
     assert_eq!(again.to_string(), printed);
     let familiar = reference.familiar();
     let from_familiar = ImageReference::parse(&familiar)
         .unwrap_or_else(|err| panic!("{text:?}: familiar {familiar:?} does not parse: {err}"));
-    assert_eq!(from_familiar, reference, "{text:?} -> familiar {familiar:?}");
+    assert_eq!(
+        from_familiar, reference,
+        "{text:?} -> familiar {familiar:?}"
+    );
 });

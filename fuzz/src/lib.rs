@@ -46,7 +46,11 @@ pub fn agent_accepts(object: &Object) {
             let hosts = berth::image::hosts::RegistryHosts::from_registry(registry, "fuzz")
                 .unwrap_or_else(|err| panic!("validate accepted, the agent refused: {err}"));
             let host = registry.host();
-            let host = if host == "_default" { "docker.io" } else { host };
+            let host = if host == "_default" {
+                "docker.io"
+            } else {
+                host
+            };
             if let Err(err) = berth::image::hosts::endpoints_for(Some(&hosts), host) {
                 panic!("validate accepted, the agent refused: {err}");
             }
