@@ -1,7 +1,7 @@
 # The two commands a new machine needs (as root, Debian 12):
 #   make demo   build berth, build a busybox image, run the pods in examples/
 #   make test   install what the tests need, then fmt, clippy and every test
-.PHONY: demo test deps check build release bench schemas clean
+.PHONY: demo test deps check build release bench schemas clean fuzz
 
 CARGO ?= cargo
 
@@ -31,6 +31,33 @@ demo: deps
 bench: release
 	scripts/install-deps.sh --bench
 	bench/bench.py
+
+# Fuzz the parsers hostile input reaches (nightly and cargo-fuzz): each
+# target runs FUZZ_SECONDS from its committed corpus fuzz/corpus/TARGET,
+# one after the other at low priority; new inputs land in the corpus, which
+# is then minimised back (cargo fuzz cmin). A crash stops here, with the
+# input in fuzz/artifacts/TARGET. No sanitizer: the targets are safe Rust,
+# where a panic or an overflow (debug assertions are on) is the bug, and
+# uninstrumented code runs several times faster. A 10 s input is a hang, a
+# 1 GiB one a leak. Inputs are cut at FUZZ_MAX_LEN bytes (real manifests
+# are a few KiB; deep nesting takes a few hundred bytes), which keeps the
+# fuzzer fast and the committed corpus small.
+FUZZ_SECONDS ?= 150
+FUZZ_TARGETS ?= manifest hosts_toml reference
+FUZZ_FLAGS ?= --sanitizer none --debug-assertions
+FUZZ_MAX_LEN ?= 8192
+
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target && \
+		nice -n 10 $(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$target corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
+			-timeout=10 -rss_limit_mb=1024 -print_final_stats=1 && \
+		nice -n 10 $(CARGO) +nightly fuzz cmin $(FUZZ_FLAGS) $$target corpus/$$target -- \
+			-set_cover_merge=1 -max_len=$(FUZZ_MAX_LEN) \
+		|| exit 1; \
+	done
 
 schemas: build
 	target/debug/berth schema --out schemas

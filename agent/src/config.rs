@@ -109,78 +109,14 @@ impl AgentConfig {
     }
 }
 
-/// Durations in the config file and on the command line: one or more
-/// `<number><unit>` terms with units `ms`, `s`, `m`, `h`, `d` (`250ms`,
-/// `60s`, `1h30m`). Use with `#[serde(with = "crate::config::duration")]`.
+/// Durations in the config file and on the command line, in the grammar of
+/// [`manifests::duration::parse_config`]: Go's (`250ms`, `1.5s`, `1h30m`)
+/// plus `d` for days. Use with `#[serde(with = "crate::config::duration")]`.
 pub mod duration {
     use std::time::Duration;
 
+    pub use manifests::duration::{DurationError, format, parse_config as parse};
     use serde::{Deserialize, Deserializer, Serializer};
-
-    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-    #[error("invalid duration {text:?}: {reason} (write e.g. 250ms, 60s, 5m, 1h30m)")]
-    pub struct ParseDurationError {
-        text: String,
-        reason: &'static str,
-    }
-
-    pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
-        let fail = |reason| ParseDurationError {
-            text: text.to_owned(),
-            reason,
-        };
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err(fail("it is empty"));
-        }
-        let mut total = Duration::ZERO;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(fail("expected a number"));
-            }
-            let number: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| fail("number too large"))?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit = match &rest[..unit_len] {
-                "ms" => Duration::from_millis(1),
-                "s" => Duration::from_secs(1),
-                "m" => Duration::from_secs(60),
-                "h" => Duration::from_secs(3600),
-                "d" => Duration::from_secs(86400),
-                "" => return Err(fail("a number needs a unit")),
-                _ => return Err(fail("unknown unit")),
-            };
-            rest = &rest[unit_len..];
-            let term = u32::try_from(number)
-                .ok()
-                .and_then(|n| unit.checked_mul(n))
-                .ok_or_else(|| fail("too long"))?;
-            total = total.checked_add(term).ok_or_else(|| fail("too long"))?;
-        }
-        Ok(total)
-    }
-
-    /// The shortest exact spelling in the units [`parse`] accepts.
-    pub fn format(duration: Duration) -> String {
-        let millis = duration.as_millis();
-        if !millis.is_multiple_of(1000) {
-            return format!("{millis}ms");
-        }
-        let secs = millis / 1000;
-        for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] {
-            if secs != 0 && secs.is_multiple_of(size) {
-                return format!("{}{unit}", secs / size);
-            }
-        }
-        format!("{secs}s")
-    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -195,27 +131,28 @@ pub mod duration {
     mod tests {
         use super::*;
 
-        #[test]
-        fn parses_single_and_compound_terms() {
-            assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
-            assert_eq!(parse("60s"), Ok(Duration::from_secs(60)));
-            assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
-            assert_eq!(parse(" 2d "), Ok(Duration::from_secs(172_800)));
+        #[derive(Debug, serde::Deserialize, serde::Serialize, PartialEq)]
+        struct Section {
+            #[serde(with = "super")]
+            wait: Duration,
         }
 
         #[test]
-        fn rejects_what_it_cannot_read_naming_the_text() {
-            for bad in ["", "60", "s", "5x", "1.5s", "-1s", "99999999999999999999s"] {
-                let err = parse(bad).expect_err(bad);
+        fn config_durations_read_and_write_through_the_manifests_grammar() {
+            let section: Section = toml::from_str("wait = \"1d1.5s\"").expect("valid duration");
+            assert_eq!(section.wait, Duration::from_millis(86_401_500));
+            let written = toml::to_string(&section).expect("serializes");
+            assert_eq!(
+                toml::from_str::<Section>(&written).expect("reads back"),
+                section
+            );
+        }
+
+        #[test]
+        fn a_bad_config_duration_is_an_error_naming_the_text() {
+            for bad in ["", "60", "1.2.3s", "-1s", "99999999999999999999s"] {
+                let err = toml::from_str::<Section>(&format!("wait = {bad:?}")).expect_err(bad);
                 assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
-            }
-        }
-
-        #[test]
-        fn format_round_trips() {
-            for d in [250, 1000, 60_000, 5_400_000, 86_400_000, 90_000] {
-                let d = Duration::from_millis(d);
-                assert_eq!(parse(&format(d)), Ok(d));
             }
         }
     }

@@ -27,6 +27,11 @@
 //! - [`reference::ImageReference::parse`] — docker-compatible image
 //!   reference normalisation.
 //!
+//! Every value the agent reads from an object has its one parser here
+//! ([`duration`], [`quantity`], [`reference`], [`platform`],
+//! [`names::capability`], [`field_path`]), called by validation and by the agent alike, so
+//! `berth validate` accepts exactly what the agent applies.
+//!
 //! [`Object::canonical_json`] / [`Object::content_hash`] detect changes;
 //! [`Object::redacted`] is the form to print (Secret values hidden; a
 //! Secret's `Debug` never shows values either). [`schema::all_schemas`] is
@@ -57,12 +62,15 @@
 
 pub mod conflicts;
 pub mod diag;
+pub mod duration;
+pub mod field_path;
 pub(crate) mod fields;
 pub mod files;
 pub mod hosts;
 pub mod names;
 pub mod object;
 pub mod parse;
+pub mod platform;
 pub mod quantity;
 pub mod reference;
 pub mod schema;

@@ -30,6 +30,8 @@ pub enum QuantityError {
     Suffix { text: String, suffix: String },
     #[error("`{0}` is too large")]
     OutOfRange(String),
+    #[error("quantity `{0}` must not be negative")]
+    Negative(String),
 }
 
 /// The exact value of a quantity, in thousandths, rounded up.
@@ -68,6 +70,17 @@ impl Quantity {
     /// Parses the quantity.
     pub fn value(&self) -> Result<ParsedQuantity, QuantityError> {
         parse(&self.0)
+    }
+
+    /// Parses an amount of a resource (a limit, a request, a size limit),
+    /// which cannot be negative. Validation and the agent both read
+    /// resources with this.
+    pub fn amount(&self) -> Result<ParsedQuantity, QuantityError> {
+        let value = self.value()?;
+        if value.is_negative() {
+            return Err(QuantityError::Negative(self.0.clone()));
+        }
+        Ok(value)
     }
 }
 

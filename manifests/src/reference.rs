@@ -148,18 +148,24 @@ impl ImageReference {
             .unwrap_or(DEFAULT_TAG)
     }
 
-    /// The short form docker prints (`nginx:latest`, `user/app:1.0`).
+    /// The short form docker prints (`nginx:latest`, `user/app:1.0`), when
+    /// it reads back as this reference: `docker.io/a.b/c` stays whole, as
+    /// `a.b/c` would name the registry `a.b`.
     pub fn familiar(&self) -> String {
         let full = self.to_string();
         let without_domain = match full.strip_prefix(&format!("{DEFAULT_DOMAIN}/")) {
             Some(rest) => rest,
             None => return full,
         };
-        without_domain
+        let short = without_domain
             .strip_prefix(OFFICIAL_REPO_PREFIX)
             .filter(|rest| !rest.split(['@', ':']).next().unwrap_or("").contains('/'))
-            .unwrap_or(without_domain)
-            .to_owned()
+            .unwrap_or(without_domain);
+        if Self::parse(short).as_ref() == Ok(self) {
+            short.to_owned()
+        } else {
+            full
+        }
     }
 
     /// The same reference pinned to `digest`, keeping the tag for display.
@@ -227,7 +233,9 @@ pub(crate) fn validate_domain(domain: &str) -> Result<(), String> {
         }
     };
     if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5)
+        && (port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
     {
         return Err(format!("registry `{domain}` has an invalid port `{port}`"));
     }
@@ -243,8 +251,27 @@ pub(crate) fn validate_domain(domain: &str) -> Result<(), String> {
                 "registry host `{host}` must be a DNS name or IP address (letters, digits, `-`, `.`)"
             ));
         }
+        // A URL host whose last part is a number is an IPv4 address (WHATWG
+        // URL, which the registry client follows): `registry.10` or
+        // `1.2.3.256` could never be connected to.
+        if ends_in_a_number(host) && host.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!(
+                "registry host `{host}` ends in a number but is not an IPv4 address"
+            ));
+        }
     }
     Ok(())
+}
+
+/// The WHATWG URL "ends in a number" test: the last label is decimal
+/// digits or `0x` and hex digits.
+fn ends_in_a_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || last.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Lowercase path components separated by `/`, each `[a-z0-9]+` joined by
@@ -403,6 +430,47 @@ mod tests {
         assert_eq!(familiar("nginx"), "nginx:latest");
         assert_eq!(familiar("user/app:1"), "user/app:1");
         assert_eq!(familiar("localhost:5000/x:1"), "localhost:5000/x:1");
+    }
+
+    /// Found by fuzzing (`reference` target): the short form of
+    /// `docker.io/a.b/c` is not `a.b/c`, which names the registry `a.b`.
+    #[test]
+    fn familiar_keeps_docker_io_when_the_path_starts_like_a_host() {
+        for reference in [
+            "docker.io/libra192.18lh2.186lry/busybox",
+            "docker.io/localhost/x:1",
+            "docker.io/index.docker.io/x",
+        ] {
+            let parsed = ImageReference::parse(reference).expect(reference);
+            let familiar = parsed.familiar();
+            assert_eq!(ImageReference::parse(&familiar), Ok(parsed), "{familiar}");
+        }
+    }
+
+    /// Found by fuzzing (`hosts_toml` target): validate accepted a registry
+    /// URL host the agent's URL parser refuses, as a host whose last part is
+    /// a number is read as an IPv4 address, and a port past 65535.
+    #[test]
+    fn a_host_ending_in_a_number_must_be_an_ipv4_address_and_a_port_fit_16_bits() {
+        for bad in [
+            "registry.loca7.0.0.1:1080",
+            "registry.10",
+            "1.2.3.256",
+            "1.2.3",
+            "registry.0x1f",
+            "registry.local:65536",
+            "registry.local:99999",
+        ] {
+            assert!(validate_domain(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "10.0.0.2:5000",
+            "registry.local:65535",
+            "r2d2.local",
+            "registry.0xg",
+        ] {
+            assert!(validate_domain(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

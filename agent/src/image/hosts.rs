@@ -259,37 +259,10 @@ impl RegistryHosts {
     }
 }
 
-/// Go's `time.ParseDuration` for the units a timeout uses: `500ms`, `5s`,
-/// `1m30s`, `1.5s`.
+/// Go's `time.ParseDuration`, the manifests crate's, so that what
+/// `berth validate` accepts is what the agent applies.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (e.g. 500ms, 5s, 1m30s)");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += number * seconds;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
+    manifests::duration::parse_go(text).map_err(|err| err.to_string())
 }
 
 /// Every registry config in effect, keyed by registry host (`docker.io`,

@@ -80,7 +80,7 @@ fn resources(
         return Ok(Resources::default());
     };
     let parse = |section: &str, name: &str, q: &Quantity| {
-        q.value().map_err(|e| ConvertError::Quantity {
+        q.amount().map_err(|e| ConvertError::Quantity {
             container: container.to_string(),
             field: format!("{section}.{name}"),
             quantity: q.as_str().to_string(),
@@ -183,7 +183,7 @@ pub fn volume(v: &api::Volume, materialised: Option<PathBuf>) -> Result<Volume, 
         let size_limit = match &e.size_limit {
             None => None,
             Some(q) => Some(
-                q.value()
+                q.amount()
                     .map_err(|e| err(&format!("emptyDir.sizeLimit {q}: {e}")))
                     .map(|p| u64::try_from(p.value().max(0)).unwrap_or(u64::MAX))?,
             ),

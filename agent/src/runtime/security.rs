@@ -164,8 +164,13 @@ fn names(list: &[String], which: &'static str) -> Result<CapabilityNames, Securi
         explicit: BTreeSet::new(),
     };
     for raw in list {
-        let upper = raw.trim().to_ascii_uppercase();
-        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        let unknown = || SecurityError::UnknownCapability {
+            list: which,
+            name: raw.clone(),
+        };
+        // The manifests crate's reading, so validate and the agent agree.
+        let oci = manifests::names::capability(raw).map_err(|_| unknown())?;
+        let name = oci.strip_prefix("CAP_").unwrap_or(&oci);
         if name == "ALL" {
             out.is_all = true;
             continue;
@@ -174,10 +179,7 @@ fn names(list: &[String], which: &'static str) -> Result<CapabilityNames, Securi
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(n, _)| *n)
-            .ok_or_else(|| SecurityError::UnknownCapability {
-                list: which,
-                name: raw.clone(),
-            })?;
+            .ok_or_else(unknown)?;
         out.names.push(known);
         out.explicit.insert(known);
     }

@@ -13,12 +13,9 @@ pub(super) fn validate_image(image: &Image, issues: &mut Issues) {
         issues.error("spec.image", err.to_string());
     }
     if let Some(platform) = &spec.platform
-        && let Err(why) = platform_syntax(platform)
+        && let Err(err) = crate::platform::parse(platform)
     {
-        issues.error(
-            "spec.platform",
-            format!("platform `{platform}` is not valid: {why}"),
-        );
+        issues.error("spec.platform", err.to_string());
     }
     if let Some(source) = &spec.source {
         if source.is_empty() {
@@ -31,19 +28,4 @@ pub(super) fn validate_image(image: &Image, issues: &mut Issues) {
             issues.warning("spec.pullPolicy", "pullPolicy `Always` has no effect when `source` is set: the image is imported from the file");
         }
     }
-}
-
-/// `os/arch[/variant]`, lowercase.
-fn platform_syntax(platform: &str) -> Result<(), String> {
-    let parts: Vec<&str> = platform.split('/').collect();
-    let ok_part = |p: &&str| {
-        !p.is_empty()
-            && p.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'
-            })
-    };
-    if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok_part) {
-        return Err("expected `os/arch` or `os/arch/variant` in lowercase, e.g. `linux/amd64` or `linux/arm64/v8`".into());
-    }
-    Ok(())
 }

@@ -161,11 +161,7 @@ fn relative_path(path: &str, what: &str, value: &str, issues: &mut Issues) {
 
 /// Parses a quantity, reporting why it does not parse or is negative.
 fn quantity(path: &str, quantity: &Quantity, issues: &mut Issues) -> Option<i128> {
-    match quantity.value() {
-        Ok(value) if value.is_negative() => {
-            issues.error(path, format!("quantity `{quantity}` must not be negative"));
-            None
-        }
+    match quantity.amount() {
         Ok(value) => Some(value.millis()),
         Err(err) => {
             issues.error(path, err.to_string());

@@ -15,18 +15,6 @@ use crate::types::{
 /// Resources berth applies; others are refused rather than silently ignored.
 const RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
-/// `fieldRef.fieldPath` values berth can fill in.
-const FIELD_PATHS: [&str; 8] = [
-    "metadata.name",
-    "metadata.namespace",
-    "metadata.uid",
-    "spec.nodeName",
-    "spec.serviceAccountName",
-    "status.hostIP",
-    "status.podIP",
-    "status.podIPs",
-];
-
 pub(super) fn validate_pod(pod: &Pod, issues: &mut Issues) {
     validate_metadata(&pod.metadata, "pod", true, issues);
     let spec = &pod.spec;
@@ -590,18 +578,8 @@ fn validate_env(path: &str, env: &EnvVar, issues: &mut Issues) {
         }
     }
     if let Some(field_ref) = &from.field_ref {
-        let fp = field_ref.field_path.as_str();
-        let label_or_annotation = ["metadata.labels['", "metadata.annotations['"]
-            .iter()
-            .any(|prefix| fp.starts_with(prefix) && fp.ends_with("']"));
-        if !FIELD_PATHS.contains(&fp) && !label_or_annotation {
-            issues.error(
-                format!("{path}.valueFrom.fieldRef.fieldPath"),
-                format!(
-                    "fieldPath `{fp}` is not supported: use one of {}, metadata.labels['KEY'], metadata.annotations['KEY']",
-                    FIELD_PATHS.join(", ")
-                ),
-            );
+        if let Err(why) = crate::field_path::parse(&field_ref.field_path) {
+            issues.error(format!("{path}.valueFrom.fieldRef.fieldPath"), why);
         }
         if let Some(version) = &field_ref.api_version
             && version != "v1"

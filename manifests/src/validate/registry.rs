@@ -78,12 +78,9 @@ fn validate_host(path: &str, host: &RegistryHost, check_url: bool, issues: &mut 
         }
     }
     if let Some(timeout) = &host.dial_timeout
-        && let Err(why) = go_duration(timeout)
+        && let Err(why) = crate::duration::parse_go(timeout)
     {
-        issues.error(
-            format!("{path}.dialTimeout"),
-            format!("dialTimeout `{timeout}` is not valid: {why}"),
-        );
+        issues.error(format!("{path}.dialTimeout"), format!("dialTimeout: {why}"));
     }
     if let Some(proxy) = &host.proxy
         && let Err(why) = url(proxy, &["http", "https", "socks5", "socks5h"])
@@ -120,31 +117,4 @@ fn url(text: &str, schemes: &[&str]) -> Result<(), String> {
 /// HTTP token characters (RFC 9110).
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A Go duration: `300ms`, `1.5s`, `2m30s`.
-fn go_duration(text: &str) -> Result<(), String> {
-    const UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return Err(
-                "expected a number followed by a unit (ns, us, ms, s, m, h), e.g. `1s`".into(),
-            );
-        }
-        rest = &rest[number_len..];
-        let unit = UNITS
-            .iter()
-            .filter(|u| rest.starts_with(**u))
-            .max_by_key(|u| u.len())
-            .ok_or("each number needs a unit: ns, us, ms, s, m or h")?;
-        rest = &rest[unit.len()..];
-    }
-    Ok(())
 }

@@ -7,12 +7,9 @@ use std::str::FromStr;
 
 use oci_spec::image::Descriptor;
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid platform {input:?}: {reason} (expected os/arch[/variant], e.g. linux/arm64/v8)")]
-pub struct PlatformError {
-    input: String,
-    reason: &'static str,
-}
+/// The manifests crate owns the grammar, so `berth validate` accepts
+/// exactly the platforms the agent pulls.
+pub use manifests::platform::PlatformError;
 
 /// A normalised platform.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,20 +99,8 @@ impl FromStr for Platform {
     type Err = PlatformError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let bad = |reason| PlatformError {
-            input: input.to_owned(),
-            reason,
-        };
-        let parts: Vec<&str> = input.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad("an empty component"));
-        }
-        match parts.as_slice() {
-            [os, arch] => Ok(Self::new(os, arch, None)),
-            [os, arch, variant] => Ok(Self::new(os, arch, Some(variant))),
-            [_] => Err(bad("missing the architecture")),
-            _ => Err(bad("too many components")),
-        }
+        let parts = manifests::platform::parse(input)?;
+        Ok(Self::new(parts.os, parts.architecture, parts.variant))
     }
 }
 
