@@ -40,7 +40,7 @@ pub struct ImagesConfig {
     /// How long a registry may send nothing (no answer after connecting, no
     /// body byte) before that host is given up for the next one (default
     /// 30s). Connecting has its own limit: a host's `dial_timeout`.
-    #[serde(with = "duration")]
+    #[serde(with = "manifests::duration::config")]
     pub stall_timeout: std::time::Duration,
 }
 
@@ -62,17 +62,17 @@ impl Default for ImagesConfig {
 pub struct StoreConfig {
     /// How often the agent collects unreferenced blobs and snapshots
     /// (`0s`: never; `berth prune` still does).
-    #[serde(with = "duration")]
+    #[serde(with = "manifests::duration::config")]
     pub gc_interval: std::time::Duration,
     /// Layers unpacked at the same time.
     pub unpack_parallelism: usize,
     /// How long a pull or import may go without progress before GC stops
     /// protecting what it wrote (a crashed `berth pull`'s blobs).
-    #[serde(with = "duration")]
+    #[serde(with = "manifests::duration::config")]
     pub lease_ttl: std::time::Duration,
     /// Partial downloads and unpack staging directories older than this
     /// are removed by GC even if their owner might still be alive.
-    #[serde(with = "duration")]
+    #[serde(with = "manifests::duration::config")]
     pub leftover_age: std::time::Duration,
 }
 
@@ -106,55 +106,6 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing agent config {}", path.display()))
-    }
-}
-
-/// Durations in the config file and on the command line, in the grammar of
-/// [`manifests::duration::parse_config`]: Go's (`250ms`, `1.5s`, `1h30m`)
-/// plus `d` for days. Use with `#[serde(with = "crate::config::duration")]`.
-pub mod duration {
-    use std::time::Duration;
-
-    pub use manifests::duration::{DurationError, format, parse_config as parse};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse(&text).map_err(serde::de::Error::custom)
-    }
-
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format(*duration))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[derive(Debug, serde::Deserialize, serde::Serialize, PartialEq)]
-        struct Section {
-            #[serde(with = "super")]
-            wait: Duration,
-        }
-
-        #[test]
-        fn config_durations_read_and_write_through_the_manifests_grammar() {
-            let section: Section = toml::from_str("wait = \"1d1.5s\"").expect("valid duration");
-            assert_eq!(section.wait, Duration::from_millis(86_401_500));
-            let written = toml::to_string(&section).expect("serializes");
-            assert_eq!(
-                toml::from_str::<Section>(&written).expect("reads back"),
-                section
-            );
-        }
-
-        #[test]
-        fn a_bad_config_duration_is_an_error_naming_the_text() {
-            for bad in ["", "60", "1.2.3s", "-1s", "99999999999999999999s"] {
-                let err = toml::from_str::<Section>(&format!("wait = {bad:?}")).expect_err(bad);
-                assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
-            }
-        }
     }
 }
 

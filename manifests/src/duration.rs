@@ -198,6 +198,23 @@ pub fn format(duration: Duration) -> String {
     }
 }
 
+/// Config durations in serde: `#[serde(with = "manifests::duration::config")]`
+/// on a `Duration` field reads and writes [`parse_config`]'s grammar.
+pub mod config {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_config(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format(*duration))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +315,30 @@ mod tests {
         }
         assert_eq!(format(Duration::from_secs(5400)), "90m");
         assert_eq!(format(Duration::from_millis(250)), "250ms");
+    }
+
+    #[derive(Debug, serde::Deserialize, serde::Serialize, PartialEq)]
+    struct Section {
+        #[serde(with = "super::config")]
+        wait: Duration,
+    }
+
+    #[test]
+    fn config_durations_read_and_write_through_serde() {
+        let section: Section = toml::from_str("wait = \"1d1.5s\"").expect("valid duration");
+        assert_eq!(section.wait, Duration::from_millis(86_401_500));
+        let written = toml::to_string(&section).expect("serializes");
+        assert_eq!(
+            toml::from_str::<Section>(&written).expect("reads back"),
+            section
+        );
+    }
+
+    #[test]
+    fn a_bad_config_duration_is_an_error_naming_the_text() {
+        for bad in ["", "60", "1.2.3s", "-1s", "99999999999999999999s"] {
+            let err = toml::from_str::<Section>(&format!("wait = {bad:?}")).expect_err(bad);
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
     }
 }

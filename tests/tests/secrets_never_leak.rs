@@ -171,6 +171,14 @@ fn planted_secret_never_appears_in_anything_berth_writes_or_prints() {
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: broken\ndata:\n  password: \"{secret}\"\n"
         ),
     );
+    // Type errors: serde quotes what it found.
+    world.write_manifest(
+        "mistyped-secret.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: mistyped\nstringData: {secret}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata:\n  name: listed\nstringData:\n  password: [{secret}]\n"
+        ),
+    );
     let missing = image.reference.replace(":latest", ":missing");
     let uses_secret = "  imagePullSecrets: [{name: regcred}]\n  volumes:\n  - name: creds\n    secret: {secretName: app-secret}\n";
     let app_container = format!(

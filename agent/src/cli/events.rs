@@ -8,9 +8,9 @@ use anyhow::Context;
 
 use super::status::{finish_output, print_rows, truncate};
 use super::{GlobalArgs, OutputFormat};
-use crate::config::duration;
 use crate::status::events::{Event, read_events};
 use crate::status::time::rfc3339;
+use manifests::duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
     /// Only events newer than this (e.g. 10m, 2h).
-    #[arg(long, value_parser = duration::parse)]
+    #[arg(long, value_parser = duration::parse_config)]
     pub since: Option<std::time::Duration>,
     /// Only the last N events.
     #[arg(long)]

@@ -49,7 +49,7 @@ pub struct Args {
     pub concurrency: usize,
     /// How long a registry may send nothing before its host is given up
     /// for the next one (as `[images] stall-timeout`; default 30s).
-    #[arg(long, value_parser = crate::config::duration::parse)]
+    #[arg(long, value_parser = manifests::duration::parse_config)]
     pub stall_timeout: Option<std::time::Duration>,
     /// `json` prints the result as one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t)]

@@ -15,10 +15,10 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BackoffConfig {
     /// Nominal delay after the first failure.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub initial: Duration,
     /// The nominal delay never grows beyond this.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub max: Duration,
 }
 

@@ -138,10 +138,10 @@ pub struct ControllerConfig {
     /// Reconciles that may run at the same time (of different keys).
     pub workers: usize,
     /// How often every key is reconciled even without a trigger.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub relist_interval: Duration,
     /// How long running reconciles may take to finish on shutdown.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub shutdown_timeout: Duration,
     /// Retry spacing after errors.
     pub backoff: BackoffConfig,

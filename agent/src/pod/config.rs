@@ -22,11 +22,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PodsConfig {
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub backoff_initial: Duration,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub backoff_max: Duration,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub backoff_reset: Duration,
     /// Pods whose worker may wait on an image pull at the same time (the
     /// image manager bounds the downloads of each pull on its own).

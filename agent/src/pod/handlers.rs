@@ -68,7 +68,7 @@ impl Action {
             Ok(outcome) => outcome,
             Err(_) => Outcome::from(Err(format!(
                 "timed out after {}",
-                crate::config::duration::format(timeout)
+                manifests::duration::format(timeout)
             ))),
         }
     }

@@ -34,7 +34,7 @@ pub enum InputError {
         key: String,
     },
     #[error(
-        "container {container:?}: env {variable}: fieldRef {field:?} is not supported (use metadata.name, metadata.namespace, metadata.uid, spec.nodeName, status.podIP, status.podIPs or status.hostIP)"
+        "container {container:?}: env {variable}: fieldRef {field:?} is not supported (use metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, spec.serviceAccountName, status.podIP, status.podIPs or status.hostIP)"
     )]
     UnsupportedField {
         container: String,
@@ -82,7 +82,15 @@ pub struct FieldValues {
     pub node_name: String,
     pub pod_ips: Vec<String>,
     pub host_ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Every field reads as `$(PATH)` (see [`Self::placeholders`]).
+    pub stand_ins: bool,
 }
+
+/// Kubernetes' service account of a pod that names none (berth has no API
+/// server and no service accounts, so every pod reads this).
+const SERVICE_ACCOUNT: &str = "default";
 
 impl FieldValues {
     /// Stand-ins that name each field instead of its value: what a
@@ -90,25 +98,30 @@ impl FieldValues {
     /// when the pod gets a new IP or uid.
     pub fn placeholders() -> Self {
         Self {
-            name: "$(metadata.name)".into(),
-            namespace: "$(metadata.namespace)".into(),
-            uid: "$(metadata.uid)".into(),
-            node_name: "$(spec.nodeName)".into(),
-            pod_ips: vec!["$(status.podIP)".into()],
-            host_ip: "$(status.hostIP)".into(),
+            stand_ins: true,
+            ..Self::default()
         }
     }
 
+    /// The value of `fieldPath` (the one grammar `berth validate` uses);
+    /// a missing label or annotation is empty, as in Kubernetes.
     fn get(&self, path: &str) -> Option<String> {
-        Some(match path {
-            "metadata.name" => self.name.clone(),
-            "metadata.namespace" => self.namespace.clone(),
-            "metadata.uid" => self.uid.clone(),
-            "spec.nodeName" => self.node_name.clone(),
-            "status.podIP" => self.pod_ips.first().cloned().unwrap_or_default(),
-            "status.podIPs" => self.pod_ips.join(","),
-            "status.hostIP" => self.host_ip.clone(),
-            _ => return None,
+        use manifests::field_path::PodField;
+        let field = manifests::field_path::parse(path).ok()?;
+        if self.stand_ins {
+            return Some(format!("$({path})"));
+        }
+        Some(match field {
+            PodField::Name => self.name.clone(),
+            PodField::Namespace => self.namespace.clone(),
+            PodField::Uid => self.uid.clone(),
+            PodField::NodeName => self.node_name.clone(),
+            PodField::ServiceAccountName => SERVICE_ACCOUNT.to_string(),
+            PodField::PodIp => self.pod_ips.first().cloned().unwrap_or_default(),
+            PodField::PodIps => self.pod_ips.join(","),
+            PodField::HostIp => self.host_ip.clone(),
+            PodField::Label(key) => self.labels.get(key).cloned().unwrap_or_default(),
+            PodField::Annotation(key) => self.annotations.get(key).cloned().unwrap_or_default(),
         })
     }
 }

@@ -189,14 +189,14 @@ impl Report {
     ) -> ContainerState {
         let left = Duration::from_millis(at_ms.saturating_sub(now_ms));
         let delay = Duration::from_millis(slot.and_then(|s| s.backoff_ms).unwrap_or(0));
-        let in_words = crate::config::duration::format(round(left));
+        let in_words = manifests::duration::format(round(left));
         let (reason, message) = match slot.and_then(|s| s.waiting.clone()) {
             Some((reason, message)) => (reason, message),
             None => (
                 "CrashLoopBackOff".to_string(),
                 format!(
                     "back-off {} restarting failed container {}",
-                    crate::config::duration::format(delay),
+                    manifests::duration::format(delay),
                     container.name
                 ),
             ),

@@ -187,6 +187,7 @@ pub async fn ensure(
         } else {
             String::new()
         },
+        ..FieldValues::default()
     };
     Ok(Ready {
         pod,

@@ -82,6 +82,7 @@ pub async fn sync(
     };
     let mut run = Run {
         ex,
+        metadata: &pod.metadata,
         spec,
         desired,
         origin: Origin {
@@ -191,6 +192,7 @@ fn container_of<'s>(spec: &'s api::PodSpec, name: &str) -> Option<&'s api::Conta
 /// One sync in progress.
 struct Run<'a> {
     ex: &'a Executor<'a>,
+    metadata: &'a manifests::types::ObjectMeta,
     spec: &'a api::PodSpec,
     desired: &'a DesiredState,
     origin: Origin,
@@ -315,7 +317,7 @@ impl<'a> Run<'a> {
                             exit.exit_code,
                             lost_reason.as_deref().unwrap_or(exit.reason()),
                             if restarting {
-                                format!("; back-off {}", crate::config::duration::format(delay))
+                                format!("; back-off {}", manifests::duration::format(delay))
                             } else {
                                 String::new()
                             }
@@ -624,31 +626,35 @@ impl<'a> Run<'a> {
             .ready
             .as_ref()
             .expect("the sandbox is ready before containers start");
-        let resolved =
-            inputs::resolve_env(&state.namespace, container, self.desired, &ready.fields)
-                .map_err(|err| {
-                    PodError::caused(
-                        Reason::CreateContainerConfigError,
-                        format!("container {}", container.name),
-                        err,
-                    )
-                })
-                .and_then(|env| {
-                    from_pod::container_spec(container, env)
-                        .map(|mut spec| {
-                            spec.security_context = spec
-                                .security_context
-                                .with_pod_defaults(&ready.pod.security_context);
-                            spec
-                        })
-                        .map_err(|err| {
-                            PodError::caused(
-                                Reason::CreateContainerConfigError,
-                                format!("container {}", container.name),
-                                err,
-                            )
-                        })
-                });
+        let fields = inputs::FieldValues {
+            labels: self.metadata.labels.clone(),
+            annotations: self.metadata.annotations.clone(),
+            ..ready.fields.clone()
+        };
+        let resolved = inputs::resolve_env(&state.namespace, container, self.desired, &fields)
+            .map_err(|err| {
+                PodError::caused(
+                    Reason::CreateContainerConfigError,
+                    format!("container {}", container.name),
+                    err,
+                )
+            })
+            .and_then(|env| {
+                from_pod::container_spec(container, env)
+                    .map(|mut spec| {
+                        spec.security_context = spec
+                            .security_context
+                            .with_pod_defaults(&ready.pod.security_context);
+                        spec
+                    })
+                    .map_err(|err| {
+                        PodError::caused(
+                            Reason::CreateContainerConfigError,
+                            format!("container {}", container.name),
+                            err,
+                        )
+                    })
+            });
         let spec = match resolved {
             Ok(spec) => spec,
             Err(err) => return self.fail_start(state, container, err).await,

@@ -260,7 +260,7 @@ impl<C: ScanConsumer> DirSource<C> {
             (Some(error), _) => Some(error),
             (None, Some(watch)) => Some(format!(
                 "file watching unavailable ({watch}); rescanning every {}",
-                crate::config::duration::format(POLL_WITHOUT_WATCH)
+                manifests::duration::format(POLL_WITHOUT_WATCH)
             )),
             (None, None) => None,
         };

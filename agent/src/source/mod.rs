@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub struct SourceConfig {
     /// A full rescan this often, even without file events: the safety net
     /// for events the kernel dropped or never sent.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub resync_interval: Duration,
     /// A whole change (a file renamed into place, removed, or closed after
     /// writing) is rescanned at once; further events within this long are
@@ -19,7 +19,7 @@ pub struct SourceConfig {
     /// rescanned once the directory has been quiet this long. So a burst
     /// (`git checkout`, an editor's save) costs two rescans, and a single
     /// rename costs no waiting.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "manifests::duration::config")]
     pub debounce: Duration,
 }
 

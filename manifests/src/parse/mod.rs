@@ -261,6 +261,7 @@ fn parse_document(path: &Path, document: split::DocumentText<'_>) -> Document {
         Err(err) => {
             let (pos, message) = yaml_error(&err, document.first_line, out.line);
             let (field, message) = name_the_field(&root, pos, message);
+            let message = hide_secret_values(kind, field.as_deref(), message);
             out.diagnostics
                 .push(diag(pos, Severity::Error, field, message));
             None
@@ -426,6 +427,25 @@ fn improve_message(message: String) -> String {
     }
 }
 
+/// A type error inside a Secret's `data` or `stringData` quotes the value
+/// it found (serde's message does, and so does [`name_the_field`]): say
+/// what is wrong without it, so a typo never puts a secret into status,
+/// events or logs.
+fn hide_secret_values(kind: Kind, field: Option<&str>, message: String) -> String {
+    let secret_value = kind == Kind::Secret
+        && field.is_some_and(|f| {
+            ["data", "stringData"].iter().any(|top| {
+                f == *top || f.starts_with(&format!("{top}.")) || f.starts_with(&format!("{top}["))
+            })
+        });
+    match field {
+        Some(field) if secret_value => format!(
+            "`{field}`: expected a mapping of keys to string values (the value found is not shown: it is part of a Secret)"
+        ),
+        _ => message,
+    }
+}
+
 /// Prefixes a type error with the field it is about and the value found.
 fn name_the_field(root: &Node, pos: Pos, message: String) -> (Option<String>, String) {
     if message.starts_with("missing field") {
@@ -555,5 +575,36 @@ pub(crate) fn resolve_relative_paths(object: Object, file: &Path) -> Object {
             Object::Registry(registry)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod secret_value_tests {
+    use super::*;
+
+    #[test]
+    fn a_type_error_in_a_secret_never_quotes_its_value() {
+        for body in [
+            "stringData:\n  pin: 987654\n",
+            "stringData: PLANTED-x\n",
+            "data:\n  key: [PLANTED-x]\n",
+        ] {
+            let text = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n{body}");
+            let parsed = parse_file(std::path::Path::new("s.yaml"), text.as_bytes());
+            let messages: Vec<String> = parsed
+                .documents
+                .iter()
+                .flat_map(|d| &d.diagnostics)
+                .chain(&parsed.diagnostics)
+                .map(|d| d.to_string())
+                .collect();
+            assert!(!messages.is_empty(), "{body}: an error is reported");
+            for message in &messages {
+                assert!(
+                    !message.contains("987654") && !message.contains("PLANTED"),
+                    "{message}"
+                );
+            }
+        }
     }
 }

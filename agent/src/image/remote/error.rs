@@ -6,9 +6,9 @@ use oci_spec::image::Digest;
 
 use super::progress::Progress;
 use super::session::Session;
-use crate::config::duration;
 use crate::image::content::ContentError;
 use crate::image::hosts::HostsError;
+use manifests::duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
