@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller;
 pub mod db;
 pub mod desired;
+pub mod fsutil;
 pub mod image;
 pub mod paths;
 pub mod pod;

@@ -374,3 +374,26 @@ impl Drop for OverlayMount {
         let _ = std::fs::remove_dir(&self.mountpoint);
     }
 }
+
+/// Makes a chain of `depth` nested directories `d/d/d/…` under the
+/// existing directory `dir`, with a file at the bottom, as a half-unpacked
+/// hostile layer leaves one. Built through fds: paths that long cannot be
+/// named.
+pub fn deep_tree(dir: &Path, depth: usize) {
+    use rustix::fs::{Mode, OFlags, mkdirat, open, openat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut at = open(dir, flags, Mode::empty())
+        .unwrap_or_else(|err| panic!("opening {}: {err}", dir.display()));
+    for level in 0..depth {
+        mkdirat(&at, "d", Mode::from_raw_mode(0o755))
+            .unwrap_or_else(|err| panic!("making level {level} under {}: {err}", dir.display()));
+        at = openat(&at, "d", flags, Mode::empty()).expect("opening the new level");
+    }
+    openat(
+        &at,
+        "bottom",
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .expect("the file at the bottom");
+}
