@@ -26,11 +26,15 @@
 //! (sha256 of the uncompressed stream) is computed on the way and returned:
 //! the caller compares it with the image config.
 
+mod budget;
 mod entry_path;
+pub mod limits;
 pub(crate) mod pipe;
+pub mod tarstream;
 mod writer;
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -39,8 +43,11 @@ use oci_spec::image::Digest;
 use rustix::fs::Timespec;
 use tar::EntryType;
 
+use budget::Budget;
 use entry_path::EntryTarget;
 pub use entry_path::PathProblem;
+pub use limits::{LimitError, UnpackLimits};
+use tarstream::{TarEntry, TarError, TarStream};
 pub use writer::OPAQUE_XATTR;
 use writer::{LayerWriter, Meta, NodeKind};
 
@@ -52,6 +59,11 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    /// The layer broke one of its [`UnpackLimits`].
+    #[error(transparent)]
+    Refused(LimitError),
+    #[error(transparent)]
+    Tar(TarError),
     #[error("media type {media_type} is not a layer type berth can unpack")]
     UnsupportedMediaType { media_type: String },
     #[error("the layer is declared as {media_type}, but its content is {found}")]
@@ -89,6 +101,12 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    #[error("replacing directory `{}`", path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::fsutil::RemoveError>,
+    },
     #[error("{op} `{}` inside the layer root: {source}", path.display())]
     Confined {
         op: &'static str,
@@ -96,6 +114,21 @@ pub enum UnpackError {
         #[source]
         source: pathrs::error::Error,
     },
+}
+
+impl From<TarError> for UnpackError {
+    fn from(err: TarError) -> Self {
+        match err {
+            TarError::Limit(limit) => Self::Refused(limit),
+            other => Self::Tar(other),
+        }
+    }
+}
+
+impl From<LimitError> for UnpackError {
+    fn from(limit: LimitError) -> Self {
+        Self::Refused(limit)
+    }
 }
 
 /// How a layer blob is compressed.
@@ -174,6 +207,7 @@ pub fn unpack_layer(
     blob: impl Read + Send,
     media_type: &str,
     dest: &Path,
+    limits: &UnpackLimits,
 ) -> Result<UnpackedLayer, UnpackError> {
     let declared = Compression::from_media_type(media_type)?;
     let mut blob = BufReader::with_capacity(BLOB_BUFFER, blob);
@@ -200,7 +234,7 @@ pub fn unpack_layer(
     };
     std::thread::scope(|scope| {
         let (tar_bytes, hashing) = pipe::read_ahead_hashed(scope, tar_stream);
-        let extracted = extract(tar_bytes, dest);
+        let extracted = extract(tar_bytes, dest, limits);
         // The reader is gone now, so the hashing thread ends either way.
         let hash = hashing.join().map_err(|_| UnpackError::Read {
             path: PathBuf::from("<decompression>"),
@@ -225,51 +259,54 @@ pub fn unpack_layer(
 /// Extracts the tar stream into `dest` and reads it to its end (the diffID
 /// covers what follows the end-of-archive marker too). Returns the entries
 /// and regular-file bytes written.
-fn extract(tar_bytes: impl Read, dest: &Path) -> Result<(u64, u64), UnpackError> {
-    let mut archive = tar::Archive::new(tar_bytes);
+fn extract(
+    tar_bytes: impl Read,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<(u64, u64), UnpackError> {
+    let mut stream = TarStream::new(tar_bytes, *limits);
     let mut writer = LayerWriter::new(dest)?;
+    let mut budget = Budget::new(*limits, File::open(dest).ok());
     let mut entries = 0u64;
     let mut file_bytes = 0u64;
-    let iter = archive.entries().map_err(|source| UnpackError::Read {
-        path: PathBuf::new(),
-        source,
-    })?;
-    let mut last_path = PathBuf::new();
-    for entry in iter {
-        let entry = entry.map_err(|source| UnpackError::Read {
-            path: last_path.clone(),
-            source,
-        })?;
-        let raw_path = entry.path_bytes().into_owned();
-        last_path = PathBuf::from(OsString::from_vec(raw_path.clone()));
-        file_bytes += unpack_entry(&mut writer, entry, &raw_path)?;
+    while let Some(entry) = stream.next_entry()? {
+        budget.entry()?;
+        file_bytes += unpack_entry(&mut writer, &mut stream, &entry, &mut budget)
+            .map_err(refused_if_limit)?;
         entries += 1;
     }
     writer.finish()?;
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| UnpackError::Read {
-        path: PathBuf::from("<end of archive>"),
-        source,
-    })?;
+    stream.drain()?;
     Ok((entries, file_bytes))
+}
+
+/// A read error that is a limit the stream enforced (inside file data)
+/// is a refusal.
+fn refused_if_limit(err: UnpackError) -> UnpackError {
+    if let UnpackError::Read { source, .. } = &err
+        && let Some(limit) = limits::limit_in(source)
+    {
+        return UnpackError::Refused(limit.clone());
+    }
+    err
 }
 
 /// Writes one entry; returns the regular-file bytes it wrote.
 fn unpack_entry<R: Read>(
     writer: &mut LayerWriter,
-    mut entry: tar::Entry<'_, R>,
-    raw_path: &[u8],
+    stream: &mut TarStream<R>,
+    entry: &TarEntry,
+    budget: &mut Budget,
 ) -> Result<u64, UnpackError> {
+    let raw_path = &entry.path;
     let shown = entry_path::display(raw_path);
-    let kind = entry.header().entry_type();
-    if matches!(kind, EntryType::XGlobalHeader) {
-        return Ok(0);
-    }
+    let kind = entry.kind;
     let target = entry_path::classify(raw_path).map_err(|problem| UnpackError::UnsafePath {
         path: shown.clone(),
         problem,
     })?;
-    let meta = read_meta(&mut entry, &shown)?;
+    budget.depth(raw_path, target.depth())?;
+    let meta = read_meta(entry, &shown)?;
     let path = match target {
         EntryTarget::Ignored => return Ok(0),
         EntryTarget::Opaque(dir) => {
@@ -295,26 +332,27 @@ fn unpack_entry<R: Read>(
     };
     match kind {
         EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-            writer.regular(&path, &name, &meta, &mut entry)
+            budget.file(raw_path, entry.size)?;
+            writer.regular(&path, &name, &meta, &mut stream.data())
         }
         EntryType::Directory => writer.directory(&path, &name, &meta).map(|()| 0),
         EntryType::Symlink => {
-            let target = link_target(&entry, &shown)?;
-            writer.symlink(&path, &name, &target, &meta).map(|()| 0)
+            let target = link_target(entry, &shown)?;
+            writer.symlink(&path, &name, target, &meta).map(|()| 0)
         }
         EntryType::Link => {
-            let raw_target = link_target(&entry, &shown)?;
-            let target = entry_path::sanitize(&raw_target).map_err(|problem| {
+            let raw_target = link_target(entry, &shown)?;
+            let target = entry_path::sanitize(raw_target).map_err(|problem| {
                 UnpackError::UnsafeLinkTarget {
                     path: shown.clone(),
-                    target: entry_path::display(&raw_target),
+                    target: entry_path::display(raw_target),
                     problem,
                 }
             })?;
             writer.hardlink(&path, &name, &target).map(|()| 0)
         }
         EntryType::Char | EntryType::Block => {
-            let dev = device_number(&entry, &shown)?;
+            let dev = device_number(&entry.header, &shown)?;
             let node = if kind == EntryType::Char {
                 NodeKind::Char(dev)
             } else {
@@ -330,10 +368,10 @@ fn unpack_entry<R: Read>(
     }
 }
 
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>, UnpackError> {
+fn link_target<'e>(entry: &'e TarEntry, shown: &str) -> Result<&'e [u8], UnpackError> {
     entry
-        .link_name_bytes()
-        .map(|target| target.into_owned())
+        .link
+        .as_deref()
         .filter(|target| !target.is_empty())
         .ok_or_else(|| UnpackError::BadHeader {
             path: shown.to_owned(),
@@ -341,11 +379,7 @@ fn link_target<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8
         })
 }
 
-fn device_number<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    shown: &str,
-) -> Result<rustix::fs::Dev, UnpackError> {
-    let header = entry.header();
+fn device_number(header: &tar::Header, shown: &str) -> Result<rustix::fs::Dev, UnpackError> {
     let bad = |err: io::Error| UnpackError::BadHeader {
         path: shown.to_owned(),
         detail: format!("device number: {err}"),
@@ -355,12 +389,12 @@ fn device_number<R: Read>(
     Ok(rustix::fs::makedev(major, minor))
 }
 
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta, UnpackError> {
+fn read_meta(entry: &TarEntry, shown: &str) -> Result<Meta, UnpackError> {
     let bad = |detail: String| UnpackError::BadHeader {
         path: shown.to_owned(),
         detail,
     };
-    let header = entry.header();
+    let header = &entry.header;
     let id = |value: io::Result<u64>, field: &str| -> Result<u32, UnpackError> {
         let value = value.map_err(|err| bad(format!("{field}: {err}")))?;
         // u32::MAX means "leave unchanged" to chown, so it is no valid id.
@@ -377,26 +411,14 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
         tv_sec: i64::try_from(header_mtime).unwrap_or(i64::MAX),
         tv_nsec: 0,
     };
-    let mut xattrs = Vec::new();
-    if let Some(extensions) = entry
-        .pax_extensions()
-        .map_err(|err| bad(format!("PAX extensions: {err}")))?
-    {
-        for extension in extensions {
-            let extension = extension.map_err(|err| bad(format!("PAX extensions: {err}")))?;
-            let key = extension.key_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push((
-                    OsString::from_vec(name.to_vec()),
-                    extension.value_bytes().to_vec(),
-                ));
-            } else if key == b"mtime"
-                && let Some(precise) = parse_pax_time(extension.value_bytes())
-            {
-                mtime = precise;
-            }
-        }
+    if let Some(precise) = entry.pax_mtime.as_deref().and_then(parse_pax_time) {
+        mtime = precise;
     }
+    let xattrs = entry
+        .xattrs
+        .iter()
+        .map(|(name, value)| (OsString::from_vec(name.clone()), value.clone()))
+        .collect();
     Ok(Meta {
         uid,
         gid,
@@ -527,6 +549,7 @@ mod tests {
             &[0x1f, 0x8b, 8, 0, 0, 0][..],
             "application/vnd.oci.image.layer.v1.tar",
             dir.path(),
+            &UnpackLimits::default(),
         )
         .expect_err("mismatch");
         assert!(
