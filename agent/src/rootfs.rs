@@ -97,11 +97,13 @@ pub fn create(
 }
 
 /// Unmounts the rootfs of container `id` (if mounted) and deletes its
-/// writable layer. Returns every failure.
+/// writable layer. Returns every failure. While the overlay may still be
+/// mounted, the layer under it stays.
 pub fn remove(paths: &Paths, id: &str, mount_point: &Path) -> Vec<RootfsError> {
     let mut errors = Vec::new();
     if let Err(err) = unmount(mount_point) {
         errors.push(err);
+        return errors;
     }
     let layer_dir = paths.container_layer(id);
     if let Err(source) = remove_dir_all_if_exists(&layer_dir) {
@@ -283,10 +285,8 @@ pub(crate) fn create_dir_all_with_mode(path: &Path, mode: u32) -> std::io::Resul
         .create(path)
 }
 
-/// `remove_dir_all`, where a missing directory is success.
+/// Removes the tree at `path` (a missing one is success) without
+/// recursion, symlinks or crossing into a mount ([`crate::fsutil`]).
 pub(crate) fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+    crate::fsutil::remove_tree(path).map_err(std::io::Error::other)
 }

@@ -820,6 +820,7 @@ impl Runtime {
             errors.push(err.to_string());
         }
         let bundle_dir = self.paths.bundle(id);
+        let before_unmount = errors.len();
         errors.extend(
             volumes::unmount_under(&bundle_dir)
                 .iter()
@@ -838,7 +839,13 @@ impl Runtime {
                     .map(ToString::to_string),
             );
         }
+        // After a failed unmount something may still be mounted in the
+        // bundle (a hostPath subPath): it stays for a later cleanup.
+        let unmounted = errors.len() == before_unmount;
         for path in [&bundle_dir, &dir] {
+            if path == &bundle_dir && !unmounted {
+                continue;
+            }
             if let Err(err) = crate::rootfs::remove_dir_all_if_exists(path) {
                 errors.push(format!("removing {}: {err}", path.display()));
             }
