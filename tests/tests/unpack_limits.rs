@@ -123,6 +123,10 @@ fn assert_refused(measured: &Measured, layer_digest: &str, limit: &str) {
         "expected `{expected}` in:\n{}",
         measured.stderr
     );
+    assert_memory_bounded(measured);
+}
+
+fn assert_memory_bounded(measured: &Measured) {
     eprintln!("berth peaked at {} KiB", measured.max_rss >> 10);
     assert!(
         measured.max_rss < MEMORY_BOUND,
@@ -402,5 +406,29 @@ fn a_layer_that_would_fill_the_store_is_refused_before_it_does() {
         "{}",
         measured.stderr
     );
+    assert_store_clean_and_working(&dirs);
+}
+
+#[test]
+fn a_header_bomb_in_the_archive_itself_is_refused_in_bounded_memory() {
+    require_root();
+    let dirs = TestDirs::new();
+    // The archive, not a layer in it: `berth import` reads its tar first.
+    let size = 256 * MIB;
+    let bomb = pax_bomb(size);
+    let archive = dirs.temp.path().join("bomb.tar.gz");
+    std::fs::write(&archive, &bomb.blob).expect("writing the archive");
+    let measured = import(&dirs, &archive, "bomb", None);
+    assert!(!measured.status.success(), "{}", measured.stdout);
+    let expected = format!(
+        "archive {} refused: a PAX header of {size} bytes exceeds the limit of 1 MiB",
+        archive.display()
+    );
+    assert!(
+        measured.stderr.contains(&expected),
+        "expected `{expected}` in:\n{}",
+        measured.stderr
+    );
+    assert_memory_bounded(&measured);
     assert_store_clean_and_working(&dirs);
 }

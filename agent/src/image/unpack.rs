@@ -71,13 +71,13 @@ pub enum UnpackError {
         media_type: String,
         found: &'static str,
     },
-    #[error("refusing entry `{path}`: {problem}")]
+    #[error("refusing entry `{path}`")]
     UnsafePath {
         path: String,
         #[source]
         problem: PathProblem,
     },
-    #[error("refusing hardlink `{path}` -> `{target}`: {problem}")]
+    #[error("refusing hardlink `{path}` -> `{target}`")]
     UnsafeLinkTarget {
         path: String,
         target: String,
@@ -88,13 +88,13 @@ pub enum UnpackError {
     UnsupportedEntry { path: String, kind: String },
     #[error("entry `{path}` has a bad header: {detail}")]
     BadHeader { path: String, detail: String },
-    #[error("reading the layer archive at `{}`: {source}", path.display())]
+    #[error("reading the layer archive at `{}`", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{op} `{}`: {source}", path.display())]
+    #[error("{op} `{}`", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -107,7 +107,7 @@ pub enum UnpackError {
         #[source]
         source: Box<crate::fsutil::RemoveError>,
     },
-    #[error("{op} `{}` inside the layer root: {source}", path.display())]
+    #[error("{op} `{}` inside the layer root", path.display())]
     Confined {
         op: &'static str,
         path: PathBuf,
