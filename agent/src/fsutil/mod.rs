@@ -6,3 +6,18 @@
 pub mod remove;
 
 pub use remove::{Left, RemoveError, Why, remove_tree, remove_tree_at};
+
+/// A path from such a tree, for a message: lossy UTF-8, and beyond `max`
+/// bytes only its start and end (a hostile path can be megabytes long).
+pub fn abbreviate(path: &[u8], max: usize) -> String {
+    if path.len() <= max {
+        return String::from_utf8_lossy(path).into_owned();
+    }
+    let half = max / 2;
+    format!(
+        "{}…({} bytes)…{}",
+        String::from_utf8_lossy(&path[..half]),
+        path.len(),
+        String::from_utf8_lossy(&path[path.len() - half..])
+    )
+}

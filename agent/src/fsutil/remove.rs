@@ -118,17 +118,7 @@ fn summary(left: &[Left], more: usize) -> String {
 
 /// A path for a message: long ones keep their start and end.
 fn shown(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() <= SHOWN_PATH_BYTES {
-        return path.display().to_string();
-    }
-    let half = SHOWN_PATH_BYTES / 2;
-    format!(
-        "{}…({} bytes)…{}",
-        String::from_utf8_lossy(&bytes[..half]),
-        bytes.len(),
-        String::from_utf8_lossy(&bytes[bytes.len() - half..])
-    )
+    super::abbreviate(path.as_os_str().as_bytes(), SHOWN_PATH_BYTES)
 }
 
 /// Removes `path` and everything below it (a file or symlink is simply

@@ -563,4 +563,115 @@ mod tests {
             "{err}"
         );
     }
+
+    const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    /// A tar of regular files (path, content), GNU long names as needed.
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(1_700_000_000);
+            builder
+                .append_data(&mut header, path, *data)
+                .expect("appending");
+        }
+        builder.into_inner().expect("finishing")
+    }
+
+    fn refused(tar: &[u8], limits: &UnpackLimits) -> LimitError {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match unpack_layer(tar, PLAIN, dir.path(), limits) {
+            Err(UnpackError::Refused(limit)) => limit,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_path_deeper_than_the_limit_is_refused() {
+        let deep = format!("{}f", "d/".repeat(9));
+        let limits = UnpackLimits {
+            max_depth: 9,
+            ..UnpackLimits::default()
+        };
+        assert!(matches!(
+            refused(&tar_of(&[("ok", b"x"), (&deep, b"x")]), &limits),
+            LimitError::TooDeep {
+                depth: 10,
+                limit: 9,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_before_its_data_is_read() {
+        // The header claims 2 MiB, and no data follows: a reader that
+        // started writing would fail on the missing bytes instead.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("big").expect("path");
+        header.set_size(2 << 20);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        let limits = UnpackLimits {
+            max_layer_bytes: 1 << 20,
+            ..UnpackLimits::default()
+        };
+        assert!(matches!(
+            refused(header.as_bytes(), &limits),
+            LimitError::FilesTooLarge { limit, .. } if limit == 1 << 20
+        ));
+    }
+
+    #[test]
+    fn entries_over_the_limit_are_refused() {
+        let limits = UnpackLimits {
+            max_entries: 2,
+            ..UnpackLimits::default()
+        };
+        let tar = tar_of(&[("a", b""), ("b", b""), ("c", b"")]);
+        assert_eq!(
+            refused(&tar, &limits),
+            LimitError::TooManyEntries { limit: 2 }
+        );
+    }
+
+    #[test]
+    fn trees_deeper_than_the_open_directories_unpack_whole() {
+        // Down past the fds the writer keeps open, back up into levels it
+        // closed, and down a second deep branch.
+        let deep =
+            |top: &str, levels: usize, name: &str| format!("{top}/{}{name}", "l/".repeat(levels));
+        let files = [
+            (deep("a", 45, "one"), &b"1"[..]),
+            ("a/top".to_owned(), b"2"),
+            (deep("a", 40, "two"), b"3"),
+            (deep("b", 50, "three"), b"4"),
+            (deep("a", 3, "four"), b"5"),
+        ];
+        let listed: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), *d)).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unpacked = unpack_layer(
+            &tar_of(&listed)[..],
+            PLAIN,
+            dir.path(),
+            &UnpackLimits::default(),
+        )
+        .expect("unpacked");
+        assert_eq!(unpacked.entries, 5);
+        for (path, data) in &files {
+            assert_eq!(
+                std::fs::read(dir.path().join(path)).expect(path),
+                *data,
+                "{path}"
+            );
+        }
+    }
 }

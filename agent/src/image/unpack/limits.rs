@@ -149,16 +149,7 @@ const SHOWN_PATH: usize = 200;
 /// A path from the archive, for a message: lossy UTF-8, long ones
 /// shortened in the middle.
 pub fn shown_path(raw: &[u8]) -> String {
-    if raw.len() <= SHOWN_PATH {
-        return String::from_utf8_lossy(raw).into_owned();
-    }
-    let half = SHOWN_PATH / 2;
-    format!(
-        "{}…({} bytes)…{}",
-        String::from_utf8_lossy(&raw[..half]),
-        raw.len(),
-        String::from_utf8_lossy(&raw[raw.len() - half..])
-    )
+    crate::fsutil::abbreviate(raw, SHOWN_PATH)
 }
 
 /// The limit error carried inside an `io::Error` (data readers can only
