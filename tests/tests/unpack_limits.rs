@@ -432,3 +432,37 @@ fn a_header_bomb_in_the_archive_itself_is_refused_in_bounded_memory() {
     assert_memory_bounded(&measured);
     assert_store_clean_and_working(&dirs);
 }
+
+#[test]
+fn a_compressed_archive_whose_blob_would_fill_the_store_is_refused() {
+    require_root();
+    let dirs = TestDirs::new();
+    let _store = Tmpfs::mount(&dirs.root, "64m");
+    // 62 MiB of zeros named as a layout blob, in a gzip archive of a few
+    // KiB: refused before the content store writes it.
+    let path = format!("blobs/sha256/{}", "0".repeat(64));
+    let archive = dirs.temp.path().join("fill.tar.gz");
+    let bomb = GzipBomb::new()
+        .header(GzipBomb::entry_header(
+            EntryType::Regular,
+            path.as_bytes(),
+            62 * MIB,
+        ))
+        .repeat(b"\0", 62 * MIB)
+        .end()
+        .build();
+    std::fs::write(&archive, &bomb.blob).expect("writing the archive");
+    let measured = import(&dirs, &archive, "fill", None);
+    assert!(!measured.status.success(), "{}", measured.stdout);
+    let expected = format!(
+        "archive {} refused: entry `{path}` needs 62 MiB, which would leave less than",
+        archive.display()
+    );
+    assert!(
+        measured.stderr.contains(&expected),
+        "expected `{expected}` in:\n{}",
+        measured.stderr
+    );
+    assert_memory_bounded(&measured);
+    assert_store_clean_and_working(&dirs);
+}

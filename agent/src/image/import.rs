@@ -39,6 +39,7 @@ use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
 use super::remote::{FetchStats, FetchedImage, Platform};
 use super::service::ImageReference;
+use super::unpack::budget::Budget;
 use super::unpack::tarstream::{TarError, TarStream};
 use super::unpack::{Compression, CopyError, LimitError, UnpackLimits, copy_chunks};
 use staged::Staged;
@@ -277,6 +278,19 @@ fn store_entries(
             files.metadata.insert(path, bytes);
             continue;
         }
+        if entry.sparse {
+            // A sparse entry expands a few bytes of archive into any size.
+            return Err(ImportError::BadFile {
+                archive: archive.to_path_buf(),
+                file: path,
+                reason: "it is a sparse file, which no image blob is".into(),
+            });
+        }
+        // Checked before the blob is written: a compressed archive could
+        // otherwise fill the store's disk with one blob.
+        Budget::new(UnpackLimits::default(), File::open(content.root()).ok())
+            .file(&entry.path, entry.size)
+            .map_err(|limit| tar_err(TarError::Limit(limit)))?;
         let mut data = tar.data();
         let stored = match layout_digest(&path) {
             Some(digest) => store_known(content, lease, archive, &digest, &mut data, &mut buffer)?,

@@ -26,7 +26,7 @@
 //! (sha256 of the uncompressed stream) is computed on the way and returned:
 //! the caller compares it with the image config.
 
-mod budget;
+pub(crate) mod budget;
 mod entry_path;
 pub mod limits;
 pub(crate) mod pipe;

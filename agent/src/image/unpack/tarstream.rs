@@ -429,7 +429,9 @@ impl<R: Read> TarStream<R> {
                 return Err(bad("regions overlap or are out of order".into()));
             }
             end = region_end;
-            stored += length;
+            stored = stored
+                .checked_add(length)
+                .ok_or_else(|| bad("the regions hold more than 2^64 bytes".into()))?;
         }
         if end > real_size {
             return Err(bad(format!(
@@ -481,7 +483,7 @@ impl<R: Read> TarStream<R> {
 
     /// Discards what is left of the current entry and its padding.
     fn skip_data(&mut self) -> Result<(), TarError> {
-        let mut left = self.data.raw_left + self.data.pad;
+        let mut left = self.data.raw_left.saturating_add(self.data.pad);
         let mut buf = [0u8; 8192];
         while left > 0 {
             let want = usize::try_from(left.min(buf.len() as u64)).expect("at most the buffer");
