@@ -2,8 +2,11 @@
 //! (`images`): layer tars with what the store must preserve or refuse
 //! (owners, devices, xattrs, whiteouts, hostile entries the `tar` crate's
 //! own builder will not write), in any compression, written into OCI
-//! layouts; a listing of a directory tree with hashes (to prove nothing
-//! outside a root changed); and an overlay mount that unmounts itself.
+//! layouts; bombs assembled from gzip members ([`GzipBomb`]: a 256 MiB
+//! header for a few KiB); a listing of a directory tree with hashes (to
+//! prove nothing outside a root changed); trees 20,000 levels deep; an
+//! overlay mount and a tmpfs that unmount themselves; and the peak memory
+//! of a child process ([`run_measured`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
