@@ -43,7 +43,7 @@ bench: release
 # are a few KiB; deep nesting takes a few hundred bytes), which keeps the
 # fuzzer fast and the committed corpus small.
 FUZZ_SECONDS ?= 150
-FUZZ_TARGETS ?= manifest hosts_toml reference
+FUZZ_TARGETS ?= manifest hosts_toml reference unpack_layer
 FUZZ_FLAGS ?= --sanitizer none --debug-assertions
 FUZZ_MAX_LEN ?= 8192
 
@@ -51,7 +51,7 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$target && \
-		nice -n 10 $(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$target corpus/$$target -- \
+		TMPDIR=/dev/shm nice -n 10 $(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$target corpus/$$target -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) \
 			-timeout=10 -rss_limit_mb=1024 -print_final_stats=1 && \
 		nice -n 10 $(CARGO) +nightly fuzz cmin $(FUZZ_FLAGS) $$target corpus/$$target -- \

@@ -74,6 +74,18 @@ pub struct StoreConfig {
     /// are removed by GC even if their owner might still be alive.
     #[serde(with = "manifests::duration::config")]
     pub leftover_age: std::time::Duration,
+    /// The most one layer may take unpacked, in bytes or with a unit
+    /// (`"64GiB"`, `"512MiB"`; default 64 GiB): both its uncompressed tar
+    /// stream and the file content it writes (a sparse file at its full
+    /// size). A larger layer is refused, naming its digest and this limit.
+    /// Whatever this says, a layer is also refused when it would leave
+    /// the store's file system less than 5% of its size (at most 1 GiB)
+    /// free.
+    #[serde(with = "size")]
+    pub max_layer_size: u64,
+    /// The most entries (files, directories, links) one layer may have
+    /// (default 1000000); the store's free inodes are checked as well.
+    pub max_layer_entries: u64,
 }
 
 impl Default for StoreConfig {
@@ -84,6 +96,8 @@ impl Default for StoreConfig {
             unpack_parallelism: service.unpack_parallelism,
             lease_ttl: service.lease_ttl,
             leftover_age: service.gc.leftover_age,
+            max_layer_size: service.limits.max_layer_bytes,
+            max_layer_entries: service.limits.max_entries,
         }
     }
 }
@@ -97,6 +111,11 @@ impl StoreConfig {
             gc: crate::image::gc::GcOptions {
                 leftover_age: self.leftover_age,
             },
+            limits: crate::image::unpack::UnpackLimits {
+                max_layer_bytes: self.max_layer_size,
+                max_entries: self.max_layer_entries,
+                ..Default::default()
+            },
         }
     }
 }
@@ -106,6 +125,88 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading agent config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing agent config {}", path.display()))
+    }
+}
+
+/// Sizes in the config file: a number of bytes, or a string with a
+/// binary unit (`"512KiB"`, `"64MiB"`, `"32GiB"`, `"1TiB"`). Use with
+/// `#[serde(with = "crate::config::size")]`.
+pub mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+    #[error("invalid size {text:?}: {reason} (write a number of bytes or e.g. 512MiB, 32GiB)")]
+    pub struct ParseSizeError {
+        text: String,
+        reason: &'static str,
+    }
+
+    pub fn parse(text: &str) -> Result<u64, ParseSizeError> {
+        let fail = |reason| ParseSizeError {
+            text: text.to_owned(),
+            reason,
+        };
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        if digits == 0 {
+            return Err(fail("expected a number"));
+        }
+        let number: u64 = text[..digits]
+            .parse()
+            .map_err(|_| fail("number too large"))?;
+        let shift = match text[digits..].trim() {
+            "" | "B" => 0,
+            "KiB" => 10,
+            "MiB" => 20,
+            "GiB" => 30,
+            "TiB" => 40,
+            _ => return Err(fail("unknown unit (KiB, MiB, GiB or TiB)")),
+        };
+        number
+            .checked_mul(1 << shift)
+            .ok_or_else(|| fail("too large"))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        match Written::deserialize(deserializer)? {
+            Written::Bytes(bytes) => Ok(bytes),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(size: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(*size)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_bytes_and_binary_units() {
+            assert_eq!(parse("1024"), Ok(1024));
+            assert_eq!(parse("512KiB"), Ok(512 << 10));
+            assert_eq!(parse("64 MiB"), Ok(64 << 20));
+            assert_eq!(parse("32GiB"), Ok(32 << 30));
+            assert_eq!(parse("1TiB"), Ok(1 << 40));
+        }
+
+        #[test]
+        fn rejects_what_it_cannot_read_naming_the_text() {
+            for bad in ["", "GiB", "5GB", "1.5GiB", "-1", "99999999999TiB"] {
+                let err = parse(bad).expect_err(bad);
+                assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+            }
+        }
     }
 }
 
@@ -213,6 +314,26 @@ mod tests {
         assert_eq!(
             defaults.service_options().unpack_parallelism,
             crate::image::service::ServiceOptions::default().unpack_parallelism
+        );
+        let limits = toml::from_str::<AgentConfig>(
+            "[store]\nmax-layer-size = \"512MiB\"\nmax-layer-entries = 1000\n",
+        )
+        .expect("valid limits")
+        .store
+        .service_options()
+        .limits;
+        assert_eq!(limits.max_layer_bytes, 512 << 20);
+        assert_eq!(limits.max_entries, 1000);
+        assert_eq!(
+            limits.max_header_bytes,
+            crate::image::unpack::UnpackLimits::default().max_header_bytes
+        );
+        let bytes = toml::from_str::<AgentConfig>("[store]\nmax-layer-size = 4096\n")
+            .expect("a plain number of bytes");
+        assert_eq!(bytes.store.max_layer_size, 4096);
+        assert_eq!(
+            defaults.service_options().limits,
+            crate::image::unpack::UnpackLimits::default()
         );
         let err = toml::from_str::<AgentConfig>("[store]\ngc = \"1h\"\n").expect_err("unknown key");
         assert!(err.to_string().contains("gc"), "{err}");

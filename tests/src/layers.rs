@@ -2,8 +2,11 @@
 //! (`images`): layer tars with what the store must preserve or refuse
 //! (owners, devices, xattrs, whiteouts, hostile entries the `tar` crate's
 //! own builder will not write), in any compression, written into OCI
-//! layouts; a listing of a directory tree with hashes (to prove nothing
-//! outside a root changed); and an overlay mount that unmounts itself.
+//! layouts; bombs assembled from gzip members ([`GzipBomb`]: a 256 MiB
+//! header for a few KiB); a listing of a directory tree with hashes (to
+//! prove nothing outside a root changed); trees 20,000 levels deep; an
+//! overlay mount and a tmpfs that unmount themselves; and the peak memory
+//! of a child process ([`run_measured`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -232,12 +235,44 @@ pub fn write_oci_layout_claiming(
     layers: &[(&Layer, &str)],
     diff_ids: &[String],
 ) -> images::OciLayout {
+    let raw: Vec<RawLayer> = layers
+        .iter()
+        .zip(diff_ids)
+        .map(|((layer, media_type), diff_id)| RawLayer {
+            blob: layer.compressed(media_type),
+            media_type: (*media_type).to_owned(),
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    write_oci_layout_raw(dir, tag, &raw)
+}
+
+/// A layer as its blob, already compressed: for layers too large to build
+/// uncompressed (see [`GzipBomb`]).
+pub struct RawLayer {
+    pub blob: Vec<u8>,
+    pub media_type: String,
+    /// What the image config claims as the layer's diffID.
+    pub diff_id: String,
+}
+
+impl RawLayer {
+    /// The blob's digest (what errors about the layer name).
+    pub fn digest(&self) -> String {
+        sha256_digest(&self.blob)
+    }
+}
+
+/// Writes an image of `layers` for this host's platform into a new OCI
+/// layout at `dir`, tagged `tag`.
+pub fn write_oci_layout_raw(dir: &Path, tag: &str, layers: &[RawLayer]) -> images::OciLayout {
     let mut layout = images::OciLayout::create(dir);
     let descriptor = |blob: &images::Blob| serde_json::json!({"mediaType": blob.media_type, "digest": blob.digest, "size": blob.size});
     let layer_blobs: Vec<images::Blob> = layers
         .iter()
-        .map(|(layer, media_type)| layout.write_blob(&layer.compressed(media_type), media_type))
+        .map(|layer| layout.write_blob(&layer.blob, &layer.media_type))
         .collect();
+    let diff_ids: Vec<&str> = layers.iter().map(|layer| layer.diff_id.as_str()).collect();
     let spec = images::ImageSpec::new(Vec::new());
     let config = serde_json::json!({
         "created": "2023-11-14T22:13:20Z",
@@ -264,6 +299,204 @@ pub fn write_oci_layout_claiming(
     layout
 }
 
+/// A gzip layer blob assembled from pieces, each its own gzip member
+/// (members concatenate into one stream): a run of hundreds of MiB of one
+/// pattern costs a few KiB, so a test can serve a 256 MiB header or file
+/// without ever holding it. The layer's true diffID is not computed: a
+/// layer built this way is meant to be refused before its diffID matters.
+pub struct GzipBomb {
+    blob: Vec<u8>,
+    /// Uncompressed bytes so far (to pad to tar blocks).
+    len: u64,
+}
+
+/// The run length [`GzipBomb::repeat`] compresses once and reuses.
+const BOMB_CHUNK: usize = 1 << 20;
+
+impl Default for GzipBomb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GzipBomb {
+    pub fn new() -> Self {
+        Self {
+            blob: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Appends `bytes` as they are.
+    pub fn bytes(mut self, bytes: &[u8]) -> Self {
+        if !bytes.is_empty() {
+            self.blob.extend(images::gzip(bytes));
+            self.len += bytes.len() as u64;
+        }
+        self
+    }
+
+    /// Appends `count` bytes of `pattern` repeated (the pattern must
+    /// divide 1 MiB: `a`, `a/`, …).
+    pub fn repeat(mut self, pattern: &[u8], count: u64) -> Self {
+        assert!(
+            BOMB_CHUNK.is_multiple_of(pattern.len()),
+            "the pattern must divide 1 MiB"
+        );
+        let chunk = images::gzip(&pattern.repeat(BOMB_CHUNK / pattern.len()));
+        let full = count / BOMB_CHUNK as u64;
+        for _ in 0..full {
+            self.blob.extend_from_slice(&chunk);
+        }
+        self.len += full * BOMB_CHUNK as u64;
+        let rest = usize::try_from(count % BOMB_CHUNK as u64).expect("below 1 MiB");
+        self.bytes(&pattern.repeat(BOMB_CHUNK / pattern.len())[..rest])
+    }
+
+    /// Appends a tar header block (its checksum is set here).
+    pub fn header(self, mut header: tar::Header) -> Self {
+        header.set_cksum();
+        self.bytes(header.as_bytes())
+    }
+
+    /// A GNU header block for an entry of `kind` at `path` (at most 99
+    /// bytes) claiming `size` bytes of data.
+    pub fn entry_header(kind: tar::EntryType, path: &[u8], size: u64) -> tar::Header {
+        let mut h = header(kind, 0o644, size);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path);
+        h
+    }
+
+    /// Zeros up to the next 512-byte block.
+    pub fn pad(self) -> Self {
+        let rest = (512 - self.len % 512) % 512;
+        self.bytes(&vec![0; usize::try_from(rest).expect("below a block")])
+    }
+
+    /// The end-of-archive marker: two zero blocks.
+    pub fn end(self) -> Self {
+        self.pad().bytes(&[0; 1024])
+    }
+
+    /// The blob, as a gzip layer whose config claims an arbitrary diffID.
+    pub fn build(self) -> RawLayer {
+        RawLayer {
+            blob: self.blob,
+            media_type: GZIP.to_owned(),
+            diff_id: sha256_digest(b""),
+        }
+    }
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (even when the
+/// test fails): a store that fills up fast, or one where making 20,000
+/// directories is quick (this host's ext4 is slow at that after many
+/// deletions).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("tmpfs mount point");
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .unwrap_or_else(|err| panic!("mounting a tmpfs at {}: {err}", path.display()));
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Err(err) = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("unmounting {}: {err}", self.path.display());
+        }
+    }
+}
+
+pub use peak_memory::{Measured, run_measured};
+
+/// The peak memory of one child process, from the kernel's own count
+/// (`wait4`'s rusage): polling `/proc` could miss a short spike.
+mod peak_memory {
+    #![allow(unsafe_code)]
+
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, ExitStatus, Stdio};
+
+    /// What [`run_measured`] saw.
+    pub struct Measured {
+        pub status: ExitStatus,
+        pub stdout: String,
+        pub stderr: String,
+        /// The child's peak resident set size (VmHWM), in bytes.
+        pub max_rss: u64,
+    }
+
+    /// Runs `command` to its end (stdout and stderr captured) and reports
+    /// its peak memory.
+    pub fn run_measured(mut command: Command) -> Measured {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Reaped below by wait4, which std's Child cannot do.
+        #[allow(clippy::zombie_processes)]
+        let mut child = command.spawn().expect("spawning the measured command");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_string(&mut text);
+                }
+                text
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let mut status = 0;
+        // SAFETY: rusage is plain data; all zeros is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: `pid` is our own unreaped child (std's Child never
+            // reaps on its own); both pointers are to live locals.
+            let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            if reaped == pid {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            assert!(
+                err.kind() == std::io::ErrorKind::Interrupted,
+                "waiting for {pid}: {err}"
+            );
+        }
+        Measured {
+            status: ExitStatus::from_raw(status),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+            max_rss: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        }
+    }
+}
 /// One line per entry under `root` (relative path → type, mode, owner,
 /// size, content hash or link target), sorted. Comparing two listings
 /// proves a tree did not change.
@@ -373,4 +606,27 @@ impl Drop for OverlayMount {
         }
         let _ = std::fs::remove_dir(&self.mountpoint);
     }
+}
+
+/// Makes a chain of `depth` nested directories `d/d/d/…` under the
+/// existing directory `dir`, with a file at the bottom, as a half-unpacked
+/// hostile layer leaves one. Built through fds: paths that long cannot be
+/// named.
+pub fn deep_tree(dir: &Path, depth: usize) {
+    use rustix::fs::{Mode, OFlags, mkdirat, open, openat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut at = open(dir, flags, Mode::empty())
+        .unwrap_or_else(|err| panic!("opening {}: {err}", dir.display()));
+    for level in 0..depth {
+        mkdirat(&at, "d", Mode::from_raw_mode(0o755))
+            .unwrap_or_else(|err| panic!("making level {level} under {}: {err}", dir.display()));
+        at = openat(&at, "d", flags, Mode::empty()).expect("opening the new level");
+    }
+    openat(
+        &at,
+        "bottom",
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .expect("the file at the bottom");
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
+use crate::fsutil::write_atomic;
 use crate::paths::{LAYOUT_VERSION, Paths};
-use crate::status::persist::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {

@@ -42,7 +42,21 @@ pub(super) fn emit(text: &str) -> anyhow::Result<()> {
 
 /// Opens the image store under `--root`, naming it when that fails.
 pub(super) fn open_service(global: &GlobalArgs) -> anyhow::Result<ImageService> {
-    ImageService::open(&global.paths())
+    open_configured_service(global, None)
+}
+
+/// [`open_service`] with the `[store]` settings (layer limits) of the
+/// agent config at `config`, so commands that unpack do it as the agent
+/// would.
+pub(super) fn open_configured_service(
+    global: &GlobalArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<ImageService> {
+    let config = match config {
+        Some(path) => crate::config::AgentConfig::load(path)?,
+        None => crate::config::AgentConfig::default(),
+    };
+    ImageService::with_options(&global.paths(), config.store.service_options())
         .with_context(|| format!("opening the image store under {}", global.root.display()))
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::GlobalArgs;
-use super::images::{human_size, open_service};
+use super::images::{human_size, open_configured_service};
 use crate::image::service::ImageReference;
 
 #[derive(Debug, clap::Args)]
@@ -18,6 +18,10 @@ pub struct Args {
     /// Store the image under this name instead of the archive's own.
     #[arg(long)]
     pub name: Option<String>,
+    /// The agent's configuration file: layers are unpacked under its
+    /// `[store]` limits.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
@@ -27,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .map(str::parse)
         .transpose()
         .context("--name")?;
-    let service = open_service(global)?;
+    let service = open_configured_service(global, args.config.as_deref())?;
     let images = service
         .import(&args.file, name.as_ref())
         .with_context(|| format!("importing {}", args.file.display()))?;

@@ -27,7 +27,6 @@ use crate::image::remote::{
     DEFAULT_CONCURRENCY, DEFAULT_STALL_TIMEOUT, FetchOptions, FetchedImage, ImageReference,
     Platform, Progress, Puller, RemoteError,
 };
-use crate::image::service::ImageService;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,6 +53,10 @@ pub struct Args {
     /// `json` prints the result as one JSON object.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// The agent's configuration file: layers are unpacked under its
+    /// `[store]` limits.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
@@ -65,8 +68,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let hosts = hosts_config(&global.manifests, args.hosts_dir.as_deref())?;
     let resolver = Arc::new(Resolver::new(hosts).context("applying the registry host config")?);
     let credentials = Credentials::discover(args.auth_file.as_deref())?;
-    let service = ImageService::open(&global.paths())
-        .with_context(|| format!("opening the image store under {}", global.root.display()))?;
+    let service = super::images::open_configured_service(global, args.config.as_deref())?;
     let puller = Puller::new(resolver, credentials, service.content().clone())
         .with_concurrency(args.concurrency)
         .with_stall_timeout(args.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT));

@@ -32,6 +32,14 @@ pub enum ContentError {
     },
     #[error("blob {digest} is not in the content store")]
     NotFound { digest: String },
+    #[error(
+        "blob {digest} has {size} bytes, more than the {limit} bytes a manifest, index or config may have"
+    )]
+    TooLarge {
+        digest: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -42,6 +50,10 @@ pub enum ContentError {
 }
 
 type Result<T> = std::result::Result<T, ContentError>;
+
+/// The most [`ContentStore::read_blob`] reads into memory: manifests,
+/// indexes and configs are kilobytes; one this large is hostile.
+pub const MAX_SMALL_BLOB: u64 = 16 << 20;
 
 /// A blob being written has its disk writes started every this many bytes,
 /// so its final sync has little left to do.
@@ -110,11 +122,21 @@ impl ContentStore {
         })
     }
 
-    /// Reads a small blob (manifest, index, config) whole.
+    /// Reads a small blob (manifest, index, config) whole; one over
+    /// [`MAX_SMALL_BLOB`] is refused before it is read.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
+        let file = self.open_blob(digest)?;
+        let size = file.metadata().map_err(io_err("inspecting", &path))?.len();
+        if size > MAX_SMALL_BLOB {
+            return Err(ContentError::TooLarge {
+                digest: digest.to_string(),
+                size,
+                limit: MAX_SMALL_BLOB,
+            });
+        }
         let mut bytes = Vec::new();
-        self.open_blob(digest)?
+        file.take(MAX_SMALL_BLOB)
             .read_to_end(&mut bytes)
             .map_err(io_err("reading", &path))?;
         Ok(bytes)
@@ -495,6 +517,15 @@ mod tests {
             "and starts a fresh partial, not the committed file"
         );
         assert_eq!(store.read_blob(&digest).expect("read"), data);
+    }
+
+    #[test]
+    fn a_huge_small_blob_is_refused_before_it_is_read() {
+        let (_dir, store) = store();
+        let data = vec![b'{'; usize::try_from(MAX_SMALL_BLOB).expect("fits") + 1];
+        let digest = store.write_blob(&data).expect("write");
+        let err = store.read_blob(&digest).expect_err("too large");
+        assert!(matches!(err, ContentError::TooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -183,8 +183,8 @@ fn sweep_leftovers(
             continue;
         }
         let orphaned = owner.is_none_or(|pid| !process_alive(pid));
-        if orphaned || is_older_than(&path, options.leftover_age) {
-            snapshot::remove_tree(&path);
+        if (orphaned || is_older_than(&path, options.leftover_age)) && snapshot::remove_tree(&path)
+        {
             removed.push(Removed {
                 id: path.display().to_string(),
                 bytes: 0,

@@ -38,13 +38,18 @@ use oci_spec::image::{
 use super::content::{ContentError, ContentStore};
 use super::meta::{Lease, MetaError};
 use super::remote::{FetchStats, FetchedImage, Platform};
-use super::service::ImageReference;
-use super::unpack::{Compression, CopyError, copy_chunks};
+use super::unpack::budget::Budget;
+use super::unpack::tarstream::{TarError, TarStream};
+use super::unpack::{Compression, CopyError, LimitError, UnpackLimits, copy_chunks};
+use manifests::reference::ImageReference;
 use staged::Staged;
 
 /// `index.json`, `manifest.json` and friends are read whole; anything this
 /// large is not one.
 const MAX_METADATA_BYTES: u64 = 16 << 20;
+/// Entries of an archive: an image's blobs and metadata are a handful per
+/// layer, and each entry is remembered while the archive is read.
+const MAX_ARCHIVE_ENTRIES: u64 = 100_000;
 const COPY_BUFFER: usize = 1 << 20;
 
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -103,6 +108,18 @@ pub enum ImportError {
         digest: String,
         #[source]
         source: ContentError,
+    },
+    #[error("archive {} refused", archive.display())]
+    Refused {
+        archive: PathBuf,
+        #[source]
+        limit: LimitError,
+    },
+    #[error("archive {}", archive.display())]
+    Tar {
+        archive: PathBuf,
+        #[source]
+        source: TarError,
     },
     #[error("archive {}: {source}", archive.display())]
     Lease {
@@ -203,17 +220,35 @@ fn store_entries(
             Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(read_err)?)
         }
     };
-    let mut tar = tar::Archive::new(stream);
+    let limits = archive_limits();
+    let mut tar = TarStream::new(stream, limits);
+    let tar_err = |err: TarError| match err {
+        TarError::Limit(limit) => ImportError::Refused {
+            archive: archive.to_path_buf(),
+            limit,
+        },
+        TarError::Read(source) => read_err(source),
+        other => ImportError::Tar {
+            archive: archive.to_path_buf(),
+            source: other,
+        },
+    };
     let mut files = ArchiveFiles::default();
     let mut buffer = vec![0u8; COPY_BUFFER];
-    for entry in tar.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
-        let path = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-        match entry.header().entry_type() {
+    let mut count = 0u64;
+    while let Some(entry) = tar.next_entry().map_err(tar_err)? {
+        count += 1;
+        if count > limits.max_entries {
+            return Err(tar_err(TarError::Limit(LimitError::TooManyEntries {
+                limit: limits.max_entries,
+            })));
+        }
+        let path = normalize(&String::from_utf8_lossy(&entry.path));
+        match entry.kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Symlink => {
-                if let Some(target) = entry.link_name_bytes() {
-                    let target = String::from_utf8_lossy(&target).into_owned();
+                if let Some(target) = &entry.link {
+                    let target = String::from_utf8_lossy(target).into_owned();
                     let parent = Path::new(&path).parent().unwrap_or(Path::new(""));
                     files.links.insert(
                         path.clone(),
@@ -231,25 +266,50 @@ fn store_entries(
             path.as_str(),
             "index.json" | "manifest.json" | "oci-layout" | "repositories"
         ) {
-            if entry.size() > MAX_METADATA_BYTES {
+            if entry.size > MAX_METADATA_BYTES {
                 return Err(ImportError::BadFile {
                     archive: archive.to_path_buf(),
                     file: path,
-                    reason: format!("{} bytes is too large for image metadata", entry.size()),
+                    reason: format!("{} bytes is too large for image metadata", entry.size),
                 });
             }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(read_err)?;
+            tar.data().read_to_end(&mut bytes).map_err(read_err)?;
             files.metadata.insert(path, bytes);
             continue;
         }
+        if entry.sparse {
+            // A sparse entry expands a few bytes of archive into any size.
+            return Err(ImportError::BadFile {
+                archive: archive.to_path_buf(),
+                file: path,
+                reason: "it is a sparse file, which no image blob is".into(),
+            });
+        }
+        // Checked before the blob is written: a compressed archive could
+        // otherwise fill the store's disk with one blob.
+        Budget::new(UnpackLimits::default(), File::open(content.root()).ok())
+            .file(&entry.path, entry.size)
+            .map_err(|limit| tar_err(TarError::Limit(limit)))?;
+        let mut data = tar.data();
         let stored = match layout_digest(&path) {
-            Some(digest) => store_known(content, lease, archive, &digest, &mut entry, &mut buffer)?,
-            None => store_unknown(content, lease, archive, &mut entry, &mut buffer)?,
+            Some(digest) => store_known(content, lease, archive, &digest, &mut data, &mut buffer)?,
+            None => store_unknown(content, lease, archive, &mut data, &mut buffer)?,
         };
         files.blobs.insert(path, stored);
     }
     Ok(files)
+}
+
+/// The limits an archive is read under: a layer's header limits, no size
+/// limit (the archive is a file the operator chose; its layers get theirs
+/// when they are unpacked), and at most [`MAX_ARCHIVE_ENTRIES`] entries.
+fn archive_limits() -> UnpackLimits {
+    UnpackLimits {
+        max_layer_bytes: u64::MAX,
+        max_entries: MAX_ARCHIVE_ENTRIES,
+        ..UnpackLimits::default()
+    }
 }
 
 /// Per-layer `VERSION` and `json` files of the legacy `docker save` format

@@ -32,6 +32,7 @@ use super::meta::{self, ImageRecord, LayerRecord, Lease, ManifestRecord, MetaErr
 use super::remote::{FetchedImage, Platform};
 use super::snapshot::{self, LayerPlan, SnapshotError, Snapshotter};
 use super::streaming::StreamingUnpack;
+use super::unpack::UnpackLimits;
 use crate::paths::Paths;
 
 /// The image reference type of the whole service (parsed and normalised by
@@ -84,6 +85,8 @@ pub struct ServiceOptions {
     /// How long a lease lives without progress before GC may ignore it.
     pub lease_ttl: Duration,
     pub gc: GcOptions,
+    /// What one layer may cost (size, entries, depth, header records).
+    pub limits: UnpackLimits,
 }
 
 impl Default for ServiceOptions {
@@ -92,6 +95,7 @@ impl Default for ServiceOptions {
             unpack_parallelism: 2,
             lease_ttl: Duration::from_secs(3600),
             gc: GcOptions::default(),
+            limits: UnpackLimits::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ impl ImageService {
     pub fn with_options(paths: &Paths, options: ServiceOptions) -> Result<Self> {
         Ok(Self {
             content: ContentStore::open(paths.content())?,
-            snapshots: Snapshotter::open(paths.snapshots())?,
+            snapshots: Snapshotter::open(paths.snapshots())?.with_limits(options.limits),
             meta: MetaStore::open(&paths.database())?,
             options,
         })

@@ -31,17 +31,24 @@ use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
 use super::content::{ContentError, ContentStore, sha256_hex};
-use super::unpack::{UnpackError, unpack_layer};
+use super::unpack::{LimitError, UnpackError, UnpackLimits, unpack_layer};
 
 const STAGING: &str = ".staging";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("unpacking layer {layer}: {source}")]
+    #[error("unpacking layer {layer}")]
     Unpack {
         layer: String,
         #[source]
         source: UnpackError,
+    },
+    /// The layer broke a limit (see [`UnpackLimits`]): nothing was kept.
+    #[error("layer {layer} refused")]
+    Refused {
+        layer: String,
+        #[source]
+        limit: LimitError,
     },
     #[error(
         "layer {layer} unpacked to diffID {actual}, but the image config says {expected}; nothing was stored"
@@ -95,10 +102,12 @@ pub struct LayerPlan {
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     dir: PathBuf,
+    limits: UnpackLimits,
 }
 
 impl Snapshotter {
-    /// Opens the snapshot directory (normally `Paths::snapshots()`).
+    /// Opens the snapshot directory (normally `Paths::snapshots()`);
+    /// layers are unpacked under the default [`UnpackLimits`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         let staging = dir.join(STAGING);
@@ -107,7 +116,19 @@ impl Snapshotter {
             .mode(0o700)
             .create(&staging)
             .map_err(io_err("creating", &staging))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            limits: UnpackLimits::default(),
+        })
+    }
+
+    /// Unpacks layers under `limits` from now on.
+    pub fn with_limits(self, limits: UnpackLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    pub fn limits(&self) -> &UnpackLimits {
+        &self.limits
     }
 
     pub fn dir(&self) -> &Path {
@@ -194,7 +215,7 @@ impl Snapshotter {
             "{}-",
             sha256_hex(&layer.chain_id).map_err(content_err)?
         ))?;
-        match fill_staging(blob, layer, &staging) {
+        match fill_staging(blob, layer, &staging, &self.limits) {
             Ok(file_bytes) => Ok(Some(Filled {
                 staging,
                 target,
@@ -417,11 +438,22 @@ impl Filled {
 
 /// Unpacks `blob` into `staging` and checks the diffID; returns the file
 /// bytes written.
-fn fill_staging(blob: impl Read + Send, layer: &LayerPlan, staging: &Path) -> Result<u64> {
+fn fill_staging(
+    blob: impl Read + Send,
+    layer: &LayerPlan,
+    staging: &Path,
+    limits: &UnpackLimits,
+) -> Result<u64> {
     let unpacked =
-        unpack_layer(blob, &layer.media_type, staging).map_err(|source| SnapshotError::Unpack {
-            layer: layer.blob.to_string(),
-            source,
+        unpack_layer(blob, &layer.media_type, staging, limits).map_err(|source| match source {
+            UnpackError::Refused(limit) => SnapshotError::Refused {
+                layer: layer.blob.to_string(),
+                limit,
+            },
+            source => SnapshotError::Unpack {
+                layer: layer.blob.to_string(),
+                source,
+            },
         })?;
     if unpacked.diff_id != layer.diff_id {
         return Err(SnapshotError::DiffIdMismatch {
@@ -433,32 +465,41 @@ fn fill_staging(blob: impl Read + Send, layer: &LayerPlan, staging: &Path) -> Re
     Ok(unpacked.file_bytes)
 }
 
-/// Deletes a detached or failed tree; errors are logged, not fatal (GC
-/// retries stale staging directories later).
-pub fn remove_tree(path: &Path) {
-    // std's remove_dir_all does not follow symlinks, so a hostile layer's
-    // links cannot make this delete anything outside `path`.
-    if let Err(err) = fs::remove_dir_all(path)
-        && err.kind() != io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), %err, "could not remove a staging directory; GC will retry");
+/// Deletes a detached or failed tree (a layer's files: any depth, any
+/// symlinks). Returns whether it is gone; errors are logged, not fatal
+/// (GC retries stale staging directories later).
+pub fn remove_tree(path: &Path) -> bool {
+    match crate::fsutil::remove_tree(path) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %crate::status::chain(&err), "could not remove a staging directory; GC will retry");
+            false
+        }
     }
 }
 
 /// File bytes under `dir` (regular files only, hardlinks counted once per
-/// link), for snapshots whose size was never recorded.
+/// link), for snapshots whose size was never recorded. Iterative: a
+/// snapshot's depth is the layer's choice. Paths longer than the kernel
+/// accepts are skipped.
 pub fn disk_usage(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => disk_usage(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(kind) if kind.is_file() => {
+                    total += entry.metadata().map_or(0, |m| m.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// The process that created a staging entry (`<anything>-<pid>-<rand>`).

@@ -26,11 +26,15 @@
 //! (sha256 of the uncompressed stream) is computed on the way and returned:
 //! the caller compares it with the image config.
 
+pub(crate) mod budget;
 mod entry_path;
+pub mod limits;
 pub(crate) mod pipe;
+pub mod tarstream;
 mod writer;
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -39,8 +43,11 @@ use oci_spec::image::Digest;
 use rustix::fs::Timespec;
 use tar::EntryType;
 
+use budget::Budget;
 use entry_path::EntryTarget;
 pub use entry_path::PathProblem;
+pub use limits::{LimitError, UnpackLimits};
+use tarstream::{TarEntry, TarError, TarStream};
 pub use writer::OPAQUE_XATTR;
 use writer::{LayerWriter, Meta, NodeKind};
 
@@ -52,6 +59,11 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    /// The layer broke one of its [`UnpackLimits`].
+    #[error(transparent)]
+    Refused(LimitError),
+    #[error(transparent)]
+    Tar(TarError),
     #[error("media type {media_type} is not a layer type berth can unpack")]
     UnsupportedMediaType { media_type: String },
     #[error("the layer is declared as {media_type}, but its content is {found}")]
@@ -59,13 +71,13 @@ pub enum UnpackError {
         media_type: String,
         found: &'static str,
     },
-    #[error("refusing entry `{path}`: {problem}")]
+    #[error("refusing entry `{path}`")]
     UnsafePath {
         path: String,
         #[source]
         problem: PathProblem,
     },
-    #[error("refusing hardlink `{path}` -> `{target}`: {problem}")]
+    #[error("refusing hardlink `{path}` -> `{target}`")]
     UnsafeLinkTarget {
         path: String,
         target: String,
@@ -76,26 +88,47 @@ pub enum UnpackError {
     UnsupportedEntry { path: String, kind: String },
     #[error("entry `{path}` has a bad header: {detail}")]
     BadHeader { path: String, detail: String },
-    #[error("reading the layer archive at `{}`: {source}", path.display())]
+    #[error("reading the layer archive at `{}`", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{op} `{}`: {source}", path.display())]
+    #[error("{op} `{}`", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{op} `{}` inside the layer root: {source}", path.display())]
+    #[error("replacing directory `{}`", path.display())]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::fsutil::RemoveError>,
+    },
+    #[error("{op} `{}` inside the layer root", path.display())]
     Confined {
         op: &'static str,
         path: PathBuf,
         #[source]
         source: pathrs::error::Error,
     },
+}
+
+impl From<TarError> for UnpackError {
+    fn from(err: TarError) -> Self {
+        match err {
+            TarError::Limit(limit) => Self::Refused(limit),
+            other => Self::Tar(other),
+        }
+    }
+}
+
+impl From<LimitError> for UnpackError {
+    fn from(limit: LimitError) -> Self {
+        Self::Refused(limit)
+    }
 }
 
 /// How a layer blob is compressed.
@@ -174,6 +207,7 @@ pub fn unpack_layer(
     blob: impl Read + Send,
     media_type: &str,
     dest: &Path,
+    limits: &UnpackLimits,
 ) -> Result<UnpackedLayer, UnpackError> {
     let declared = Compression::from_media_type(media_type)?;
     let mut blob = BufReader::with_capacity(BLOB_BUFFER, blob);
@@ -200,7 +234,7 @@ pub fn unpack_layer(
     };
     std::thread::scope(|scope| {
         let (tar_bytes, hashing) = pipe::read_ahead_hashed(scope, tar_stream);
-        let extracted = extract(tar_bytes, dest);
+        let extracted = extract(tar_bytes, dest, limits);
         // The reader is gone now, so the hashing thread ends either way.
         let hash = hashing.join().map_err(|_| UnpackError::Read {
             path: PathBuf::from("<decompression>"),
@@ -225,51 +259,54 @@ pub fn unpack_layer(
 /// Extracts the tar stream into `dest` and reads it to its end (the diffID
 /// covers what follows the end-of-archive marker too). Returns the entries
 /// and regular-file bytes written.
-fn extract(tar_bytes: impl Read, dest: &Path) -> Result<(u64, u64), UnpackError> {
-    let mut archive = tar::Archive::new(tar_bytes);
+fn extract(
+    tar_bytes: impl Read,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<(u64, u64), UnpackError> {
+    let mut stream = TarStream::new(tar_bytes, *limits);
     let mut writer = LayerWriter::new(dest)?;
+    let mut budget = Budget::new(*limits, File::open(dest).ok());
     let mut entries = 0u64;
     let mut file_bytes = 0u64;
-    let iter = archive.entries().map_err(|source| UnpackError::Read {
-        path: PathBuf::new(),
-        source,
-    })?;
-    let mut last_path = PathBuf::new();
-    for entry in iter {
-        let entry = entry.map_err(|source| UnpackError::Read {
-            path: last_path.clone(),
-            source,
-        })?;
-        let raw_path = entry.path_bytes().into_owned();
-        last_path = PathBuf::from(OsString::from_vec(raw_path.clone()));
-        file_bytes += unpack_entry(&mut writer, entry, &raw_path)?;
+    while let Some(entry) = stream.next_entry()? {
+        budget.entry()?;
+        file_bytes += unpack_entry(&mut writer, &mut stream, &entry, &mut budget)
+            .map_err(refused_if_limit)?;
         entries += 1;
     }
     writer.finish()?;
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| UnpackError::Read {
-        path: PathBuf::from("<end of archive>"),
-        source,
-    })?;
+    stream.drain()?;
     Ok((entries, file_bytes))
+}
+
+/// A read error that is a limit the stream enforced (inside file data)
+/// is a refusal.
+fn refused_if_limit(err: UnpackError) -> UnpackError {
+    if let UnpackError::Read { source, .. } = &err
+        && let Some(limit) = limits::limit_in(source)
+    {
+        return UnpackError::Refused(limit.clone());
+    }
+    err
 }
 
 /// Writes one entry; returns the regular-file bytes it wrote.
 fn unpack_entry<R: Read>(
     writer: &mut LayerWriter,
-    mut entry: tar::Entry<'_, R>,
-    raw_path: &[u8],
+    stream: &mut TarStream<R>,
+    entry: &TarEntry,
+    budget: &mut Budget,
 ) -> Result<u64, UnpackError> {
+    let raw_path = &entry.path;
     let shown = entry_path::display(raw_path);
-    let kind = entry.header().entry_type();
-    if matches!(kind, EntryType::XGlobalHeader) {
-        return Ok(0);
-    }
+    let kind = entry.kind;
     let target = entry_path::classify(raw_path).map_err(|problem| UnpackError::UnsafePath {
         path: shown.clone(),
         problem,
     })?;
-    let meta = read_meta(&mut entry, &shown)?;
+    budget.depth(raw_path, target.depth())?;
+    let meta = read_meta(entry, &shown)?;
     let path = match target {
         EntryTarget::Ignored => return Ok(0),
         EntryTarget::Opaque(dir) => {
@@ -295,26 +332,27 @@ fn unpack_entry<R: Read>(
     };
     match kind {
         EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-            writer.regular(&path, &name, &meta, &mut entry)
+            budget.file(raw_path, entry.size)?;
+            writer.regular(&path, &name, &meta, &mut stream.data())
         }
         EntryType::Directory => writer.directory(&path, &name, &meta).map(|()| 0),
         EntryType::Symlink => {
-            let target = link_target(&entry, &shown)?;
-            writer.symlink(&path, &name, &target, &meta).map(|()| 0)
+            let target = link_target(entry, &shown)?;
+            writer.symlink(&path, &name, target, &meta).map(|()| 0)
         }
         EntryType::Link => {
-            let raw_target = link_target(&entry, &shown)?;
-            let target = entry_path::sanitize(&raw_target).map_err(|problem| {
+            let raw_target = link_target(entry, &shown)?;
+            let target = entry_path::sanitize(raw_target).map_err(|problem| {
                 UnpackError::UnsafeLinkTarget {
                     path: shown.clone(),
-                    target: entry_path::display(&raw_target),
+                    target: entry_path::display(raw_target),
                     problem,
                 }
             })?;
             writer.hardlink(&path, &name, &target).map(|()| 0)
         }
         EntryType::Char | EntryType::Block => {
-            let dev = device_number(&entry, &shown)?;
+            let dev = device_number(&entry.header, &shown)?;
             let node = if kind == EntryType::Char {
                 NodeKind::Char(dev)
             } else {
@@ -330,10 +368,10 @@ fn unpack_entry<R: Read>(
     }
 }
 
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>, UnpackError> {
+fn link_target<'e>(entry: &'e TarEntry, shown: &str) -> Result<&'e [u8], UnpackError> {
     entry
-        .link_name_bytes()
-        .map(|target| target.into_owned())
+        .link
+        .as_deref()
         .filter(|target| !target.is_empty())
         .ok_or_else(|| UnpackError::BadHeader {
             path: shown.to_owned(),
@@ -341,11 +379,7 @@ fn link_target<R: Read>(entry: &tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8
         })
 }
 
-fn device_number<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    shown: &str,
-) -> Result<rustix::fs::Dev, UnpackError> {
-    let header = entry.header();
+fn device_number(header: &tar::Header, shown: &str) -> Result<rustix::fs::Dev, UnpackError> {
     let bad = |err: io::Error| UnpackError::BadHeader {
         path: shown.to_owned(),
         detail: format!("device number: {err}"),
@@ -355,12 +389,12 @@ fn device_number<R: Read>(
     Ok(rustix::fs::makedev(major, minor))
 }
 
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta, UnpackError> {
+fn read_meta(entry: &TarEntry, shown: &str) -> Result<Meta, UnpackError> {
     let bad = |detail: String| UnpackError::BadHeader {
         path: shown.to_owned(),
         detail,
     };
-    let header = entry.header();
+    let header = &entry.header;
     let id = |value: io::Result<u64>, field: &str| -> Result<u32, UnpackError> {
         let value = value.map_err(|err| bad(format!("{field}: {err}")))?;
         // u32::MAX means "leave unchanged" to chown, so it is no valid id.
@@ -377,26 +411,14 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta
         tv_sec: i64::try_from(header_mtime).unwrap_or(i64::MAX),
         tv_nsec: 0,
     };
-    let mut xattrs = Vec::new();
-    if let Some(extensions) = entry
-        .pax_extensions()
-        .map_err(|err| bad(format!("PAX extensions: {err}")))?
-    {
-        for extension in extensions {
-            let extension = extension.map_err(|err| bad(format!("PAX extensions: {err}")))?;
-            let key = extension.key_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push((
-                    OsString::from_vec(name.to_vec()),
-                    extension.value_bytes().to_vec(),
-                ));
-            } else if key == b"mtime"
-                && let Some(precise) = parse_pax_time(extension.value_bytes())
-            {
-                mtime = precise;
-            }
-        }
+    if let Some(precise) = entry.pax_mtime.as_deref().and_then(parse_pax_time) {
+        mtime = precise;
     }
+    let xattrs = entry
+        .xattrs
+        .iter()
+        .map(|(name, value)| (OsString::from_vec(name.clone()), value.clone()))
+        .collect();
     Ok(Meta {
         uid,
         gid,
@@ -527,6 +549,7 @@ mod tests {
             &[0x1f, 0x8b, 8, 0, 0, 0][..],
             "application/vnd.oci.image.layer.v1.tar",
             dir.path(),
+            &UnpackLimits::default(),
         )
         .expect_err("mismatch");
         assert!(
@@ -539,5 +562,116 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    const PLAIN: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    /// A tar of regular files (path, content), GNU long names as needed.
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(1_700_000_000);
+            builder
+                .append_data(&mut header, path, *data)
+                .expect("appending");
+        }
+        builder.into_inner().expect("finishing")
+    }
+
+    fn refused(tar: &[u8], limits: &UnpackLimits) -> LimitError {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match unpack_layer(tar, PLAIN, dir.path(), limits) {
+            Err(UnpackError::Refused(limit)) => limit,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_path_deeper_than_the_limit_is_refused() {
+        let deep = format!("{}f", "d/".repeat(9));
+        let limits = UnpackLimits {
+            max_depth: 9,
+            ..UnpackLimits::default()
+        };
+        assert!(matches!(
+            refused(&tar_of(&[("ok", b"x"), (&deep, b"x")]), &limits),
+            LimitError::TooDeep {
+                depth: 10,
+                limit: 9,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_before_its_data_is_read() {
+        // The header claims 2 MiB, and no data follows: a reader that
+        // started writing would fail on the missing bytes instead.
+        let mut header = tar::Header::new_gnu();
+        header.set_path("big").expect("path");
+        header.set_size(2 << 20);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        let limits = UnpackLimits {
+            max_layer_bytes: 1 << 20,
+            ..UnpackLimits::default()
+        };
+        assert!(matches!(
+            refused(header.as_bytes(), &limits),
+            LimitError::FilesTooLarge { limit, .. } if limit == 1 << 20
+        ));
+    }
+
+    #[test]
+    fn entries_over_the_limit_are_refused() {
+        let limits = UnpackLimits {
+            max_entries: 2,
+            ..UnpackLimits::default()
+        };
+        let tar = tar_of(&[("a", b""), ("b", b""), ("c", b"")]);
+        assert_eq!(
+            refused(&tar, &limits),
+            LimitError::TooManyEntries { limit: 2 }
+        );
+    }
+
+    #[test]
+    fn trees_deeper_than_the_open_directories_unpack_whole() {
+        // Down past the fds the writer keeps open, back up into levels it
+        // closed, and down a second deep branch.
+        let deep =
+            |top: &str, levels: usize, name: &str| format!("{top}/{}{name}", "l/".repeat(levels));
+        let files = [
+            (deep("a", 45, "one"), &b"1"[..]),
+            ("a/top".to_owned(), b"2"),
+            (deep("a", 40, "two"), b"3"),
+            (deep("b", 50, "three"), b"4"),
+            (deep("a", 3, "four"), b"5"),
+        ];
+        let listed: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), *d)).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unpacked = unpack_layer(
+            &tar_of(&listed)[..],
+            PLAIN,
+            dir.path(),
+            &UnpackLimits::default(),
+        )
+        .expect("unpacked");
+        assert_eq!(unpacked.entries, 5);
+        for (path, data) in &files {
+            assert_eq!(
+                std::fs::read(dir.path().join(path)).expect(path),
+                *data,
+                "{path}"
+            );
+        }
     }
 }

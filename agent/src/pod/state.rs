@@ -199,7 +199,7 @@ impl PodState {
         let mut bytes =
             serde_json::to_vec_pretty(self).map_err(|err| write_err(std::io::Error::other(err)))?;
         bytes.push(b'\n');
-        crate::status::persist::write_atomic(&path, &bytes, 0o600).map_err(write_err)
+        crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(write_err)
     }
 
     /// Forgets the pod (after everything it had is gone).

@@ -261,25 +261,13 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
 /// Writes `config.json` into `bundle_dir` atomically, readable by root
 /// only (it holds the environment, which may carry secrets).
 pub fn write(bundle_dir: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = bundle_dir.join("config.json");
-    let tmp = bundle_dir.join(".config.json.tmp");
     let err = |source| BundleError::Write {
         path: path.clone(),
         source,
     };
     let json = serde_json::to_vec_pretty(spec).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(&json).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    crate::fsutil::write_atomic(&path, &json, 0o600).map_err(err)?;
     Ok(path)
 }
 

@@ -92,6 +92,7 @@ impl Runtime {
         let mut errors = Vec::new();
         let dir = self.inner.paths.shim_dir(id);
         let bundle_dir = self.inner.paths.bundle(id);
+        let before_unmount = errors.len();
         errors.extend(
             volumes::unmount_under(&bundle_dir)
                 .iter()
@@ -111,7 +112,13 @@ impl Runtime {
                     .map(ToString::to_string),
             );
         }
+        // After a failed unmount something may still be mounted in the
+        // bundle (a hostPath subPath): it stays for a later cleanup.
+        let unmounted = errors.len() == before_unmount;
         for path in [&bundle_dir, &dir] {
+            if path == &bundle_dir && !unmounted {
+                continue;
+            }
             if let Err(err) = crate::fsutil::remove_dir_all_if_exists(path) {
                 errors.push(format!("removing {}: {err}", path.display()));
             }

@@ -98,11 +98,13 @@ pub fn create(
 }
 
 /// Unmounts the rootfs of container `id` (if mounted) and deletes its
-/// writable layer. Returns every failure.
+/// writable layer. Returns every failure. While the overlay may still be
+/// mounted, the layer under it stays.
 pub fn remove(paths: &Paths, id: &str, mount_point: &Path) -> Vec<RootfsError> {
     let mut errors = Vec::new();
     if let Err(err) = unmount(mount_point) {
         errors.push(err);
+        return errors;
     }
     let layer_dir = paths.container_layer(id);
     if let Err(source) = remove_dir_all_if_exists(&layer_dir) {

@@ -179,7 +179,8 @@ impl PodSandbox {
             (&sandbox.hostname_file, &format!("{}\n", pod.hostname)),
             (&sandbox.resolv_conf, etc.resolv_conf.as_str()),
         ] {
-            write_atomic(path, content.as_bytes()).map_err(io("writing", path))?;
+            crate::fsutil::write_atomic(path, content.as_bytes(), 0o644)
+                .map_err(io("writing", path))?;
         }
         Ok(sandbox)
     }
@@ -229,19 +230,4 @@ impl PodSandbox {
 
 fn pod_name(pod: &PodInfo) -> String {
     format!("{}/{}", pod.namespace, pod.name)
-}
-
-fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    file.write_all(content)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

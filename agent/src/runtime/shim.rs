@@ -330,14 +330,7 @@ pub fn write_record(state_dir: &Path, record: &ContainerRecord) -> Result<(), Sh
         path: path.clone(),
         source: std::io::Error::other(e),
     })?;
-    let tmp = state_dir.join(format!(".{RECORD_FILE}.tmp"));
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(io("creating"))?;
-        file.write_all(&json).map_err(io("writing"))?;
-        file.sync_all().map_err(io("syncing"))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io("renaming into place"))
+    crate::fsutil::write_atomic(&path, &json, 0o600).map_err(io("writing"))
 }
 
 /// Waits until the shim of `state_dir` has written the exit file, at most

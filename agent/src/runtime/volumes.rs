@@ -131,6 +131,10 @@ pub fn remove_pod_volumes(paths: &Paths, pod_uid: &str) -> Vec<VolumeError> {
     let mut errors = Vec::new();
     let run_volumes = paths.pod_run_dir(pod_uid).join("volumes");
     errors.extend(unmount_under(&run_volumes));
+    if !errors.is_empty() {
+        // Something may still be mounted there: it stays, with its content.
+        return errors;
+    }
     for dir in [run_volumes, paths.pod_state_dir(pod_uid)] {
         if let Err(source) = crate::fsutil::remove_dir_all_if_exists(&dir) {
             errors.push(VolumeError::Io {
@@ -144,10 +148,20 @@ pub fn remove_pod_volumes(paths: &Paths, pod_uid: &str) -> Vec<VolumeError> {
     errors
 }
 
-/// Unmounts everything mounted at or below `dir`, deepest first.
+/// Unmounts everything mounted at or below `dir`, deepest first. Not
+/// knowing what is mounted is an error too: the caller must then not
+/// delete `dir`.
 pub fn unmount_under(dir: &Path) -> Vec<VolumeError> {
-    let Ok(mounts) = mountinfo::read() else {
-        return Vec::new();
+    let mounts = match mountinfo::read() {
+        Ok(mounts) => mounts,
+        Err(source) => {
+            return vec![io_err(
+                "",
+                "reading",
+                Path::new("/proc/self/mountinfo"),
+                source,
+            )];
+        }
     };
     mountinfo::mounts_under(&mounts, dir)
         .into_iter()
@@ -310,7 +324,7 @@ pub fn write_files(
         for entry in entries.flatten() {
             let path = entry.path();
             let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
+                crate::fsutil::remove_dir_all_if_exists(&path)
             } else {
                 std::fs::remove_file(&path)
             };

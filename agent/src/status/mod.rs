@@ -9,7 +9,6 @@
 
 pub mod details;
 pub mod events;
-pub mod persist;
 mod reporter;
 mod store;
 pub mod time;
@@ -230,7 +229,7 @@ impl StatusDocument {
         let mut bytes =
             serde_json::to_vec_pretty(self).map_err(|e| write_err(std::io::Error::other(e)))?;
         bytes.push(b'\n');
-        persist::write_atomic(path, &bytes, 0o644).map_err(write_err)
+        crate::fsutil::write_atomic(path, &bytes, 0o644).map_err(write_err)
     }
 }
 

@@ -63,6 +63,24 @@ pub enum EntryTarget {
     Ignored,
 }
 
+impl EntryTarget {
+    /// Directory levels the entry reaches below the root (`a/b` is 2).
+    pub fn depth(&self) -> usize {
+        match self {
+            Self::Plain(path) | Self::Whiteout(path) => path.depth(),
+            Self::Opaque(dir) => dir.components().count() + 1,
+            Self::Ignored => 0,
+        }
+    }
+}
+
+impl EntryPath {
+    /// Components of the whole path (0 for the root).
+    pub fn depth(&self) -> usize {
+        self.parent.components().count() + usize::from(self.name.is_some())
+    }
+}
+
 /// Splits raw path bytes into safe components.
 pub fn sanitize(raw: &[u8]) -> Result<EntryPath, PathProblem> {
     if raw.contains(&0) {
@@ -179,6 +197,14 @@ mod tests {
                 display(raw)
             );
         }
+    }
+
+    #[test]
+    fn depth_counts_every_level() {
+        assert_eq!(classify(b"a/b/c").expect("ok").depth(), 3);
+        assert_eq!(classify(b"./").expect("ok").depth(), 0);
+        assert_eq!(classify(b"a/.wh.b").expect("ok").depth(), 2);
+        assert_eq!(classify(b"a/b/.wh..wh..opq").expect("ok").depth(), 3);
     }
 
     #[test]

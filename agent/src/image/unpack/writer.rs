@@ -33,6 +33,13 @@ const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
 
 /// Copy buffer for file contents: large reads keep the decompressor busy.
 const COPY_BUFFER: usize = 1 << 20;
+/// Directory fds [`Dirs`] keeps open (the deepest levels of the last
+/// parent): a layer's depth must not decide how many fds an unpack holds.
+const MAX_OPEN_DIRS: usize = 32;
+/// Path bytes of directories whose mtime is set at the end. A layer of
+/// many deep directories would otherwise decide how much memory this
+/// takes; past it, directories keep the time of their unpacking.
+const MAX_DIR_TIMES_BYTES: usize = 64 << 20;
 
 /// Ownership, permissions, xattrs and times of one entry.
 #[derive(Debug, Clone)]
@@ -81,19 +88,37 @@ pub enum NodeKind {
 /// symlink is never followed, so this cannot leave the root. A parent that
 /// passes through a symlink (`lib -> usr/lib`, then `lib/x.so`) is resolved
 /// by `pathrs` (openat2 `RESOLVE_IN_ROOT`) instead, which follows it inside
-/// the root only.
+/// the root only. Only the deepest [`MAX_OPEN_DIRS`] levels of the stack
+/// stay open; a level above them is reopened from the root when needed.
 struct Dirs {
     root: Root,
     root_dir: File,
     root_setgid: bool,
-    /// Open directories from the root down: (name, fd, setgid bit).
-    stack: Vec<(OsString, OwnedFd, bool)>,
+    /// Directories from the root down to the last parent.
+    stack: Vec<Level>,
     /// The last parent `pathrs` resolved (through a symlink), with its
     /// setgid bit.
     resolved: Option<(PathBuf, OwnedFd, bool)>,
     /// Whether the parent [`Dirs::parent`] returned last has the setgid
     /// bit (new files in it get its group, not ours).
     last_setgid: bool,
+}
+
+/// A directory on the [`Dirs`] stack.
+struct Level {
+    name: OsString,
+    /// Open while the level is among the deepest [`MAX_OPEN_DIRS`].
+    fd: Option<OwnedFd>,
+    setgid: bool,
+}
+
+impl Level {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd
+            .as_ref()
+            .expect("the deepest levels of the stack are open")
+            .as_fd()
+    }
 }
 
 /// Why the fast walk stopped.
@@ -116,9 +141,9 @@ impl Dirs {
         }
         match self.walk(parent, true) {
             Ok(()) => {
-                let (_, fd, setgid) = self.stack.last().expect("a non-empty parent was walked");
-                self.last_setgid = *setgid;
-                Ok(fd.as_fd())
+                let level = self.stack.last().expect("a non-empty parent was walked");
+                self.last_setgid = level.setgid;
+                Ok(level.fd())
             }
             Err(Walk::NotPlain) => {
                 self.stack.clear();
@@ -138,7 +163,7 @@ impl Dirs {
     /// followed if it is a symlink).
     fn existing(&mut self, path: &Path) -> Option<BorrowedFd<'_>> {
         match self.walk(path, false) {
-            Ok(()) => self.stack.last().map(|(_, fd, _)| fd.as_fd()),
+            Ok(()) => self.stack.last().map(Level::fd),
             Err(Walk::NotPlain) => {
                 self.stack.clear();
                 let dir = self
@@ -163,17 +188,50 @@ impl Dirs {
             .stack
             .iter()
             .zip(&names)
-            .take_while(|((have, _, _), want)| have.as_os_str() == **want)
+            .take_while(|(have, want)| have.name.as_os_str() == **want)
             .count();
         self.stack.truncate(common);
+        self.reopen_last()?;
         for name in &names[common..] {
             let at = match self.stack.last() {
-                Some((_, fd, _)) => fd.as_fd(),
+                Some(level) => level.fd(),
                 None => self.root_dir.as_fd(),
             };
             let fd = open_dir(at, name, create)?;
             let setgid = is_setgid(&fd);
-            self.stack.push(((*name).to_owned(), fd, setgid));
+            self.stack.push(Level {
+                name: (*name).to_owned(),
+                fd: Some(fd),
+                setgid,
+            });
+            if let Some(leaving) = self.stack.len().checked_sub(MAX_OPEN_DIRS + 1) {
+                self.stack[leaving].fd = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the deepest level again if it was closed: from the root down,
+    /// each component without following a symlink. Then only the deepest
+    /// [`MAX_OPEN_DIRS`] stay open.
+    fn reopen_last(&mut self) -> Result<(), Walk> {
+        if self.stack.last().is_none_or(|level| level.fd.is_some()) {
+            return Ok(());
+        }
+        for index in 0..self.stack.len() {
+            if self.stack[index].fd.is_some() {
+                continue;
+            }
+            let at = match index.checked_sub(1) {
+                Some(above) => self.stack[above].fd(),
+                None => self.root_dir.as_fd(),
+            };
+            let fd = open_dir(at, &self.stack[index].name, false)?;
+            self.stack[index].fd = Some(fd);
+        }
+        let closing = self.stack.len().saturating_sub(MAX_OPEN_DIRS);
+        for level in &mut self.stack[..closing] {
+            level.fd = None;
         }
         Ok(())
     }
@@ -235,6 +293,8 @@ pub struct LayerWriter {
     dirs: Dirs,
     /// Directory mtimes are set last: creating children changes them.
     dir_times: Vec<(PathBuf, Timestamps)>,
+    /// Path bytes in `dir_times`, bounded by [`MAX_DIR_TIMES_BYTES`].
+    dir_times_bytes: usize,
     buf: Vec<u8>,
 }
 
@@ -269,6 +329,7 @@ impl LayerWriter {
                 last_setgid: true,
             },
             dir_times: Vec::new(),
+            dir_times_bytes: 0,
             buf: vec![0; COPY_BUFFER],
         })
     }
@@ -367,8 +428,22 @@ impl LayerWriter {
             // setgid bit; files created in it from now on take its group.
             self.dirs.forget();
         }
-        self.dir_times.push((full, meta.times()));
+        self.remember_time(full, meta);
         Ok(())
+    }
+
+    fn remember_time(&mut self, path: PathBuf, meta: &Meta) {
+        let bytes = path.as_os_str().len();
+        if self.dir_times_bytes + bytes > MAX_DIR_TIMES_BYTES {
+            if self.dir_times_bytes <= MAX_DIR_TIMES_BYTES {
+                tracing::warn!(path = %path.display(), "too many directories to restore all their times; the rest keep the time of unpacking");
+                // Warned once.
+                self.dir_times_bytes = MAX_DIR_TIMES_BYTES + 1;
+            }
+            return;
+        }
+        self.dir_times_bytes += bytes;
+        self.dir_times.push((path, meta.times()));
     }
 
     pub fn symlink(
@@ -548,14 +623,13 @@ impl LayerWriter {
             .map_err(io_err("inspecting", &full))?;
         if FileType::from_raw_mode(existing.st_mode) == FileType::Directory {
             self.dirs.forget();
-            self.dirs
-                .root
-                .remove_all(&full)
-                .map_err(|source| UnpackError::Confined {
-                    op: "replacing directory",
+            let parent = self.dirs.parent(&path.parent)?;
+            crate::fsutil::remove_tree_at(parent, name, &full).map_err(|source| {
+                UnpackError::Replace {
                     path: full,
-                    source,
-                })?;
+                    source: Box::new(source),
+                }
+            })?;
         } else {
             rfs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err("replacing", &full))?;
         }

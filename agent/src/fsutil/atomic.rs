@@ -1,4 +1,5 @@
-//! Crash-safe file replacement: readers see the old file or the new one,
+//! Crash-safe file replacement (the one helper every file berth replaces
+//! goes through): readers see the old file or the new one,
 //! never a mix, and after a power loss the new one is either whole or absent.
 
 use std::fs::{self, File, OpenOptions};
