@@ -42,6 +42,14 @@ pub struct ImagesConfig {
     /// 30s). Connecting has its own limit: a host's `dial_timeout`.
     #[serde(with = "manifests::duration::config")]
     pub stall_timeout: std::time::Duration,
+    /// Pulls running at once, for pods and Image objects together (pods
+    /// that need an image being pulled share that pull). Default 4.
+    pub parallel_pulls: usize,
+    /// When no host of an image's registry answers and the image is in the
+    /// store, use the stored copy (event `PulledFromLocalStore`) and check
+    /// the tag again later. `false` is the kubelet's strict behaviour: the
+    /// pod waits for its registry. Default true.
+    pub offline_fallback: bool,
 }
 
 impl Default for ImagesConfig {
@@ -51,6 +59,8 @@ impl Default for ImagesConfig {
             auth_file: None,
             max_concurrent_downloads: None,
             stall_timeout: crate::image::remote::DEFAULT_STALL_TIMEOUT,
+            parallel_pulls: crate::image::manager::DEFAULT_PARALLEL_PULLS,
+            offline_fallback: true,
         }
     }
 }

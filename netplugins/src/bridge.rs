@@ -124,6 +124,9 @@ pub struct BridgeDriver {
     store: Arc<IpamStore>,
     host: Netlink,
     firewall_lock: tokio::sync::Mutex<()>,
+    /// Firewall applies asked for, and the count the last apply covered.
+    firewall_asked: std::sync::atomic::AtomicU64,
+    firewall_applied: std::sync::atomic::AtomicU64,
     startup_warnings: Vec<String>,
     hook: Option<StageHook>,
 }
@@ -264,6 +267,8 @@ impl BridgeDriver {
             store,
             host,
             firewall_lock: tokio::sync::Mutex::new(()),
+            firewall_asked: std::sync::atomic::AtomicU64::new(0),
+            firewall_applied: std::sync::atomic::AtomicU64::new(0),
             startup_warnings,
             hook: None,
         })
@@ -313,9 +318,20 @@ impl BridgeDriver {
     }
 
     /// Renders the table from every pod in the database and applies it.
-    /// Serialised, so the last apply always sees the latest pods.
+    /// Serialised, so the last apply always sees the latest pods; and
+    /// coalesced: a caller whose change an apply that began after it asked
+    /// already covered returns at once (twenty pods set up together after a
+    /// reboot cost a couple of applies, not twenty).
     async fn sync_firewall(&self) -> Result<(), NetError> {
+        use std::sync::atomic::Ordering;
+        let asked = self.firewall_asked.fetch_add(1, Ordering::SeqCst) + 1;
         let _turn = self.firewall_lock.lock().await;
+        if self.firewall_applied.load(Ordering::SeqCst) >= asked {
+            return Ok(());
+        }
+        // Every request counted so far changed the database before it
+        // asked: the render below sees all of them.
+        let covers = self.firewall_asked.load(Ordering::SeqCst);
         let store = self.store.clone();
         let network = self.config.network.clone();
         let pods = blocking(move || Ok(store.attachments(&network)?)).await?;
@@ -326,6 +342,7 @@ impl BridgeDriver {
             pods,
         })
         .await?;
+        self.firewall_applied.store(covers, Ordering::SeqCst);
         Ok(())
     }
 

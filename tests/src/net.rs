@@ -363,6 +363,47 @@ impl Drop for NetWorld {
 }
 
 impl NetWorld {
+    /// A power cut, as the next boot sees it: the agent and every process of
+    /// the world gone (SIGKILL), every mount and file of the run root (a
+    /// tmpfs) gone, the kernel's bridge, veths and nftables table gone; the
+    /// persistent root stays.
+    pub fn power_cut(&mut self) {
+        self.world.kill_agent();
+        for pid in self.world.processes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        crate::wait_until(crate::pods::POD_WAIT, "the containers to die", || {
+            self.world.processes().is_empty().then_some(())
+        });
+        let mut mounts = self.world.mounts();
+        mounts.reverse();
+        for mount in mounts {
+            match nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
+                // EINVAL: already gone with a parent mount.
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(err) => panic!("unmounting {}: {err}", mount.display()),
+            }
+        }
+        let run_root = &self.world.dirs.run_root;
+        std::fs::remove_dir_all(run_root).expect("emptying the run root");
+        std::fs::create_dir_all(run_root).expect("recreating the run root");
+        for link in self
+            .net
+            .prefixed_links()
+            .into_iter()
+            .chain([self.net.bridge.clone()])
+        {
+            let _ = Command::new("ip").args(["link", "del", &link]).output();
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.net.nft_table])
+            .output();
+        assert!(self.net.prefixed_links().is_empty() && self.net.rules().is_none());
+    }
+
     /// An agent with the bridge driver on a fresh [`BridgeNet`] (runc).
     pub fn bridge() -> Self {
         Self::bridge_with("")

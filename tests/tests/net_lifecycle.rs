@@ -6,9 +6,8 @@
 //! the next reconcile.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 
-use berth_e2e::net::{NetWorld, curl, free_port, http_get, pod_uid, run, running_with_ip};
+use berth_e2e::net::{NetWorld, curl, free_port, http_get, pod_ip, pod_uid, run, running_with_ip};
 use berth_e2e::pods::{POD_WAIT, running_pid};
 use berth_e2e::wait_until;
 
@@ -62,47 +61,8 @@ fn a_host_port_edit_recreates_the_pod_network_and_moves_the_port() {
     );
 }
 
-/// What a reboot takes away: every process of the world, every mount and
-/// file of the run root (a tmpfs), the kernel's bridge, veths and tables.
-fn reboot(net: &mut NetWorld) {
-    net.world.kill_agent();
-    for pid in net.world.processes() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    wait_until(POD_WAIT, "the containers to die", || {
-        net.world.processes().is_empty().then_some(())
-    });
-    let mut mounts = net.world.mounts();
-    mounts.reverse();
-    for mount in mounts {
-        match nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
-            // EINVAL: already gone with a parent mount.
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-            Err(err) => panic!("unmounting {}: {err}", mount.display()),
-        }
-    }
-    let run_root = &net.world.dirs.run_root;
-    std::fs::remove_dir_all(run_root).expect("emptying the run root");
-    std::fs::create_dir_all(run_root).expect("recreating the run root");
-    for link in net
-        .net
-        .prefixed_links()
-        .into_iter()
-        .chain([net.net.bridge.clone()])
-    {
-        let _ = Command::new("ip").args(["link", "del", &link]).output();
-    }
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", &net.net.nft_table])
-        .output();
-    assert!(net.net.prefixed_links().is_empty() && net.net.rules().is_none());
-}
-
 #[test]
-fn after_a_reboot_pods_come_back_with_working_networks_and_no_stale_lease() {
+fn after_a_reboot_pods_come_back_with_working_networks_and_their_addresses() {
     let mut net = NetWorld::bridge();
     net.world.start_agent();
     let ports = [free_port(), free_port()];
@@ -113,11 +73,23 @@ fn after_a_reboot_pods_come_back_with_working_networks_and_no_stale_lease() {
     let names = ["one".to_string(), "two".to_string()];
     let before = net.wait_pods(&names, "running with an address", POD_WAIT, running_with_ip);
 
-    reboot(&mut net);
+    net.power_cut();
     net.world.start_agent();
+    // The same pods (their leases survived in --root), with new containers.
     let after = net.wait_pods(&names, "back after the reboot", POD_WAIT, |p| {
-        running_with_ip(p) && before.iter().all(|b| pod_uid(b) != pod_uid(p))
+        running_with_ip(p)
+            && before
+                .iter()
+                .any(|b| pod_uid(b) == pod_uid(p) && running_pid(b, "web") != running_pid(p, "web"))
     });
+    for pod in &after {
+        let old = before
+            .iter()
+            .find(|b| b["name"] == pod["name"])
+            .expect("the same pod");
+        assert_eq!(pod_ip(pod), pod_ip(old), "the same address: {pod:#}");
+        assert_eq!(pod["details"]["pod"]["containers"][0]["restartCount"], 1);
+    }
     for (name, port) in names.iter().zip(ports) {
         assert_eq!(
             wait_until(POD_WAIT, "the hostPort after the reboot", || curl(
@@ -129,11 +101,7 @@ fn after_a_reboot_pods_come_back_with_working_networks_and_no_stale_lease() {
     }
     let mut uids: Vec<String> = after.iter().map(pod_uid).collect();
     uids.sort();
-    assert_eq!(
-        net.leased_pods(),
-        uids,
-        "only the new incarnations hold leases"
-    );
+    assert_eq!(net.leased_pods(), uids, "one lease per pod, kept");
     assert_eq!(net.net.veths().len(), 2, "one veth per pod");
     assert_eq!(net.netns_mounts().len(), 2, "one netns per pod");
 }

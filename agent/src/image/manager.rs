@@ -3,13 +3,25 @@
 //! image service. The pod and image reconcilers call [`ImageManager::ensure`];
 //! the registry reconciler calls [`ImageManager::set_hosts`].
 //!
-//! Pulls of one reference are single-flight: concurrent callers (two pods on
-//! one image, a pod and an Image object) wait for the first pull and then
-//! find the image present, instead of downloading it twice.
+//! Pulls of one reference are shared: every caller that needs a reference
+//! being pulled (twenty pods of one image after a power cut, a pod and an
+//! Image object) waits for that pull and takes its outcome — the image, or
+//! the real error — the moment it ends, instead of pulling again or
+//! backing off. A pull that succeeded less than [`RECENT_PULL`] ago answers
+//! an `Always` caller too. At most `[images] parallel-pulls` pulls run at
+//! once.
+//!
+//! Offline first (`[images] offline-fallback`, on by default): when no host
+//! of an image's registry answers and the image is in the store, the
+//! stored copy is used and the caller is told why ([`EnsuredImage::offline`]).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use oci_spec::image::ImageConfiguration;
 
@@ -47,7 +59,30 @@ pub enum EnsureError {
     },
     #[error("the image store task for {reference} stopped unexpectedly: {reason}")]
     Task { reference: String, reason: String },
+    /// The outcome of a pull another caller ran, shared.
+    #[error(transparent)]
+    Shared(Arc<EnsureError>),
 }
+
+impl EnsureError {
+    /// Whether no host of the image's registry answered at all (connection
+    /// refused, no route, timeouts): the registry is out of reach, as
+    /// opposed to refusing or not having the image.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Self::Pull { error, .. } => error.unreachable(),
+            Self::Shared(inner) => inner.unreachable(),
+            _ => false,
+        }
+    }
+}
+
+/// A pull that succeeded this recently answers an `Always` caller: a burst
+/// of pods on one tag (a restart after a power cut) resolves it once.
+pub const RECENT_PULL: Duration = Duration::from_secs(2);
+
+/// Pulls that run at once by default (`[images] parallel-pulls`).
+pub const DEFAULT_PARALLEL_PULLS: usize = 4;
 
 /// What [`ImageManager::ensure`] found or fetched.
 #[derive(Debug, Clone)]
@@ -55,6 +90,19 @@ pub struct EnsuredImage {
     pub record: ImageRecord,
     /// Whether this call downloaded it (for events and status).
     pub pulled: bool,
+    /// Why the stored copy is used although the policy asked for a pull:
+    /// no host of its registry answered.
+    pub offline: Option<String>,
+}
+
+impl EnsuredImage {
+    fn stored(record: ImageRecord) -> Self {
+        Self {
+            record,
+            pulled: false,
+            offline: None,
+        }
+    }
 }
 
 pub struct ImageManager {
@@ -64,7 +112,10 @@ pub struct ImageManager {
     /// The node's own credentials; a pod's pull secrets are merged over them.
     node_credentials: Credentials,
     platform: Platform,
-    pulls: PullGates,
+    pulls: Pulls,
+    /// Pulls running at once.
+    slots: Arc<Semaphore>,
+    offline_fallback: bool,
 }
 
 impl ImageManager {
@@ -89,8 +140,23 @@ impl ImageManager {
             puller,
             node_credentials: credentials,
             platform: Platform::host(),
-            pulls: PullGates::default(),
+            pulls: Pulls::default(),
+            slots: Arc::new(Semaphore::new(DEFAULT_PARALLEL_PULLS)),
+            offline_fallback: true,
         })
+    }
+
+    /// At most `n` pulls at once (`[images] parallel-pulls`).
+    pub fn with_parallel_pulls(mut self, n: usize) -> Self {
+        self.slots = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// Whether a stored image is used when its registry is out of reach
+    /// (`[images] offline-fallback`).
+    pub fn with_offline_fallback(mut self, fallback: bool) -> Self {
+        self.offline_fallback = fallback;
+        self
     }
 
     /// How long a registry may send nothing before its host is given up
@@ -143,10 +209,7 @@ impl ImageManager {
         match policy::decide(pull_policy, reference, present.is_some()) {
             PullDecision::UseLocal => {
                 if let Some(record) = present {
-                    return Ok(EnsuredImage {
-                        record,
-                        pulled: false,
-                    });
+                    return Ok(EnsuredImage::stored(record));
                 }
             }
             decision @ PullDecision::NotPresent { .. } => {
@@ -156,24 +219,71 @@ impl ImageManager {
             }
             PullDecision::Pull => {}
         }
-        let gate = self.pulls.gate(&reference.to_string());
-        let _only_pull_of_this_reference = gate.lock().await;
+        let platform = platform.unwrap_or(&self.platform);
+        let pull = self.pulls.entry(&format!("{reference} {platform}"));
+        let asked = Instant::now();
+        let _only_pull_of_this_reference = pull.gate.lock().await;
+        // A pull that ended while this call waited (or succeeded just
+        // before) answers it: the same outcome, at once.
+        if let Some(ended) = pull.last() {
+            match ended.outcome {
+                Outcome::Pulled(record)
+                    if ended.at >= asked || ended.at.elapsed() < RECENT_PULL =>
+                {
+                    return Ok(EnsuredImage::stored(record));
+                }
+                Outcome::Offline(record, why) if ended.at >= asked => {
+                    return Ok(EnsuredImage {
+                        offline: Some(why),
+                        ..EnsuredImage::stored(record)
+                    });
+                }
+                Outcome::Failed(err) if ended.at >= asked => return Err(EnsureError::Shared(err)),
+                _ => {}
+            }
+        }
         // Someone else may have pulled it while this call waited.
         if pull_policy != ImagePullPolicy::Always
-            && let Some(record) = self.resolve_for(reference, platform).await?
+            && let Some(record) = self
+                .resolve_for(reference, platform_filter(platform))
+                .await?
         {
-            return Ok(EnsuredImage {
-                record,
-                pulled: false,
-            });
+            return Ok(EnsuredImage::stored(record));
         }
         let credentials = pull_secrets.map(|secrets| merged(&self.node_credentials, secrets));
-        let platform = platform.unwrap_or(&self.platform);
-        let record = self.pull(reference, platform, credentials.as_ref()).await?;
-        Ok(EnsuredImage {
-            record,
-            pulled: true,
-        })
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the pull slots are never closed");
+        match self.pull(reference, platform, credentials.as_ref()).await {
+            Ok(record) => {
+                pull.ended(Outcome::Pulled(record.clone()));
+                Ok(EnsuredImage {
+                    pulled: true,
+                    ..EnsuredImage::stored(record)
+                })
+            }
+            Err(err) => match present.filter(|_| self.offline_fallback && err.unreachable()) {
+                Some(record) => {
+                    let why = format!(
+                        "no host of its registry answered ({}); the stored {} is used, and whether the tag still points to it is checked again later",
+                        one_line(&crate::status::chain(&err)),
+                        record.manifest_digest
+                    );
+                    tracing::warn!(image = %reference, %why, "pulled from the local store");
+                    pull.ended(Outcome::Offline(record.clone(), why.clone()));
+                    Ok(EnsuredImage {
+                        offline: Some(why),
+                        ..EnsuredImage::stored(record)
+                    })
+                }
+                None => {
+                    let err = Arc::new(err);
+                    pull.ended(Outcome::Failed(Arc::clone(&err)));
+                    Err(EnsureError::Shared(err))
+                }
+            },
+        }
     }
 
     /// Imports `archive` (an OCI archive or a `docker save` tarball of one
@@ -186,8 +296,8 @@ impl ImageManager {
         archive: &Path,
     ) -> Result<ImageRecord, EnsureError> {
         let name = reference.to_string();
-        let gate = self.pulls.gate(&name);
-        let _only_pull_of_this_reference = gate.lock().await;
+        let pull = self.pulls.entry(&format!("{name} {}", self.platform));
+        let _only_pull_of_this_reference = pull.gate.lock().await;
         let service = self.service.clone();
         let wanted = reference.clone();
         let archive_shown = archive.display().to_string();
@@ -340,30 +450,81 @@ fn merged(node: &Credentials, pull_secrets: Credentials) -> Credentials {
     merged
 }
 
-/// One gate per reference being pulled: holders of the same reference's
-/// gate run one at a time.
-#[derive(Default)]
-struct PullGates {
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+/// The platform filter for a stored copy: any copy counts for the host's
+/// own platform.
+fn platform_filter(platform: &Platform) -> Option<&Platform> {
+    (*platform != Platform::host()).then_some(platform)
 }
 
-impl PullGates {
-    fn gate(&self, reference: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self
-            .gates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget gates nobody holds, so the map stays as small as the set of
-        // pulls in progress.
-        gates.retain(|_, gate| Arc::strong_count(gate) > 1);
-        Arc::clone(gates.entry(reference.to_owned()).or_default())
+/// Joins a multi-line error (one line per registry host tried) into one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How the last pull of a reference ended.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pulled(ImageRecord),
+    /// No host answered; the stored copy was used (and why).
+    Offline(ImageRecord, String),
+    Failed(Arc<EnsureError>),
+}
+
+#[derive(Debug, Clone)]
+struct Ended {
+    at: Instant,
+    outcome: Outcome,
+}
+
+/// One entry per reference (and platform) pulled: a gate (pulls of it run
+/// one at a time) and how the last one ended.
+#[derive(Default)]
+struct Pull {
+    gate: tokio::sync::Mutex<()>,
+    last: Mutex<Option<Ended>>,
+}
+
+impl Pull {
+    fn lock_last(&self) -> MutexGuard<'_, Option<Ended>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn last(&self) -> Option<Ended> {
+        self.lock_last().clone()
+    }
+
+    fn ended(&self, outcome: Outcome) {
+        *self.lock_last() = Some(Ended {
+            at: Instant::now(),
+            outcome,
+        });
+    }
+}
+
+#[derive(Default)]
+struct Pulls {
+    entries: Mutex<HashMap<String, Arc<Pull>>>,
+}
+
+impl Pulls {
+    fn entry(&self, key: &str) -> Arc<Pull> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget entries nobody waits on whose outcome is no news any more,
+        // so the map stays as small as the set of recent pulls.
+        entries.retain(|_, pull| {
+            Arc::strong_count(pull) > 1
+                || pull
+                    .last()
+                    .is_some_and(|ended| ended.at.elapsed() < RECENT_PULL)
+        });
+        Arc::clone(entries.entry(key.to_owned()).or_default())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.gates
+        self.entries
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
 }
@@ -377,7 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_pull_per_reference_at_a_time_and_others_in_parallel() {
-        let gates = Arc::new(PullGates::default());
+        let gates = Arc::new(Pulls::default());
         let inside = Arc::new(AtomicUsize::new(0));
         let most_inside = Arc::new(AtomicUsize::new(0));
         let (entered_tx, mut entered_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -392,8 +553,8 @@ mod tests {
                 Arc::clone(&release),
             );
             tasks.push(tokio::spawn(async move {
-                let gate = gates.gate("registry.local/app:1");
-                let _held = gate.lock().await;
+                let pull = gates.entry("registry.local/app:1");
+                let _held = pull.gate.lock().await;
                 let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                 most_inside.fetch_max(now, Ordering::SeqCst);
                 entered_tx.send(()).expect("test alive");
@@ -403,8 +564,8 @@ mod tests {
         }
         entered_rx.recv().await.expect("the first caller gets in");
         // Another reference is not held up by the first one.
-        let other = gates.gate("registry.local/other:1");
-        let other_held = tokio::time::timeout(Duration::from_secs(5), other.lock())
+        let other = gates.entry("registry.local/other:1");
+        let other_held = tokio::time::timeout(Duration::from_secs(5), other.gate.lock())
             .await
             .expect("a different reference's gate is free");
         drop(other_held);
@@ -418,10 +579,10 @@ mod tests {
             task.await.expect("task");
         }
         assert_eq!(most_inside.load(Ordering::SeqCst), 1, "never two at once");
-        // Gates nobody holds are forgotten.
-        drop(gates.gate("registry.local/third:1"));
-        assert_eq!(gates.len(), 1, "only the gate just handed out");
-        drop(gates.gate("registry.local/fourth:1"));
+        // Entries nobody holds, with no recent outcome, are forgotten.
+        drop(gates.entry("registry.local/third:1"));
+        assert_eq!(gates.len(), 1, "only the entry just handed out");
+        drop(gates.entry("registry.local/fourth:1"));
         assert_eq!(gates.len(), 1);
     }
 

@@ -1,8 +1,9 @@
 //! `[pods]` in the agent config: kubelet's CrashLoopBackOff — a container
 //! that keeps exiting is restarted after a delay that starts at `initial`
 //! and doubles up to `max`; a container that ran for at least `reset`
-//! before exiting starts over — and how many pods may pull, start and stop
-//! at once (each pod has its own worker; these bound the slow work).
+//! before exiting starts over — and how many pods may start and stop at
+//! once (each pod has its own worker; these bound the slow work; pulls are
+//! bounded by `[images] parallel-pulls`).
 
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use serde::Deserialize;
 /// backoff-initial = "10s"   # first restart delay of a crashed container
 /// backoff-max = "5m"        # the delay doubles up to this
 /// backoff-reset = "10m"     # running this long forgets earlier crashes
-/// parallel-pulls = 4        # pods pulling images at once
+/// image-recheck = "30s"     # a container run from a stored image (registry out
+///                           # of reach) checks its registry again this often
 /// parallel-starts = 8       # pods making sandboxes and starting containers at once
 /// parallel-stops = 32       # containers in their grace period at once
 /// ```
@@ -28,9 +30,11 @@ pub struct PodsConfig {
     pub backoff_max: Duration,
     #[serde(with = "manifests::duration::config")]
     pub backoff_reset: Duration,
-    /// Pods whose worker may wait on an image pull at the same time (the
-    /// image manager bounds the downloads of each pull on its own).
-    pub parallel_pulls: usize,
+    /// How often a container that runs a stored image, because no host of
+    /// its registry answered, asks the registry again; a tag that moved
+    /// meanwhile replaces it (`[images] offline-fallback`).
+    #[serde(with = "manifests::duration::config")]
+    pub image_recheck: Duration,
     /// Pods whose worker may set up a sandbox or start containers at the
     /// same time.
     pub parallel_starts: usize,
@@ -45,7 +49,7 @@ impl Default for PodsConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
-            parallel_pulls: 4,
+            image_recheck: Duration::from_secs(30),
             parallel_starts: 8,
             parallel_stops: 32,
         }

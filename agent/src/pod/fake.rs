@@ -75,6 +75,10 @@ pub struct World {
     pub images: BTreeSet<String>,
     /// Images whose pull fails, with the message.
     pub pull_failures: BTreeMap<String, String>,
+    /// Images whose registry does not answer: a stored copy is used.
+    pub offline: BTreeSet<String>,
+    /// Images whose tag points to a new digest at the next pull.
+    pub moved: BTreeSet<String>,
     /// Images whose pull never ends (until the sync is cancelled).
     pub slow_pulls: BTreeSet<String>,
     /// Container names whose create fails, with the message.
@@ -347,6 +351,7 @@ impl Sandboxes for FakeHost {
         let mut world = self.world();
         world.log.push(format!("sandbox create {}", pod.uid));
         world.sandboxes.insert(pod.uid.clone());
+        world.dead_sandboxes.remove(&pod.uid);
         drop(world);
         boxed(Ok(Sandboxes::locate(self, pod, netns)))
     }
@@ -432,6 +437,7 @@ impl Images for FakeHost {
                 return Ok(EnsuredImage {
                     record: record(image),
                     pulled: false,
+                    offline: None,
                 });
             }
             if policy == ImagePullPolicy::Never {
@@ -446,6 +452,13 @@ impl Images for FakeHost {
                 std::future::pending::<()>().await;
             }
             let mut world = self.world();
+            if world.offline.contains(image) && present {
+                return Ok(EnsuredImage {
+                    record: record(image),
+                    pulled: false,
+                    offline: Some("no host of its registry answered".into()),
+                });
+            }
             if let Some(message) = world.pull_failures.get(image) {
                 return Err(PodError::caused(
                     Reason::ImagePullBackOff,
@@ -455,9 +468,15 @@ impl Images for FakeHost {
             }
             world.log.push(format!("pulled {image}"));
             world.images.insert(image.to_string());
+            let name = if world.moved.contains(image) {
+                format!("{image} (moved)")
+            } else {
+                image.to_string()
+            };
             Ok(EnsuredImage {
-                record: record(image),
+                record: record(&name),
                 pulled: true,
+                offline: None,
             })
         })
     }

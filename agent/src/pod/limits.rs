@@ -1,9 +1,10 @@
 //! How much slow work the pod workers do at once (`[pods] parallel-*`):
-//! each pod has its own worker, and these bound how many of them pull,
-//! start or stop at the same time, separately from the controller's
-//! workers (which only hand pods their desired state and never wait).
-//! Stops have their own, larger bound, so pods in their grace periods never
-//! hold back new pods.
+//! each pod has its own worker, and these bound how many of them start or
+//! stop at the same time, separately from the controller's workers (which
+//! only hand pods their desired state and never wait). Stops have their
+//! own, larger bound, so pods in their grace periods never hold back new
+//! pods. Pulls are bounded by the image manager (`[images]
+//! parallel-pulls`), where pods waiting on one image share one pull.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,7 +17,6 @@ use super::config::PodsConfig;
 /// The node-wide bounds, shared by every pod worker. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pulls: Arc<Semaphore>,
     starts: Arc<Semaphore>,
     stops: Arc<Semaphore>,
 }
@@ -25,14 +25,9 @@ impl Limits {
     pub fn new(config: &PodsConfig) -> Self {
         let bound = |n: usize| Arc::new(Semaphore::new(n.max(1)));
         Self {
-            pulls: bound(config.parallel_pulls),
             starts: bound(config.parallel_starts),
             stops: bound(config.parallel_stops),
         }
-    }
-
-    pub async fn pull(&self) -> OwnedSemaphorePermit {
-        acquire(&self.pulls).await
     }
 
     pub async fn start(&self) -> OwnedSemaphorePermit {

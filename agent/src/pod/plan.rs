@@ -232,6 +232,9 @@ pub struct ContainerView {
     /// As its probes say (true without a readiness probe).
     pub ready: bool,
     pub kill: Option<KillRequest>,
+    /// It runs a stored image while its tag now points elsewhere (it was
+    /// started while the registry was out of reach): replace it.
+    pub superseded: bool,
 }
 
 impl ContainerView {
@@ -240,6 +243,7 @@ impl ContainerView {
             observed: Observed::Absent,
             ready: false,
             kill: None,
+            superseded: false,
         }
     }
 }
@@ -263,8 +267,13 @@ pub struct PodView<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodStep {
     /// Make a new incarnation: every image first, then the current one is
-    /// retired (a pod-level field changed, or its sandbox is gone).
+    /// retired (a pod-level field changed).
     Recreate { why: &'static str },
+    /// The incarnation's namespaces are gone (the host rebooted, someone
+    /// removed them): make its sandbox again under the same uid — the same
+    /// network lease, so the same address — and start its containers
+    /// afresh, init containers first, without a back-off.
+    RebuildSandbox,
     /// Tear down retired incarnations before the new one is set up: they
     /// may hold its host ports.
     TeardownRetired,
@@ -379,9 +388,7 @@ pub fn compute(desired: Option<&DesiredPod<'_>>, view: &PodView<'_>) -> PodActio
         });
     }
     if incarnation.sandbox_ready && !view.sandbox_alive {
-        return PodActions::new(PodStep::Recreate {
-            why: "its sandbox is gone",
-        });
+        return PodActions::new(PodStep::RebuildSandbox);
     }
     if !state.retired.is_empty() {
         return PodActions::new(PodStep::TeardownRetired);
@@ -497,6 +504,7 @@ fn container_step(
         pod.now_ms,
     );
     match (&step, &view.kill) {
+        (Step::Keep, _) if view.superseded => Step::Replace,
         // A replacement stops it anyway; a kill would restart the old spec.
         (Step::Keep, Some(kill)) => Step::Kill {
             why: kill.why.clone(),
@@ -556,6 +564,7 @@ mod tests {
                 warnings: vec![],
                 exit: None,
                 pre_stop: None,
+                recheck_at_ms: None,
             }),
             ..Default::default()
         }
@@ -815,6 +824,7 @@ mod compute_tests {
                         _ => None,
                     },
                     pre_stop: None,
+                    recheck_at_ms: None,
                 }),
             };
             incarnation.containers.insert(
@@ -837,6 +847,7 @@ mod compute_tests {
                     observed,
                     ready: true,
                     kill: None,
+                    superseded: false,
                 },
             );
         }
@@ -990,16 +1001,11 @@ mod compute_tests {
                 }),
             ),
             (
-                "a lost sandbox recreates the pod",
+                "a lost sandbox is made again for the same pod",
                 Box::new(move || {
                     let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
                     f.alive = false;
-                    assert_eq!(
-                        f.plan().step,
-                        PodStep::Recreate {
-                            why: "its sandbox is gone"
-                        }
-                    );
+                    assert_eq!(f.plan().step, PodStep::RebuildSandbox);
                 }),
             ),
             (
@@ -1393,6 +1399,14 @@ mod compute_tests {
                         panic!("terminate")
                     };
                     assert_eq!(grace["u1-web-0"], Duration::ZERO);
+                }),
+            ),
+            (
+                "a container whose tag moved while offline is replaced",
+                Box::new(move || {
+                    let mut f = fixture(&[app("web", "h1", Running)], &[app("web", "h1", Absent)]);
+                    f.views.get_mut("web").expect("view").superseded = true;
+                    assert_eq!(starts(&f.plan()), [s("web", StartKind::Replace)]);
                 }),
             ),
             (

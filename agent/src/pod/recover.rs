@@ -128,6 +128,7 @@ async fn remove_orphan(ex: &Executor<'_>, id: &str) -> Result<(), String> {
         warnings: Vec::new(),
         exit: None,
         pre_stop: None,
+        recheck_at_ms: None,
     };
     let stopping = Stopping {
         name: id,

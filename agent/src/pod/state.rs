@@ -169,6 +169,11 @@ pub struct Instance {
     /// Its preStop hook, kept so it runs even after the manifest is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_stop: Option<Action>,
+    /// Unix ms at which to check again whether its image's tag still points
+    /// to `image_digest`: set while it runs from a stored copy because no
+    /// host of its registry answered (`[images] offline-fallback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_at_ms: Option<u64>,
 }
 
 impl PodState {

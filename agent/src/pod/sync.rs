@@ -32,6 +32,7 @@ use super::teardown;
 use crate::desired::{DesiredObject, DesiredState};
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
+use crate::image::policy::ImagePullPolicy;
 use crate::runtime::from_pod;
 use crate::status::{ContainerState, EventType, time};
 
@@ -96,6 +97,7 @@ pub async fn sync(
         ensured: BTreeMap::new(),
         ready: None,
         unsaved: false,
+        rechecked: false,
     };
     let outcome = run.rounds(&mut state, &desired_pod).await;
     if run.unsaved {
@@ -181,6 +183,24 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The earlier of two optional times.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the first offline re-check of the pod's containers is due.
+fn next_recheck(state: &PodState) -> Option<u64> {
+    state
+        .incarnation
+        .containers
+        .values()
+        .filter_map(|slot| slot.current.as_ref()?.recheck_at_ms)
+        .min()
+}
+
 /// Container `name` of `spec` (init or app).
 fn container_of<'s>(spec: &'s api::PodSpec, name: &str) -> Option<&'s api::Container> {
     spec.init_containers
@@ -209,6 +229,8 @@ struct Run<'a> {
     /// yet: the first container's intent saves it, the end of the sync at
     /// the latest.
     unsaved: bool,
+    /// An offline re-check changed a record in this round.
+    rechecked: bool,
 }
 
 impl<'a> Run<'a> {
@@ -237,6 +259,10 @@ impl<'a> Run<'a> {
                     if let Some(pending) = self.recreate(state, why).await? {
                         return Ok(pending);
                     }
+                    continue;
+                }
+                PodStep::RebuildSandbox => {
+                    self.rebuild_sandbox(state).await?;
                     continue;
                 }
                 PodStep::TeardownRetired => {
@@ -268,7 +294,9 @@ impl<'a> Run<'a> {
             }
             self.watch(state);
             if actions.is_idle() {
-                return Ok(report::build(state, self.spec, &actions, &views, now_ms));
+                let mut report = report::build(state, self.spec, &actions, &views, now_ms);
+                report.wake_at_ms = earliest(report.wake_at_ms, next_recheck(state));
+                return Ok(report);
             }
             self.act(state, &actions).await?;
             last = Some((actions, views));
@@ -325,6 +353,8 @@ impl<'a> Run<'a> {
                     );
                 }
             }
+            let superseded =
+                observed == Observed::Running && self.recheck_offline(name, slot, now_ms).await;
             // Probes run for a running container as its spec wants it
             // (started before its readiness is read: a container with a
             // readiness probe is not ready until the probe says so).
@@ -343,13 +373,63 @@ impl<'a> Run<'a> {
                     observed,
                     ready: host.probes.ready(&id),
                     kill: host.probes.kill_request(&id),
+                    superseded,
                 },
             );
         }
-        if exited {
+        if exited || self.rechecked {
+            self.rechecked = false;
             self.save(state).await?;
         }
         Ok(views)
+    }
+
+    /// For a container running from a stored image because its registry
+    /// was out of reach, once its re-check is due: asks the registry again.
+    /// Still out of reach: check later. Back, with the tag at the same
+    /// image: done. Back, with the tag moved: true — the container is
+    /// replaced as after an edit (the new image is pulled already).
+    async fn recheck_offline(&mut self, name: &str, slot: &mut ContainerSlot, now_ms: u64) -> bool {
+        let Some(instance) = slot.current.as_mut() else {
+            return false;
+        };
+        match instance.recheck_at_ms {
+            Some(at) if at <= now_ms => {}
+            _ => return false,
+        }
+        let policy = ImagePullPolicy::Always;
+        let checked = self
+            .ex
+            .host
+            .images
+            .ensure(&instance.image, policy, self.secrets.clone())
+            .await;
+        self.rechecked = true;
+        match checked {
+            Ok(ensured) if ensured.offline.is_none() => {
+                instance.recheck_at_ms = None;
+                let digest = ensured.record.manifest_digest.to_string();
+                let moved = instance.image_digest.as_deref() != Some(digest.as_str());
+                if moved {
+                    self.ex.event(
+                        EventType::Normal,
+                        "ImageChanged",
+                        format!(
+                            "container {name}: its registry answers again and image {} now points to {digest} (it runs {}): replacing it",
+                            instance.image,
+                            instance.image_digest.as_deref().unwrap_or("an unknown digest")
+                        ),
+                    );
+                    self.ensured.insert(instance.image.clone(), ensured);
+                }
+                moved
+            }
+            _ => {
+                instance.recheck_at_ms =
+                    Some(now_ms + plan::millis(self.ex.host.config.image_recheck));
+                false
+            }
+        }
     }
 
     async fn save(&mut self, state: &PodState) -> Result<(), PodError> {
@@ -400,6 +480,74 @@ impl<'a> Run<'a> {
         state.retired.push(old);
         self.save(state).await?;
         Ok(None)
+    }
+
+    /// The sandbox of the current incarnation is gone (a reboot took the
+    /// namespaces, or someone removed them): what is left of its containers
+    /// is stopped and removed, and the incarnation starts over under the
+    /// same uid — its network lease, and so its address, is kept — with its
+    /// init containers first and no back-off (the exits were not crashes).
+    /// Each container's restart count goes up, as the kubelet's does.
+    async fn rebuild_sandbox(&mut self, state: &mut PodState) -> Result<(), PodError> {
+        self.ex.event(
+            EventType::Warning,
+            "SandboxChanged",
+            format!(
+                "the namespaces of pod {} are gone (was the host rebooted?): making them again",
+                state.incarnation.uid
+            ),
+        );
+        let grace = Duration::from_secs(state.incarnation.grace_seconds);
+        let names: Vec<String> = state.incarnation.containers.keys().cloned().collect();
+        for name in names {
+            let Some(instance) = state
+                .incarnation
+                .containers
+                .get(&name)
+                .and_then(|slot| slot.current.clone())
+            else {
+                continue;
+            };
+            let stop = plan::Stop {
+                name: name.clone(),
+                id: instance.id.clone(),
+                why: "its pod's sandbox is gone".into(),
+                grace,
+            };
+            self.stop(state, &stop).await?;
+            containers::remove(self.ex, &instance.id).await?;
+            if let Some(slot) = state.incarnation.containers.get_mut(&name) {
+                if slot.last_state.is_none() || instance.exit.is_none() {
+                    slot.last_state = Some(ContainerState::Terminated {
+                        exit_code: instance
+                            .exit
+                            .as_ref()
+                            .map_or(containers::LOST_EXIT_CODE, |e| e.exit_code),
+                        signal: None,
+                        reason: "SandboxChanged".into(),
+                        message: "its pod's sandbox was gone".into(),
+                        started_at: instance.started_at.clone(),
+                        finished_at: time::now(),
+                    });
+                }
+                if instance.created {
+                    slot.restart_count += 1;
+                }
+                slot.current = None;
+                slot.restart_at_ms = None;
+                slot.backoff_ms = None;
+                slot.crash_count = 0;
+                slot.failures = 0;
+                slot.waiting = None;
+            }
+        }
+        let incarnation = &mut state.incarnation;
+        incarnation.sandbox_ready = false;
+        incarnation.network = None;
+        incarnation.volume_hashes.clear();
+        incarnation.init_done = !incarnation.containers.values().any(|slot| slot.init);
+        self.ready = None;
+        self.save(state).await
     }
 
     /// Tears down retired incarnations (a pod-level change, possibly cut
@@ -467,12 +615,20 @@ impl<'a> Run<'a> {
                 None,
             );
         }
-        let ensured = {
-            let _permit = self.ex.limits.pull().await;
-            host.images
-                .ensure(&container.image, policy, self.secrets.clone())
-                .await?
-        };
+        let ensured = host
+            .images
+            .ensure(&container.image, policy, self.secrets.clone())
+            .await?;
+        if let Some(why) = &ensured.offline {
+            self.ex.event(
+                EventType::Warning,
+                "PulledFromLocalStore",
+                format!(
+                    "container {}: image {}: {why}",
+                    container.name, container.image
+                ),
+            );
+        }
         if ensured.pulled {
             self.ex.event(
                 EventType::Normal,
@@ -677,6 +833,10 @@ impl<'a> Run<'a> {
                 .as_ref()
                 .and_then(|l| l.pre_stop.as_ref())
                 .and_then(|hook| Action::of_hook(hook, container)),
+            recheck_at_ms: ensured
+                .offline
+                .as_ref()
+                .map(|_| ex.now_ms() + plan::millis(ex.host.config.image_recheck)),
         };
         {
             let slot = state

@@ -283,21 +283,42 @@ async fn a_pod_level_edit_recreates_the_pod_after_pulling() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lost_sandbox_recreates_the_pod() {
+async fn a_lost_sandbox_is_made_again_under_the_same_uid_without_a_back_off() {
     let fake = fake_with_image();
     let pod = Pod::new(&fake, "web");
     let state = desired(&[("web.yaml", &pod_yaml("web", &[("app", IMAGE)], ""))]);
     pod.sync(&state).await;
     let uid = pod.record().incarnation.uid;
-    fake.world().dead_sandboxes.insert(uid.clone());
-    pod.sync(&state).await;
-    assert_ne!(pod.record().incarnation.uid, uid);
-    assert!(
-        fake.world()
-            .events
-            .iter()
-            .any(|e| e.reason == "Recreating" && e.message.contains("sandbox is gone"))
+    let before = pod.id("app");
+    {
+        // A reboot: the namespaces, the containers and their runtime state
+        // are gone.
+        let mut world = fake.world();
+        world.dead_sandboxes.insert(uid.clone());
+        world.containers.clear();
+    }
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    let record = pod.record();
+    assert_eq!(
+        record.incarnation.uid, uid,
+        "the same pod, so the same lease"
     );
+    assert_eq!(record.incarnation.containers["app"].restart_count, 1);
+    assert_ne!(pod.id("app"), before);
+    let world = fake.world();
+    assert_eq!(
+        world.done(&format!("network setup {uid}")).len(),
+        2,
+        "its network set up again: {:#?}",
+        world.log
+    );
+    assert!(
+        world.first(&format!("network teardown {uid}")).is_none(),
+        "the lease is kept"
+    );
+    assert!(world.reasons().contains(&"SandboxChanged".to_string()));
+    assert_eq!(world.running().len(), 1, "started at once, no back-off");
 }
 
 #[tokio::test(start_paused = true)]
@@ -672,4 +693,45 @@ async fn a_worker_sleeps_until_a_back_off_ends_then_restarts_the_container() {
     })
     .await;
     workers.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_started_offline_is_replaced_once_its_tag_moved() {
+    let fake = fake_with_image();
+    fake.world().offline.insert(IMAGE.into());
+    let pod = Pod::new(&fake, "web");
+    let yaml = pod_yaml("web", &[("app", IMAGE)], "").replace(
+        &format!("image: {IMAGE}\n"),
+        &format!("image: {IMAGE}\n    imagePullPolicy: Always\n"),
+    );
+    let state = desired(&[("web.yaml", &yaml)]);
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    let first = pod.id("app");
+    assert!(
+        fake.world()
+            .reasons()
+            .contains(&"PulledFromLocalStore".to_string())
+    );
+    let recheck = report.wake_at_ms.expect("a re-check is due");
+    assert_eq!(recheck, fake.now_ms() + 30_000);
+    // Still offline at the re-check: it runs on.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    pod.sync(&state).await;
+    assert_eq!(pod.id("app"), first);
+    // The registry is back and the tag moved: replaced, like an edit.
+    {
+        let mut world = fake.world();
+        world.offline.clear();
+        world.moved.insert(IMAGE.into());
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    pod.sync(&state).await;
+    assert_ne!(pod.id("app"), first, "{:#?}", fake.world().log);
+    assert!(fake.world().reasons().contains(&"ImageChanged".to_string()));
+    let instance = pod.record().incarnation.containers["app"]
+        .current
+        .clone()
+        .expect("instance");
+    assert!(instance.recheck_at_ms.is_none());
 }

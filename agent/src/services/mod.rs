@@ -30,6 +30,9 @@ use crate::runtime::Runtime;
 use crate::status::{Event, EventLog, EventType, chain};
 use networks::NetworkDrivers;
 
+/// How long after the start the first garbage collection runs (at most).
+const GC_AFTER_START: Duration = Duration::from_secs(60);
+
 /// How often `[images] hosts-dir` is read again for changes (a few small
 /// files; Registry objects in the manifest directory apply immediately).
 const HOSTS_DIR_POLL: Duration = Duration::from_secs(10);
@@ -69,7 +72,9 @@ impl Services {
             .unwrap_or(DEFAULT_CONCURRENCY);
         let images = ImageManager::new(service, hosts.clone(), credentials, concurrency)
             .context("applying the registry host configuration")?
-            .with_stall_timeout(config.images.stall_timeout);
+            .with_stall_timeout(config.images.stall_timeout)
+            .with_parallel_pulls(config.images.parallel_pulls)
+            .with_offline_fallback(config.images.offline_fallback);
         let runtime_paths = paths.clone();
         let runtime_config = config.runtime.clone();
         let runtime =
@@ -103,9 +108,9 @@ impl Services {
     }
 
     /// Starts the periodic work of the services until `stop`: garbage
-    /// collection of the image store every `[store] gc-interval` (also once
-    /// at start, to clear what a crash left), and re-reading `[images]
-    /// hosts-dir`.
+    /// collection of the image store every `[store] gc-interval` (the first
+    /// a minute after the start, when the pods are up, to clear what a
+    /// crash left), and re-reading `[images] hosts-dir`.
     pub fn start_background(
         self: &Arc<Self>,
         events: EventLog,
@@ -117,11 +122,16 @@ impl Services {
 
     async fn background(&self, events: EventLog, stop: CancellationToken) {
         let gc_enabled = !self.store.gc_interval.is_zero();
-        let mut gc = tokio::time::interval(if gc_enabled {
+        let period = if gc_enabled {
             self.store.gc_interval
         } else {
             Duration::from_secs(3600)
-        });
+        };
+        // The first collection waits a little: after a reboot the pods come
+        // first, and nothing a crash left stops them (leftovers are only
+        // disk space until then).
+        let first = tokio::time::Instant::now() + period.min(GC_AFTER_START);
+        let mut gc = tokio::time::interval_at(first, period);
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hosts_dir = tokio::time::interval(HOSTS_DIR_POLL);
         hosts_dir.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

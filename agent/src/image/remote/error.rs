@@ -144,6 +144,20 @@ impl RemoteError {
         }
     }
 
+    /// Whether no host answered at all: every one failed at the transport
+    /// (refused, unreachable, timed out, silent), none said no (a status,
+    /// an authorization failure, a bad manifest). A registry out of reach,
+    /// as after a power cut with the uplink still down.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Self::Http { .. } | Self::Stalled { .. } | Self::TooSlow { .. } => true,
+            Self::AllHostsFailed { attempts, .. } => {
+                !attempts.is_empty() && attempts.iter().all(|a| a.error.unreachable())
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the host stopped sending (as opposed to failing outright).
     pub(super) fn is_stall(&self) -> bool {
         matches!(self, Self::Stalled { .. } | Self::TooSlow { .. })
