@@ -176,6 +176,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "Stopped",
         "clean shutdown",
     ));
+    events.flush();
     Ok(())
 }
 

@@ -333,6 +333,7 @@ mod tests {
 
         let saved = dir.path().join("status.json");
         status.save(&saved).expect("save");
+        reconcilers.ctx.events.flush();
         let log = std::fs::read_to_string(&events_path).expect("events");
         assert!(log.contains("\"Deleted\""), "{log}");
         for text in [log, std::fs::read_to_string(&saved).expect("status")] {

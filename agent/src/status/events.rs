@@ -4,12 +4,16 @@
 //! it becomes `<file>.1` (replacing the older one) and a new file starts, so
 //! between `max_per_file` and twice that many of the latest events are kept.
 //! A line cut short by a crash is skipped on reading.
+//!
+//! Events are appended by a thread of their own: recording one never does
+//! file system work on the caller's (async) thread.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -68,33 +72,66 @@ struct Writer {
     torn: bool,
 }
 
+enum Job {
+    Append(Event),
+    /// Answered once every event sent before it is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
 /// Appends events; cheap to clone, safe to share between tasks.
 #[derive(Debug, Clone)]
 pub struct EventLog {
-    writer: Arc<Mutex<Writer>>,
+    jobs: Arc<mpsc::Sender<Job>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
 }
 
 impl EventLog {
     pub const DEFAULT_MAX_PER_FILE: usize = 1000;
 
+    /// The log at `path` (continuing what is there), and the thread that
+    /// writes it, which ends with the last clone of the log.
     pub fn open(path: PathBuf, max_per_file: usize) -> Self {
-        let existing = fs::read(&path).unwrap_or_default();
-        let lines = existing
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .count();
-        let torn = existing.last().is_some_and(|b| *b != b'\n');
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("berth-events".into())
+            .spawn(move || {
+                let existing = fs::read(&path).unwrap_or_default();
+                let mut writer = Writer {
+                    lines: existing
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .count(),
+                    torn: existing.last().is_some_and(|b| *b != b'\n'),
+                    path,
+                    max_per_file: max_per_file.max(1),
+                };
+                for job in queue {
+                    match job {
+                        Job::Append(event) => {
+                            if let Err(err) = writer.append(&event) {
+                                warn!(path = %writer.path.display(), error = %err, "could not write event log");
+                            }
+                        }
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            warn!(error = %err, "could not start the event log's writer; events go to the log only");
+        }
         Self {
-            writer: Arc::new(Mutex::new(Writer {
-                path,
-                lines,
-                max_per_file: max_per_file.max(1),
-                torn,
-            })),
+            jobs: Arc::new(jobs),
         }
     }
 
-    /// Logs the event through tracing and appends it to the file. A failure
+    /// Logs the event through tracing and hands it to the writer. A failure
     /// to write is logged, never fatal: the agent's job is the workloads.
     pub fn record(&self, event: Event) {
         match event.event_type {
@@ -105,9 +142,15 @@ impl EventLog {
                 warn!(subject = %event.subject, reason = %event.reason, "{}", event.message);
             }
         }
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(err) = writer.append(&event) {
-            warn!(path = %writer.path.display(), error = %err, "could not write event log");
+        let _ = self.jobs.send(Job::Append(event));
+    }
+
+    /// Waits until every event recorded so far is in the file (at shutdown,
+    /// and in tests). Blocking.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.jobs.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 }
@@ -183,6 +226,7 @@ mod tests {
         for n in 0..35 {
             log.record(event(n));
         }
+        log.flush();
         let events = read_events(&path).expect("read");
         let messages: Vec<_> = events.iter().map(|e| e.message.as_str()).collect();
         // 35 events, 10 per file: files hold 20-29 and 30-34.
@@ -195,7 +239,9 @@ mod tests {
     fn a_reopened_log_continues_counting_and_torn_lines_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
-        EventLog::open(path.clone(), 3).record(event(0));
+        let first = EventLog::open(path.clone(), 3);
+        first.record(event(0));
+        first.flush();
         // A crash in the middle of a write leaves half a line.
         OpenOptions::new()
             .append(true)
@@ -206,6 +252,7 @@ mod tests {
         let log = EventLog::open(path.clone(), 3);
         log.record(event(1));
         log.record(event(2));
+        log.flush();
         let messages: Vec<_> = read_events(&path)
             .expect("read")
             .into_iter()
