@@ -384,7 +384,19 @@ impl ImageManager {
         }))
     }
 
+    /// One pull, in a span naming the image (its parent names the pod or
+    /// object that asked).
     async fn pull(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        credentials: Option<&Credentials>,
+    ) -> Result<ImageRecord, EnsureError> {
+        let span = tracing::info_span!("pull", image = %reference, %platform);
+        tracing::Instrument::instrument(self.pull_now(reference, platform, credentials), span).await
+    }
+
+    async fn pull_now(
         &self,
         reference: &ImageReference,
         platform: &Platform,
@@ -429,7 +441,8 @@ impl ImageManager {
         reference: &str,
         work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, EnsureError> {
-        tokio::task::spawn_blocking(work)
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
             .map_err(|err| EnsureError::Task {
                 reference: reference.to_string(),

@@ -80,7 +80,8 @@ pub fn build(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> HostResult<T> + Send + 'static,
 ) -> HostResult<T> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|err| HostError::from(format!("a blocking task stopped: {err}")))?
 }
