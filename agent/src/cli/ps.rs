@@ -166,9 +166,7 @@ fn is_running(row: &Row<'_>) -> bool {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    crate::status::time::unix_secs()
 }
 
 fn print_table(out: &mut impl Write, rows: &[Row<'_>], all: bool, now: i64) -> std::io::Result<()> {

@@ -353,10 +353,7 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), RuntimeError> {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    crate::status::time::unix_ns()
 }
 
 #[cfg(test)]

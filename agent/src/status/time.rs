@@ -29,6 +29,19 @@ pub fn unix_ms() -> u64 {
     millis_since_epoch(SystemTime::now())
 }
 
+/// The wall clock in Unix seconds (the metadata database's timestamps).
+pub fn unix_secs() -> i64 {
+    i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The wall clock in Unix nanoseconds (exit times, as the shim writes them).
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// `time` in Unix milliseconds (0 before the epoch).
 pub fn millis_since_epoch(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)

@@ -51,7 +51,6 @@ mod sources;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use oci_spec::image::Digest;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -170,9 +169,7 @@ impl std::fmt::Debug for MetaStore {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    crate::status::time::unix_secs()
 }
 
 fn parse_digest(what: impl Into<String>, value: String) -> Result<Digest> {
