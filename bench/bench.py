@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """berth's benchmarks against podman and containerd, in one run.
 
-    sudo bench/bench.py [pull] [start] [exit] [mem] [scale] [--runs N] [--start-runs N]
+    sudo bench/bench.py [pull] [start] [exit] [mem] [outage] [scale] [--runs N] [--start-runs N]
                         [--tools berth,podman,ctr] [--out FILE] [--log-dir DIR]
 
 Sections:
@@ -18,6 +18,12 @@ Sections:
          manifest written until berth's status shows the container terminated.
   mem    berth-shim VmRSS/PSS with 5 containers running, and the agent's
          VmRSS idle with those 5 pods, against conmon and containerd.
+  outage N = 1, 20, 50 pods of one image running (network none, crun), then
+         a simulated power cut (the agent/daemon and every container killed,
+         the volatile state wiped) -> every pod running again: berth (its
+         agent started again) vs podman (containers run with
+         --restart=always, brought back by `podman start --all --filter
+         restart-policy=always`, what podman-restart.service runs at boot).
   scale  berth alone, N = 10, 100, 500 pods (runc, network none, image
          present): N manifests written at once -> every pod running
          (convergence); then one file among the N edited -> that pod's
@@ -593,6 +599,100 @@ def section_scale(res, base, registry, refs, sizes, log_dir):
         agent.stop()
 
 
+def kill_cgroup_tree(parent):
+    """SIGKILLs every process in cgroup `parent` of every hierarchy."""
+    for root in os.listdir("/sys/fs/cgroup"):
+        top = os.path.join("/sys/fs/cgroup", root, parent)
+        for dirpath, _, files in os.walk(top):
+            if "cgroup.procs" in files:
+                with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                    for pid in f.read().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), 9)
+
+
+def berth_power_cut(agent):
+    """The agent and its containers killed, its run root (a tmpfs) wiped."""
+    agent.proc.kill()
+    agent.proc.wait()
+    for pid in agent.shim_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    kill_cgroup_tree("berth")
+    kit.umount_under(agent.cli.run_root)
+    shutil.rmtree(agent.cli.run_root, ignore_errors=True)
+
+
+def section_outage(res, base, registry, refs, tools, sizes, log_dir):
+    """N pods back after a power cut: berth vs podman's restart policy."""
+    ensure_crun_can_run()
+    image = refs["tiny"]
+    sleeper = ["sh", "-c", "exec sleep 100000"]
+    if "berth" in tools:
+        cli = Berth(base, registry.addr)
+        kit.sh(cli.cmd("pull", "--hosts-dir", cli.hosts_dir, image))
+        for n in sizes:
+            agent = BerthAgent(base, registry.addr, f"outage-{n}", log_dir=log_dir)
+            names = [f"o{i:02d}" for i in range(n)]
+            for name in names:
+                agent.write(name, pod_manifest(name, image, sleeper, restart="Always"))
+            agent.until(f"{n} pods running", lambda: all(running(agent.pod(x)) for x in names),
+                        timeout=60.0 + n)
+            berth_power_cut(agent)
+            t0 = time.monotonic()
+            agent = BerthAgent(base, registry.addr, f"outage-{n}", log_dir=log_dir)
+            t1, _ = agent.until(f"{n} pods running again",
+                                lambda: all(running(agent.pod(x)) for x in names),
+                                timeout=60.0 + n)
+            res.add("outage", "berth", f"power cut -> {n} pods running again (agent started)",
+                    "ms", [(t1 - t0) * 1000.0])
+            for name in names:
+                os.unlink(os.path.join(agent.manifests, f"{name}.yaml"))
+            agent.until("pods removed", lambda: not any(
+                o.get("kind") == "Pod" for o in agent.status().get("objects", [])), timeout=60.0 + n)
+            agent.stop()
+    if "podman" in tools:
+        podman = Podman(base, registry.addr, runtime="crun")
+        podman.run("pull", "-q", image)
+        for n in sizes:
+            for i in range(n):
+                podman.run("run", "-d", "--name", f"o{i:02d}", "--restart=always",
+                           "--network=none", image, *sleeper)
+            # The power cut: conmons and containers killed, the run root and
+            # podman's tmp dir (where it notices a reboot) wiped.
+            for pid in kit.out(["pgrep", "-f", f"^/usr/bin/conmon .*{podman.dir}"]).split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+            kill_cgroup_tree("libpod_parent")
+            kit.umount_under(os.path.join(podman.dir, "root"))
+            kit.umount_under(os.path.join(podman.dir, "runroot"))
+            for d in ("runroot", "tmp"):
+                shutil.rmtree(os.path.join(podman.dir, d), ignore_errors=True)
+                os.makedirs(os.path.join(podman.dir, d), exist_ok=True)
+            t0 = time.monotonic()
+            podman.run("start", "--all", "--filter", "restart-policy=always")
+            kit.wait_for(f"{n} containers running again", lambda: podman_running(podman) == n,
+                         timeout=60.0 + n)
+            t1 = time.monotonic()
+            res.add("outage", "podman",
+                    f"power cut -> {n} containers running again (podman start --all)",
+                    "ms", [(t1 - t0) * 1000.0])
+            podman.reset()
+            podman.run("pull", "-q", image)
+    for n in sizes:
+        ours = res.median("outage", "berth", f"power cut -> {n} pods running again (agent started)")
+        theirs = res.median("outage", "podman",
+                            f"power cut -> {n} containers running again (podman start --all)")
+        if ours and theirs:
+            res.ratios.append(f"outage {n} pods berth/podman = {ours / theirs:.2f}")
+
+
+def podman_running(podman):
+    """How many of podman's containers run."""
+    out = subprocess.run(podman.cmd("ps", "-q"), env=podman.env, capture_output=True, text=True)
+    return len(out.stdout.split())
+
+
 def rss_pss(pid):
     rss = pss = 0
     with contextlib.suppress(OSError, StopIteration):
@@ -676,13 +776,16 @@ def section_mem(res, base, registry, refs, tools, log_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("sections", nargs="*", default=["pull", "start", "exit", "mem", "scale"])
+    ap.add_argument("sections", nargs="*",
+                    default=["pull", "start", "exit", "mem", "outage", "scale"])
     ap.add_argument("--runs", type=int, default=5, help="cold pulls per figure")
     ap.add_argument("--start-runs", type=int, default=10,
                     help="starts and runs to exit per figure (after one warm-up)")
     ap.add_argument("--log-dir", help="keep the berth agents' logs here")
     ap.add_argument("--tools", default="berth,podman,ctr",
                     help="comma-separated subset of berth,podman,ctr (floors always run)")
+    ap.add_argument("--outage-sizes", default="1,20,50",
+                    help="pod counts of the outage section")
     ap.add_argument("--scale-sizes", default="10,100,500",
                     help="pod counts of the scale section")
     ap.add_argument("--out", default=os.path.join(kit.REPO, "bench", "RESULTS.md"))
@@ -715,6 +818,9 @@ def main():
                            args.sections, args.log_dir)
     if "mem" in args.sections:
         section_mem(res, base, registry, refs, tools, args.log_dir)
+    if "outage" in args.sections:
+        section_outage(res, base, registry, refs, tools,
+                       [int(n) for n in args.outage_sizes.split(",")], args.log_dir)
     if "scale" in args.sections:
         section_scale(res, base, registry, refs,
                       [int(n) for n in args.scale_sizes.split(",")], args.log_dir)
