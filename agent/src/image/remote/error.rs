@@ -48,7 +48,7 @@ pub enum RemoteError {
     },
     #[error("{url}: redirect not followed: {reason}")]
     Redirect { url: String, reason: String },
-    #[error("blob {digest}: {source}")]
+    #[error("blob {digest}")]
     Content {
         digest: String,
         #[source]
@@ -100,7 +100,7 @@ fn bytes(n: u64) -> String {
 fn list_attempts(attempts: &[Attempt]) -> String {
     attempts
         .iter()
-        .map(|a| format!("\n  - {}: {}", a.host, a.error))
+        .map(|a| format!("\n  - {}: {}", a.host, crate::status::chain(&a.error)))
         .collect()
 }
 
@@ -190,7 +190,7 @@ impl Attempts {
     ) {
         let host = session.name();
         if more {
-            tracing::warn!(%host, %error, what = %self.what, "registry host failed; trying the next one");
+            tracing::warn!(%host, error = %crate::status::chain(&error), what = %self.what, "registry host failed; trying the next one");
             progress.host_failed(&host, &error);
         }
         self.attempts.push(Attempt { host, error });
