@@ -34,9 +34,20 @@ mod tests {
     }
 
     /// Prints its cause and returns it too, as some libraries do.
-    #[derive(Debug, thiserror::Error)]
-    #[error("{0}")]
-    struct Repeats(#[source] std::io::Error);
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl Error for Repeats {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
 
     fn io() -> std::io::Error {
         std::io::Error::from_raw_os_error(libc::ENOENT)
