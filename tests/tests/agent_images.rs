@@ -279,6 +279,34 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
     );
 }
 
+/// An import that fails shows its cause in the object's status once: the
+/// archive's error leaves it to its source, the status prints the chain.
+#[test]
+fn a_source_archive_that_cannot_be_read_says_why_once_in_the_status() {
+    require_root();
+    let dirs = TestDirs::new();
+    fs::create_dir_all(dirs.manifests.join("archives/app.tar")).expect("a directory");
+    dirs.write_manifest(
+        "airgap.yaml",
+        &image_yaml(
+            "airgap",
+            "registry.invalid/berth/airgap:1",
+            "  source: archives/app.tar\n  pullPolicy: Never\n",
+        ),
+    );
+    let config = agent_config(&dirs, "");
+    let agent = start_agent(&dirs, &config);
+    let status = agent.wait_for_status(&dirs, "the import error", |s| {
+        object(s, "Image", "", "airgap").is_some_and(|o| o["lastError"].is_string())
+    });
+    let error = object(&status, "Image", "", "airgap").expect("image")["lastError"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(error.contains("reading archive"), "{error}");
+    assert_eq!(count(&error, "Is a directory"), 1, "{error}");
+}
+
 #[test]
 fn a_registry_object_added_or_edited_applies_to_the_next_pull_without_a_restart() {
     require_root();
