@@ -5,14 +5,14 @@ use std::error::Error;
 /// An error and its causes on one line (`a: b: c`), for logs, status
 /// messages and events. berth's errors print only their own context and
 /// return their cause from `source()`; a library's error that also prints
-/// its cause (rusqlite's does) has that cause skipped, so no text is said
-/// twice in a row.
+/// its cause (rusqlite's, hyper's and rustls' do) has that cause skipped,
+/// so no text is said twice.
 pub fn chain(err: &(dyn Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
         let said = cause.to_string();
-        if !text.ends_with(&said) {
+        if !text.contains(&said) {
             text.push_str(": ");
             text.push_str(&said);
         }

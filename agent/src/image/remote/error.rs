@@ -106,8 +106,11 @@ fn list_attempts(attempts: &[Attempt]) -> String {
 
 impl RemoteError {
     pub(super) fn http(url: &str, err: reqwest::Error) -> Self {
-        // The URL is in this error already; reqwest would repeat it.
-        let mut reason = error_chain(&err.without_url());
+        // The URL is in this error already; reqwest would repeat it. Its
+        // `Display` hides the cause ("error sending request"); the chain
+        // says what happened ("Connection refused", "invalid peer
+        // certificate").
+        let mut reason = crate::status::chain(&err.without_url());
         if url.starts_with("https://") && reason.contains("InvalidContentType") {
             reason.push_str(
                 " (the host does not speak TLS: if it is a plain-HTTP registry, \
@@ -148,22 +151,6 @@ impl RemoteError {
     pub(super) fn is_stall(&self) -> bool {
         matches!(self, Self::Stalled { .. } | Self::TooSlow { .. })
     }
-}
-
-/// reqwest's `Display` hides the cause ("error sending request"); the chain
-/// says what happened ("Connection refused", "invalid peer certificate").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// Collects each host's error while trying hosts in order.
