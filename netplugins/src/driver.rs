@@ -106,26 +106,32 @@ pub enum NetError {
     Ipam(#[from] crate::ipam::IpamError),
     #[error(transparent)]
     Firewall(#[from] crate::firewall::FirewallError),
-    #[error("pod {pod_id}: {source}")]
+    #[error("pod {pod_id}")]
     Ports {
         pod_id: String,
         source: crate::ports::PortError,
     },
-    #[error("pod {pod_id}: {source}")]
+    #[error("pod {pod_id}")]
     Dns {
         pod_id: String,
         source: crate::dns::DnsError,
     },
     #[error(transparent)]
     Cni(#[from] crate::cni::CniError),
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Sysctl {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("pod {pod_id}: network check failed: {problem}")]
     Check { pod_id: String, problem: String },
-    #[error("setting up the network of pod {pod_id}: {error}{}", rollback_note(.rollback))]
+    /// The failure with its causes, then the rollback's: neither is a
+    /// `source()`, since a chain has room for one cause only.
+    #[error(
+        "setting up the network of pod {pod_id}: {}{}",
+        crate::chain(error.as_ref()),
+        rollback_note(.rollback)
+    )]
     Setup {
         pod_id: String,
         error: Box<NetError>,
@@ -145,7 +151,7 @@ pub enum NetError {
 fn join_errors(errors: &[NetError]) -> String {
     errors
         .iter()
-        .map(|e| e.to_string())
+        .map(|e| crate::chain(e))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -348,5 +354,31 @@ mod tests {
         );
         let clean = setup_failed("p", NetError::Config("boom".into()), Ok(()));
         assert!(!clean.to_string().contains("undoing"));
+    }
+
+    #[test]
+    fn setup_and_rollback_failures_say_their_causes_once() {
+        let busy = || std::io::Error::from_raw_os_error(libc::EBUSY);
+        let err = setup_failed(
+            "p",
+            NetError::Sysctl {
+                path: "/proc/sys/net/ipv4/ip_forward".into(),
+                source: std::io::Error::from_raw_os_error(libc::EROFS),
+            },
+            Err(NetError::Teardown {
+                pod_id: "p".into(),
+                errors: vec![NetError::Namespace(crate::ns::NsError::RemoveFile {
+                    path: "/run/netns/p".into(),
+                    source: busy(),
+                })],
+            }),
+        );
+        assert_eq!(
+            crate::chain(&err),
+            "setting up the network of pod p: writing /proc/sys/net/ipv4/ip_forward: \
+             Read-only file system (os error 30) (and undoing the partial setup failed: \
+             removing namespace file /run/netns/p: \
+             Device or resource busy (os error 16))"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! idempotent, and every namespace switch happens on a throw-away thread.
 
 pub mod bridge;
+mod chain;
 pub mod cni;
 pub mod dns;
 pub mod driver;
@@ -20,3 +21,5 @@ pub mod none;
 pub mod ns;
 pub mod ports;
 mod sysctl;
+
+pub use chain::chain;

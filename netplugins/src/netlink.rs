@@ -28,12 +28,12 @@ use crate::ns::{self, NsError, NsKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Request {
         action: String,
         source: rtnetlink::Error,
     },
-    #[error("opening a netlink socket{}: {source}", in_ns(.netns))]
+    #[error("opening a netlink socket{}", in_ns(.netns))]
     Connect {
         netns: Option<PathBuf>,
         source: std::io::Error,

@@ -60,43 +60,43 @@ impl std::fmt::Display for NsKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
-    #[error("creating directory {path} for namespace files: {source}")]
+    #[error("creating directory {path} for namespace files")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("creating namespace file {path}: {source}")]
+    #[error("creating namespace file {path}")]
     CreateFile {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unsharing a new {kind} namespace for {path}: {source}")]
+    #[error("unsharing a new {kind} namespace for {path}")]
     Unshare {
         kind: NsKind,
         path: PathBuf,
         source: Errno,
     },
-    #[error("bind-mounting the new {kind} namespace onto {path}: {source}")]
+    #[error("bind-mounting the new {kind} namespace onto {path}")]
     BindMount {
         kind: NsKind,
         path: PathBuf,
         source: Errno,
     },
-    #[error("unmounting namespace file {path}: {source}")]
+    #[error("unmounting namespace file {path}")]
     Unmount { path: PathBuf, source: Errno },
-    #[error("removing namespace file {path}: {source}")]
+    #[error("removing namespace file {path}")]
     RemoveFile {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path} is not a namespace file (not an nsfs mount); was the namespace removed?")]
     NotANamespace { path: PathBuf },
-    #[error("opening namespace file {path}: {source}")]
+    #[error("opening namespace file {path}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("entering the {kind} namespace {path}: {source}")]
+    #[error("entering the {kind} namespace {path}")]
     Enter {
         kind: NsKind,
         path: PathBuf,

@@ -110,6 +110,17 @@ fn plain_http(dirs: &TestDirs, registry: &Registry) {
     );
 }
 
+/// The first error the agent reports for Image `name`.
+fn last_error(agent: &AgentProcess, dirs: &TestDirs, name: &str) -> String {
+    let status = agent.wait_for_status(dirs, "the error", |s| {
+        object(s, "Image", "", name).is_some_and(|o| o["lastError"].is_string())
+    });
+    object(&status, "Image", "", name).expect("image")["lastError"]
+        .as_str()
+        .expect("error")
+        .to_owned()
+}
+
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -277,6 +288,28 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
         listed(&images_json(&dirs), reference).expect("listed")["manifest_digest"],
         second
     );
+}
+
+/// An import that fails shows its cause in the object's status once: the
+/// archive's error leaves it to its source, the status prints the chain.
+#[test]
+fn a_source_archive_that_cannot_be_read_says_why_once_in_the_status() {
+    require_root();
+    let dirs = TestDirs::new();
+    fs::create_dir_all(dirs.manifests.join("archives/app.tar")).expect("a directory");
+    dirs.write_manifest(
+        "airgap.yaml",
+        &image_yaml(
+            "airgap",
+            "registry.invalid/berth/airgap:1",
+            "  source: archives/app.tar\n  pullPolicy: Never\n",
+        ),
+    );
+    let config = agent_config(&dirs, "");
+    let agent = start_agent(&dirs, &config);
+    let error = last_error(&agent, &dirs, "airgap");
+    assert!(error.contains("reading archive"), "{error}");
+    assert_eq!(count(&error, "Is a directory"), 1, "{error}");
 }
 
 #[test]
@@ -489,13 +522,7 @@ fn a_failed_pull_names_every_host_and_is_retried_until_it_succeeds() {
         "[controller.backoff]\ninitial = \"200ms\"\nmax = \"1s\"\n",
     );
     let agent = start_agent(&dirs, &config);
-    let status = agent.wait_for_status(&dirs, "the pull error", |s| {
-        object(s, "Image", "", "later").is_some_and(|o| o["lastError"].is_string())
-    });
-    let error = object(&status, "Image", "", "later").expect("image")["lastError"]
-        .as_str()
-        .expect("error")
-        .to_owned();
+    let error = last_error(&agent, &dirs, "later");
     for host in [down.as_str(), registry.url().as_str()] {
         assert!(error.contains(host), "{host} missing from: {error}");
     }

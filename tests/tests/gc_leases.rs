@@ -117,7 +117,9 @@ fn gc_in_a_loop_never_breaks_concurrent_imports() {
                 .expect("name");
             let records = importer
                 .import(&archive, Some(&name))
-                .unwrap_or_else(|err| panic!("import round {round}: {err}"));
+                .unwrap_or_else(|err| {
+                    panic!("import round {round}: {}", berth::status::chain(&err))
+                });
             assert_eq!(records.len(), 1);
             let lowerdirs = importer.ensure_unpacked(&name).expect("lowerdirs");
             assert!(lowerdirs[1].join("bin/busybox").is_file(), "round {round}");

@@ -155,3 +155,18 @@ fn unnamed_archive_needs_a_name() {
         "registry.local/bt/named:3",
     );
 }
+
+/// The cause of a failed import reaches the person once: the archive's
+/// error leaves it to its source, and the CLI prints the whole chain.
+#[test]
+fn an_unreadable_archive_says_why_once() {
+    require_root();
+    let dirs = TestDirs::new();
+    let archive = dirs.temp.path().join("not-an-archive");
+    std::fs::create_dir(&archive).expect("a directory where the archive should be");
+    let output = dirs.berth(&["import", archive.to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("reading archive"), "{stderr}");
+    assert_eq!(stderr.matches("Is a directory").count(), 1, "{stderr}");
+}

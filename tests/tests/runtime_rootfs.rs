@@ -15,7 +15,7 @@ struct Unmount(PathBuf);
 impl Drop for Unmount {
     fn drop(&mut self) {
         if let Err(err) = rootfs::unmount(&self.0) {
-            eprintln!("cleanup: {err}");
+            eprintln!("cleanup: {}", berth::status::chain(&err));
         }
     }
 }
@@ -48,7 +48,7 @@ fn check(method: MountMethod) {
         }
         MountMethod::ShortNames => rootfs::mount_short_names(&lowerdirs, &upper, &work, &target),
     }
-    .unwrap_or_else(|err| panic!("{method:?}: {err}"));
+    .unwrap_or_else(|err| panic!("{method:?}: {}", berth::status::chain(&err)));
     assert!(is_mounted(&target));
     for n in [1, 75, LAYERS - 1] {
         let file = target.join("layers").join(n.to_string());

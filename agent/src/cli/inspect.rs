@@ -208,7 +208,7 @@ fn inspect_container(
         Ok(info) => info,
         Err(err) => {
             found.runtime_state = "absent".into();
-            found.problems.push(err.to_string());
+            found.problems.push(crate::status::chain(&err));
             return found;
         }
     };

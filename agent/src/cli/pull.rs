@@ -268,6 +268,9 @@ impl Progress for CliProgress {
     }
 
     fn host_failed(&self, host: &str, error: &RemoteError) {
-        self.say(&format!("warning: {host}: {error}; trying the next host"));
+        self.say(&format!(
+            "warning: {host}: {}; trying the next host",
+            crate::status::chain(error)
+        ));
     }
 }

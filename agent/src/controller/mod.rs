@@ -73,7 +73,8 @@ impl Action {
 ///   expected waiting.
 pub trait Reconciler: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static;
-    type Error: fmt::Display + Send + 'static;
+    /// Logged with its causes (`status::chain`) when a reconcile fails.
+    type Error: std::error::Error + Send + 'static;
 
     /// `why` is what made the key due (the latest trigger when several
     /// were merged).

@@ -163,7 +163,7 @@ impl<R: Reconciler> Controller<R> {
             }
             Ok(Err(err)) => {
                 let delay = self.next_backoff(&key);
-                warn!(%key, error = %err, retry_in = ?delay, "reconcile failed");
+                warn!(%key, error = %crate::status::chain(&err), retry_in = ?delay, "reconcile failed");
                 self.schedule(key.clone(), now + delay, Why::Retry);
             }
             Err(join_error) => {

@@ -80,9 +80,9 @@ impl Fake {
 
 impl Reconciler for Fake {
     type Key = String;
-    type Error = String;
+    type Error = std::io::Error;
 
-    async fn reconcile(&self, key: &String, _why: &Why) -> Result<Action, String> {
+    async fn reconcile(&self, key: &String, _why: &Why) -> Result<Action, std::io::Error> {
         let (work, result) = {
             let mut log = self.log.lock().expect("lock");
             let nth = log.starts.iter().filter(|(k, _)| k == key).count();
@@ -105,7 +105,7 @@ impl Reconciler for Fake {
             log.in_flight_total -= 1;
         }
         self.finished.send_modify(|n| *n += 1);
-        result
+        result.map_err(std::io::Error::other)
     }
 
     async fn relist(&self) -> Vec<String> {

@@ -33,8 +33,10 @@ pub fn read_untrusted(
     use pathrs::flags::OpenFlags;
     use std::io::Read;
 
+    // pathrs says what failed ("openat2 failed") and returns why as its
+    // source. (status::chain, which is above fsutil.)
     let open_error = |err: pathrs::error::Error| UntrustedFileError::Open {
-        reason: err.to_string(),
+        reason: netplugins::chain(&err),
     };
     let root = pathrs::Root::open(root).map_err(open_error)?;
     // O_PATH: resolving does not open the file itself.

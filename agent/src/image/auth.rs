@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("reading credentials file {path}: {source}")]
+    #[error("reading credentials file {path}")]
     Read {
         path: String,
         #[source]

@@ -40,7 +40,7 @@ pub enum ContentError {
         size: u64,
         limit: u64,
     },
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

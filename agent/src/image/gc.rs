@@ -31,7 +31,7 @@ pub enum GcError {
     Content(#[from] ContentError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("listing {}: {source}", path.display())]
+    #[error("listing {}", path.display())]
     List {
         path: PathBuf,
         #[source]

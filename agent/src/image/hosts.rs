@@ -61,7 +61,7 @@ pub enum HostsError {
         url: String,
         scheme: String,
     },
-    #[error("{source_name}: host {url}: reading {what} {path}: {source}")]
+    #[error("{source_name}: host {url}: reading {what} {path}")]
     ReadFile {
         source_name: String,
         url: String,
@@ -638,7 +638,7 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
     for path in &settings.ca {
         let pem = read("CA certificate", path)?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|err| bad_pem("CA certificate", path, err.to_string()))?;
+            .map_err(|err| bad_pem("CA certificate", path, crate::status::chain(&err)))?;
         if certs.is_empty() {
             return Err(bad_pem(
                 "CA certificate",
@@ -658,7 +658,7 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
             pem.extend(read("client key", key)?);
         }
         let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|err| bad_pem("client certificate", &pair.cert, err.to_string()))?;
+            .map_err(|err| bad_pem("client certificate", &pair.cert, crate::status::chain(&err)))?;
         // rustls presents one identity; containerd also uses the first that
         // the server accepts, and configs list one in practice.
         builder = builder.identity(identity);
@@ -668,7 +668,7 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
             source_name: endpoint.source.clone(),
             url: endpoint.display_name(),
             proxy: proxy.clone(),
-            reason: err.to_string(),
+            reason: crate::status::chain(&err),
         })?;
         builder = builder.proxy(proxy);
     }
@@ -678,7 +678,7 @@ fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, HostsError> {
     builder.build().map_err(|err| HostsError::Client {
         source_name: endpoint.source.clone(),
         url: endpoint.display_name(),
-        reason: format!("{err:#}"),
+        reason: crate::status::chain(&err),
     })
 }
 

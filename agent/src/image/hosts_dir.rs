@@ -15,7 +15,7 @@ use super::hosts::{ClientCert, ClientSettings, HostEntry, HostsConfig, HostsErro
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostsDirError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         #[source]

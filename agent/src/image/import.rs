@@ -60,7 +60,7 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("reading archive {}: {source}", archive.display())]
+    #[error("reading archive {}", archive.display())]
     Read {
         archive: PathBuf,
         #[source]
@@ -102,7 +102,7 @@ pub enum ImportError {
         name: String,
         reason: String,
     },
-    #[error("archive {}: blob {digest}: {source}", archive.display())]
+    #[error("archive {}: blob {digest}", archive.display())]
     Content {
         archive: PathBuf,
         digest: String,
@@ -121,7 +121,7 @@ pub enum ImportError {
         #[source]
         source: TarError,
     },
-    #[error("archive {}: {source}", archive.display())]
+    #[error("archive {}", archive.display())]
     Lease {
         archive: PathBuf,
         #[source]

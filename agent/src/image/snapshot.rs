@@ -62,13 +62,13 @@ pub enum SnapshotError {
     Missing { chain_id: String },
     #[error("recording snapshot {chain_id}: {reason}")]
     Record { chain_id: String, reason: String },
-    #[error("layer {layer}: {source}")]
+    #[error("layer {layer}")]
     Content {
         layer: String,
         #[source]
         source: ContentError,
     },
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,

@@ -147,11 +147,15 @@ fn commit_all(
         let digest = blob.digest().clone();
         match blob.commit_synced() {
             Ok(_) => committed_blobs += 1,
-            Err(err) => tracing::warn!(%digest, error = %err, "could not store a verified blob"),
+            Err(err) => {
+                tracing::warn!(%digest, error = %crate::status::chain(&err), "could not store a verified blob")
+            }
         }
     }
     if committed_blobs > 0 {
-        content.sync_blob_dir().map_err(|err| err.to_string())?;
+        content
+            .sync_blob_dir()
+            .map_err(|err| crate::status::chain(&err))?;
     }
     let (chain_ids, layers): (Vec<Digest>, Vec<Filled>) = filled.into_iter().unzip();
     let sizes = snapshots
@@ -164,7 +168,7 @@ fn commit_all(
         .collect();
     // Sizes not recorded are measured when the image is recorded.
     meta.record_snapshots(&recorded)
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| crate::status::chain(&err))?;
     Ok(recorded.len())
 }
 
@@ -202,7 +206,7 @@ impl LayerTee for StreamingUnpack<'_> {
         }
         let chain_ids: Vec<&Digest> = plans.values().map(|plan| &plan.chain_id).collect();
         if let Err(err) = self.lease.add_all(&[], &chain_ids) {
-            tracing::debug!(error = %err, "cannot protect streamed snapshots; not streaming");
+            tracing::debug!(error = %crate::status::chain(&err), "cannot protect streamed snapshots; not streaming");
             return;
         }
         *lock(&self.plans) = plans;

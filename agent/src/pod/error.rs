@@ -141,6 +141,58 @@ mod tests {
         );
     }
 
+    fn occurrences(text: &str, part: &str) -> usize {
+        text.matches(part).count()
+    }
+
+    #[test]
+    fn a_runtime_io_error_under_a_pod_error_says_its_path_and_cause_once() {
+        use crate::runtime::RuntimeError;
+        let err = PodError::caused(
+            Reason::CreateContainerError,
+            "creating container web",
+            RuntimeError::Io {
+                action: "writing",
+                path: "/run/berth/bundles/c1/config.json".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        );
+        let message = err.message();
+        assert_eq!(
+            message,
+            "creating container web: writing /run/berth/bundles/c1/config.json: \
+             No space left on device (os error 28)"
+        );
+        assert_eq!(occurrences(&message, "config.json"), 1, "{message}");
+        assert_eq!(occurrences(&message, "No space left"), 1, "{message}");
+    }
+
+    #[test]
+    fn a_namespace_error_under_a_sandbox_error_says_each_cause_once() {
+        use crate::runtime::{RuntimeError, SandboxError};
+        use netplugins::ns::NsError;
+        let sandbox = SandboxError::Namespace {
+            pod: "p1".into(),
+            source: NsError::CreateFile {
+                path: "/run/berth/netns/p1".into(),
+                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            },
+        };
+        let err = PodError::caused(
+            Reason::CreatePodSandboxError,
+            "creating the pod's sandbox",
+            RuntimeError::from(sandbox),
+        );
+        let message = err.message();
+        assert_eq!(
+            message,
+            "creating the pod's sandbox: pod p1: creating namespace file /run/berth/netns/p1: \
+             Permission denied (os error 13)"
+        );
+        assert_eq!(occurrences(&message, "pod p1"), 1, "{message}");
+        assert_eq!(occurrences(&message, "Permission denied"), 1, "{message}");
+    }
+
     #[test]
     fn failures_are_collected_into_one_error() {
         let mut failures = Failures::default();

@@ -162,7 +162,9 @@ fn client() -> Result<&'static reqwest::Client, String> {
                 .redirect(redirect_policy())
                 .user_agent(concat!("berth-probe/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|err| format!("cannot make an HTTP client: {err}"))
+                .map_err(|err| {
+                    format!("cannot make an HTTP client: {}", crate::status::chain(&err))
+                })
         })
         .as_ref()
         .map_err(Clone::clone)

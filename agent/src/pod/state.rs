@@ -29,22 +29,22 @@ pub const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("reading pod state {path}: {source}")]
+    #[error("reading pod state {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("pod state {path} is not valid: {source}")]
+    #[error("pod state {path} is not valid")]
     Parse {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("writing pod state {path}: {source}")]
+    #[error("writing pod state {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("removing pod state {path}: {source}")]
+    #[error("removing pod state {path}")]
     Remove {
         path: PathBuf,
         source: std::io::Error,

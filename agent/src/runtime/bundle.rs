@@ -35,12 +35,12 @@ const CPU_PERIOD_US: u64 = 100_000;
 pub enum BundleError {
     #[error(transparent)]
     Process(#[from] ProcessError),
-    #[error("container {container:?}: {source}")]
+    #[error("container {container:?}")]
     User {
         container: String,
         source: UserError,
     },
-    #[error("container {container:?}: {source}")]
+    #[error("container {container:?}")]
     Security {
         container: String,
         source: SecurityError,
@@ -57,12 +57,12 @@ pub enum BundleError {
         path: PathBuf,
         reason: String,
     },
-    #[error("container {container:?}: building the OCI spec: {source}")]
+    #[error("container {container:?}: building the OCI spec")]
     Spec {
         container: String,
         source: oci_spec::OciSpecError,
     },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

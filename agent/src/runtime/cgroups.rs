@@ -24,7 +24,7 @@ pub enum CgroupError {
         "no cgroup hierarchy is mounted (neither cgroup v1 nor cgroup2 in /proc/self/mountinfo)"
     )]
     NoCgroups,
-    #[error("removing cgroup {path}: {source}")]
+    #[error("removing cgroup {path}")]
     Remove {
         path: PathBuf,
         source: std::io::Error,

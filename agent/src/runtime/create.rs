@@ -81,12 +81,12 @@ impl Runtime {
                 Ok(created)
             }
             Err(err) => {
-                tracing::warn!(container = req.id, error = %err, "container could not start");
+                tracing::warn!(container = req.id, error = %crate::status::chain(&err), "container could not start");
                 let errors = self.cleanup(req.id, Some(&handler)).await;
                 match CleanupErrors::into_result(format!("container {}", req.id), errors) {
                     Ok(()) => Err(err),
                     Err(cleanup) => Err(RuntimeError::CreateFailed {
-                        source: Box::new(err),
+                        error: Box::new(err),
                         cleanup,
                     }),
                 }

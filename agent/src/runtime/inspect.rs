@@ -39,7 +39,7 @@ impl Runtime {
         let state = match shim::read_exit(dir) {
             Ok(Some(exit)) => ContainerState::Exited(exit),
             Err(err) => ContainerState::Unknown {
-                reason: err.to_string(),
+                reason: crate::status::chain(&err),
             },
             Ok(None) => {
                 let shim = shim::ProcessRef::read(&dir.join(shim::SHIM_PID_FILE));

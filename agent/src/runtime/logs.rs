@@ -22,7 +22,7 @@ pub enum LogError {
     NoLogs { dir: PathBuf },
     #[error("no previous instance in {dir}: the container has not restarted")]
     NoPrevious { dir: PathBuf },
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("writing the log output: {0}")]
     Write(io::Error),

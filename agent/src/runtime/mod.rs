@@ -100,7 +100,7 @@ pub enum RuntimeError {
     StopTimeout { id: String, timeout: Duration },
     #[error("the agent is shutting down: {what} did not run")]
     ShuttingDown { what: &'static str },
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -122,9 +122,14 @@ pub enum RuntimeError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     User(#[from] user::UserError),
-    #[error("{source}; cleaning up the half-made container then failed too: {cleanup}")]
+    /// Both failures, the creation's with its causes first; neither is
+    /// a `source()`, since a chain has room for one cause only.
+    #[error(
+        "{}; cleaning up the half-made container then failed too: {cleanup}",
+        crate::status::chain(error.as_ref())
+    )]
     CreateFailed {
-        source: Box<RuntimeError>,
+        error: Box<RuntimeError>,
         cleanup: CleanupErrors,
     },
 }
@@ -264,7 +269,7 @@ impl Runtime {
                     handlers.insert(name, handler);
                 }
                 Err(err) => {
-                    broken.insert(name, err.to_string());
+                    broken.insert(name, crate::status::chain(&err));
                 }
             }
         }
@@ -368,5 +373,26 @@ mod tests {
         for bad in ["", "-x", "a/b", "../x", "a b", &"a".repeat(129)] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_failed_create_whose_cleanup_failed_says_both_with_their_causes_once() {
+        let err = RuntimeError::CreateFailed {
+            error: Box::new(RuntimeError::Io {
+                action: "writing",
+                path: "/run/berth/bundles/c1/config.json".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            }),
+            cleanup: CleanupErrors {
+                what: "container c1".into(),
+                errors: vec!["removing /run/berth/bundles/c1: busy".into()],
+            },
+        };
+        assert_eq!(
+            crate::status::chain(&err),
+            "writing /run/berth/bundles/c1/config.json: No space left on device (os error 28); \
+             cleaning up the half-made container then failed too: \
+             cleaning up container c1: removing /run/berth/bundles/c1: busy"
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("runtime handler {handler}: running {binary}: {source}")]
+    #[error("runtime handler {handler}: running {binary}")]
     Spawn {
         handler: String,
         binary: PathBuf,
@@ -25,7 +25,7 @@ pub enum OciError {
         status: String,
         stderr: String,
     },
-    #[error("runtime handler {handler}: `state` of container {id} is not valid JSON: {source}")]
+    #[error("runtime handler {handler}: `state` of container {id} is not valid JSON")]
     BadState {
         handler: String,
         id: String,

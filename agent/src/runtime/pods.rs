@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::status::chain;
+
 use super::{
     CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError, Volume,
     cgroups, validate_id, volumes,
@@ -52,11 +54,11 @@ impl Runtime {
     pub fn remove_pod(&self, pod_uid: &str) -> Result<(), CleanupErrors> {
         validate_id(pod_uid).map_err(|e| CleanupErrors {
             what: format!("pod {pod_uid}"),
-            errors: vec![e.to_string()],
+            errors: vec![chain(&e)],
         })?;
         let mut errors: Vec<String> = PodSandbox::remove(&self.inner.paths, pod_uid)
             .iter()
-            .map(ToString::to_string)
+            .map(|err| chain(err))
             .collect();
         let pod_cgroup = cgroups::pod_cgroup(&self.inner.config.cgroup_parent, pod_uid);
         errors.extend(
@@ -64,7 +66,7 @@ impl Runtime {
                 .layout
                 .remove_tree(&pod_cgroup)
                 .iter()
-                .map(ToString::to_string),
+                .map(|err| chain(err)),
         );
         CleanupErrors::into_result(format!("pod {pod_uid}"), errors)
     }

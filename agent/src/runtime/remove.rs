@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::status::chain;
+
 use super::{
     CleanupErrors, ContainerRecord, ContainerState, Handler, Runtime, shim, validate_id, volumes,
 };
@@ -14,7 +16,7 @@ impl Runtime {
     pub async fn remove_container(&self, id: &str) -> Result<(), CleanupErrors> {
         validate_id(id).map_err(|e| CleanupErrors {
             what: format!("container {id}"),
-            errors: vec![e.to_string()],
+            errors: vec![chain(&e)],
         })?;
         let handler = self.handler_of_container(id).await.ok();
         let errors = self.cleanup(id, handler.as_ref()).await;
@@ -47,7 +49,7 @@ impl Runtime {
         };
         let (record, state, shim) = match seen {
             Ok(seen) => seen,
-            Err(err) => return vec![err.to_string()],
+            Err(err) => return vec![chain(&err)],
         };
         if let ContainerState::Running { .. } | ContainerState::Creating { .. } = state
             && let Some(handler) = handler
@@ -71,7 +73,7 @@ impl Runtime {
         if let Some(handler) = handler
             && let Err(err) = handler.delete(id).await
         {
-            errors.push(err.to_string());
+            errors.push(chain(&err));
         }
         let id = id.to_string();
         match self
@@ -81,7 +83,7 @@ impl Runtime {
             .await
         {
             Ok(more) => errors.extend(more),
-            Err(err) => errors.push(err.to_string()),
+            Err(err) => errors.push(chain(&err)),
         }
         errors
     }
@@ -96,12 +98,12 @@ impl Runtime {
         errors.extend(
             volumes::unmount_under(&bundle_dir)
                 .iter()
-                .map(ToString::to_string),
+                .map(|err| chain(err)),
         );
         errors.extend(
             super::rootfs::remove(&self.inner.paths, id, &bundle_dir.join("rootfs"))
                 .iter()
-                .map(ToString::to_string),
+                .map(|err| chain(err)),
         );
         if let Some(record) = record {
             errors.extend(
@@ -109,7 +111,7 @@ impl Runtime {
                     .layout
                     .remove(&record.cgroups_path)
                     .iter()
-                    .map(ToString::to_string),
+                    .map(|err| chain(err)),
             );
         }
         // After a failed unmount something may still be mounted in the
@@ -120,7 +122,7 @@ impl Runtime {
                 continue;
             }
             if let Err(err) = crate::fsutil::remove_dir_all_if_exists(path) {
-                errors.push(format!("removing {}: {err}", path.display()));
+                errors.push(chain(&err));
             }
         }
         errors

@@ -27,23 +27,23 @@ pub enum RootfsError {
     NoLayers { id: String },
     #[error("image layer {path} is missing or not a directory")]
     MissingLayer { path: PathBuf },
-    #[error("creating {path}: {source}")]
+    #[error("creating {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("mounting the overlay at {target} ({step}): {source}")]
+    #[error("mounting the overlay at {target} ({step})")]
     Mount {
         target: PathBuf,
         step: &'static str,
         source: std::io::Error,
     },
-    #[error("unmounting {target}: {source}")]
+    #[error("unmounting {target}")]
     Unmount {
         target: PathBuf,
         source: nix::errno::Errno,
     },
-    #[error("removing {path}: {source}")]
+    #[error("removing {path}")]
     Remove {
         path: PathBuf,
         source: std::io::Error,

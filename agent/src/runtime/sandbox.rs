@@ -25,31 +25,31 @@ use crate::paths::Paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("pod {pod}: {source}")]
+    #[error("pod {pod}")]
     Namespace {
         pod: String,
         source: netplugins::ns::NsError,
     },
-    #[error("pod {pod}: setting hostname {hostname:?} in its UTS namespace: {source}")]
+    #[error("pod {pod}: setting hostname {hostname:?} in its UTS namespace")]
     Hostname {
         pod: String,
         hostname: String,
         source: nix::errno::Errno,
     },
-    #[error("pod {pod}: mounting its /dev/shm tmpfs at {path}: {source}")]
+    #[error("pod {pod}: mounting its /dev/shm tmpfs at {path}")]
     Shm {
         pod: String,
         path: PathBuf,
         source: nix::errno::Errno,
     },
-    #[error("pod {pod}: {action} {path}: {source}")]
+    #[error("pod {pod}: {action} {path}")]
     Io {
         pod: String,
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("pod {pod}: {source}")]
+    #[error("pod {pod}")]
     Volume {
         pod: String,
         source: volumes::VolumeError,

@@ -30,7 +30,7 @@ pub const SHIM_LOG_FILE: &str = "shim.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
-    #[error("starting the shim {shim}: {source}")]
+    #[error("starting the shim {shim}")]
     Spawn {
         shim: PathBuf,
         source: std::io::Error,
@@ -45,13 +45,13 @@ pub enum ShimError {
     },
     #[error("container {id}: the shim exited without reporting (its log: {log})")]
     NoReport { id: String, log: PathBuf },
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid: {source}")]
+    #[error("{path} is not valid")]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,

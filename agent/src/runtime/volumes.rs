@@ -23,14 +23,14 @@ pub enum VolumeError {
         path: PathBuf,
         problem: String,
     },
-    #[error("volume {volume:?}: {action} {path}: {source}")]
+    #[error("volume {volume:?}: {action} {path}")]
     Io {
         volume: String,
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("volume {volume:?}: mounting a tmpfs at {path}: {source}")]
+    #[error("volume {volume:?}: mounting a tmpfs at {path}")]
     Tmpfs {
         volume: String,
         path: PathBuf,
@@ -44,7 +44,7 @@ pub enum VolumeError {
         sub_path: String,
         problem: String,
     },
-    #[error("unmounting {path}: {source}")]
+    #[error("unmounting {path}")]
     Unmount {
         path: PathBuf,
         source: nix::errno::Errno,
@@ -423,16 +423,22 @@ pub fn mount_sub_path(
     }
     let root = pathrs::Root::open(volume_root).map_err(|e| {
         err(format!(
-            "cannot open the volume at {}: {e}",
-            volume_root.display()
+            "cannot open the volume at {}: {}",
+            volume_root.display(),
+            crate::status::chain(&e)
         ))
     })?;
     let handle = match root.resolve(sub_path) {
         Ok(handle) => handle,
         Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => root
             .mkdir_all(sub_path, &Permissions::from_mode(0o755))
-            .map_err(|e| err(format!("cannot be created: {e}")))?,
-        Err(e) => return Err(err(format!("cannot be resolved: {e}"))),
+            .map_err(|e| err(format!("cannot be created: {}", crate::status::chain(&e))))?,
+        Err(e) => {
+            return Err(err(format!(
+                "cannot be resolved: {}",
+                crate::status::chain(&e)
+            )));
+        }
     };
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()));
     let is_dir = std::fs::metadata(&fd_path)

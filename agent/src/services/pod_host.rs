@@ -386,7 +386,7 @@ impl PodRecords for RecordsOnDisk {
                 Ok((states, errors.iter().map(set_aside).collect()))
             })
             .await
-            .unwrap_or_else(|err| (Vec::new(), vec![err.to_string()]))
+            .unwrap_or_else(|err| (Vec::new(), vec![crate::status::chain(&*err)]))
         })
     }
 }

@@ -233,15 +233,7 @@ impl StatusDocument {
     }
 }
 
-/// An error and its causes on one line (`a: b: c`), for logs and status
-/// messages.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes on one line (`a: b: c`), for logs, status
+/// messages and events. netplugins shows its own errors' causes the same
+/// way, so the one implementation is there.
+pub use netplugins::chain;

@@ -36,7 +36,7 @@ use crate::ports;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
-    #[error("reading CNI configuration list {path}: {source}")]
+    #[error("reading CNI configuration list {path}")]
     ReadConf {
         path: PathBuf,
         source: std::io::Error,
@@ -45,7 +45,7 @@ pub enum CniError {
     BadConf { path: PathBuf, problem: String },
     #[error("CNI plugin {plugin:?} not found in {}; install it (Debian: containernetworking-plugins) or set plugin-dirs", exec::describe_dirs(.dirs))]
     PluginNotFound { plugin: String, dirs: Vec<PathBuf> },
-    #[error("starting CNI plugin {plugin}: {source}")]
+    #[error("starting CNI plugin {plugin}")]
     Spawn {
         plugin: PathBuf,
         source: std::io::Error,
@@ -57,7 +57,7 @@ pub enum CniError {
         container_id: String,
         detail: String,
     },
-    #[error("CNI result cache {path}: {source}")]
+    #[error("CNI result cache {path}")]
     Cache {
         path: PathBuf,
         source: std::io::Error,

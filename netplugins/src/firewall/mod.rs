@@ -16,17 +16,18 @@ const NFT: &str = "nft";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
+    /// The cause is in the message, before the hint, and so not a `source()`.
     #[error(
-        "the `nft` program is needed for NAT and hostPorts but could not be run ({source}); install nftables (Debian: apt-get install nftables)"
+        "the `nft` program is needed for NAT and hostPorts but could not be run ({error}); install nftables (Debian: apt-get install nftables)"
     )]
-    NftMissing { source: std::io::Error },
+    NftMissing { error: std::io::Error },
     #[error("`nft --version` failed: {stderr}")]
     NftBroken { stderr: String },
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("applying nftables table {table}: nft failed: {stderr}")]
     Apply { table: String, stderr: String },
-    #[error("running nft for table {table}: {source}")]
+    #[error("running nft for table {table}")]
     Spawn {
         table: String,
         source: std::io::Error,
@@ -42,7 +43,7 @@ pub async fn check_nft() -> Result<String, FirewallError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| FirewallError::NftMissing { source })?;
+        .map_err(|error| FirewallError::NftMissing { error })?;
     if !output.status.success() {
         return Err(FirewallError::NftBroken {
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
@@ -88,7 +89,7 @@ async fn list_json(args: &[&str]) -> Result<Option<serde_json::Value>, FirewallE
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| FirewallError::NftMissing { source })?;
+        .map_err(|error| FirewallError::NftMissing { error })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         // "No such file or directory": the table does not exist.

@@ -29,12 +29,12 @@ use crate::ports::{self, PortClaim, PortError, PortMapping};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
-    #[error("opening the IPAM database {path}: {source}")]
+    #[error("opening the IPAM database {path}")]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("IPAM database {path}: {source}")]
+    #[error("IPAM database {path}")]
     Sql {
         path: PathBuf,
         source: rusqlite::Error,
@@ -45,14 +45,14 @@ pub enum IpamError {
         subnet: ipnet::Ipv4Net,
         pod_id: String,
     },
-    #[error("restricting permissions of the IPAM database {path}: {source}")]
+    #[error("restricting permissions of the IPAM database {path}")]
     Permissions {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("IPAM database {path}: lease row {row:?} is corrupt")]
     Corrupt { path: PathBuf, row: String },
-    #[error("pod {pod_id}: {source}")]
+    #[error("pod {pod_id}")]
     Ports { pod_id: String, source: PortError },
 }
 

@@ -27,6 +27,7 @@ use berth::runtime::{
     ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExitStatus, PodSandbox,
     PreparedVolume, Runtime, RuntimeError,
 };
+use berth::status::chain;
 use berth_e2e::{TestDirs, require_root, rootfs, shim_bin, unique_name};
 use netplugins::ns::{self, NsKind};
 
@@ -151,7 +152,7 @@ impl Harness {
         spec: &ContainerSpec,
     ) -> (String, CreatedContainer) {
         self.run_with_volumes(pod, spec, &[])
-            .unwrap_or_else(|err| panic!("starting {}: {err}", spec.name))
+            .unwrap_or_else(|err| panic!("starting {}: {}", spec.name, chain(&err)))
     }
 
     pub fn run_with_volumes(
@@ -237,7 +238,7 @@ impl Harness {
     /// Removes a container now (and forgets it for the drop cleanup).
     pub fn remove(&mut self, id: &str) {
         self.block_on(self.runtime.remove_container(id))
-            .unwrap_or_else(|err| panic!("removing {id}: {err}"));
+            .unwrap_or_else(|err| panic!("removing {id}: {}", chain(&err)));
         self.containers.retain(|c| c != id);
     }
 }
@@ -246,22 +247,22 @@ impl Drop for Harness {
     fn drop(&mut self) {
         for id in std::mem::take(&mut self.containers) {
             if let Err(err) = self.tokio.block_on(self.runtime.remove_container(&id)) {
-                eprintln!("cleanup: {err}");
+                eprintln!("cleanup: {}", chain(&err));
             }
         }
         for uid in std::mem::take(&mut self.pods) {
             if let Err(err) = self.runtime.remove_pod(&uid) {
-                eprintln!("cleanup: {err}");
+                eprintln!("cleanup: {}", chain(&err));
             }
         }
         for netns in std::mem::take(&mut self.netns) {
             if let Err(err) = ns::remove(&netns) {
-                eprintln!("cleanup: {err}");
+                eprintln!("cleanup: {}", chain(&err));
             }
         }
         let parent = format!("/{}", self.cgroup_parent);
         for err in self.runtime.layout().remove_tree(&parent) {
-            eprintln!("cleanup: {err}");
+            eprintln!("cleanup: {}", chain(&err));
         }
     }
 }

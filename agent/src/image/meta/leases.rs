@@ -120,7 +120,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Err(err) = self.delete() {
-            tracing::warn!(lease = %self.id, %err, "could not release a lease; it expires on its own");
+            tracing::warn!(lease = %self.id, error = %crate::status::chain(&err), "could not release a lease; it expires on its own");
         }
     }
 }

@@ -128,13 +128,13 @@ CREATE INDEX IF NOT EXISTS containers_by_manifest ON container_images(manifest_d
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("image metadata database {path}: {source}")]
+    #[error("image metadata database {path}")]
     Open {
         path: String,
         #[source]
         source: anyhow::Error,
     },
-    #[error("image metadata: {op}: {source}")]
+    #[error("image metadata: {op}")]
     Sql {
         op: &'static str,
         #[source]

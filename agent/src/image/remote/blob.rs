@@ -94,7 +94,7 @@ pub async fn download(
                     return Err(error);
                 }
                 resumes_left -= 1;
-                tracing::info!(%digest, endpoint = %session.name(), %error, "download broke off; resuming");
+                tracing::info!(%digest, endpoint = %session.name(), error = %crate::status::chain(&error), "download broke off; resuming");
             }
         }
     }

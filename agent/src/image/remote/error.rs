@@ -48,7 +48,7 @@ pub enum RemoteError {
     },
     #[error("{url}: redirect not followed: {reason}")]
     Redirect { url: String, reason: String },
-    #[error("blob {digest}: {source}")]
+    #[error("blob {digest}")]
     Content {
         digest: String,
         #[source]
@@ -100,14 +100,17 @@ fn bytes(n: u64) -> String {
 fn list_attempts(attempts: &[Attempt]) -> String {
     attempts
         .iter()
-        .map(|a| format!("\n  - {}: {}", a.host, a.error))
+        .map(|a| format!("\n  - {}: {}", a.host, crate::status::chain(&a.error)))
         .collect()
 }
 
 impl RemoteError {
     pub(super) fn http(url: &str, err: reqwest::Error) -> Self {
-        // The URL is in this error already; reqwest would repeat it.
-        let mut reason = error_chain(&err.without_url());
+        // The URL is in this error already; reqwest would repeat it. Its
+        // `Display` hides the cause ("error sending request"); the chain
+        // says what happened ("Connection refused", "invalid peer
+        // certificate").
+        let mut reason = crate::status::chain(&err.without_url());
         if url.starts_with("https://") && reason.contains("InvalidContentType") {
             reason.push_str(
                 " (the host does not speak TLS: if it is a plain-HTTP registry, \
@@ -164,22 +167,6 @@ impl RemoteError {
     }
 }
 
-/// reqwest's `Display` hides the cause ("error sending request"); the chain
-/// says what happened ("Connection refused", "invalid peer certificate").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
 /// Collects each host's error while trying hosts in order.
 pub(super) struct Attempts {
     what: String,
@@ -204,7 +191,7 @@ impl Attempts {
     ) {
         let host = session.name();
         if more {
-            tracing::warn!(%host, %error, what = %self.what, "registry host failed; trying the next one");
+            tracing::warn!(%host, error = %crate::status::chain(&error), what = %self.what, "registry host failed; trying the next one");
             progress.host_failed(&host, &error);
         }
         self.attempts.push(Attempt { host, error });

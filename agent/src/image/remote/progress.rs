@@ -44,11 +44,13 @@ pub trait BlobGuard: Send + Sync {
 /// is written, so a concurrent GC leaves it alone.
 impl BlobGuard for crate::image::meta::Lease {
     fn protect(&self, digest: &Digest) -> Result<(), String> {
-        self.add_blob(digest).map_err(|err| err.to_string())
+        self.add_blob(digest)
+            .map_err(|err| crate::status::chain(&err))
     }
 
     fn protect_all(&self, digests: &[&Digest]) -> Result<(), String> {
-        self.add_all(digests, &[]).map_err(|err| err.to_string())
+        self.add_all(digests, &[])
+            .map_err(|err| crate::status::chain(&err))
     }
 }
 
@@ -170,7 +172,7 @@ impl Progress for TracingProgress {
     }
 
     fn host_failed(&self, host: &str, error: &RemoteError) {
-        tracing::warn!(image = %self.image, %host, %error, "registry host failed; trying the next one");
+        tracing::warn!(image = %self.image, %host, error = %crate::status::chain(error), "registry host failed; trying the next one");
     }
 }
 

@@ -182,7 +182,7 @@ impl<'a> Session<'a> {
         let authorization =
             match parse_challenge(&challenge).map_err(|err| RemoteError::Unauthorized {
                 url: url.clone(),
-                reason: err.to_string(),
+                reason: crate::status::chain(&err),
             })? {
                 Challenge::Basic => {
                     if self.credential.is_none() {
