@@ -658,12 +658,19 @@ def section_outage(res, base, registry, refs, tools, sizes, log_dir):
             for i in range(n):
                 podman.run("run", "-d", "--name", f"o{i:02d}", "--restart=always",
                            "--network=none", image, *sleeper)
-            # The power cut: conmons and containers killed, the run root and
-            # podman's tmp dir (where it notices a reboot) wiped.
+            # The power cut: conmons and containers killed; what a reboot
+            # wipes wiped: the run root, podman's tmp dir (where it notices
+            # a reboot), crun's state of these containers (/run/crun) and
+            # podman's shared-memory locks (/dev/shm).
+            ids = podman_ids(podman)
             for pid in kit.out(["pgrep", "-f", f"^/usr/bin/conmon .*{podman.dir}"]).split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), 9)
             kill_cgroup_tree("libpod_parent")
+            for cid in ids:
+                shutil.rmtree(os.path.join("/run/crun", cid), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("/dev/shm/libpod_lock")
             kit.umount_under(os.path.join(podman.dir, "root"))
             kit.umount_under(os.path.join(podman.dir, "runroot"))
             for d in ("runroot", "tmp"):
@@ -685,6 +692,13 @@ def section_outage(res, base, registry, refs, tools, sizes, log_dir):
                             f"power cut -> {n} containers running again (podman start --all)")
         if ours and theirs:
             res.ratios.append(f"outage {n} pods berth/podman = {ours / theirs:.2f}")
+
+
+def podman_ids(podman):
+    """Full ids of podman's containers."""
+    out = subprocess.run(podman.cmd("ps", "-a", "-q", "--no-trunc"), env=podman.env,
+                         capture_output=True, text=True)
+    return out.stdout.split()
 
 
 def podman_running(podman):
