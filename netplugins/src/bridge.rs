@@ -398,7 +398,8 @@ impl BridgeDriver {
 
         let bridge = self.ensure_bridge().await?;
         let netns = self.netns(&pod_id);
-        ns::create(NsKind::Net, &netns)?;
+        let path = netns.clone();
+        blocking(move || Ok(ns::create(NsKind::Net, &path)?)).await?;
         self.stage(SetupStage::Namespace);
 
         let (store, network, pool, id, wanted) = (
@@ -458,8 +459,9 @@ impl BridgeDriver {
         if let Err(err) = self.host.delete_link(&self.config.veth_name(pod_id)).await {
             errors.push(err.into());
         }
-        if let Err(err) = ns::remove(&self.netns(pod_id)) {
-            errors.push(err.into());
+        let path = self.netns(pod_id);
+        if let Err(err) = blocking(move || Ok(ns::remove(&path)?)).await {
+            errors.push(err);
         }
         let (store, network, id) = (
             self.store.clone(),
@@ -560,7 +562,7 @@ impl BridgeDriver {
             Ok(None) => {}
             Err(err) => errors.push(err.into()),
         }
-        driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors);
+        driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors).await;
         let (store, network, alive_ids) = (
             self.store.clone(),
             self.config.network.clone(),

@@ -301,26 +301,42 @@ pub fn netns_path(netns_dir: &Path, pod_id: &str) -> PathBuf {
     netns_dir.join(pod_id)
 }
 
-/// Removes the netns files in `netns_dir` of pods not in `alive`.
-pub(crate) fn remove_orphan_netns(
+/// Removes the netns files in `netns_dir` of pods not in `alive` (on a
+/// blocking thread: each is an unmount).
+pub(crate) async fn remove_orphan_netns(
     netns_dir: &Path,
     alive: &HashSet<String>,
     report: &mut CleanupReport,
     errors: &mut Vec<NetError>,
 ) {
-    let Ok(entries) = std::fs::read_dir(netns_dir) else {
-        return; // no directory: nothing was ever made
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if alive.contains(&name) || validate_pod_id(&name).is_err() {
-            continue;
+    let (dir, alive) = (netns_dir.to_path_buf(), alive.clone());
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return removed; // no directory: nothing was ever made
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if alive.contains(&name) || validate_pod_id(&name).is_err() {
+                continue;
+            }
+            let path = entry.path();
+            let result = crate::ns::remove(&path).map_err(NetError::from);
+            removed.push((path, result));
         }
-        let path = entry.path();
-        match crate::ns::remove(&path) {
-            Ok(()) => report.netns.push(path),
-            Err(err) => errors.push(err.into()),
+        removed
+    })
+    .await;
+    match removed {
+        Ok(removed) => {
+            for (path, result) in removed {
+                match result {
+                    Ok(()) => report.netns.push(path),
+                    Err(err) => errors.push(err),
+                }
+            }
         }
+        Err(err) => errors.push(NetError::Task(err.to_string())),
     }
 }
 

@@ -27,7 +27,8 @@ impl NoneDriver {
         driver::validate_pod_id(&pod.pod_id)?;
         let resolv = driver::pod_resolv_conf(pod, false)?;
         let netns = netns_path(&self.env.netns_dir, &pod.pod_id);
-        ns::create(NsKind::Net, &netns)?;
+        let path = netns.clone();
+        driver::blocking(move || Ok(ns::create(NsKind::Net, &path)?)).await?;
         netlink::in_netns(&netns, |nl| async move {
             nl.set_up("lo", None).await.map(|_| ())
         })
@@ -48,9 +49,11 @@ impl NoneDriver {
         })
     }
 
-    fn remove(&self, pod_id: &str) -> Result<(), NetError> {
+    /// Unmounts and removes the pod's netns file, on a blocking thread.
+    async fn remove(&self, pod_id: &str) -> Result<(), NetError> {
         driver::validate_pod_id(pod_id)?;
-        let result = ns::remove(&netns_path(&self.env.netns_dir, pod_id)).map_err(NetError::from);
+        let path = netns_path(&self.env.netns_dir, pod_id);
+        let result = driver::blocking(move || Ok(ns::remove(&path)?)).await;
         teardown_result(pod_id, result.err().into_iter().collect())
     }
 }
@@ -61,14 +64,14 @@ impl NetworkDriver for NoneDriver {
     }
 
     fn setup<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<NetworkStatus, NetError>> {
-        driver::setup_or_undo(&pod.pod_id, self.setup_pod(pod), || async {
+        driver::setup_or_undo(&pod.pod_id, self.setup_pod(pod), || {
             self.remove(&pod.pod_id)
         })
         .boxed()
     }
 
     fn teardown<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<(), NetError>> {
-        async move { self.remove(&pod.pod_id) }.boxed()
+        async move { self.remove(&pod.pod_id).await }.boxed()
     }
 
     fn check<'a>(&'a self, pod: &'a PodNetwork) -> BoxFuture<'a, Result<(), NetError>> {
@@ -94,7 +97,7 @@ impl NetworkDriver for NoneDriver {
         async move {
             let mut report = CleanupReport::default();
             let mut errors = Vec::new();
-            driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors);
+            driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors).await;
             driver::cleanup_result(report, errors)
         }
         .boxed()

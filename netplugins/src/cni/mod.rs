@@ -151,7 +151,8 @@ impl CniDriver {
         blocking(move || Ok(store.claim_ports(&network, &id, &wanted)?)).await?;
 
         let inv = self.invocation(pod, &published);
-        ns::create(NsKind::Net, &inv.netns)?;
+        let path = inv.netns.clone();
+        blocking(move || Ok(ns::create(NsKind::Net, &path)?)).await?;
         netlink::in_netns(&inv.netns, |nl| async move {
             nl.set_up("lo", None).await.map(|_| ())
         })
@@ -216,8 +217,9 @@ impl CniDriver {
             Ok(None) => {}
             Err(err) => errors.push(err.into()),
         }
-        if let Err(err) = ns::remove(&netns_path(&self.env.netns_dir, pod_id)) {
-            errors.push(err.into());
+        let path = netns_path(&self.env.netns_dir, pod_id);
+        if let Err(err) = blocking(move || Ok(ns::remove(&path)?)).await {
+            errors.push(err);
         }
         let (store, network, id) = (
             self.store.clone(),
@@ -307,7 +309,7 @@ impl CniDriver {
                 Err(err) => errors.push(err),
             }
         }
-        driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors);
+        driver::remove_orphan_netns(&self.env.netns_dir, alive, &mut report, &mut errors).await;
         let (store, network, alive_ids) =
             (self.store.clone(), self.claims_network(), alive.clone());
         match blocking(move || Ok(store.reclaim(&network, &alive_ids)?)).await {
