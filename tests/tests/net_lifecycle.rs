@@ -144,7 +144,14 @@ fn a_reloaded_firewall_and_a_deleted_veth_are_repaired_without_restarting_the_po
             .ok()),
         "hello-web\n"
     );
-    assert_eq!(curl(localhost(port)).as_deref(), Ok("hello-web\n"));
+    // The firewall is applied last in the repair: the hostPort follows.
+    assert_eq!(
+        wait_until(POD_WAIT, "the hostPort after the repair", || curl(
+            localhost(port)
+        )
+        .ok()),
+        "hello-web\n"
+    );
 
     let now = net.world.pod("web").expect("status");
     assert_eq!(
