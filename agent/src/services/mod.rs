@@ -31,7 +31,7 @@ use crate::status::{Event, EventLog, EventType, chain};
 use networks::NetworkDrivers;
 
 /// How long after the start the first garbage collection runs (at most).
-const GC_AFTER_START: Duration = Duration::from_secs(60);
+const GC_AFTER_START: Duration = Duration::from_secs(10);
 
 /// How often `[images] hosts-dir` is read again for changes (a few small
 /// files; Registry objects in the manifest directory apply immediately).
@@ -109,7 +109,7 @@ impl Services {
 
     /// Starts the periodic work of the services until `stop`: garbage
     /// collection of the image store every `[store] gc-interval` (the first
-    /// a minute after the start, when the pods are up, to clear what a
+    /// 10 s after the start, when the pods are up, to clear what a
     /// crash left), and re-reading `[images] hosts-dir`.
     pub fn start_background(
         self: &Arc<Self>,
