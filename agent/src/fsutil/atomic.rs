@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use super::crash_point;
+
 /// Writes `bytes` to `path` with `mode`: temp file in the same directory,
 /// fsync, rename over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -32,8 +34,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        crash_point("file synced", &temp.display());
         fs::rename(&temp, path)?;
-        File::open(dir)?.sync_all()
+        crash_point("file renamed into place", &path.display());
+        File::open(dir)?.sync_all()?;
+        crash_point("directory synced", &dir.display());
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

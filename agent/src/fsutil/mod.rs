@@ -6,6 +6,7 @@
 //! opens what is not a regular file.
 
 pub mod atomic;
+pub mod crash;
 pub mod remove;
 pub mod untrusted;
 
@@ -13,6 +14,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 pub use atomic::write_atomic;
+pub use crash::crash_point;
 pub use remove::{Left, RemoveError, Why, remove_tree, remove_tree_at};
 pub use untrusted::{UntrustedFileError, read_untrusted};
 

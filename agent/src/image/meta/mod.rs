@@ -59,7 +59,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 pub use images::{ImageRecord, LayerRecord, ManifestRecord, delete_image, image_names, users_of};
 pub use leases::Lease;
 pub use roots::{Roots, collect_roots};
-pub use snapshots::forget_snapshot;
+pub use snapshots::{forget_snapshot, snapshot_records};
 
 /// Bump when a table changes incompatibly (and migrate in `ensure_schema`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -226,6 +226,7 @@ impl MetaStore {
             .map_err(sql("starting a write transaction"))?;
         let value = f(&tx)?;
         tx.commit().map_err(sql("committing"))?;
+        crate::fsutil::crash_point("metadata committed", &"berth.db");
         Ok(value)
     }
 }
