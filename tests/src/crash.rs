@@ -9,7 +9,8 @@
 //!   its snapshots, once recorded as unpacked), every pod record parses;
 //! - [`recovered_invariants`] hold once the next agent ran its recovery
 //!   and a garbage collection: no staging or temp leftovers, no snapshot
-//!   record without its directory, no IP lease without a pod record, no
+//!   record without its directory, no lease of a dead process, no IP
+//!   lease without a pod record, no
 //!   pod record whose address is not leased, no container layer without a
 //!   record.
 
@@ -130,6 +131,10 @@ pub fn recovered_invariants(root: &Path, network: Option<&str>) -> Vec<Verdict> 
             "every container layer belongs to a pod record",
             container_dir_problems(root),
         ),
+        verdict(
+            "no lease of a process that is gone",
+            dead_lease_problems(root),
+        ),
     ];
     if let Some(network) = network {
         verdicts.push(verdict(
@@ -223,7 +228,10 @@ fn image_problems(root: &Path) -> Vec<String> {
         blobs.extend(layers.iter().map(|layer| ("layer", layer.blob.clone())));
         for (what, digest) in blobs {
             if !service.content().contains(&digest).unwrap_or(false) {
-                problems.push(format!("image {}: its {what} {digest} is not stored", image.name));
+                problems.push(format!(
+                    "image {}: its {what} {digest} is not stored",
+                    image.name
+                ));
             }
         }
         // Recorded as unpacked (every layer's size recorded): every
@@ -244,10 +252,7 @@ fn image_problems(root: &Path) -> Vec<String> {
 
 fn pod_record_problems(root: &Path) -> Vec<String> {
     let (_, errors) = berth::pod::state::PodState::list(&paths(root));
-    let mut problems: Vec<String> = errors
-        .iter()
-        .map(|err| berth::status::chain(err))
-        .collect();
+    let mut problems: Vec<String> = errors.iter().map(|err| berth::status::chain(err)).collect();
     for entry in entries(&root.join("pod-state")) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".corrupt") {
@@ -295,6 +300,22 @@ fn snapshot_record_problems(root: &Path) -> Vec<String> {
             .map(|chain_id| format!("snapshot {chain_id} is recorded but its directory is gone"))
             .collect(),
         Err(err) => vec![format!("listing snapshot records: {err}")],
+    }
+}
+
+fn dead_lease_problems(root: &Path) -> Vec<String> {
+    let service = match image_service(root) {
+        Ok(Some(service)) => service,
+        Ok(None) => return Vec::new(),
+        Err(problem) => return vec![problem],
+    };
+    match service.meta().lease_holders() {
+        Ok(holders) => holders
+            .into_iter()
+            .filter(|(_, pid)| !berth::fsutil::process_alive(*pid))
+            .map(|(id, pid)| format!("lease {id} of process {pid}, which is gone, is kept"))
+            .collect(),
+        Err(err) => vec![format!("listing leases: {err}")],
     }
 }
 
@@ -405,10 +426,10 @@ impl Table {
     }
 
     pub fn row(&mut self, run: RunResult) {
-        let at = run.crashed_at.as_ref().map_or_else(
-            || "(not reached)".to_string(),
-            |point| point.name.clone(),
-        );
+        let at = run
+            .crashed_at
+            .as_ref()
+            .map_or_else(|| "(not reached)".to_string(), |point| point.name.clone());
         println!(
             "{:>5}  {:<10}  {:<30}  {:>7}  {:>8}  {:>6.1}",
             run.asked,

@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_e2e::crash::{
-    CRASH_AT_ENV, CRASH_POINTS_ENV, CrashPoint, Findings, RunResult, crash_points,
-    durable_invariants, Table, points_to_try, recovered_invariants,
+    CRASH_AT_ENV, CRASH_POINTS_ENV, CrashPoint, Findings, RunResult, Table, crash_points,
+    durable_invariants, points_to_try, recovered_invariants,
 };
 use berth_e2e::images::{
     Entry, ImageSpec, OciLayout, PushFormat, PushedImage, busybox_entries, push_image,
@@ -79,7 +79,12 @@ impl Images {
         };
         let spec = |tag: &str| ImageSpec::new(vec![busybox_entries(), data.clone(), top(tag)]);
         let first = push_image(&registry, "crash/first", &[spec("first")], PushFormat::Oci);
-        let second = push_image(&registry, "crash/second", &[spec("second")], PushFormat::Oci);
+        let second = push_image(
+            &registry,
+            "crash/second",
+            &[spec("second")],
+            PushFormat::Oci,
+        );
         let archive_dir = tempfile::Builder::new()
             .prefix("berth-crash-archive-")
             .tempdir()
@@ -196,9 +201,8 @@ fn agent_scenario(net: &mut NetWorld, images: &Images, env: &[(&str, &str)]) -> 
     let ended = 'scenario: {
         let pid = net.world.agent().pid();
         let ready = until(net, "the agent to be ready", |net| {
-            berth_e2e::agent::status_json(&net.world.dirs).is_some_and(|s| {
-                s["agent"]["state"] == "Ready" && s["agent"]["pid"] == pid
-            })
+            berth_e2e::agent::status_json(&net.world.dirs)
+                .is_some_and(|s| s["agent"]["state"] == "Ready" && s["agent"]["pid"] == pid)
         });
         if !ready {
             break 'scenario false;
@@ -258,9 +262,7 @@ fn agent_scenario(net: &mut NetWorld, images: &Images, env: &[(&str, &str)]) -> 
         if !until(net, "pod a to be removed", |_| !record.exists()) {
             break 'scenario false;
         }
-        net.world
-            .agent()
-            .signal(nix::sys::signal::Signal::SIGTERM);
+        net.world.agent().signal(nix::sys::signal::Signal::SIGTERM);
         let stopped = poll_until(POD_WAIT, || net.world.agent_mut().try_exit());
         stopped.expect("the agent stops on SIGTERM").success()
     };
@@ -382,13 +384,24 @@ fn the_agent_recovers_a_consistent_state_from_a_crash_at_any_durability_point() 
     let checked = clean.checked;
     drop(net);
     let total = points.len() as u64;
+    if full_sweep() || std::env::var_os("BERTH_CHAOS_LIST").is_some() {
+        for point in &points {
+            println!("  {point}");
+        }
+    }
     println!(
         "agent scenario: {total} crash points, {checked} checks without a crash; kinds: {:?}",
         kinds(&points)
     );
-    assert!(total > 20, "the scenario passes the store's and the pods' points");
+    assert!(
+        total > 20,
+        "the scenario passes the store's and the pods' points"
+    );
     let mut table = Table::new("agent: pulls and pod churn");
     for n in points_to_try(total, full_sweep(), SHORT_POINTS) {
+        if std::env::var_os("BERTH_CHAOS_LIST").is_some() {
+            break;
+        }
         table.row(agent_run(&images, n));
     }
     let failed = table.finish();
@@ -440,7 +453,10 @@ fn run_cli(
         cmd.env(key, value);
     }
     let output = cmd.output().expect("running berth");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Runs the CLI scenario, crashing command `crash.0` at its point

@@ -125,7 +125,10 @@ mod tests {
     fn the_hook_is_off_unless_asked_for_and_in_debug_builds_only() {
         assert!(from_env(None, None, true).is_none());
         assert!(from_env(Some("3"), Some("1"), false).is_none());
-        assert!(from_env(Some("0"), None, true).is_none(), "points count from 1");
+        assert!(
+            from_env(Some("0"), None, true).is_none(),
+            "points count from 1"
+        );
         assert!(from_env(Some("x"), None, true).is_none());
         assert!(from_env(None, Some("0"), true).is_none());
         let printing = from_env(None, Some("1"), true).expect("armed");

@@ -193,7 +193,7 @@ fn sweep_leftovers(
         if owner == Some(std::process::id()) {
             continue;
         }
-        let orphaned = owner.is_none_or(|pid| !process_alive(pid));
+        let orphaned = owner.is_none_or(|pid| !crate::fsutil::process_alive(pid));
         if (orphaned || is_older_than(&path, options.leftover_age)) && snapshot::remove_tree(&path)
         {
             removed.push(Removed {
@@ -236,19 +236,6 @@ fn is_locked(path: &Path) -> bool {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,12 +263,5 @@ mod tests {
         collect(&meta, &content, &snapshots, &GcOptions::default()).expect("gc");
         assert_eq!(meta.recorded_snapshots().expect("records"), [kept]);
         lease.release().expect("release");
-    }
-
-    #[test]
-    fn our_own_process_is_alive_and_a_free_pid_is_not() {
-        assert!(process_alive(std::process::id()));
-        // Above the kernel's pid_max ceiling (4M): never a live process.
-        assert!(!process_alive(5_000_000));
     }
 }

@@ -58,7 +58,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use images::{ImageRecord, LayerRecord, ManifestRecord, delete_image, image_names, users_of};
 pub use leases::Lease;
-pub use roots::{Roots, collect_roots};
+pub use roots::{Roots, collect_roots, lease_holders};
 pub use snapshots::{forget_snapshot, snapshot_records};
 
 /// Bump when a table changes incompatibly (and migrate in `ensure_schema`).
@@ -212,6 +212,19 @@ impl MetaStore {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs one statement on its own (SQLite commits it by itself), for
+    /// a change that needs no transaction around it.
+    fn execute_one(
+        &self,
+        op: &'static str,
+        statement: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<usize> {
+        let changed = self.lock().execute(statement, params).map_err(sql(op))?;
+        crate::fsutil::crash_point("metadata committed", &"berth.db");
+        Ok(changed)
     }
 
     /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`: other processes'
