@@ -21,7 +21,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-pub use berth::fsutil::crash::{CRASH_AT_ENV, CRASH_POINTS_ENV};
+pub use berth::fsutil::crash::{CRASH_AT_ENV, CRASH_MATCH_ENV, CRASH_POINTS_ENV};
 
 /// One `berth: crash point N (name: subject)` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,8 +264,18 @@ fn pod_record_problems(root: &Path) -> Vec<String> {
 
 fn leftover_problems(root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
-    for dir in ["snapshots/.staging", "content/ingest"] {
-        for entry in entries(&root.join(dir)) {
+    // Work in progress is no leftover: a staging directory whose owner
+    // runs (the agent's own collection moves snapshots aside there), a
+    // download whose writer holds its lock. GC leaves those alone too.
+    for entry in entries(&root.join("snapshots/.staging")) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = berth::image::snapshot::staging_owner(&name);
+        if !owner.is_some_and(berth::fsutil::process_alive) {
+            problems.push(format!("{} is left", entry.path().display()));
+        }
+    }
+    for entry in entries(&root.join("content/ingest")) {
+        if !is_locked(&entry.path()) {
             problems.push(format!("{} is left", entry.path().display()));
         }
     }
@@ -275,16 +285,27 @@ fn leftover_problems(root: &Path) -> Vec<String> {
             problems.push(format!("{} is not a snapshot", entry.path().display()));
         }
     }
-    // Files berth replaces atomically live here: a temp name is a leftover.
+    // Files berth replaces atomically live here: the temp file of a
+    // writer that is gone is a leftover (a live one's is a write going on).
     for dir in [root.to_path_buf(), root.join("pod-state")] {
         for entry in entries(&dir) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp") {
+            let writer = berth::fsutil::atomic::temp_writer(&name);
+            if writer.is_some_and(|pid| !berth::fsutil::process_alive(pid)) {
                 problems.push(format!("{} is left", entry.path().display()));
             }
         }
     }
     problems
+}
+
+/// Whether a writer holds the flock a download in progress holds on its
+/// partial file.
+fn is_locked(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
 }
 
 fn snapshot_record_problems(root: &Path) -> Vec<String> {

@@ -27,16 +27,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_e2e::crash::{
-    CRASH_AT_ENV, CRASH_POINTS_ENV, CrashPoint, Findings, RunResult, Table, crash_points,
-    durable_invariants, points_to_try, recovered_invariants,
+    CRASH_AT_ENV, CRASH_MATCH_ENV, CRASH_POINTS_ENV, CrashPoint, Findings, RunResult, Table,
+    crash_points, durable_invariants, points_to_try, recovered_invariants,
 };
 use berth_e2e::images::{
     Entry, ImageSpec, OciLayout, PushFormat, PushedImage, busybox_entries, push_image,
 };
 use berth_e2e::net::{NetWorld, free_port, pod_uid, running_with_ip};
-use berth_e2e::pods::POD_WAIT;
+use berth_e2e::pods::{POD_WAIT, PodWorld, running_pid};
 use berth_e2e::registry::{Registry, RegistryOptions};
-use berth_e2e::{TestDirs, agent::AgentProcess, poll_until, pull, require_root, shim_bin};
+use berth_e2e::{
+    TestDirs, agent::AgentProcess, poll_until, pull, require_root, shim_bin, wait_until,
+};
 
 /// Points tried per scenario in the short version.
 const SHORT_POINTS: u64 = 6;
@@ -49,6 +51,18 @@ const QUICK_GC: &str = "[store]\ngc-interval = \"1s\"\nleftover-age = \"1s\"\n";
 
 fn full_sweep() -> bool {
     std::env::var("BERTH_CHAOS").is_ok_and(|value| value == "full")
+}
+
+/// The points to try of `total`: `BERTH_CHAOS_POINTS=3,17` (to run a
+/// failed point again), every one in a full sweep, else a spread few.
+fn sweep(total: u64) -> Vec<u64> {
+    match std::env::var("BERTH_CHAOS_POINTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("BERTH_CHAOS_POINTS: numbers"))
+            .collect(),
+        Err(_) => points_to_try(total, full_sweep(), SHORT_POINTS),
+    }
 }
 
 /// The images of both scenarios, in one registry shared by every run.
@@ -338,7 +352,26 @@ fn recover_agent(net: &mut NetWorld, images: &Images, pods: &Pods, power_cut: bo
         )
     });
     findings.verdicts("after the pull", durable_invariants(net.root()));
+    if !findings.failures.is_empty() {
+        println!(
+            "--- pod records:\n{}\n--- the recovering agent's log:\n{}",
+            records_text(net.root()),
+            tail(&net.world.agent().log())
+        );
+    }
     findings
+}
+
+fn records_text(root: &std::path::Path) -> String {
+    std::fs::read_dir(root.join("pod-state"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            format!("{}:\n{text}", entry.path().display())
+        })
+        .collect()
 }
 
 /// One run of the agent scenario crashing at point `n`.
@@ -384,7 +417,7 @@ fn the_agent_recovers_a_consistent_state_from_a_crash_at_any_durability_point() 
     let checked = clean.checked;
     drop(net);
     let total = points.len() as u64;
-    if full_sweep() || std::env::var_os("BERTH_CHAOS_LIST").is_some() {
+    if full_sweep() {
         for point in &points {
             println!("  {point}");
         }
@@ -398,10 +431,7 @@ fn the_agent_recovers_a_consistent_state_from_a_crash_at_any_durability_point() 
         "the scenario passes the store's and the pods' points"
     );
     let mut table = Table::new("agent: pulls and pod churn");
-    for n in points_to_try(total, full_sweep(), SHORT_POINTS) {
-        if std::env::var_os("BERTH_CHAOS_LIST").is_some() {
-            break;
-        }
+    for n in sweep(total) {
         table.row(agent_run(&images, n));
     }
     let failed = table.finish();
@@ -560,7 +590,7 @@ fn pull_import_rmi_and_prune_leave_a_consistent_store_when_they_crash_at_any_poi
     println!("CLI scenario: {total} crash points ({counts:?} per command)");
     assert!(counts.iter().all(|&k| k > 0), "every command has points");
     let mut table = Table::new("CLI: pull, import, rmi, prune");
-    for global in points_to_try(total, full_sweep(), SHORT_POINTS) {
+    for global in sweep(total) {
         // The command and its own point number.
         let (mut command, mut n) = (0, global);
         while n > counts[command] {
@@ -571,4 +601,52 @@ fn pull_import_rmi_and_prune_leave_a_consistent_store_when_they_crash_at_any_poi
     }
     let failed = table.finish();
     assert_eq!(failed, 0, "runs broke an invariant (table above)");
+}
+
+// ---------------------------------------------------------------------------
+// Regressions: each bug the sweep found, at its exact point.
+
+/// The agent was killed after the runtime had mounted a container's
+/// rootfs and written its bundle, before the shim ran it. The restarted
+/// agent saw the half-made container as lost and made a new instance, but
+/// never removed the old one: its overlay mount, bundle, shim state and
+/// writable layer stayed until the next agent start.
+#[test]
+fn a_container_whose_create_a_crash_cut_short_is_removed_when_it_is_made_again() {
+    let mut world = PodWorld::new("runc");
+    world.spawn_agent_with_env(&[(CRASH_MATCH_ENV, "config.json"), (CRASH_AT_ENV, "1")]);
+    let containers = world.shell_container("app", "exec sleep 100000");
+    world.write_manifest("web.yaml", &world.pod_yaml("web", "", &containers));
+    let status = wait_until(POD_WAIT, "the agent to crash", || {
+        world.agent_mut().try_exit()
+    });
+    let point = crash_site(status, &world.agent().log()).expect("a crash point");
+    // `…/bundles/<id>/.config.json.tmp.<pid>`
+    let cut_short = PathBuf::from(&point.subject)
+        .parent()
+        .and_then(|bundle| bundle.file_name())
+        .map(|id| id.to_string_lossy().into_owned())
+        .expect("the bundle directory names the container");
+    assert!(
+        world.dirs.root.join("containers").join(&cut_short).is_dir(),
+        "the crash came after the rootfs was made"
+    );
+
+    world.start_agent();
+    world.wait_pod("web", "running again", |pod| {
+        running_pid(pod, "app").is_some()
+    });
+    for left in [
+        world.dirs.root.join("containers").join(&cut_short),
+        world.dirs.run_root.join("bundles").join(&cut_short),
+        world.dirs.run_root.join("shims").join(&cut_short),
+    ] {
+        assert!(!left.exists(), "{} is left", left.display());
+    }
+    let mounts: Vec<PathBuf> = world
+        .mounts()
+        .into_iter()
+        .filter(|mount| mount.to_string_lossy().contains(&cut_short))
+        .collect();
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
 }

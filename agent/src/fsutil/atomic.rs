@@ -76,8 +76,8 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// The pid in a [`write_atomic`] temp name (`.NAME.tmp.PID`).
-fn temp_writer(name: &str) -> Option<u32> {
+/// The writer's pid in a [`write_atomic`] temp name (`.NAME.tmp.PID`).
+pub fn temp_writer(name: &str) -> Option<u32> {
     let (stem, pid) = name.strip_prefix('.')?.rsplit_once(".tmp.")?;
     if stem.is_empty() {
         return None;

@@ -12,6 +12,10 @@
 //!   file runs, as in a power cut.
 //! - `BERTH_TEST_CRASH_POINTS=1`: prints that line for every point reached
 //!   (so a test learns how many points a scenario passes), and goes on.
+//! - `BERTH_TEST_CRASH_MATCH=TEXT`: only points whose `name: subject`
+//!   contains TEXT count (`config.json` with `BERTH_TEST_CRASH_AT=1`: the
+//!   first container bundle written), so a test can crash at one exact
+//!   step whatever else the process does meanwhile.
 //!
 //! Debug builds only: release builds ignore both variables (with a
 //! warning), so the hook is never active by accident.
@@ -23,12 +27,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CRASH_AT_ENV: &str = "BERTH_TEST_CRASH_AT";
 pub const CRASH_POINTS_ENV: &str = "BERTH_TEST_CRASH_POINTS";
+pub const CRASH_MATCH_ENV: &str = "BERTH_TEST_CRASH_MATCH";
 
 /// What the environment asked for.
 #[derive(Debug, Default)]
 struct Hook {
     crash_at: Option<u64>,
     print: bool,
+    only: Option<String>,
     reached: AtomicU64,
 }
 
@@ -49,6 +55,10 @@ fn hook() -> Option<&'static Hook> {
             std::env::var(CRASH_POINTS_ENV).ok().as_deref(),
             cfg!(debug_assertions),
         )
+        .map(|hook| Hook {
+            only: std::env::var(CRASH_MATCH_ENV).ok(),
+            ..hook
+        })
     })
     .as_ref()
 }
@@ -83,6 +93,7 @@ fn from_env(crash_at: Option<&str>, print: Option<&str>, debug_build: bool) -> O
     Some(Hook {
         crash_at,
         print,
+        only: None,
         reached: AtomicU64::new(0),
     })
 }
@@ -100,13 +111,14 @@ pub fn crash_point(name: &str, subject: &dyn Display) {
     let Some(hook) = hook() else {
         return;
     };
+    let point = format!("{name}: {subject}");
+    if hook.only.as_ref().is_some_and(|text| !point.contains(text)) {
+        return;
+    }
     let (n, crash) = hook.reach();
     if hook.print || crash {
         // Not eprintln!: a closed stderr must not turn into a panic here.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "berth: crash point {n} ({name}: {subject})"
-        );
+        let _ = writeln!(std::io::stderr().lock(), "berth: crash point {n} ({point})");
     }
     if crash {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
