@@ -1,7 +1,7 @@
 # The two commands a new machine needs (as root, Debian 12):
 #   make demo   build berth, build a busybox image, run the pods in examples/
 #   make test   install what the tests need, then fmt, clippy and every test
-.PHONY: demo test deps check build release bench schemas clean fuzz
+.PHONY: demo test deps check build release bench schemas clean fuzz chaos
 
 CARGO ?= cargo
 
@@ -26,6 +26,15 @@ test: deps check build
 
 demo: deps
 	scripts/demo.sh
+
+# Crash consistency, the full sweep (root; about 20 minutes): the agent
+# and the CLI are killed at every point where berth makes state durable
+# (BERTH_TEST_CRASH_AT=N, debug builds only), and the state they leave and
+# the state the next start recovers are checked. `make test` runs a short
+# sample of the same points. Tables of every run are printed as they end.
+chaos: deps build
+	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos --no-capture \
+		-E 'binary(crash_consistency)'
 
 # Benchmarks against podman and containerd (root; installs them; minutes).
 bench: release

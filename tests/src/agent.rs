@@ -19,6 +19,8 @@ pub const REACT: Duration = Duration::from_secs(20);
 /// SIGKILL after a deadline), by PID.
 pub struct AgentProcess {
     child: Option<Child>,
+    /// How it ended, once reaped.
+    exit: Option<ExitStatus>,
     log: PathBuf,
 }
 
@@ -49,6 +51,7 @@ impl AgentProcess {
         let child = command.spawn().expect("spawning berth run");
         Self {
             child: Some(child),
+            exit: None,
             log,
         }
     }
@@ -79,9 +82,11 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends `signal` to the agent.
+    /// Sends `signal` to the agent (which must not have been reaped: its
+    /// pid may belong to another process by now).
     pub fn signal(&self, signal: Signal) {
-        let pid = i32::try_from(self.pid()).expect("pid fits in i32");
+        let child = self.child.as_ref().expect("the agent has not exited");
+        let pid = i32::try_from(child.id()).expect("pid fits in i32");
         kill(Pid::from_raw(pid), signal).expect("signalling the agent");
     }
 
@@ -93,7 +98,19 @@ impl AgentProcess {
             child.try_wait().expect("waiting for the agent")
         });
         self.child = None;
+        self.exit = Some(status);
         status
+    }
+
+    /// How the agent ended, if it has (without waiting).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if let Some(child) = &mut self.child
+            && let Some(status) = child.try_wait().expect("waiting for the agent")
+        {
+            self.exit = Some(status);
+            self.child = None;
+        }
+        self.exit
     }
 
     /// Stops the agent with SIGTERM and returns its exit status.

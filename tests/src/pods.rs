@@ -94,6 +94,21 @@ impl PodWorld {
         ));
     }
 
+    /// Starts the agent without waiting for it (a test that may crash it
+    /// early polls it with [`AgentProcess::try_exit`]).
+    pub fn spawn_agent_with_env(&mut self, env: &[(&str, &str)]) {
+        let config = self.config.to_str().expect("utf-8 path").to_string();
+        self.agent = Some(AgentProcess::start_with(
+            &self.dirs,
+            &["--config", &config],
+            env,
+        ));
+    }
+
+    pub fn agent_mut(&mut self) -> &mut AgentProcess {
+        self.agent.as_mut().expect("the agent runs")
+    }
+
     pub fn agent(&self) -> &AgentProcess {
         self.agent.as_ref().expect("the agent runs")
     }
@@ -104,11 +119,14 @@ impl PodWorld {
         self.agent.take().expect("the agent runs")
     }
 
-    /// kill -9 the agent (containers keep running).
+    /// kill -9 the agent (containers keep running); one that died on
+    /// its own already is only forgotten.
     pub fn kill_agent(&mut self) {
         let mut agent = self.agent.take().expect("the agent runs");
-        agent.signal(nix::sys::signal::Signal::SIGKILL);
-        agent.wait_exit(agent::REACT);
+        if agent.try_exit().is_none() {
+            agent.signal(nix::sys::signal::Signal::SIGKILL);
+            agent.wait_exit(agent::REACT);
+        }
     }
 
     /// A fresh directory under the test's temp dir for a pod to write to,

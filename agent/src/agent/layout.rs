@@ -9,9 +9,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{remove_stale_temps, write_atomic};
 use crate::paths::{LAYOUT_VERSION, Paths};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,26 @@ pub fn prepare(paths: &Paths) -> Result<(), LayoutError> {
             source,
         }
     })?;
+    remove_interrupted_writes(paths);
     check_layout_version(paths)
+}
+
+/// A file write a crash interrupted leaves its temp file next to the file
+/// (see [`remove_stale_temps`]); those of the state files are removed
+/// here. Not fatal: they only take space.
+fn remove_interrupted_writes(paths: &Paths) {
+    for dir in [&paths.root, &paths.pod_states(), &paths.run_root] {
+        match remove_stale_temps(dir) {
+            Ok(removed) => {
+                for path in removed {
+                    info!(path = %path.display(), "removed the temp file of a write a crash interrupted");
+                }
+            }
+            Err(err) => {
+                warn!(dir = %dir.display(), %err, "could not look for temp files of interrupted writes")
+            }
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), LayoutError> {

@@ -6,13 +6,15 @@
 //! opens what is not a regular file.
 
 pub mod atomic;
+pub mod crash;
 pub mod remove;
 pub mod untrusted;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-pub use atomic::write_atomic;
+pub use atomic::{remove_stale_temps, write_atomic};
+pub use crash::crash_point;
 pub use remove::{Left, RemoveError, Why, remove_tree, remove_tree_at};
 pub use untrusted::{UntrustedFileError, read_untrusted};
 
@@ -30,6 +32,22 @@ pub fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     remove_tree(path).map_err(std::io::Error::other)
 }
 
+/// Whether a process `pid` exists: leftovers whose name carries their
+/// writer's pid (atomic-write temps, unpack staging directories) belong to
+/// nobody once it is gone.
+pub fn process_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// A path from such a tree, for a message: lossy UTF-8, and beyond `max`
 /// bytes only its start and end (a hostile path can be megabytes long).
 pub fn abbreviate(path: &[u8], max: usize) -> String {
@@ -43,4 +61,14 @@ pub fn abbreviate(path: &[u8], max: usize) -> String {
         path.len(),
         String::from_utf8_lossy(&path[path.len() - half..])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn our_own_process_is_alive_and_a_free_pid_is_not() {
+        assert!(super::process_alive(std::process::id()));
+        // Above the kernel's pid_max ceiling (4M): never a live process.
+        assert!(!super::process_alive(5_000_000));
+    }
 }

@@ -348,12 +348,8 @@ impl VerifiedIngest {
     /// Syncs the blob, renames it into place and syncs the directory.
     pub fn commit(self) -> Result<PathBuf> {
         let ingest = &self.ingest;
-        ingest
-            .file
-            .sync_all()
-            .map_err(io_err("syncing", &ingest.path))?;
-        let target = self.rename()?;
-        sync_dir(target.parent().unwrap_or(&ingest.store.root))?;
+        let target = ingest.store.blob_path(&ingest.digest)?;
+        publish(&ingest.file, &ingest.path, &target)?;
         Ok(target)
     }
 
@@ -368,7 +364,7 @@ impl VerifiedIngest {
     fn rename(&self) -> Result<PathBuf> {
         let ingest = &self.ingest;
         let target = ingest.store.blob_path(&ingest.digest)?;
-        fs::rename(&ingest.path, &target).map_err(io_err("renaming into place", &target))?;
+        rename_into_place(&ingest.path, &target)?;
         Ok(target)
     }
 }
@@ -414,11 +410,29 @@ pub fn sha256_digest_of(bytes: &[u8]) -> Digest {
         .expect("a sha256 hex string is a valid digest")
 }
 
+/// Makes a verified blob written to `temp` (still open as `file`) durable
+/// and visible as `target`: fsync, rename, fsync of the directory. Only
+/// bytes that reached the disk ever get a blob's name.
+pub(crate) fn publish(file: &File, temp: &Path, target: &Path) -> Result<()> {
+    file.sync_all().map_err(io_err("syncing", temp))?;
+    crate::fsutil::crash_point("blob synced", &temp.display());
+    rename_into_place(temp, target)?;
+    sync_dir(target.parent().unwrap_or(target))
+}
+
+fn rename_into_place(temp: &Path, target: &Path) -> Result<()> {
+    fs::rename(temp, target).map_err(io_err("renaming into place", target))?;
+    crate::fsutil::crash_point("blob renamed into place", &target.display());
+    Ok(())
+}
+
 /// Makes a rename durable: the directory entry itself must reach the disk.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing directory", dir))
+        .map_err(io_err("syncing directory", dir))?;
+    crate::fsutil::crash_point("directory synced", &dir.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -115,6 +115,17 @@ pub fn collect(
             }
             meta::forget_snapshot(tx, &chain_id)?;
         }
+        // A collection killed before its commit moved snapshots aside
+        // but kept their records: forget every record whose directory is
+        // gone (a record is only ever written after its directory).
+        for chain_id in meta::snapshot_records(tx)? {
+            if !snapshots.exists(&chain_id)? {
+                meta::forget_snapshot(tx, chain_id.as_ref())?;
+            }
+        }
+        // Files are gone, the transaction that forgets them is not yet
+        // committed: the next collection must cope with either outcome.
+        crate::fsutil::crash_point("garbage swept", &content.root().display());
         Ok(())
     })?;
     for path in detached {
@@ -182,7 +193,7 @@ fn sweep_leftovers(
         if owner == Some(std::process::id()) {
             continue;
         }
-        let orphaned = owner.is_none_or(|pid| !process_alive(pid));
+        let orphaned = owner.is_none_or(|pid| !crate::fsutil::process_alive(pid));
         if (orphaned || is_older_than(&path, options.leftover_age)) && snapshot::remove_tree(&path)
         {
             removed.push(Removed {
@@ -225,27 +236,32 @@ fn is_locked(path: &Path) -> bool {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn our_own_process_is_alive_and_a_free_pid_is_not() {
-        assert!(process_alive(std::process::id()));
-        // Above the kernel's pid_max ceiling (4M): never a live process.
-        assert!(!process_alive(5_000_000));
+    fn a_gc_killed_before_its_commit_leaves_no_record_of_a_snapshot_it_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = ContentStore::open(dir.path().join("content")).expect("content");
+        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
+        let meta = MetaStore::open(&dir.path().join("berth.db")).expect("meta");
+        let gone: oci_spec::image::Digest = format!("sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("digest");
+        let kept: oci_spec::image::Digest = format!("sha256:{}", "b".repeat(64))
+            .parse()
+            .expect("digest");
+        // What the killed collection left: the first snapshot moved aside
+        // (its directory is gone), its record still there (the
+        // transaction that forgot it rolled back).
+        fs::create_dir(snapshots.path(&kept).expect("path")).expect("mkdir");
+        let lease = meta.lease("keep", Duration::from_secs(60)).expect("lease");
+        lease.add_snapshot(&kept).expect("add");
+        meta.record_snapshots(&[(&gone, 5), (&kept, 7)])
+            .expect("record");
+        collect(&meta, &content, &snapshots, &GcOptions::default()).expect("gc");
+        assert_eq!(meta.recorded_snapshots().expect("records"), [kept]);
+        lease.release().expect("release");
     }
 }

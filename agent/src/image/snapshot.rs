@@ -247,7 +247,9 @@ impl Snapshotter {
     pub(crate) fn sync_filesystem(&self) -> Result<()> {
         let dir = File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
         rustix::fs::syncfs(&dir)
-            .map_err(|errno| io_err("syncing", &self.dir)(io::Error::from(errno)))
+            .map_err(|errno| io_err("syncing", &self.dir)(io::Error::from(errno)))?;
+        crate::fsutil::crash_point("filesystem synced", &self.dir.display());
+        Ok(())
     }
 
     /// The renames of [`Snapshotter::commit`], for layers a `syncfs` after
@@ -267,7 +269,13 @@ impl Snapshotter {
                 &layer.target,
                 rustix::fs::RenameFlags::NOREPLACE,
             ) {
-                Ok(()) => sizes.push(Some(layer.file_bytes)),
+                Ok(()) => {
+                    crate::fsutil::crash_point(
+                        "snapshot renamed into place",
+                        &layer.target.display(),
+                    );
+                    sizes.push(Some(layer.file_bytes));
+                }
                 Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
                     layer.discard();
                     sizes.push(None);
@@ -400,7 +408,10 @@ impl Snapshotter {
             .staging_dir()
             .join(format!("gc-{}-{}", std::process::id(), random_suffix()));
         match fs::rename(&from, &to) {
-            Ok(()) => Ok(Some(to)),
+            Ok(()) => {
+                crate::fsutil::crash_point("snapshot moved aside", &from.display());
+                Ok(Some(to))
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(io_err("moving aside", &from)(err)),
         }

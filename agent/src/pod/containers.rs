@@ -57,7 +57,12 @@ pub async fn observe(
             instance.created = true;
             (Observed::Exited(exit), None)
         }
-        RuntimeState::Unknown { reason } => lost(instance, &reason, now_ms),
+        // The runtime has state of it, so it was (partly) made: a create
+        // cut short by a crash left a rootfs and a bundle to remove.
+        RuntimeState::Unknown { reason } => {
+            instance.created = true;
+            lost(instance, &reason, now_ms)
+        }
     }
 }
 

@@ -210,26 +210,30 @@ fn pause_stage() -> Option<SetupStage> {
     stage
 }
 
-/// The configured default driver (with the test pause, if asked for).
+/// The configured default driver (with the test pause, if asked for, and
+/// its setup stages as crash points while those are counted).
 async fn build_default(
     config: &NetworkConfig,
     env: &Environment,
 ) -> Result<Box<dyn NetworkDriver>, NetError> {
-    match pause_stage() {
-        Some(stage) if config.driver == DriverKind::Bridge => {
-            let driver = BridgeDriver::new(config.bridge.clone(), env.clone()).await?;
-            Ok(Box::new(driver.with_stage_hook(move |reached| {
-                if reached == stage {
-                    eprintln!("berth: paused at network stage {}", stage.name());
-                    // Parks this worker thread until the test kills the agent.
-                    loop {
-                        std::thread::park();
-                    }
-                }
-            })))
-        }
-        _ => build(config.driver, config, env).await,
+    let pause = pause_stage();
+    let crash_points = crate::fsutil::crash::armed();
+    if config.driver != DriverKind::Bridge || (pause.is_none() && !crash_points) {
+        return build(config.driver, config, env).await;
     }
+    let driver = BridgeDriver::new(config.bridge.clone(), env.clone()).await?;
+    Ok(Box::new(driver.with_stage_hook(move |reached| {
+        if crash_points {
+            crate::fsutil::crash_point("network stage passed", &reached.name());
+        }
+        if pause == Some(reached) {
+            eprintln!("berth: paused at network stage {}", reached.name());
+            // Parks this worker thread until the test kills the agent.
+            loop {
+                std::thread::park();
+            }
+        }
+    })))
 }
 
 fn log_cleanup(driver: &str, report: &CleanupReport) {

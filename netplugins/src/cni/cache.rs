@@ -66,7 +66,12 @@ pub fn write(cache_dir: &Path, entry: &CacheEntry) -> Result<(), CniError> {
         .map_err(io_err(&tmp))?;
     file.write_all(&body).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    // The rename itself survives a power cut only once the directory is
+    // synced; without the entry, DEL after a reboot has nothing to go by.
+    std::fs::File::open(&dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_err(&dir))
 }
 
 pub fn read(

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
-use crate::image::content::{ContentError, ContentStore, sync_dir};
+use crate::image::content::{ContentError, ContentStore, publish};
 use crate::image::unpack::{CopyError, copy_chunks};
 
 fn io_err<'a>(
@@ -94,11 +94,11 @@ impl Staged {
         if self.store.contains(&self.digest)? {
             return Ok(());
         }
-        if let Some(file) = self.file.take() {
-            file.sync_all().map_err(io_err("syncing", &self.path))?;
-        }
-        fs::rename(&self.path, &target).map_err(io_err("renaming into place", &target))?;
-        sync_dir(target.parent().unwrap_or(self.store.root()))
+        let file = self
+            .file
+            .take()
+            .expect("a staged blob keeps its file until it is committed");
+        publish(&file, &self.path, &target)
     }
 }
 

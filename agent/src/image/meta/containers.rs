@@ -38,12 +38,11 @@ impl MetaStore {
     }
 
     pub fn release_container(&self, container_id: &str) -> Result<()> {
-        self.lock()
-            .execute(
-                "DELETE FROM container_images WHERE container_id = ?1",
-                [container_id],
-            )
-            .map_err(sql("releasing a container's image"))?;
+        self.execute_one(
+            "releasing a container's image",
+            "DELETE FROM container_images WHERE container_id = ?1",
+            [container_id],
+        )?;
         Ok(())
     }
 

@@ -144,12 +144,11 @@ impl MetaStore {
     }
 
     pub fn touch(&self, name: &str) -> Result<()> {
-        self.lock()
-            .execute(
-                "UPDATE images SET last_used = ?2 WHERE name = ?1",
-                params![name, now()],
-            )
-            .map_err(sql("updating last use"))?;
+        self.execute_one(
+            "updating last use",
+            "UPDATE images SET last_used = ?2 WHERE name = ?1",
+            params![name, now()],
+        )?;
         Ok(())
     }
 }

@@ -14,22 +14,28 @@ impl MetaStore {
     pub fn lease(&self, purpose: &str, ttl: Duration) -> Result<Lease> {
         let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        self.lock()
-            .execute(
-                "INSERT INTO leases (id, purpose, pid, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    id,
-                    purpose,
-                    std::process::id(),
-                    now().saturating_add(ttl_secs)
-                ],
-            )
-            .map_err(sql("creating a lease"))?;
+        self.execute_one(
+            "creating a lease",
+            "INSERT INTO leases (id, purpose, pid, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                id,
+                purpose,
+                std::process::id(),
+                now().saturating_add(ttl_secs)
+            ],
+        )?;
         Ok(Lease {
             store: self.clone(),
             id,
             ttl_secs,
         })
+    }
+}
+
+impl MetaStore {
+    /// Every lease held: its id and the process that took it.
+    pub fn lease_holders(&self) -> Result<Vec<(String, u32)>> {
+        super::lease_holders(&self.lock())
     }
 }
 
@@ -109,10 +115,11 @@ impl Lease {
     }
 
     fn delete(&self) -> Result<()> {
-        self.store
-            .lock()
-            .execute("DELETE FROM leases WHERE id = ?1", [&self.id])
-            .map_err(sql("releasing a lease"))?;
+        self.store.execute_one(
+            "releasing a lease",
+            "DELETE FROM leases WHERE id = ?1",
+            [&self.id],
+        )?;
         Ok(())
     }
 }
@@ -130,6 +137,41 @@ mod tests {
     use super::super::collect_roots;
     use super::super::test_support::{digest, store};
     use super::*;
+
+    #[test]
+    fn the_lease_of_a_pull_killed_half_way_keeps_nothing_once_its_process_is_gone() {
+        let (_dir, store) = store();
+        let killed = store
+            .lease("pull", Duration::from_secs(3600))
+            .expect("lease");
+        killed.add_blob(&digest('a')).expect("add");
+        let live = store
+            .lease("pull", Duration::from_secs(3600))
+            .expect("lease");
+        live.add_blob(&digest('b')).expect("add");
+        // Above the kernel's pid_max ceiling (4M): a process that is gone.
+        store
+            .write(|tx| -> Result<()> {
+                tx.execute(
+                    "UPDATE leases SET pid = 5000000 WHERE id = ?1",
+                    [killed.id()],
+                )
+                .map_err(sql("test"))?;
+                Ok(())
+            })
+            .expect("kill");
+        let roots = store.write(collect_roots).expect("roots");
+        assert!(!roots.blobs.contains(&digest('a').to_string()));
+        assert!(roots.blobs.contains(&digest('b').to_string()));
+        let holders: Vec<String> = store
+            .lease_holders()
+            .expect("leases")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(holders, [live.id()]);
+        live.release().expect("release");
+    }
 
     #[test]
     fn expired_leases_are_no_roots() {

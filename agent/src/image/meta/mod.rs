@@ -57,8 +57,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use images::{ImageRecord, LayerRecord, ManifestRecord, delete_image, image_names, users_of};
 pub use leases::Lease;
-pub use roots::{Roots, collect_roots};
-pub use snapshots::forget_snapshot;
+pub use roots::{Roots, collect_roots, lease_holders};
+pub use snapshots::{forget_snapshot, snapshot_records};
 
 /// Bump when a table changes incompatibly (and migrate in `ensure_schema`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -211,6 +211,19 @@ impl MetaStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs one statement on its own (SQLite commits it by itself), for
+    /// a change that needs no transaction around it.
+    fn execute_one(
+        &self,
+        op: &'static str,
+        statement: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<usize> {
+        let changed = self.lock().execute(statement, params).map_err(sql(op))?;
+        crate::fsutil::crash_point("metadata committed", &"berth.db");
+        Ok(changed)
+    }
+
     /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`: other processes'
     /// writers wait until it commits).
     pub fn write<T, E: From<MetaError>>(
@@ -223,6 +236,7 @@ impl MetaStore {
             .map_err(sql("starting a write transaction"))?;
         let value = f(&tx)?;
         tx.commit().map_err(sql("committing"))?;
+        crate::fsutil::crash_point("metadata committed", &"berth.db");
         Ok(value)
     }
 }

@@ -6,21 +6,22 @@ impl MetaStore {
     /// An Image object (`owner`, e.g. `Image/busybox`) pins `name`: rmi and
     /// prune leave it alone.
     pub fn pin(&self, owner: &str, name: &str) -> Result<()> {
-        self.lock()
-            .execute(
-                "INSERT INTO image_pins (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                [owner, name],
-            )
-            .map_err(sql("pinning an image"))?;
+        self.execute_one(
+            "pinning an image",
+            "INSERT INTO image_pins (owner, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            [owner, name],
+        )?;
         Ok(())
     }
 
     /// Drops every pin `owner` holds (its Image object was deleted or now
     /// names another image).
     pub fn unpin_owner(&self, owner: &str) -> Result<()> {
-        self.lock()
-            .execute("DELETE FROM image_pins WHERE owner = ?1", [owner])
-            .map_err(sql("unpinning"))?;
+        self.execute_one(
+            "unpinning",
+            "DELETE FROM image_pins WHERE owner = ?1",
+            [owner],
+        )?;
         Ok(())
     }
 

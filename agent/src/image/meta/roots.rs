@@ -13,10 +13,18 @@ pub struct Roots {
 }
 
 /// Reads GC roots inside the caller's write transaction, after dropping
-/// expired leases and manifests nothing points at any more.
+/// expired leases, leases of processes that are gone (a pull killed
+/// half-way keeps nothing for the rest of its lease's time) and manifests
+/// nothing points at any more.
 pub fn collect_roots(tx: &Transaction<'_>) -> Result<Roots> {
     tx.execute("DELETE FROM leases WHERE expires_at < ?1", [now()])
         .map_err(sql("expiring leases"))?;
+    for (id, pid) in lease_holders(tx)? {
+        if !crate::fsutil::process_alive(pid) {
+            tx.execute("DELETE FROM leases WHERE id = ?1", [&id])
+                .map_err(sql("dropping the lease of a process that is gone"))?;
+        }
+    }
     tx.execute(
         "DELETE FROM image_manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)
              AND digest NOT IN (SELECT manifest_digest FROM container_images)",
@@ -64,4 +72,15 @@ pub fn collect_roots(tx: &Transaction<'_>) -> Result<Roots> {
             .insert(key.map_err(sql("reading GC roots"))?);
     }
     Ok(roots)
+}
+
+/// Every lease's id and the process that took it.
+pub fn lease_holders(conn: &rusqlite::Connection) -> Result<Vec<(String, u32)>> {
+    let mut stmt = conn
+        .prepare("SELECT id, pid FROM leases ORDER BY id")
+        .map_err(sql("listing leases"))?;
+    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(sql("listing leases"))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(sql("listing leases"))
 }

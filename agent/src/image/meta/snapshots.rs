@@ -4,7 +4,7 @@
 use oci_spec::image::Digest;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{MetaStore, Result, now, sql, to_i64, to_u64};
+use super::{MetaStore, Result, now, parse_digest, sql, to_i64, to_u64};
 
 impl MetaStore {
     pub fn record_snapshot(&self, chain_id: &Digest, size: u64) -> Result<()> {
@@ -32,6 +32,11 @@ impl MetaStore {
         })
     }
 
+    /// Chain IDs of every recorded snapshot.
+    pub fn recorded_snapshots(&self) -> Result<Vec<Digest>> {
+        snapshot_records(&self.lock())
+    }
+
     /// The recorded file bytes of a snapshot, if it was recorded.
     pub fn snapshot_size(&self, chain_id: &str) -> Result<Option<u64>> {
         self.lock()
@@ -44,6 +49,22 @@ impl MetaStore {
             .map(|size| size.map(to_u64))
             .map_err(sql("reading a snapshot"))
     }
+}
+
+/// Chain IDs of every recorded snapshot (inside GC's transaction too).
+pub fn snapshot_records(conn: &rusqlite::Connection) -> Result<Vec<Digest>> {
+    let mut stmt = conn
+        .prepare("SELECT chain_id FROM snapshots ORDER BY chain_id")
+        .map_err(sql("listing snapshots"))?;
+    let chain_ids = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(sql("listing snapshots"))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(sql("listing snapshots"))?;
+    chain_ids
+        .into_iter()
+        .map(|chain_id| parse_digest("a snapshot record", chain_id))
+        .collect()
 }
 
 /// Forgets the size records of snapshots GC removed.

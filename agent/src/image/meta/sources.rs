@@ -27,21 +27,22 @@ impl MetaStore {
         fingerprint: &str,
         name: &str,
     ) -> Result<()> {
-        self.lock()
-            .execute(
-                "INSERT INTO image_sources (owner, archive, fingerprint, name) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(owner) DO UPDATE SET archive = excluded.archive,
-                     fingerprint = excluded.fingerprint, name = excluded.name",
-                [owner, archive, fingerprint, name],
-            )
-            .map_err(sql("recording an imported source"))?;
+        self.execute_one(
+            "recording an imported source",
+            "INSERT INTO image_sources (owner, archive, fingerprint, name) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(owner) DO UPDATE SET archive = excluded.archive,
+                 fingerprint = excluded.fingerprint, name = excluded.name",
+            [owner, archive, fingerprint, name],
+        )?;
         Ok(())
     }
 
     pub fn forget_imported_source(&self, owner: &str) -> Result<()> {
-        self.lock()
-            .execute("DELETE FROM image_sources WHERE owner = ?1", [owner])
-            .map_err(sql("forgetting an imported source"))?;
+        self.execute_one(
+            "forgetting an imported source",
+            "DELETE FROM image_sources WHERE owner = ?1",
+            [owner],
+        )?;
         Ok(())
     }
 }
