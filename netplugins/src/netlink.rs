@@ -119,6 +119,9 @@ impl Link {
 pub struct Netlink {
     handle: Handle,
     netns: Option<PathBuf>,
+    /// The kernel runs one dump at a time per socket and refuses a second
+    /// with EBUSY, so the pods that share this connection take turns.
+    dumps: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -135,7 +138,11 @@ impl Netlink {
                 source,
             })?;
         tokio::spawn(connection);
-        Ok(Netlink { handle, netns })
+        Ok(Netlink {
+            handle,
+            netns,
+            dumps: Default::default(),
+        })
     }
 
     fn fail(&self, action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -161,6 +168,7 @@ impl Netlink {
 
     /// Every link of the namespace.
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -268,6 +276,7 @@ impl Netlink {
 
     /// The addresses of link `index`, with their prefix lengths.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<_> = self
             .handle
             .address()
@@ -291,6 +300,7 @@ impl Netlink {
     /// The main table's IPv4 unicast routes to a network (not the default
     /// route), with their output link.
     pub async fn ipv4_routes(&self) -> Result<Vec<(Ipv4Net, Option<u32>)>, NetlinkError> {
+        let _turn = self.dumps.lock().await;
         let msgs: Vec<_> = self
             .handle
             .route()

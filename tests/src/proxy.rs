@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -108,6 +108,9 @@ struct Shared {
     token: Mutex<Option<String>>,
     /// Whether a request without `Authorization` gets a Basic challenge.
     basic_auth: AtomicBool,
+    /// Requests whose target contains this wait before they are forwarded.
+    held: Mutex<Option<String>>,
+    released: Condvar,
     stop: AtomicBool,
 }
 
@@ -195,6 +198,19 @@ impl Proxy {
         });
     }
 
+    /// Requests whose target contains `path_contains` wait, before
+    /// anything is sent upstream, until [`Proxy::release`]: a download that
+    /// stays in progress for as long as a test needs.
+    pub fn hold(&self, path_contains: &str) {
+        *self.shared.held.lock().expect("held lock") = Some(path_contains.to_owned());
+    }
+
+    /// Lets the held requests (and all later ones) through.
+    pub fn release(&self) {
+        *self.shared.held.lock().expect("held lock") = None;
+        self.shared.released.notify_all();
+    }
+
     /// Forward targets starting with `from` with `to` in its place
     /// (e.g. `/custom-api` → `/v2`).
     pub fn rewrite_prefix(&self, from: &str, to: &str) {
@@ -265,6 +281,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.release();
         // Wake the acceptor so it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(acceptor) = self.acceptor.take() {
@@ -346,6 +363,17 @@ impl Write for Conn {
             Self::Tls(stream) => stream.flush(),
         }
     }
+}
+
+fn wait_while_held(shared: &Shared, target: &str) {
+    let held = shared.held.lock().expect("held lock");
+    let _released = shared
+        .released
+        .wait_while(held, |held| {
+            held.as_deref()
+                .is_some_and(|pattern| target.contains(pattern))
+        })
+        .expect("held lock");
 }
 
 fn take_fault(shared: &Shared, method: &str, target: &str) -> Option<Fault> {
@@ -481,6 +509,7 @@ fn handle(client: Conn, upstream: &str, shared: &Shared) -> std::io::Result<()> 
         let challenge = "WWW-Authenticate: Basic realm=\"berth-test\"\r\n";
         return answer(&mut reader, shared, record, 401, challenge, "");
     }
+    wait_while_held(shared, &target);
     record.fault = take_fault(shared, &method, &target);
     match record.fault.clone() {
         Some(Fault::Status(status)) => return answer(&mut reader, shared, record, status, "", ""),

@@ -222,10 +222,6 @@ pub fn write_logs(
     exited: &dyn Fn() -> bool,
 ) -> Result<(), LogError> {
     let live_path = instance_log(dir, instance);
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LogError::Read { path, source }
-    };
     // Open the live file first: whatever is appended from now on is read
     // through this handle, so nothing falls between "history" and "follow".
     let mut live = match File::open(&live_path) {
@@ -234,24 +230,8 @@ pub fn write_logs(
         Err(e) => return Err(read_err(&live_path)(e)),
     };
     let mut joiner = Joiner::new(options.timestamps);
-    let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut buf = Vec::new();
-    for path in instance_files(dir, instance) {
-        if path == live_path {
-            if let Some(file) = live.as_mut() {
-                file.read_to_end(&mut buf).map_err(read_err(&path))?;
-            }
-        } else {
-            match File::open(&path) {
-                Ok(mut file) => {
-                    file.read_to_end(&mut buf).map_err(read_err(&path))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(read_err(&path)(e)),
-            }
-        }
-        drain_lines(&mut buf, &mut joiner, |line| lines.push(line));
-    }
+    let lines = history(dir, instance, live.as_mut(), &mut buf, &mut joiner)?;
     if live.is_none() && lines.is_empty() && !options.follow {
         return Err(LogError::NoLogs {
             dir: dir.to_path_buf(),
@@ -266,6 +246,57 @@ pub fn write_logs(
         return Ok(());
     }
     follow(&live_path, live, buf, joiner, out, exited)
+}
+
+/// Every complete line written so far: the rotated files, then the live
+/// handle's file. The file may rotate between opening the live handle and
+/// listing the directory: the handle's file is then found under a rotated
+/// name, and whatever the listing shows after it is newer, which `follow`
+/// reads once the handle is drained. Matching by inode reads each file once.
+fn history(
+    dir: &Path,
+    instance: u32,
+    mut live: Option<&mut File>,
+    buf: &mut Vec<u8>,
+    joiner: &mut Joiner,
+) -> Result<Vec<Vec<u8>>, LogError> {
+    let live_path = instance_log(dir, instance);
+    let mut lines = Vec::new();
+    let live_id = match live.as_ref() {
+        Some(file) => Some(file_id(&file.metadata().map_err(read_err(&live_path))?)),
+        None => None,
+    };
+    for path in instance_files(dir, instance) {
+        if live_id.is_none() && path == live_path {
+            continue;
+        }
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(read_err(&path)(e)),
+        };
+        let id = file_id(&file.metadata().map_err(read_err(&path))?);
+        if Some(id) == live_id {
+            break;
+        }
+        file.read_to_end(buf).map_err(read_err(&path))?;
+        drain_lines(buf, joiner, |line| lines.push(line));
+    }
+    if let Some(file) = live.as_mut() {
+        file.read_to_end(buf).map_err(read_err(&live_path))?;
+        drain_lines(buf, joiner, |line| lines.push(line));
+    }
+    Ok(lines)
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + use<> {
+    let path = path.to_path_buf();
+    move |source| LogError::Read { path, source }
+}
+
+/// Which file a handle or path names, across renames.
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
 }
 
 fn follow(
@@ -315,7 +346,7 @@ fn follow(
             let same = live
                 .as_ref()
                 .and_then(|f| f.metadata().ok())
-                .is_some_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+                .is_some_and(|m| file_id(&m) == file_id(&meta));
             if !same {
                 live = Some(File::open(live_path).map_err(read_err)?);
                 buf.clear();
@@ -437,6 +468,24 @@ mod tests {
         write_logs(dir.path(), 0, options, &mut out, &|| exit_marker.exists()).expect("follow");
         writer.join().expect("writer");
         assert_eq!(String::from_utf8_lossy(&out), "before\nafter\n");
+    }
+
+    #[test]
+    fn a_rotation_between_opening_and_listing_is_not_read_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "0.log",
+            "2026-01-01T00:00:00Z stdout F before\n",
+        );
+        let mut live = File::open(dir.path().join("0.log")).expect("open live");
+        std::fs::rename(dir.path().join("0.log"), dir.path().join("0.log.1")).expect("rotate");
+        write(dir.path(), "0.log", "2026-01-01T00:00:01Z stdout F after\n");
+        let mut buf = Vec::new();
+        let mut joiner = Joiner::new(false);
+        let lines =
+            history(dir.path(), 0, Some(&mut live), &mut buf, &mut joiner).expect("history");
+        assert_eq!(lines, [b"before\n".to_vec()]);
     }
 
     #[test]
