@@ -11,6 +11,7 @@ deps:
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 bench/readme.py --check
 
 build:
 	$(CARGO) build --workspace --bins
@@ -36,7 +37,8 @@ chaos: deps build
 	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos --no-capture \
 		-E 'binary(crash_consistency)'
 
-# Benchmarks against podman and containerd (root; installs them; minutes).
+# Benchmarks against podman and containerd (root; installs them; about 25
+# minutes): writes bench/RESULTS.md and README.md's performance table.
 bench: release
 	scripts/install-deps.sh --bench
 	bench/bench.py

@@ -2,22 +2,31 @@
 """berth's benchmarks against podman and containerd, in one run.
 
     sudo bench/bench.py [pull] [start] [exit] [mem] [outage] [scale] [--runs N] [--start-runs N]
-                        [--tools berth,podman,ctr] [--out FILE] [--log-dir DIR]
+                        [--tools berth,podman,ctr] [--out FILE] [--log-dir DIR] [--no-readme]
 
 Sections:
-  pull   cold pull + unpack of a 6-layer ~270 MB image (and a 1 MB one):
-         berth pull, podman pull, ctr image pull; floors: curl of all blobs,
-         tar -xzf of the layers 2 in parallel (and the same followed by a
-         syncfs, which is what berth's pull guarantees on return).
+  pull   cold pull + unpack of a multi-layer image (bench/big, ~85 MB: its
+         layers and size are in RESULTS.md) and a 1 MB one: berth pull,
+         podman pull, ctr image pull (daemon restarted before each pull, and
+         warm: image removed with --sync, daemon kept); floors: curl of all
+         blobs, then tar -xzf of the layers 2 in parallel (a sum, with and
+         without syncfs), and the pipelined floor: `curl | tar -xz` per
+         layer, every layer at once, then syncfs (what berth's pull
+         guarantees on return).
   start  image present: from "manifest written" (berth: an atomic rename into
          the watched directory, debounce included) or "command issued"
          (podman run -d, ctr run -d) until a marker file the container writes
          appears on the host; same runtime (crun) and network mode; floor:
-         mount an overlay and crun run -d a prepared bundle.
-  exit   run `true` to its exit: podman run --rm, ctr run --rm; berth: from
-         manifest written until berth's status shows the container terminated.
-  mem    berth-shim VmRSS/PSS with 5 containers running, and the agent's
-         VmRSS idle with those 5 pods, against conmon and containerd.
+         mount(2) an overlay and crun run -d a prepared bundle.
+  exit   run `true` to its exit and remove it: podman run --rm, ctr run --rm,
+         the floor's crun run (which deletes) + umount; berth: from manifest
+         written until the container exited and, the manifest removed, the
+         pod is gone.
+  mem    0, 5 and 50 `sleep` containers (crun, network none; podman and
+         berth as pods: podman play kube / manifests): per-container
+         supervisors (berth-shim, conmon, containerd-shim) and the daemons
+         (berth's agent, containerd) idle, VmRSS and PSS, and each tool's
+         total PSS; the 50 are started at once and timed (scale row).
   outage N = 1, 20, 50 pods of one image running (network none, crun), then
          a simulated power cut (the agent/daemon and every container killed,
          the volatile state wiped) -> every pod running again: berth (its
@@ -29,9 +38,11 @@ Sections:
          (convergence); then one file among the N edited -> that pod's
          container replaced and running (reaction time: must not grow
          with N); then all removed -> every pod gone.
-See benchkit.py for the method. Needs root, podman, containerd, skopeo,
-docker-registry (`scripts/install-deps.sh --bench`) and a release build of
-berth (`make release`: it links berth-shim statically).
+Every persistent store is on one fresh loop ext4, every volatile state on
+tmpfs (see benchkit.py for the method). The README's performance table is
+written from the results (bench/readme.py). Needs root, podman,
+containerd, skopeo, docker-registry (`scripts/install-deps.sh --bench`) and
+a release build of berth (`make release`: it links berth-shim statically).
 """
 
 import argparse
@@ -47,7 +58,12 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchkit as kit  # noqa: E402
+from names import (  # noqa: E402  (figure names, shared with readme.py)
+    BERTH_EXIT, BERTH_PULL, CTR_EXIT, CTR_PULL_RESTARTED, CTR_PULL_WARM, CTR_START, FLOOR_EXIT,
+    FLOOR_PIPELINED, FLOOR_START, MEM_COUNTS, PODMAN_EXIT, PODMAN_PULL, berth_start,
+    converge_figure, outage_figure, podman_start, react_figure, start_figure, total_figure)
 from peers import Containerd, Podman  # noqa: E402
+import readme  # noqa: E402
 
 BERTH = os.path.join(kit.REPO, "target", "release", "berth")
 
@@ -93,7 +109,7 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
     def cold(prepare, action):
         """Timed runs after a warm-up; returns (values, note on this row's quiet starts)."""
         values = []
-        starts, busy = gate.starts, gate.busy_starts
+        gate.note()
         for i in range(runs + 1):  # the first run is a warm-up
             prepare()
             kit.sh("sync")
@@ -101,8 +117,7 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
             ms = kit.timed(action)
             if i:
                 values.append(ms)
-        n = gate.starts - starts
-        return values, f"{n - (gate.busy_starts - busy)}/{n} quiet starts"
+        return values, gate.note()
 
     for name in ("big", "tiny"):
         ref = refs[name]
@@ -110,11 +125,11 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
         if "berth" in tools:
             values, quiet = cold(berth.wipe,
                                  lambda: kit.sh(berth.cmd("pull", "--hosts-dir", berth.hosts_dir, ref)))
-            res.add(sec, "berth", "berth pull (download+unpack)", "ms", values,
+            res.add(sec, "berth", BERTH_PULL, "ms", values,
                     f"{quiet}; blobs verified, layers unpacked while downloading, one syncfs")
         if "podman" in tools:
             values, quiet = cold(podman.reset, lambda: podman.run("pull", "-q", ref))
-            res.add(sec, "podman", "podman pull", "ms", values, quiet)
+            res.add(sec, "podman", PODMAN_PULL, "ms", values, quiet)
 
         def ctr_prepare():
             ctrd.wipe()
@@ -122,7 +137,10 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
         if "ctr" in tools:
             values, quiet = cold(ctr_prepare,
                                  lambda: ctrd.run("image", "pull", "--plain-http", ref))
-            res.add(sec, "ctr", "ctr image pull", "ms", values, quiet)
+            res.add(sec, "ctr", CTR_PULL_RESTARTED, "ms", values, quiet)
+            values, quiet = cold(lambda: ctrd.remove_image(ref),
+                                 lambda: ctrd.run("image", "pull", "--plain-http", ref))
+            res.add(sec, "ctr", CTR_PULL_WARM, "ms", values, quiet)
             ctrd.stop()
 
         manifest_url, blob_urls, manifest = registry_blobs(registry.addr, ref)
@@ -163,23 +181,31 @@ def section_pull(res, gate, base, registry, refs, runs, tools):
         values, quiet = cold(untar_prepare, untar_all_durably)
         res.add(sec, "floor", "tar -xzf layers, 2 in parallel, then syncfs", "ms", values,
                 f"{quiet}; the same, made durable as berth's pull is")
+        def pipelined():
+            # What a puller that unpacks while it downloads can at best do
+            # with these tools: every layer streamed into tar at once.
+            def one(i):
+                target = os.path.join(floor_dir, f"layer{i}")
+                os.makedirs(target)
+                kit.sh(f"curl -sf {blob_urls[i + 1]} | tar -xz -C {target}")
+            with concurrent.futures.ThreadPoolExecutor(len(manifest["layers"])) as pool:
+                list(pool.map(one, range(len(manifest["layers"]))))
+            kit.sh(["sync", "-f", floor_dir])
+        values, quiet = cold(floor_prepare, pipelined)
+        res.add(sec, "floor", FLOOR_PIPELINED, "ms", values,
+                f"{quiet}; no verification, whiteouts kept as files")
         floor_prepare()
         if "berth" not in tools:
             continue
 
-        ours = res.median(sec, "berth", "berth pull (download+unpack)")
-        floor = (res.median(sec, "floor", "curl all blobs (1 connection)")
-                 + res.median(sec, "floor", "tar -xzf layers, 2 in parallel"))
+        ours = res.median(sec, "berth", BERTH_PULL)
         ratios = []
-        for tool, figure, target in (("ctr", "ctr image pull", " (target <= 0.5)"),
-                                     ("podman", "podman pull", "")):
+        for tool, figure in (("ctr", CTR_PULL_WARM), ("ctr", CTR_PULL_RESTARTED),
+                             ("podman", PODMAN_PULL)):
             theirs = res.median(sec, tool, figure)
             if theirs:
-                ratios.append(f"berth/{tool} = {ours / theirs:.2f}{target}")
-        ratios.append(f"berth/(curl+tar floor) = {ours / floor:.2f} (target <= 1.3)")
-        durable = (res.median(sec, "floor", "curl all blobs (1 connection)")
-                   + res.median(sec, "floor", "tar -xzf layers, 2 in parallel, then syncfs"))
-        ratios.append(f"berth/(curl+tar+syncfs floor) = {ours / durable:.2f}")
+                ratios.append(f"berth/{tool} ({figure}) = {ours / theirs:.2f}")
+        ratios.append(f"berth/pipelined floor = {ours / res.median(sec, 'floor', FLOOR_PIPELINED):.2f}")
         res.ratios.append(f"{sec}: " + ", ".join(ratios))
 
 
@@ -226,6 +252,7 @@ spec:
 
 
 BENCH_BRIDGE = "btbench0"
+
 
 
 class BerthAgent:
@@ -362,6 +389,7 @@ class StartBench:
         """runs + 1 starts (the first is a warm-up); ms until the marker."""
         ready = os.path.join(self.out_dir, "ready")
         values = []
+        self.gate.note()  # the row's note counts its own starts
         watch = kit.MarkerWatch(self.out_dir)
         try:
             for i in range(self.runs + 1):
@@ -380,6 +408,7 @@ class StartBench:
 
     def timed_runs(self, action):
         values = []
+        self.gate.note()  # the row's note counts its own starts
         for i in range(self.runs + 1):
             self.gate.wait()
             ms = kit.timed(lambda: action(i))
@@ -395,24 +424,25 @@ class StartBench:
                                network=network, log_dir=self.log_dir)
             if "start" in sections:
                 self.res.add(
-                    "start", "berth", f"manifest written -> marker, crun, network {network}",
+                    "start", "berth", berth_start(network),
                     "ms", self.measure(
                         lambda i: agent.write(f"s{i}", pod_manifest(
                             f"s{i}", self.image, self.MARKER_CMD, self.out_dir)),
                         lambda i: agent.remove(f"s{i}")), self.gate.note())
             if "exit" in sections and network == "none":
                 values = []
+                self.gate.note()
                 for i in range(self.runs + 1):
                     self.gate.wait()
                     t0 = time.monotonic()
                     agent.write(f"e{i}", pod_manifest(f"e{i}", self.image, ["true"]))
-                    t1, _ = agent.until("the container to exit",
-                                        lambda: terminated(agent.pod(f"e{i}")))
-                    agent.remove(f"e{i}")
+                    agent.until("the container to exit", lambda: terminated(agent.pod(f"e{i}")))
+                    os.unlink(os.path.join(agent.manifests, f"e{i}.yaml"))
+                    t1, _ = agent.until(f"pod e{i} to be removed",
+                                        lambda: agent.pod(f"e{i}") is None)
                     if i:
                         values.append((t1 - t0) * 1000.0)
-                self.res.add("exit", "berth", "manifest written -> exit seen in status, crun",
-                             "ms", values, self.gate.note())
+                self.res.add("exit", "berth", BERTH_EXIT, "ms", values, self.gate.note())
             agent.stop()
 
     def podman(self, sections):
@@ -421,13 +451,13 @@ class StartBench:
         if "start" in sections:
             for network in ("none", "bridge"):
                 self.res.add(
-                    "start", "podman", f"podman run -d -> marker, crun, network {network}", "ms",
+                    "start", "podman", podman_start(network), "ms",
                     self.measure(lambda i: podman.run(
                         "run", "-d", "--name", f"s{i}", f"--network={network}",
                         "-v", f"{self.out_dir}:/out", self.image, *self.MARKER_CMD),
                         lambda i: podman.run("rm", "-f", "-t", "0", f"s{i}")), self.gate.note())
         if "exit" in sections:
-            self.res.add("exit", "podman", "podman run --rm true, crun, network none", "ms",
+            self.res.add("exit", "podman", PODMAN_EXIT, "ms",
                          self.timed_runs(lambda i: podman.run(
                              "run", "--rm", "--network=none", self.image, "true")),
                          self.gate.note())
@@ -441,13 +471,13 @@ class StartBench:
         mount = f"type=bind,src={self.out_dir},dst=/out,options=rbind:rw"
         if "start" in sections:
             self.res.add(
-                "start", "ctr", "ctr run -d -> marker, crun, no network", "ms",
+                "start", "ctr", CTR_START, "ms",
                 self.measure(lambda i: ctrd.run(
                     "run", "-d", "--null-io", "--runc-binary", crun, "--mount", mount,
                     self.image, f"s{i}", *self.MARKER_CMD),
                     lambda i: ctrd.remove_all_tasks()), self.gate.note())
         if "exit" in sections:
-            self.res.add("exit", "ctr", "ctr run --rm true, crun", "ms",
+            self.res.add("exit", "ctr", CTR_EXIT, "ms",
                          self.timed_runs(lambda i: ctrd.run(
                              "run", "--rm", "--runc-binary", crun, self.image, f"e{i}", "true")),
                          self.gate.note())
@@ -460,10 +490,13 @@ class StartBench:
         floor = os.path.join(self.base, "floor-start")
         lower = os.path.join(floor, "lower")
         kit.busybox_root(lower)
-        state = os.path.join(floor, "state")
+        # Bundles and the runtime's state are volatile (a tmpfs, as /run);
+        # the overlay's upper and work dirs persistent, as every store's.
+        volatile = kit.tmpfs(os.path.join(self.base, "floor-run"))
+        state = os.path.join(volatile, "state")
 
         def bundle(name, args):
-            path = os.path.join(floor, name)
+            path = os.path.join(volatile, name)
             os.makedirs(os.path.join(path, "rootfs"))
             kit.sh(["crun", "spec", "--bundle", path])
             with open(os.path.join(path, "config.json")) as f:
@@ -477,43 +510,44 @@ class StartBench:
                 json.dump(spec, f)
             return path
 
-        def mount_overlay(path, i):
-            upper, work = os.path.join(floor, f"u{i}"), os.path.join(floor, f"w{i}")
-            shutil.rmtree(upper, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-            os.makedirs(upper)
-            os.makedirs(work)
-            kit.sh(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={lower},upperdir={upper},workdir={work}",
-                    os.path.join(path, "rootfs")])
+        def layer_dirs(tag):
+            """Empty upper and work dirs for every run, made before the clock runs."""
+            dirs = []
+            for i in range(self.runs + 1):
+                upper, work = os.path.join(floor, f"u{tag}{i}"), os.path.join(floor, f"w{tag}{i}")
+                os.makedirs(upper)
+                os.makedirs(work)
+                dirs.append((upper, work))
+            return dirs
 
         if "start" in sections:
             marker = bundle("marker", self.MARKER_CMD)
+            dirs = layer_dirs("s")
 
             def floor_start(i):
-                mount_overlay(marker, i)
+                kit.mount_overlay(lower, *dirs[i], os.path.join(marker, "rootfs"))
                 kit.sh(["crun", "--root", state, "run", "-d", "--bundle", marker, f"floor{i}"],
                        stdin=subprocess.DEVNULL)
 
             def floor_cleanup(i):
                 kit.sh(["crun", "--root", state, "delete", "-f", f"floor{i}"], check=False)
-                kit.sh(["umount", os.path.join(marker, "rootfs")], check=False)
-            self.res.add("start", "floor", "overlay mount + crun run -d of a prepared bundle",
-                         "ms", self.measure(floor_start, floor_cleanup),
+                kit.umount(os.path.join(marker, "rootfs"))
+            self.res.add("start", "floor", FLOOR_START, "ms",
+                         self.measure(floor_start, floor_cleanup),
                          f"no network, no image work; {self.gate.note()}")
         if "exit" in sections:
             true = bundle("true", ["true"])
+            dirs = layer_dirs("e")
 
             def floor_exit(i):
-                mount_overlay(true, f"e{i}")
+                kit.mount_overlay(lower, *dirs[i], os.path.join(true, "rootfs"))
                 try:
                     kit.sh(["crun", "--root", state, "run", "--bundle", true, f"floor-e{i}"],
                            stdin=subprocess.DEVNULL)
                 finally:
-                    kit.sh(["umount", os.path.join(true, "rootfs")], check=False)
-            self.res.add("exit", "floor", "overlay mount + crun run of `true`", "ms",
-                         self.timed_runs(floor_exit),
-                         f"crun deletes the container on exit; {self.gate.note()}")
+                    kit.umount(os.path.join(true, "rootfs"))
+            self.res.add("exit", "floor", FLOOR_EXIT, "ms", self.timed_runs(floor_exit),
+                         f"crun deletes the container on exit, then umount; {self.gate.note()}")
 
     def ratios(self):
         res = self.res
@@ -523,18 +557,18 @@ class StartBench:
                 res.ratios.append(f"{label} = {ours / theirs:.2f}")
 
         for network in ("none", "bridge"):
-            ours = res.median("start", "berth", f"manifest written -> marker, crun, network {network}")
+            ours = res.median("start", "berth", berth_start(network))
             add(f"start, network {network}: berth/podman", ours,
-                res.median("start", "podman", f"podman run -d -> marker, crun, network {network}"))
-        ours = res.median("start", "berth", "manifest written -> marker, crun, network none")
+                res.median("start", "podman", podman_start(network)))
+        ours = res.median("start", "berth", berth_start("none"))
         add("start: berth/floor", ours,
-            res.median("start", "floor", "overlay mount + crun run -d of a prepared bundle"))
-        add("start: berth/ctr", ours, res.median("start", "ctr", "ctr run -d -> marker, crun, no network"))
-        ours = res.median("exit", "berth", "manifest written -> exit seen in status, crun")
+            res.median("start", "floor", FLOOR_START))
+        add("start: berth/ctr", ours, res.median("start", "ctr", CTR_START))
+        ours = res.median("exit", "berth", BERTH_EXIT)
         add("exit: berth/podman", ours,
-            res.median("exit", "podman", "podman run --rm true, crun, network none"))
-        add("exit: berth/ctr", ours, res.median("exit", "ctr", "ctr run --rm true, crun"))
-        add("exit: berth/floor", ours, res.median("exit", "floor", "overlay mount + crun run of `true`"))
+            res.median("exit", "podman", PODMAN_EXIT))
+        add("exit: berth/ctr", ours, res.median("exit", "ctr", CTR_EXIT))
+        add("exit: berth/floor", ours, res.median("exit", "floor", FLOOR_EXIT))
 
 
 def section_start_exit(res, gate, base, registry, refs, runs, tools, sections, log_dir):
@@ -569,7 +603,7 @@ def section_scale(res, base, registry, refs, sizes, log_dir):
             return len(pods) == n and all(running(p) for p in pods)
 
         t1, _ = agent.until(f"{n} pods running", all_running, timeout=60.0 + n)
-        res.add("scale", "berth", f"{n} pods written at once -> all running, runc", "ms",
+        res.add("scale", "berth", converge_figure(n), "ms",
                 [(t1 - t0) * 1000.0])
         reactions = []
         for run in range(3):
@@ -587,7 +621,7 @@ def section_scale(res, base, registry, refs, sizes, log_dir):
                 target, image, ["sh", "-c", f"exec sleep {100000 + run + 1}"], restart="Always"))
             t1, _ = agent.until(f"{target} replaced", replaced, timeout=60.0)
             reactions.append((t1 - t0) * 1000.0)
-        res.add("scale", "berth", f"one file edited among {n} -> its container replaced, runc",
+        res.add("scale", "berth", react_figure(n),
                 "ms", reactions)
         t0 = time.monotonic()
         for name in names:
@@ -644,7 +678,7 @@ def section_outage(res, base, registry, refs, tools, sizes, log_dir):
             t1, _ = agent.until(f"{n} pods running again",
                                 lambda: all(running(agent.pod(x)) for x in names),
                                 timeout=60.0 + n)
-            res.add("outage", "berth", f"power cut -> {n} pods running again (agent started)",
+            res.add("outage", "berth", outage_figure("berth", n),
                     "ms", [(t1 - t0) * 1000.0])
             for name in names:
                 os.unlink(os.path.join(agent.manifests, f"{name}.yaml"))
@@ -663,33 +697,29 @@ def section_outage(res, base, registry, refs, tools, sizes, log_dir):
             # a reboot), crun's state of these containers (/run/crun) and
             # podman's shared-memory locks (/dev/shm).
             ids = podman_ids(podman)
-            for pid in kit.out(["pgrep", "-f", f"^/usr/bin/conmon .*{podman.dir}"]).split():
+            for pid in podman.conmon_pids():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), 9)
+                    os.kill(pid, 9)
             kill_cgroup_tree("libpod_parent")
             for cid in ids:
                 shutil.rmtree(os.path.join("/run/crun", cid), ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink("/dev/shm/libpod_lock")
-            kit.umount_under(os.path.join(podman.dir, "root"))
-            kit.umount_under(os.path.join(podman.dir, "runroot"))
-            for d in ("runroot", "tmp"):
-                shutil.rmtree(os.path.join(podman.dir, d), ignore_errors=True)
-                os.makedirs(os.path.join(podman.dir, d), exist_ok=True)
+            podman.reboot_volatile()
             t0 = time.monotonic()
             podman.run("start", "--all", "--filter", "restart-policy=always")
             kit.wait_for(f"{n} containers running again", lambda: podman_running(podman) == n,
                          timeout=60.0 + n)
             t1 = time.monotonic()
             res.add("outage", "podman",
-                    f"power cut -> {n} containers running again (podman start --all)",
+                    outage_figure("podman", n),
                     "ms", [(t1 - t0) * 1000.0])
             podman.reset()
             podman.run("pull", "-q", image)
     for n in sizes:
-        ours = res.median("outage", "berth", f"power cut -> {n} pods running again (agent started)")
+        ours = res.median("outage", "berth", outage_figure("berth", n))
         theirs = res.median("outage", "podman",
-                            f"power cut -> {n} containers running again (podman start --all)")
+                            outage_figure("podman", n))
         if ours and theirs:
             res.ratios.append(f"outage {n} pods berth/podman = {ours / theirs:.2f}")
 
@@ -701,10 +731,11 @@ def podman_ids(podman):
     return out.stdout.split()
 
 
-def podman_running(podman):
-    """How many of podman's containers run."""
-    out = subprocess.run(podman.cmd("ps", "-q"), env=podman.env, capture_output=True, text=True)
-    return len(out.stdout.split())
+def podman_running(podman, exclude_infra=False):
+    """How many of podman's containers run (without pods' infra containers)."""
+    out = subprocess.run(podman.cmd("ps", "--format", "{{.IsInfra}}"), env=podman.env,
+                         capture_output=True, text=True).stdout.split()
+    return sum(1 for infra in out if not (exclude_infra and infra == "true"))
 
 
 def rss_pss(pid):
@@ -717,75 +748,169 @@ def rss_pss(pid):
     return rss, pss
 
 
+SETTLE = 5  # seconds of idling before readings: a measurement, not synchronisation
+
+
+def idle_readings(pid, seconds=SETTLE, every=0.5):
+    """VmRSS and PSS (kB) of `pid`, sampled while it idles."""
+    readings = []
+    for _ in range(int(seconds / every)):
+        readings.append(rss_pss(pid))
+        time.sleep(every)
+    return readings
+
+
+def vm_hwm(pid):
+    """The process's peak resident set (kB) since it started."""
+    with contextlib.suppress(OSError, StopIteration):
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    return 0
+
+
+class MemRecorder:
+    """The rows of one tool at one container count."""
+
+    def __init__(self, res, tool, n):
+        self.res, self.tool, self.n = res, tool, n
+        self.total_pss = 0
+
+    def daemon(self, name, pid, note=""):
+        readings = idle_readings(pid)
+        self.res.add("mem", self.tool, f"{name} VmRSS, idle, {self.n} containers", "kB",
+                     [r for r, _ in readings], note)
+        pss = self.res.add("mem", self.tool, f"{name} PSS, idle, {self.n} containers", "kB",
+                           [p for _, p in readings], note)
+        self.res.add("mem", self.tool, f"{name} VmHWM (peak RSS), {self.n} containers", "kB",
+                     [vm_hwm(pid)], note)
+        self.total_pss += pss
+
+    def supervisors(self, name, pids, note=""):
+        if not pids:
+            return
+        readings = [rss_pss(pid) for pid in pids]
+        self.res.add("mem", self.tool, f"{name} VmRSS, {self.n} containers", "kB",
+                     [r for r, _ in readings], note)
+        self.res.add("mem", self.tool, f"{name} PSS, {self.n} containers", "kB",
+                     [p for _, p in readings], note)
+        self.total_pss += sum(p for _, p in readings)
+
+    def total(self):
+        self.res.add("mem", self.tool, total_figure(self.n), "kB", [self.total_pss],
+                     "every process of the tool: daemon + supervisors")
+
+
+def sleepers(n):
+    return [f"m{i:02d}" for i in range(n)]
+
+
 def section_mem(res, base, registry, refs, tools, log_dir):
-    """Per-container supervisors with 5 `sleep` containers running, and the
-    daemons: berth's agent idle with those 5 pods, containerd idle."""
+    """Memory of each tool idle with 0, 5 and 50 `sleep` containers (crun,
+    network none), and the time to start the 50 at once."""
     ensure_crun_can_run()
     image = refs["tiny"]
-    n = 5
-    settle = 5  # seconds of idling before a reading: a measurement, not synchronisation
+    sleep = ["sleep", "100000"]
     if "berth" in tools:
-        berth = Berth(base, registry.addr)
-        kit.sh(berth.cmd("pull", "--hosts-dir", berth.hosts_dir, image))
-        agent = BerthAgent(base, registry.addr, "mem", network="bridge", log_dir=log_dir)
-        for i in range(n):
-            agent.write(f"m{i}", pod_manifest(f"m{i}", image, ["sleep", "600"], restart="Always"))
-        agent.until("5 running pods", lambda: all(running(agent.pod(f"m{i}")) for i in range(n)))
-        time.sleep(settle)
-        shims = [rss_pss(pid) for pid in agent.shim_pids()]
-        res.add("mem", "berth", f"berth-shim VmRSS, {n} running", "kB", [r for r, _ in shims])
-        res.add("mem", "berth", f"berth-shim PSS, {n} running", "kB", [p for _, p in shims])
-        readings = []
-        for _ in range(3):
-            readings.append(rss_pss(agent.proc.pid))
-            time.sleep(1)
-        res.add("mem", "berth", f"agent VmRSS, idle with {n} pods (bridge)", "kB",
-                [r for r, _ in readings])
-        res.add("mem", "berth", f"agent PSS, idle with {n} pods (bridge)", "kB",
-                [p for _, p in readings])
-        for i in range(n):
-            agent.remove(f"m{i}")
+        cli = Berth(base, registry.addr)
+        kit.sh(cli.cmd("pull", "--hosts-dir", cli.hosts_dir, image))
+        agent = BerthAgent(base, registry.addr, "mem", log_dir=log_dir)
+        for n in MEM_COUNTS:
+            names = sleepers(n)
+            t0 = time.monotonic()
+            for name in names:
+                agent.write(name, pod_manifest(name, image, sleep, restart="Always"))
+            t1, _ = agent.until(f"{n} pods running",
+                                lambda: all(running(agent.pod(x)) for x in names), timeout=60 + n)
+            if n == MEM_COUNTS[-1]:
+                res.add("scale", "berth", start_figure("berth", n), "ms", [(t1 - t0) * 1000.0])
+            rec = MemRecorder(res, "berth", n)
+            note = "the agent unmaps its code pages after each burst of work (always, not for this run)"
+            rec.daemon("berth agent", agent.proc.pid, note)
+            rec.supervisors("berth-shim", agent.shim_pids())
+            rec.total()
+            for name in names:
+                os.unlink(os.path.join(agent.manifests, f"{name}.yaml"))
+            agent.until("pods removed", lambda: not any(
+                o.get("kind") == "Pod" for o in agent.status().get("objects", [])), timeout=60 + n)
         agent.stop()
     if "podman" in tools:
         podman = Podman(base, registry.addr, runtime="crun")
         podman.run("pull", "-q", image)
-        for i in range(n):
-            podman.run("run", "-d", "--name", f"m{i}", "--network=none", image, "sleep", "600")
-        time.sleep(settle)
-        # Only this run's conmons: their command lines name its storage.
-        pids = [int(p) for p in kit.out(["pgrep", "-f", f"^/usr/bin/conmon .*{podman.dir}"]).split()]
-        res.add("mem", "podman", f"conmon VmRSS, {n} running", "kB", [rss_pss(p)[0] for p in pids])
-        res.add("mem", "podman", f"conmon PSS, {n} running", "kB", [rss_pss(p)[1] for p in pids])
-        podman.reset()
+        for n in MEM_COUNTS:
+            rec = MemRecorder(res, "podman", n)
+            if n:
+                kube = os.path.join(base, f"podman-{n}.yaml")
+                with open(kube, "w") as f:
+                    f.write("---\n".join(pod_manifest(name, image, sleep, restart="Always")
+                                          for name in sleepers(n)))
+                t0 = time.monotonic()
+                podman.run("play", "kube", "--network", "none", kube)
+                kit.wait_for(f"{n} containers running",
+                             lambda: podman_running(podman, exclude_infra=True) == n,
+                             timeout=60 + n)
+                t1 = time.monotonic()
+                if n == MEM_COUNTS[-1]:
+                    res.add("scale", "podman", start_figure("podman", n), "ms",
+                            [(t1 - t0) * 1000.0])
+                time.sleep(SETTLE)
+                rec.supervisors("conmon", podman.conmon_pids(),
+                                "one per container and one per pod's infra container")
+            rec.total()
+            podman.reset()
+            podman.run("pull", "-q", image)
     if "ctr" in tools:
         ctrd = Containerd(base)
         ctrd.wipe()
         ctrd.start()
         ctrd.run("image", "pull", "--plain-http", image)
-        time.sleep(settle)
-        res.add("mem", "ctr", "containerd VmRSS, idle", "kB", [rss_pss(ctrd.proc.pid)[0]])
-        for i in range(n):
-            ctrd.run("run", "-d", "--null-io", image, f"m{i}", "sleep", "600")
-        time.sleep(settle)
-        pids = [int(p) for p in kit.out(
-            ["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {ctrd.sock}"]).split()]
-        res.add("mem", "ctr", f"containerd-shim-runc-v2 VmRSS, {n} running", "kB",
-                [rss_pss(p)[0] for p in pids])
-        res.add("mem", "ctr", f"containerd-shim-runc-v2 PSS, {n} running", "kB",
-                [rss_pss(p)[1] for p in pids])
-        res.add("mem", "ctr", f"containerd VmRSS, {n} running", "kB", [rss_pss(ctrd.proc.pid)[0]])
-        ctrd.remove_all_tasks()
+        crun = shutil.which("crun")
+        for n in MEM_COUNTS:
+            t0 = time.monotonic()
+            for name in sleepers(n):
+                ctrd.run("run", "-d", "--null-io", "--runc-binary", crun, image, name, *sleep)
+            kit.wait_for(f"{n} tasks running", lambda: ctr_running(ctrd) == n, timeout=60 + n)
+            t1 = time.monotonic()
+            if n == MEM_COUNTS[-1]:
+                res.add("scale", "ctr", start_figure("ctr", n), "ms", [(t1 - t0) * 1000.0],
+                        "one after the other, as a shell loop runs them")
+            rec = MemRecorder(res, "ctr", n)
+            rec.daemon("containerd", ctrd.proc.pid)
+            rec.supervisors("containerd-shim-runc-v2", ctrd.shim_pids())
+            rec.total()
+            ctrd.remove_all_tasks()
         ctrd.stop()
-    shim = res.median("mem", "berth", f"berth-shim VmRSS, {n} running")
-    conmon = res.median("mem", "podman", f"conmon VmRSS, {n} running")
-    cshim = res.median("mem", "ctr", f"containerd-shim-runc-v2 VmRSS, {n} running")
-    agent = res.median("mem", "berth", f"agent VmRSS, idle with {n} pods (bridge)")
-    containerd = res.median("mem", "ctr", "containerd VmRSS, idle")
-    for label, ours, theirs in (("berth-shim/conmon VmRSS", shim, conmon),
-                                ("berth-shim/containerd-shim VmRSS", shim, cshim),
-                                ("berth agent/containerd idle VmRSS", agent, containerd)):
+    mem_ratios(res)
+
+
+def mem_ratios(res):
+    def ratio(label, ours, theirs):
         if ours and theirs:
             res.ratios.append(f"{label} = {ours / theirs:.2f}")
+
+    for n in MEM_COUNTS:
+        ours = res.median("mem", "berth", total_figure(n))
+        for tool in ("podman", "ctr"):
+            ratio(f"mem, total PSS with {n} containers: berth/{tool}", ours,
+                  res.median("mem", tool, total_figure(n)))
+        for fig in ("PSS, idle", "VmRSS, idle"):
+            ratio(f"mem, agent/containerd {fig} with {n} containers",
+                  res.median("mem", "berth", f"berth agent {fig}, {n} containers"),
+                  res.median("mem", "ctr", f"containerd {fig}, {n} containers"))
+    n = MEM_COUNTS[-1]
+    for fig in ("PSS", "VmRSS"):
+        shim = res.median("mem", "berth", f"berth-shim {fig}, {n} containers")
+        ratio(f"mem, berth-shim/conmon {fig}", shim, res.median("mem", "podman", f"conmon {fig}, {n} containers"))
+        ratio(f"mem, berth-shim/containerd-shim {fig}", shim,
+              res.median("mem", "ctr", f"containerd-shim-runc-v2 {fig}, {n} containers"))
+    ours = res.median("scale", "berth", start_figure("berth", n))
+    for tool in ("podman", "ctr"):
+        ratio(f"scale, {n} started at once: berth/{tool}", ours,
+              res.median("scale", tool, start_figure(tool, n)))
+
+
+def ctr_running(ctrd):
+    out = subprocess.run(ctrd.cmd("task", "ls"), capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines()[1:] if line.split()[-1:] == ["RUNNING"])
 
 
 def main():
@@ -803,6 +928,8 @@ def main():
     ap.add_argument("--scale-sizes", default="10,100,500",
                     help="pod counts of the scale section")
     ap.add_argument("--out", default=os.path.join(kit.REPO, "bench", "RESULTS.md"))
+    ap.add_argument("--no-readme", action="store_true",
+                    help="do not write README.md's table from the results")
     ap.add_argument("--cache", default="/var/tmp/berth-bench-cache",
                     help="where image layouts and registry data are kept between runs")
     args = ap.parse_args()
@@ -847,8 +974,11 @@ def main():
                 for t in ("podman", "containerd", "crun", "runc", BERTH) if shutil.which(t)}
     report = "\n".join([
         f"# berth benchmarks ({started})", "",
-        f"Machine: {os.cpu_count()} cores, kernel {os.uname().release}; stores on a fresh "
-        "journaled ext4 on a loop device. Times in ms: median of the runs, min and max.", "",
+        "Command: " + " ".join(["bench/bench.py", *sys.argv[1:]]), "",
+        f"Machine: {kit.machine()}. Persistent stores on a fresh journaled ext4 on a loop "
+        "device, volatile state on tmpfs, for every tool. Times in ms: median of the runs, "
+        "min and max; n is the number of timed runs (after one warm-up where a row says "
+        "so in the method, bench.py).", "",
         "Images (local registry on 127.0.0.1):", *images, "",
         "Versions:", *[f"- {k}: {v}" for k, v in versions.items()], "",
         "## Ratios (same run)", *[f"- {r}" for r in res.ratios], "",
@@ -857,6 +987,8 @@ def main():
     with open(args.out, "w") as f:
         f.write(report)
     print(report)
+    if not args.no_readme and os.path.abspath(args.out) == readme.RESULTS:
+        readme.main_write()
 
 
 if __name__ == "__main__":

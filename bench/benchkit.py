@@ -1,10 +1,13 @@
 """Shared plumbing for berth's benchmarks against podman and containerd.
 
 Method (the same as the peer baseline the issues quote):
-- every store (berth, podman, containerd, floors) lives on a fresh journaled
-  ext4 on a loop device, made at the start of a run and removed at the end,
-  because this machine's root fs is ext4 without a journal, where creating many
-  files right after deleting many is 3-10x slower;
+- every persistent store (berth, podman, containerd, floors) lives on a
+  fresh journaled ext4 on a loop device, made at the start of a run and
+  removed at the end, because this machine's root fs is ext4 without a
+  journal, where creating many files right after deleting many is 3-10x
+  slower; every tool's volatile state (berth's run root, podman's runroot
+  and tmp dir, containerd's state dir, the floors' runtime state and
+  bundles) lives on a tmpfs, as /run is on every host;
 - the same images from the same loopback registry, in the same run;
 - before every timed run the machine must be quiet (CPU busy < 25 % over
   0.5 s, at most 10 s of waiting), and the notes say how many runs were not;
@@ -120,6 +123,46 @@ def loop_fs(size_gb=8):
     return mnt
 
 
+def tmpfs(path):
+    """A fresh tmpfs at `path` (made if missing), unmounted when the run ends."""
+    os.makedirs(path, exist_ok=True)
+    sh(["mount", "-t", "tmpfs", "-o", "mode=0755", "berth-bench-volatile", path])
+    on_exit(lambda: umount_under(path))
+    return path
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def mount_overlay(lower, upper, work, target):
+    """mount(2) of an overlay, as a runtime or a store does it: no process
+    spawned, so the floor times the kernel's work and not /bin/mount's."""
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+    if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, opts) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay on {target}: {os.strerror(err)}")
+
+
+def umount(target):
+    if _libc.umount2(os.fsencode(target), 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def machine():
+    """One line about this machine: CPU, cores, memory, kernel."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    mem_kb = 0
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/meminfo") as f:
+            mem_kb = next(int(l.split()[1]) for l in f if l.startswith("MemTotal:"))
+    return (f"{os.cpu_count()} cores ({model}), {mem_kb / 1048576:.0f} GiB, "
+            f"kernel {os.uname().release}")
+
+
 # ---------------------------------------------------------------- quiet gate
 
 def _cpu_busy_fraction(window=0.5):
@@ -169,7 +212,7 @@ class MarkerWatch:
     IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x8, 0x80, 0x100
 
     def __init__(self, directory):
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.libc = _libc
         self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
@@ -364,7 +407,8 @@ BIG_LAYERS = [
 
 
 def build_images(cache_dir, registry):
-    """Builds tiny (busybox) and big (6 layers, ~270 MB, whiteouts) and pushes them."""
+    """Builds tiny (busybox) and big (busybox, trees of /usr and a layer of
+    whiteouts; RESULTS.md says its layers and size) and pushes them."""
     tiny = os.path.join(cache_dir, "tiny")
     if not os.path.exists(os.path.join(tiny, "index.json")):
         log("building bench/tiny")

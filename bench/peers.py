@@ -1,4 +1,6 @@
-"""podman and containerd, each with its own state under the benchmark's loop fs.
+"""podman and containerd, each with its own state under the benchmark's loop fs
+(persistent) and on a tmpfs (volatile: podman's runroot and tmp dir,
+containerd's state dir), as on a host where /run is a tmpfs.
 
 Nothing here touches /var/lib/containers or /var/lib/containerd: podman gets
 its own containers.conf/storage.conf, containerd its own root, state and
@@ -10,14 +12,17 @@ import shutil
 import subprocess
 import time
 
-from benchkit import log, on_exit, sh, umount_under, wait_for
+from benchkit import log, on_exit, sh, tmpfs, umount_under, wait_for
 
 
 class Podman:
     def __init__(self, base, registry_addr, runtime="crun"):
         self.dir = os.path.join(base, "podman")
-        for d in ("root", "runroot", "tmp", "net"):
+        for d in ("root", "net"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        self.volatile = [os.path.join(self.dir, d) for d in ("runroot", "tmp")]
+        for path in self.volatile:
+            tmpfs(path)
         self.env = dict(os.environ,
                         CONTAINERS_CONF=os.path.join(self.dir, "containers.conf"),
                         CONTAINERS_STORAGE_CONF=os.path.join(self.dir, "storage.conf"),
@@ -60,7 +65,22 @@ insecure = true
 
     def reset(self):
         self.run("rm", "-a", "-f", "-t", "0", check=False)
+        self.run("pod", "rm", "-a", "-f", check=False)
         self.run("rmi", "-a", "-f", check=False)
+
+    def reboot_volatile(self):
+        """What a reboot does to podman's state: its mounts gone, its run
+        root and tmp dir (tmpfs) empty again."""
+        umount_under(os.path.join(self.dir, "root"))
+        for path in self.volatile:
+            umount_under(path)
+            tmpfs(path)
+
+    def conmon_pids(self):
+        """This run's conmons: their command lines name its storage."""
+        found = subprocess.run(["pgrep", "-f", f"^/usr/bin/conmon .*{self.dir}"],
+                               capture_output=True, text=True).stdout.split()
+        return [int(p) for p in found]
 
     def cleanup(self):
         self.run("rm", "-a", "-f", "-t", "0", check=False)
@@ -81,7 +101,9 @@ class Containerd:
 
     def start(self):
         os.makedirs(os.path.join(self.dir, "root"), exist_ok=True)
-        os.makedirs(os.path.join(self.dir, "state"), exist_ok=True)
+        state = os.path.join(self.dir, "state")
+        if not os.path.ismount(state):
+            tmpfs(state)
         config = os.path.join(self.dir, "config.toml")
         with open(config, "w") as f:
             f.write(f"""version = 2
@@ -121,6 +143,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         umount_under(self.dir)
         shutil.rmtree(os.path.join(self.dir, "root"), ignore_errors=True)
         shutil.rmtree(os.path.join(self.dir, "state"), ignore_errors=True)
+
+    def remove_image(self, ref):
+        """The image, its content and snapshots removed, the daemon kept
+        running (a cold pull against a warm daemon)."""
+        self.run("image", "rm", "--sync", ref, check=False)
+
+    def shim_pids(self):
+        found = subprocess.run(["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {self.sock}"],
+                               capture_output=True, text=True).stdout.split()
+        return [int(p) for p in found]
 
     def cmd(self, *args):
         return ["ctr", "--address", self.sock, "--namespace", "bench", *args]

@@ -15,7 +15,8 @@ packages=(
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(podman containerd hyperfine)
+  # catatonit: the pause process podman builds its pod infra image from
+  packages+=(podman containerd hyperfine catatonit)
 fi
 
 missing=()
