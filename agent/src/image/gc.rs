@@ -12,7 +12,8 @@
 //!
 //! Leftovers: `content/ingest/*.partial` that no download holds locked and
 //! that are older than [`GcOptions::leftover_age`], and staging directories
-//! whose owner process is gone or that are that old.
+//! whose owner process is gone, or that are that old and that no unpack
+//! holds locked.
 
 use std::fs;
 use std::io;
@@ -194,8 +195,10 @@ fn sweep_leftovers(
             continue;
         }
         let orphaned = owner.is_none_or(|pid| !crate::fsutil::process_alive(pid));
-        if (orphaned || is_older_than(&path, options.leftover_age)) && snapshot::remove_tree(&path)
-        {
+        // An unpack in progress holds a lock on its directory, however
+        // long it takes (a slow registry, a loaded machine).
+        let stale = orphaned || (is_older_than(&path, options.leftover_age) && !is_locked(&path));
+        if stale && snapshot::remove_tree(&path) {
             removed.push(Removed {
                 id: path.display().to_string(),
                 bytes: 0,
@@ -263,5 +266,28 @@ mod tests {
         collect(&meta, &content, &snapshots, &GcOptions::default()).expect("gc");
         assert_eq!(meta.recorded_snapshots().expect("records"), [kept]);
         lease.release().expect("release");
+    }
+
+    /// A pull on a loaded machine took longer than the leftover age to
+    /// unpack a layer, and a collection in the agent removed its staging
+    /// directory under it: the pull failed renaming it into place.
+    #[test]
+    fn a_staging_directory_an_unpack_holds_is_kept_however_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = ContentStore::open(dir.path().join("content")).expect("content");
+        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
+        let no_age = GcOptions {
+            leftover_age: Duration::ZERO,
+            ..GcOptions::default()
+        };
+        let (held, claim) = snapshots.new_staging("held-").expect("staging");
+        // Another process's: this one's own are always skipped.
+        let foreign = held.with_file_name(format!("held-{}-x", std::os::unix::process::parent_id()));
+        fs::rename(&held, &foreign).expect("rename");
+        sweep_leftovers(&content, &snapshots, &no_age).expect("sweep");
+        assert!(foreign.is_dir(), "a claimed directory stays");
+        drop(claim);
+        sweep_leftovers(&content, &snapshots, &no_age).expect("sweep");
+        assert!(!foreign.exists(), "an unclaimed old one goes");
     }
 }

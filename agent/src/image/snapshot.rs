@@ -211,7 +211,7 @@ impl Snapshotter {
             layer: layer.blob.to_string(),
             source,
         };
-        let staging = self.new_staging(&format!(
+        let (staging, claim) = self.new_staging(&format!(
             "{}-",
             sha256_hex(&layer.chain_id).map_err(content_err)?
         ))?;
@@ -220,6 +220,7 @@ impl Snapshotter {
                 staging,
                 target,
                 file_bytes,
+                _claim: claim,
             })),
             Err(err) => {
                 remove_tree(&staging);
@@ -417,8 +418,12 @@ impl Snapshotter {
         }
     }
 
-    /// A fresh staging directory named `<prefix><pid>-<random>`.
-    fn new_staging(&self, prefix: &str) -> Result<PathBuf> {
+    /// A fresh staging directory named `<prefix><pid>-<random>`, and the
+    /// handle whose exclusive lock claims it until the layer is published
+    /// or discarded: however long an unpack takes, GC leaves a claimed
+    /// directory alone (the pid in the name is reused once its process is
+    /// gone, the lock is not).
+    pub(crate) fn new_staging(&self, prefix: &str) -> Result<(PathBuf, File)> {
         let path = self.staging_dir().join(format!(
             "{prefix}{}-{}",
             std::process::id(),
@@ -428,7 +433,17 @@ impl Snapshotter {
             .mode(0o755)
             .create(&path)
             .map_err(io_err("creating staging directory", &path))?;
-        Ok(path)
+        let claimed = File::open(&path).and_then(|dir| {
+            rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok(dir)
+        });
+        match claimed {
+            Ok(dir) => Ok((path, dir)),
+            Err(err) => {
+                remove_tree(&path);
+                Err(io_err("claiming staging directory", &path)(err))
+            }
+        }
     }
 }
 
@@ -438,6 +453,7 @@ pub(crate) struct Filled {
     staging: PathBuf,
     target: PathBuf,
     file_bytes: u64,
+    _claim: File,
 }
 
 impl Filled {
