@@ -291,7 +291,11 @@ fn index_json(images: &[Planned]) -> Result<Vec<u8>, ExportError> {
         .manifests(manifests)
         .build()
         .map_err(|err| ExportError::Write(io::Error::other(err)))?;
-    serde_json::to_vec(&index).map_err(|err| ExportError::Write(err.into()))
+    // Through a JSON value, whose maps are sorted: annotations are a
+    // HashMap, and the same images should make the same archive.
+    serde_json::to_value(&index)
+        .and_then(|index| serde_json::to_vec(&index))
+        .map_err(|err| ExportError::Write(err.into()))
 }
 
 /// One entry per manifest, with every name of it as `RepoTags`.

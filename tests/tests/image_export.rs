@@ -1,0 +1,403 @@
+//! `berth export` / `save`, `berth tag` and `berth images --check` with
+//! the real neighbours: images pulled from a real registry on loopback,
+//! archives read by skopeo and podman (its own storage in a temp dir) and
+//! imported again by berth; content damaged in the store found by
+//! `--check` and repaired by `berth pull`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use berth::image::service::ImageService;
+use berth::paths::Paths;
+use berth_e2e::images::{Entry, PushedImage, busybox_image, busybox_image_with, sha256};
+use berth_e2e::pull::{pull_ok, use_server};
+use berth_e2e::registry::{Registry, RegistryOptions};
+use berth_e2e::{TestDirs, require_root};
+use serde_json::Value;
+
+/// A registry with two distinct busybox images, both pulled into `dirs`.
+struct Pulled {
+    dirs: TestDirs,
+    _registry: Registry,
+    one: PushedImage,
+    two: PushedImage,
+}
+
+fn pull_two() -> Pulled {
+    require_root();
+    let dirs = TestDirs::new();
+    let registry = Registry::start(RegistryOptions::default());
+    use_server(&dirs, &registry.host(), &registry.url());
+    let one = busybox_image(&registry, "bt/one");
+    let two = busybox_image_with(&registry, "bt/two", vec![Entry::file("etc/two", "2\n")]);
+    for image in [&one, &two] {
+        pull_ok(&dirs, &image.reference, &[]);
+    }
+    Pulled {
+        dirs,
+        _registry: registry,
+        one,
+        two,
+    }
+}
+
+fn ok(output: Output, what: &str) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running {program}: {err}"));
+    ok(output, &format!("{program} {}", args.join(" ")))
+}
+
+/// name → (manifestDigest, configDigest) of `berth images -o json`.
+fn stored(dirs: &TestDirs) -> Vec<(String, String, String)> {
+    let images = dirs.berth_json(&["images"]);
+    let mut rows: Vec<(String, String, String)> = images
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|image| {
+            (
+                image["name"].as_str().expect("name").to_owned(),
+                image["manifestDigest"].as_str().expect("digest").to_owned(),
+                image["configDigest"].as_str().expect("config").to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn export(dirs: &TestDirs, format: &str, names: &[&str], file: &Path) {
+    let mut args = vec![
+        "export",
+        "--format",
+        format,
+        "-o",
+        file.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(names);
+    ok(dirs.berth(&args), "berth export");
+    assert!(file.is_file(), "{} was not written", file.display());
+}
+
+fn reimported(archive: &Path) -> Vec<(String, String, String)> {
+    let fresh = TestDirs::new();
+    ok(
+        fresh.berth(&["import", archive.to_str().expect("utf-8")]),
+        "berth import of the export",
+    );
+    stored(&fresh)
+}
+
+/// podman with all of its state in a temp dir, removed on drop.
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("berth-podman-")
+                .tempdir()
+                .expect("podman temp dir"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let root = self.dir.path().join("root");
+        let runroot = self.dir.path().join("runroot");
+        let mut all = vec![
+            "--root",
+            root.to_str().expect("utf-8"),
+            "--runroot",
+            runroot.to_str().expect("utf-8"),
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+        ];
+        all.extend_from_slice(args);
+        run("podman", &all)
+    }
+
+    /// Names and ids (config digests) of the images podman stores.
+    fn images(&self) -> Vec<(String, String)> {
+        let output = self.run(&["images", "--format", "json"]);
+        let images: Value = serde_json::from_slice(&output.stdout).expect("podman images JSON");
+        let mut rows = Vec::new();
+        for image in images.as_array().expect("an array") {
+            for name in image["Names"].as_array().into_iter().flatten() {
+                rows.push((
+                    name.as_str().expect("name").to_owned(),
+                    format!("sha256:{}", image["Id"].as_str().expect("id")),
+                ));
+            }
+        }
+        // podman 4 lists an image once per name it has.
+        rows.sort();
+        rows.dedup();
+        rows
+    }
+}
+
+#[test]
+fn an_oci_export_is_read_by_skopeo_and_podman_and_imports_with_the_same_digests() {
+    let pulled = pull_two();
+    let dirs = &pulled.dirs;
+    let before = stored(dirs);
+    let archive = dirs.temp.path().join("images.tar");
+    export(
+        dirs,
+        "oci-archive",
+        &[&pulled.one.reference, &pulled.two.reference],
+        &archive,
+    );
+
+    // skopeo picks each image by its name and sees the stored manifest.
+    for (name, manifest, config) in &before {
+        let raw = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}:{name}", archive.display()),
+            ],
+        );
+        assert_eq!(
+            &sha256(&raw.stdout),
+            manifest,
+            "manifest of {name} in the archive"
+        );
+        let parsed: Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
+        assert_eq!(parsed["config"]["digest"], config.as_str());
+    }
+
+    assert_eq!(
+        reimported(&archive),
+        before,
+        "names and digests after a round trip"
+    );
+
+    // podman 4 loads one image per OCI archive.
+    let single = dirs.temp.path().join("one.tar");
+    export(dirs, "oci-archive", &[&pulled.one.reference], &single);
+    let podman = Podman::new();
+    let loaded = podman.run(&["load", "-i", single.to_str().expect("utf-8")]);
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(said.contains(&pulled.one.reference), "podman load: {said}");
+    let (_, _, one_config) = before
+        .iter()
+        .find(|(name, _, _)| *name == pulled.one.reference)
+        .expect("image one");
+    assert_eq!(
+        podman.images(),
+        [(pulled.one.reference.clone(), one_config.clone())]
+    );
+}
+
+#[test]
+fn a_docker_archive_of_several_images_keeps_every_name_for_podman_skopeo_and_berth() {
+    let pulled = pull_two();
+    let dirs = &pulled.dirs;
+    // A second name for image one: both names travel.
+    let alias = "registry.invalid/bt/alias:1";
+    ok(
+        dirs.berth(&["tag", &pulled.one.reference, alias]),
+        "berth tag",
+    );
+    let before = stored(dirs);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let archive = dirs.temp.path().join("docker.tar");
+    export(
+        dirs,
+        "docker-archive",
+        &[&pulled.one.reference, alias, &pulled.two.reference],
+        &archive,
+    );
+
+    // skopeo reads docker's manifest.json: same config, same layers.
+    for (name, _, config) in &before {
+        let raw = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("docker-archive:{}:{name}", archive.display()),
+            ],
+        );
+        let parsed: Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
+        assert_eq!(parsed["config"]["digest"], config.as_str(), "{name}");
+    }
+
+    let podman = Podman::new();
+    podman.run(&["load", "-i", archive.to_str().expect("utf-8")]);
+    let expected: Vec<(String, String)> = before
+        .iter()
+        .map(|(name, _, config)| (name.clone(), config.clone()))
+        .collect();
+    assert_eq!(podman.images(), expected, "podman has every name");
+
+    assert_eq!(
+        reimported(&archive),
+        before,
+        "names and digests after a round trip"
+    );
+}
+
+#[test]
+fn export_of_an_image_that_is_not_stored_names_it_and_writes_nothing() {
+    require_root();
+    let dirs = TestDirs::new();
+    let archive = dirs.temp.path().join("none.tar");
+    let output = dirs.berth(&["save", "-o", archive.to_str().expect("utf-8"), "bt/none:1"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("docker.io/bt/none:1") && stderr.contains("not stored"),
+        "{stderr}"
+    );
+    assert!(!archive.exists(), "a failed export leaves no file");
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dirs.temp.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The `problems` of `name` in `berth images --check -o json`.
+fn problems(report: &Value, name: &str) -> Vec<Value> {
+    report
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|check| check["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not checked: {report}"))["problems"]
+        .as_array()
+        .expect("problems")
+        .clone()
+}
+
+#[test]
+fn a_corrupt_blob_and_a_removed_snapshot_are_found_by_check_and_repaired_by_pull() {
+    let pulled = pull_two();
+    let dirs = &pulled.dirs;
+    let check = dirs.berth(&["images", "--check"]);
+    ok(check, "images --check of a healthy store");
+
+    let service = ImageService::open(&Paths::new(&dirs.root, &dirs.run_root)).expect("store");
+    let reference = pulled.one.reference.parse().expect("reference");
+    let image = service
+        .resolve(&reference)
+        .expect("resolve")
+        .expect("stored");
+    let layers = service
+        .meta()
+        .layers(&image.manifest_digest)
+        .expect("layers");
+    let top = &layers[1];
+    let blob = service.content().blob_path(&top.blob).expect("path");
+    let original = std::fs::read(&blob).expect("blob");
+    let mut damaged = original.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    std::fs::write(&blob, &damaged).expect("flip a byte");
+    let base_snapshot = service.snapshots().path(&layers[0].chain_id).expect("path");
+    std::fs::remove_dir_all(&base_snapshot).expect("remove a snapshot");
+
+    let output = dirs.berth(&["images", "--check", "-o", "json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a damaged store fails the check"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let found = problems(&report, &pulled.one.reference);
+    let summary: Vec<(String, String, String)> = found
+        .iter()
+        .map(|p| {
+            (
+                p["what"].as_str().expect("what").to_owned(),
+                p["digest"].as_str().expect("digest").to_owned(),
+                p["fault"].as_str().expect("fault").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "layer 2".to_owned(),
+                top.blob.to_string(),
+                "corrupt".to_owned()
+            ),
+            (
+                "snapshot of layer 1".to_owned(),
+                layers[0].chain_id.to_string(),
+                "missing".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(found[0]["actualDigest"], sha256(&damaged).as_str());
+    // Image two shares the busybox base layer, so its snapshot is gone too,
+    // but its own top layer is intact.
+    let two = problems(&report, &pulled.two.reference);
+    assert!(
+        two.iter().all(|p| p["what"] != "layer 2"),
+        "image two's blobs are intact: {two:?}"
+    );
+
+    // The table names the image and the digest; one image can be checked.
+    let output = dirs.berth(&["images", "--check", &pulled.one.reference]);
+    assert_eq!(output.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains(&pulled.one.reference)
+            && table.contains(&format!("layer 2 {} is corrupt", top.blob))
+            && !table.contains(&pulled.two.reference),
+        "{table}"
+    );
+
+    // An export refuses to ship the damage.
+    let archive = dirs.temp.path().join("damaged.tar");
+    let output = dirs.berth(&[
+        "export",
+        "-o",
+        archive.to_str().expect("utf-8"),
+        &pulled.one.reference,
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&top.blob.to_string()) && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+    assert!(!archive.exists());
+
+    let result = pull_ok(dirs, &pulled.one.reference, &[]);
+    assert_eq!(
+        result["blobsDownloaded"], 1,
+        "only the corrupt layer is fetched: {result}"
+    );
+    assert_eq!(std::fs::read(&blob).expect("blob"), original);
+    assert!(
+        base_snapshot.is_dir(),
+        "the missing snapshot is unpacked again"
+    );
+    ok(
+        dirs.berth(&["images", "--check"]),
+        "images --check after the repair",
+    );
+}
