@@ -6,7 +6,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use berth_e2e::agent::{AgentProcess, REACT};
 use berth_e2e::pods::PodWorld;

@@ -100,6 +100,12 @@ fn reimported(archive: &Path) -> Vec<(String, String, String)> {
     stored(&fresh)
 }
 
+/// `skopeo inspect --raw TRANSPORT:ARCHIVE:NAME`: the manifest skopeo reads.
+fn skopeo_raw(transport: &str, archive: &Path, name: &str) -> Output {
+    let source = format!("{transport}:{}:{name}", archive.display());
+    run("skopeo", &["inspect", "--raw", &source])
+}
+
 /// podman with all of its state in a temp dir, removed on drop.
 struct Podman {
     dir: tempfile::TempDir,
@@ -167,14 +173,7 @@ fn an_oci_export_is_read_by_skopeo_and_podman_and_imports_with_the_same_digests(
 
     // skopeo picks each image by its name and sees the stored manifest.
     for (name, manifest, config) in &before {
-        let raw = run(
-            "skopeo",
-            &[
-                "inspect",
-                "--raw",
-                &format!("oci-archive:{}:{name}", archive.display()),
-            ],
-        );
+        let raw = skopeo_raw("oci-archive", &archive, name);
         assert_eq!(
             &sha256(&raw.stdout),
             manifest,
@@ -229,14 +228,7 @@ fn a_docker_archive_of_several_images_keeps_every_name_for_podman_skopeo_and_ber
 
     // skopeo reads docker's manifest.json: same config, same layers.
     for (name, _, config) in &before {
-        let raw = run(
-            "skopeo",
-            &[
-                "inspect",
-                "--raw",
-                &format!("docker-archive:{}:{name}", archive.display()),
-            ],
-        );
+        let raw = skopeo_raw("docker-archive", &archive, name);
         let parsed: Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
         assert_eq!(parsed["config"]["digest"], config.as_str(), "{name}");
     }

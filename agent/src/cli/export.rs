@@ -11,9 +11,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::GlobalArgs;
-use super::images::open_service;
+use super::images::{open_service, parse_references};
 use crate::image::export::ArchiveFormat;
-use crate::image::service::ImageReference;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -38,14 +37,7 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let references = args
-        .images
-        .iter()
-        .map(|name| {
-            name.parse::<ImageReference>()
-                .with_context(|| format!("image name {name:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let references = parse_references(&args.images)?;
     let format = match args.format {
         Format::OciArchive => ArchiveFormat::OciArchive,
         Format::DockerArchive => ArchiveFormat::DockerArchive,

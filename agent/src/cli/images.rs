@@ -43,14 +43,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn check(global: &GlobalArgs, args: &Args) -> anyhow::Result<ExitCode> {
-    let references = args
-        .images
-        .iter()
-        .map(|name| {
-            name.parse::<ImageReference>()
-                .with_context(|| format!("image name {name:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let references = parse_references(&args.images)?;
     let service = open_service(global)?;
     let checks = service.check(&references).context("checking images")?;
     let text = match args.output {
@@ -91,6 +84,17 @@ fn check_table(checks: &[ImageCheck]) -> String {
         out.push_str("`berth pull IMAGE` repairs a damaged image\n");
     }
     out
+}
+
+/// Image names from the command line, each error naming its argument.
+pub(super) fn parse_references(names: &[String]) -> anyhow::Result<Vec<ImageReference>> {
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<ImageReference>()
+                .with_context(|| format!("image name {name:?}"))
+        })
+        .collect()
 }
 
 /// Writes to stdout; a reader that went away (`berth images | head`) is

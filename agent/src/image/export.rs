@@ -43,42 +43,53 @@ pub enum ArchiveFormat {
     DockerArchive,
 }
 
+/// Which blob of which image an error is about.
+#[derive(Debug)]
+pub struct BlobOf {
+    pub image: String,
+    pub what: String,
+    pub digest: String,
+}
+
+impl std::fmt::Display for BlobOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "image {}: {} {}", self.image, self.what, self.digest)
+    }
+}
+
+fn blob_of(image: &str, what: &str, digest: &Digest) -> Box<BlobOf> {
+    Box::new(BlobOf {
+        image: image.to_owned(),
+        what: what.to_owned(),
+        digest: digest.to_string(),
+    })
+}
+
+/// Blob context is boxed: these travel in every `Result` of an export.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("image {name}: {what} {digest}")]
+    #[error("{blob}")]
     Content {
-        name: String,
-        what: String,
-        digest: String,
+        blob: Box<BlobOf>,
         #[source]
         source: ContentError,
     },
     #[error(
-        "image {name}: {what} {digest} is missing from the content store; `berth pull` or `berth import` of the image repairs it"
+        "{blob} is missing from the content store; `berth pull` or `berth import` of the image repairs it"
     )]
-    Missing {
-        name: String,
-        what: String,
-        digest: String,
-    },
+    Missing { blob: Box<BlobOf> },
     #[error(
-        "image {name}: {what} {digest} is corrupt (its {size} bytes hash to {actual}); `berth pull` of the image repairs it"
+        "{blob} is corrupt (its {size} bytes hash to {actual}); `berth pull` of the image repairs it"
     )]
     Corrupt {
-        name: String,
-        what: String,
-        digest: String,
+        blob: Box<BlobOf>,
         actual: String,
         size: u64,
     },
-    #[error("image {name}: manifest {digest} cannot be exported: {reason}")]
-    BadManifest {
-        name: String,
-        digest: String,
-        reason: String,
-    },
+    #[error("{blob} cannot be exported: {reason}")]
+    BadManifest { blob: Box<BlobOf>, reason: String },
     #[error("image {name} was removed or re-pointed while it was being exported; export again")]
     Changed { name: String },
     #[error("writing the archive")]
@@ -206,30 +217,22 @@ fn plan(
         });
     }
     let digest = &image.manifest_digest;
+    let manifest = || blob_of(&image.name, "manifest", digest);
     let bytes = content.read_blob(digest).map_err(|source| match source {
-        ContentError::NotFound { .. } => ExportError::Missing {
-            name: image.name.clone(),
-            what: "manifest".into(),
-            digest: digest.to_string(),
-        },
+        ContentError::NotFound { .. } => ExportError::Missing { blob: manifest() },
         source => ExportError::Content {
-            name: image.name.clone(),
-            what: "manifest".into(),
-            digest: digest.to_string(),
+            blob: manifest(),
             source,
         },
     })?;
     let bad = |reason: String| ExportError::BadManifest {
-        name: image.name.clone(),
-        digest: digest.to_string(),
+        blob: manifest(),
         reason,
     };
     let actual = super::content::sha256_digest_of(&bytes);
     if actual != *digest {
         return Err(ExportError::Corrupt {
-            name: image.name.clone(),
-            what: "manifest".into(),
-            digest: digest.to_string(),
+            blob: manifest(),
             actual: actual.to_string(),
             size: bytes.len() as u64,
         });
@@ -257,8 +260,7 @@ fn index_json(images: &[Planned]) -> Result<Vec<u8>, ExportError> {
     let mut manifests = Vec::with_capacity(images.len());
     for image in images {
         let bad = |reason: String| ExportError::BadManifest {
-            name: image.name.clone(),
-            digest: image.manifest_digest.to_string(),
+            blob: blob_of(&image.name, "manifest", &image.manifest_digest),
             reason,
         };
         let platform: Platform = image
@@ -369,14 +371,10 @@ fn append_blob(
 ) -> Result<(), ExportError> {
     let content_err = |source: ContentError| match source {
         ContentError::NotFound { .. } => ExportError::Missing {
-            name: name.to_owned(),
-            what: what.to_owned(),
-            digest: digest.to_string(),
+            blob: blob_of(name, what, digest),
         },
         source => ExportError::Content {
-            name: name.to_owned(),
-            what: what.to_owned(),
-            digest: digest.to_string(),
+            blob: blob_of(name, what, digest),
             source,
         },
     };
@@ -392,9 +390,7 @@ fn append_blob(
         })?
         .len();
     let corrupt = |actual: String, size: u64| ExportError::Corrupt {
-        name: name.to_owned(),
-        what: what.to_owned(),
-        digest: digest.to_string(),
+        blob: blob_of(name, what, digest),
         actual,
         size,
     };
