@@ -2,7 +2,7 @@
 # Installs what berth needs on a fresh Debian 12 machine, from Debian's
 # packages only. Idempotent: it runs apt-get only when something is missing.
 #   scripts/install-deps.sh           runtime + test dependencies
-#   scripts/install-deps.sh --bench   also containerd and hyperfine, to compare
+#   scripts/install-deps.sh --bench   also hyperfine, to compare
 set -euo pipefail
 
 packages=(
@@ -13,10 +13,10 @@ packages=(
   curl jq                                  # demo and tests talk HTTP
   git                                      # the GitOps example (examples/gitops) and its test
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
-  podman                                   # reads `berth export` archives in the tests
+  podman containerd                        # read `berth export` archives in the tests
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(containerd hyperfine)
+  packages+=(hyperfine)
 fi
 
 missing=()

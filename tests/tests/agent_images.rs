@@ -146,11 +146,7 @@ fn an_image_object_pre_pulls_pins_and_follows_a_changed_reference() {
     let images = images_json(&dirs);
     let listed_first = listed(&images, &first.reference).expect("berth images lists it");
     assert_eq!(listed_first["pinnedBy"], serde_json::json!(["Image/app"]));
-    assert!(
-        listed_first["unpackedSize"]
-            .as_u64()
-            .is_some_and(|s| s > 0)
-    );
+    assert!(listed_first["unpackedSize"].as_u64().is_some_and(|s| s > 0));
 
     // A new reference is pulled and pinned; the old one is unpinned but kept.
     dirs.write_manifest("images.yaml", &image_yaml("app", &second.reference, ""));
@@ -490,13 +486,12 @@ fn two_image_objects_naming_the_same_reference_download_it_once() {
         assert_eq!(gets.len(), 1, "blob {blob} downloaded once: {gets:?}");
     }
     let images = images_json(&dirs);
-    let mut pinned_by: Vec<String> =
-        listed(&images, &image.reference).expect("listed")["pinnedBy"]
-            .as_array()
-            .expect("pins")
-            .iter()
-            .map(|p| p.as_str().expect("owner").to_owned())
-            .collect();
+    let mut pinned_by: Vec<String> = listed(&images, &image.reference).expect("listed")["pinnedBy"]
+        .as_array()
+        .expect("pins")
+        .iter()
+        .map(|p| p.as_str().expect("owner").to_owned())
+        .collect();
     pinned_by.sort();
     assert_eq!(pinned_by, ["Image/first", "Image/second"]);
 }

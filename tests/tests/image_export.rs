@@ -1,18 +1,19 @@
 //! `berth export` / `save`, `berth tag` and `berth images --check` with
 //! the real neighbours: images pulled from a real registry on loopback,
-//! archives read by skopeo and podman (its own storage in a temp dir) and
-//! imported again by berth; content damaged in the store found by
+//! archives read by skopeo, podman (its own storage in a temp dir) and
+//! containerd (`ctr import` into a containerd of its own, in a temp dir)
+//! and imported again by berth; content damaged in the store found by
 //! `--check` and repaired by `berth pull`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use berth::image::service::ImageService;
 use berth::paths::Paths;
 use berth_e2e::images::{Entry, PushedImage, busybox_image, busybox_image_with, sha256};
 use berth_e2e::pull::{pull_ok, use_server};
 use berth_e2e::registry::{Registry, RegistryOptions};
-use berth_e2e::{TestDirs, require_root};
+use berth_e2e::{TestDirs, require_root, wait_until};
 use serde_json::Value;
 
 /// A registry with two distinct busybox images, both pulled into `dirs`.
@@ -155,6 +156,121 @@ impl Podman {
         rows.sort();
         rows.dedup();
         rows
+    }
+}
+
+/// A containerd of its own (root, state, socket in a temp dir; the CRI
+/// plugin off), stopped by PID on drop.
+struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-containerd-")
+            .tempdir()
+            .expect("containerd temp dir");
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\naddress = {socket:?}\n[ttrpc]\naddress = {ttrpc:?}\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\npath = {opt:?}\n",
+            root = at("root"),
+            state = at("state"),
+            socket = at("c.sock"),
+            ttrpc = at("c.sock.ttrpc"),
+            opt = at("opt"),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("containerd config");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd (apt-get install containerd)");
+        let containerd = Self { child, dir };
+        wait_until(
+            std::time::Duration::from_secs(30),
+            "containerd to serve",
+            || containerd.ctr(&["version"]).status.success().then_some(()),
+        );
+        containerd
+    }
+
+    /// `ctr --address … -n berth-test ARGS`, whatever its exit.
+    fn ctr(&self, args: &[&str]) -> Output {
+        let socket = self.dir.path().join("c.sock");
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "berth-test"])
+            .args(args)
+            .output()
+            .expect("running ctr")
+    }
+
+    /// Imports `archive` (unpacked with the native snapshotter: no mounts).
+    fn import(&self, archive: &Path) {
+        let archive = archive.to_str().expect("utf-8");
+        ok(
+            self.ctr(&["images", "import", "--snapshotter", "native", archive]),
+            "ctr images import",
+        );
+    }
+
+    /// name → manifest digest of every image.
+    fn images(&self) -> Vec<(String, String)> {
+        let output = ok(self.ctr(&["images", "ls"]), "ctr images ls");
+        let mut rows: Vec<(String, String)> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut columns = line.split_whitespace();
+                let name = columns.next()?.to_owned();
+                let digest = columns.nth(1)?.to_owned();
+                Some((name, digest))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid fits an i32"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctr_import_reads_both_formats_with_every_name_and_the_same_digests() {
+    let pulled = pull_two();
+    let dirs = &pulled.dirs;
+    let alias = "registry.invalid/bt/alias:1";
+    ok(
+        dirs.berth(&["tag", &pulled.one.reference, alias]),
+        "berth tag",
+    );
+    let expected: Vec<(String, String)> = stored(dirs)
+        .into_iter()
+        .map(|(name, manifest, _)| (name, manifest))
+        .collect();
+    let names = [pulled.one.reference.as_str(), alias, &pulled.two.reference];
+    for format in ["oci-archive", "docker-archive"] {
+        let archive = dirs.temp.path().join(format!("{format}.tar"));
+        export(dirs, format, &names, &archive);
+        let containerd = Containerd::start();
+        containerd.import(&archive);
+        assert_eq!(containerd.images(), expected, "ctr import of a {format}");
     }
 }
 
