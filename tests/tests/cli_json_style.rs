@@ -3,14 +3,13 @@
 //! gives an image a name a pod then runs by, and `berth events -f` prints
 //! events written after it started, as JSON lines.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
+mod cli_common;
 
 use berth_e2e::agent::{AgentProcess, REACT};
 use berth_e2e::pods::PodWorld;
 use berth_e2e::pull::pull_ok;
 use berth_e2e::{TestDirs, require_root};
+use cli_common::Follower;
 use serde_json::Value;
 
 /// Maps whose keys are the user's data, not berth's field names.
@@ -157,16 +156,15 @@ fn config_map(name: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: b\n")
 }
 
-/// The next line about `subject` that `received` gets within [`REACT`].
-fn next_event_about(received: &mpsc::Receiver<String>, subject: &str) -> Option<Value> {
-    let deadline = std::time::Instant::now() + REACT;
+/// The next event about `subject` the follower prints (other events are
+/// passed over); fails the test when none comes within its deadline.
+fn next_event_about(follower: &Follower, subject: &str) -> Value {
     loop {
-        let left = deadline.checked_duration_since(std::time::Instant::now())?;
-        let line = received.recv_timeout(left).ok()?;
+        let line = follower.next_line(&format!("an event about {subject}"));
         let event: Value = serde_json::from_str(&line)
             .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line}"));
         if event["subject"] == subject {
-            return Some(event);
+            return event;
         }
     }
 }
@@ -184,31 +182,14 @@ fn events_follow_prints_an_event_written_after_it_started() {
             .is_some_and(|e| !e.is_empty())
             .then_some(())
     });
-    let mut follower = dirs
-        .berth_command(&["events", "-f", "-o", "json", "--for", "ConfigMap/default/"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning berth events -f");
-    let stdout = follower.stdout.take().expect("piped stdout");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // Killed by PID when dropped.
+    let follower = Follower::start(
+        &dirs,
+        &["events", "-f", "-o", "json", "--for", "ConfigMap/default/"],
+    );
     // The backlog: once it is printed, the follower is running.
-    let early = next_event_about(&received, "ConfigMap/default/early");
-    let late = early.as_ref().and_then(|_| {
-        dirs.write_manifest("late.yaml", &config_map("late"));
-        next_event_about(&received, "ConfigMap/default/late")
-    });
-    // By PID, before an assertion can leave it running.
-    let _ = follower.kill();
-    let _ = follower.wait();
-    assert!(early.is_some(), "berth events -f did not print the backlog");
-    let late = late.expect("berth events -f printed the new event within the deadline");
+    next_event_about(&follower, "ConfigMap/default/early");
+    dirs.write_manifest("late.yaml", &config_map("late"));
+    let late = next_event_about(&follower, "ConfigMap/default/late");
     assert_eq!(late["reason"], "Applied", "{late}");
 }

@@ -42,6 +42,16 @@ fn pull_two() -> Pulled {
     }
 }
 
+/// Gives image one the second name `registry.invalid/bt/alias:1`.
+fn tag_alias(pulled: &Pulled) -> &'static str {
+    let alias = "registry.invalid/bt/alias:1";
+    ok(
+        pulled.dirs.berth(&["tag", &pulled.one.reference, alias]),
+        "berth tag",
+    );
+    alias
+}
+
 fn ok(output: Output, what: &str) -> Output {
     assert!(
         output.status.success(),
@@ -60,20 +70,24 @@ fn run(program: &str, args: &[&str]) -> Output {
     ok(output, &format!("{program} {}", args.join(" ")))
 }
 
-/// name → (manifestDigest, configDigest) of `berth images -o json`.
-fn stored(dirs: &TestDirs) -> Vec<(String, String, String)> {
+/// The string values of `keys` in `value`, in that order.
+fn strings<const N: usize>(value: &Value, keys: [&str; N]) -> [String; N] {
+    keys.map(|key| {
+        value[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string {key:?} in {value}"))
+            .to_owned()
+    })
+}
+
+/// [name, manifestDigest, configDigest] of `berth images -o json`.
+fn stored(dirs: &TestDirs) -> Vec<[String; 3]> {
     let images = dirs.berth_json(&["images"]);
-    let mut rows: Vec<(String, String, String)> = images
+    let mut rows: Vec<[String; 3]> = images
         .as_array()
         .expect("an array")
         .iter()
-        .map(|image| {
-            (
-                image["name"].as_str().expect("name").to_owned(),
-                image["manifestDigest"].as_str().expect("digest").to_owned(),
-                image["configDigest"].as_str().expect("config").to_owned(),
-            )
-        })
+        .map(|image| strings(image, ["name", "manifestDigest", "configDigest"]))
         .collect();
     rows.sort();
     rows
@@ -92,7 +106,7 @@ fn export(dirs: &TestDirs, format: &str, names: &[&str], file: &Path) {
     assert!(file.is_file(), "{} was not written", file.display());
 }
 
-fn reimported(archive: &Path) -> Vec<(String, String, String)> {
+fn reimported(archive: &Path) -> Vec<[String; 3]> {
     let fresh = TestDirs::new();
     ok(
         fresh.berth(&["import", archive.to_str().expect("utf-8")]),
@@ -255,14 +269,10 @@ impl Drop for Containerd {
 fn ctr_import_reads_both_formats_with_every_name_and_the_same_digests() {
     let pulled = pull_two();
     let dirs = &pulled.dirs;
-    let alias = "registry.invalid/bt/alias:1";
-    ok(
-        dirs.berth(&["tag", &pulled.one.reference, alias]),
-        "berth tag",
-    );
+    let alias = tag_alias(&pulled);
     let expected: Vec<(String, String)> = stored(dirs)
         .into_iter()
-        .map(|(name, manifest, _)| (name, manifest))
+        .map(|[name, manifest, _]| (name, manifest))
         .collect();
     let names = [pulled.one.reference.as_str(), alias, &pulled.two.reference];
     for format in ["oci-archive", "docker-archive"] {
@@ -288,7 +298,7 @@ fn an_oci_export_is_read_by_skopeo_and_podman_and_imports_with_the_same_digests(
     );
 
     // skopeo picks each image by its name and sees the stored manifest.
-    for (name, manifest, config) in &before {
+    for [name, manifest, config] in &before {
         let raw = skopeo_raw("oci-archive", &archive, name);
         assert_eq!(
             &sha256(&raw.stdout),
@@ -312,9 +322,9 @@ fn an_oci_export_is_read_by_skopeo_and_podman_and_imports_with_the_same_digests(
     let loaded = podman.run(&["load", "-i", single.to_str().expect("utf-8")]);
     let said = String::from_utf8_lossy(&loaded.stdout);
     assert!(said.contains(&pulled.one.reference), "podman load: {said}");
-    let (_, _, one_config) = before
+    let [_, _, one_config] = before
         .iter()
-        .find(|(name, _, _)| *name == pulled.one.reference)
+        .find(|[name, _, _]| *name == pulled.one.reference)
         .expect("image one");
     assert_eq!(
         podman.images(),
@@ -327,11 +337,7 @@ fn a_docker_archive_of_several_images_keeps_every_name_for_podman_skopeo_and_ber
     let pulled = pull_two();
     let dirs = &pulled.dirs;
     // A second name for image one: both names travel.
-    let alias = "registry.invalid/bt/alias:1";
-    ok(
-        dirs.berth(&["tag", &pulled.one.reference, alias]),
-        "berth tag",
-    );
+    let alias = tag_alias(&pulled);
     let before = stored(dirs);
     assert_eq!(before.len(), 3, "{before:?}");
     let archive = dirs.temp.path().join("docker.tar");
@@ -343,7 +349,7 @@ fn a_docker_archive_of_several_images_keeps_every_name_for_podman_skopeo_and_ber
     );
 
     // skopeo reads docker's manifest.json: same config, same layers.
-    for (name, _, config) in &before {
+    for [name, _, config] in &before {
         let raw = skopeo_raw("docker-archive", &archive, name);
         let parsed: Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
         assert_eq!(parsed["config"]["digest"], config.as_str(), "{name}");
@@ -353,7 +359,7 @@ fn a_docker_archive_of_several_images_keeps_every_name_for_podman_skopeo_and_ber
     podman.run(&["load", "-i", archive.to_str().expect("utf-8")]);
     let expected: Vec<(String, String)> = before
         .iter()
-        .map(|(name, _, config)| (name.clone(), config.clone()))
+        .map(|[name, _, config]| (name.clone(), config.clone()))
         .collect();
     assert_eq!(podman.images(), expected, "podman has every name");
 
@@ -433,29 +439,23 @@ fn a_corrupt_blob_and_a_removed_snapshot_are_found_by_check_and_repaired_by_pull
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let found = problems(&report, &pulled.one.reference);
-    let summary: Vec<(String, String, String)> = found
+    let summary: Vec<[String; 3]> = found
         .iter()
-        .map(|p| {
-            (
-                p["what"].as_str().expect("what").to_owned(),
-                p["digest"].as_str().expect("digest").to_owned(),
-                p["fault"].as_str().expect("fault").to_owned(),
-            )
-        })
+        .map(|p| strings(p, ["what", "digest", "fault"]))
         .collect();
     assert_eq!(
         summary,
         [
-            (
+            [
                 "layer 2".to_owned(),
                 top.blob.to_string(),
                 "corrupt".to_owned()
-            ),
-            (
+            ],
+            [
                 "snapshot of layer 1".to_owned(),
                 layers[0].chain_id.to_string(),
                 "missing".to_owned()
-            ),
+            ],
         ]
     );
     assert_eq!(found[0]["actualDigest"], sha256(&damaged).as_str());

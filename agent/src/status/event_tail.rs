@@ -108,16 +108,8 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::status::events::{EventLog, EventType};
-
-    fn event(n: usize) -> Event {
-        Event::new(
-            EventType::Normal,
-            "Pod/default/web",
-            "Applied",
-            format!("event {n}"),
-        )
-    }
+    use crate::status::events::EventLog;
+    use crate::status::events::tests::event;
 
     fn messages(events: Vec<Event>) -> Vec<String> {
         events.into_iter().map(|e| e.message).collect()
