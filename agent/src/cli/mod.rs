@@ -100,7 +100,7 @@ pub enum Command {
     Pull(pull::Args),
     /// Import an image from an OCI archive or a `docker save` tarball.
     Import(import::Args),
-    /// List images.
+    /// List images, or check their content (--check).
     Images(images::Args),
     /// Remove images.
     Rmi(rmi::Args),

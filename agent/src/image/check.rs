@@ -152,3 +152,62 @@ pub fn check_images(
     }
     Ok(checks)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::image::meta::{LayerRecord, ManifestRecord};
+
+    #[test]
+    fn a_corrupt_blob_and_a_missing_snapshot_are_reported_for_each_image_using_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let content = ContentStore::open(dir.path().join("content")).expect("content");
+        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
+        let meta = MetaStore::open(&dir.path().join("berth.db")).expect("meta");
+        let blob = |bytes: &[u8]| content.write_blob(bytes).expect("blob");
+        let (base, top, config, manifest) = (blob(b"base"), blob(b"top"), blob(b"{}"), blob(b"m"));
+        let layer = |blob: &Digest| LayerRecord {
+            blob: blob.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            size: 4,
+            diff_id: blob.clone(),
+            chain_id: blob.clone(),
+        };
+        let record = ManifestRecord {
+            digest: manifest.clone(),
+            config_digest: config.clone(),
+            platform: "linux/amd64".into(),
+            compressed_size: 10,
+            created: None,
+            layers: vec![layer(&base), layer(&top)],
+        };
+        for name in ["a:1", "b:1"] {
+            meta.record_image(name, &record, None).expect("record");
+        }
+        std::fs::create_dir(snapshots.path(&top).expect("path")).expect("snapshot");
+        std::fs::write(content.blob_path(&top).expect("path"), b"tip").expect("corrupt");
+
+        let lease = meta.lease("check", Duration::from_secs(60)).expect("lease");
+        let images = meta.images().expect("images");
+        let checks = check_images(&content, &snapshots, &meta, &lease, &images).expect("check");
+        assert_eq!(checks.len(), 2);
+        for check in &checks {
+            let found: Vec<String> = check.problems.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                found,
+                [
+                    format!(
+                        "layer 2 {top} is corrupt (its content hashes to {})",
+                        crate::image::content::sha256_digest_of(b"tip")
+                    ),
+                    format!("snapshot of layer 1 {base} is missing"),
+                ],
+                "{}",
+                check.name
+            );
+        }
+        lease.release().expect("release");
+    }
+}
