@@ -339,8 +339,9 @@ fn header(path: &str, size: u64, kind: tar::EntryType, mode: u32) -> tar::Header
     header.set_uid(0);
     header.set_gid(0);
     header.set_mtime(0);
-    // Every path here is ASCII and under 100 bytes.
-    let _ = header.set_path(path);
+    header
+        .set_path(path)
+        .expect("archive paths are ASCII and under 100 bytes (blobs/sha256/<64 hex>)");
     header.set_cksum();
     header
 }
