@@ -2,7 +2,7 @@
 # Installs what berth needs on a fresh Debian 12 machine, from Debian's
 # packages only. Idempotent: it runs apt-get only when something is missing.
 #   scripts/install-deps.sh           runtime + test dependencies
-#   scripts/install-deps.sh --bench   also podman and containerd, to compare
+#   scripts/install-deps.sh --bench   also hyperfine, to compare
 set -euo pipefail
 
 packages=(
@@ -13,10 +13,11 @@ packages=(
   curl jq                                  # demo and tests talk HTTP
   git                                      # the GitOps example (examples/gitops) and its test
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
+  podman containerd                        # read `berth export` archives in the tests
 )
 if [[ "${1:-}" == "--bench" ]]; then
   # catatonit: the pause process podman builds its pod infra image from
-  packages+=(podman containerd hyperfine catatonit)
+  packages+=(hyperfine catatonit)
 fi
 
 missing=()

@@ -145,23 +145,19 @@ fn an_image_object_pre_pulls_pins_and_follows_a_changed_reference() {
     );
     let images = images_json(&dirs);
     let listed_first = listed(&images, &first.reference).expect("berth images lists it");
-    assert_eq!(listed_first["pinned_by"], serde_json::json!(["Image/app"]));
-    assert!(
-        listed_first["unpacked_size"]
-            .as_u64()
-            .is_some_and(|s| s > 0)
-    );
+    assert_eq!(listed_first["pinnedBy"], serde_json::json!(["Image/app"]));
+    assert!(listed_first["unpackedSize"].as_u64().is_some_and(|s| s > 0));
 
     // A new reference is pulled and pinned; the old one is unpinned but kept.
     dirs.write_manifest("images.yaml", &image_yaml("app", &second.reference, ""));
     wait_ready(&agent, &dirs, "app", &second.digest);
     let images = images_json(&dirs);
     assert_eq!(
-        listed(&images, &second.reference).expect("the new image")["pinned_by"],
+        listed(&images, &second.reference).expect("the new image")["pinnedBy"],
         serde_json::json!(["Image/app"])
     );
     assert_eq!(
-        listed(&images, &first.reference).expect("the old image stays")["pinned_by"],
+        listed(&images, &first.reference).expect("the old image stays")["pinnedBy"],
         serde_json::json!([])
     );
     let pruned = prune(&dirs);
@@ -198,7 +194,7 @@ fn a_pinned_image_survives_prune_and_gc_and_is_collectable_once_the_image_is_del
     });
     let images = images_json(&dirs);
     assert_eq!(
-        listed(&images, &image.reference).expect("unpinned, still stored")["pinned_by"],
+        listed(&images, &image.reference).expect("unpinned, still stored")["pinnedBy"],
         serde_json::json!([])
     );
     let pruned = prune(&dirs);
@@ -285,7 +281,7 @@ fn an_air_gapped_image_imports_its_source_archive_once_per_change() {
     wait_ready(&agent, &dirs, "airgap", &second);
     assert_eq!(count(&agent.log(), IMPORTED), 2);
     assert_eq!(
-        listed(&images_json(&dirs), reference).expect("listed")["manifest_digest"],
+        listed(&images_json(&dirs), reference).expect("listed")["manifestDigest"],
         second
     );
 }
@@ -490,13 +486,12 @@ fn two_image_objects_naming_the_same_reference_download_it_once() {
         assert_eq!(gets.len(), 1, "blob {blob} downloaded once: {gets:?}");
     }
     let images = images_json(&dirs);
-    let mut pinned_by: Vec<String> =
-        listed(&images, &image.reference).expect("listed")["pinned_by"]
-            .as_array()
-            .expect("pins")
-            .iter()
-            .map(|p| p.as_str().expect("owner").to_owned())
-            .collect();
+    let mut pinned_by: Vec<String> = listed(&images, &image.reference).expect("listed")["pinnedBy"]
+        .as_array()
+        .expect("pins")
+        .iter()
+        .map(|p| p.as_str().expect("owner").to_owned())
+        .collect();
     pinned_by.sort();
     assert_eq!(pinned_by, ["Image/first", "Image/second"]);
 }

@@ -55,7 +55,7 @@ fn pull_by_tag_stores_every_blob_verified_and_a_second_pull_downloads_nothing() 
         .iter()
         .find(|i| i["name"] == image.reference.as_str())
         .unwrap_or_else(|| panic!("{} is not listed: {images}", image.reference));
-    assert_eq!(listed["manifest_digest"], image.digest.as_str(), "{listed}");
+    assert_eq!(listed["manifestDigest"], image.digest.as_str(), "{listed}");
     let snapshots = dirs.root.join("snapshots");
     let busybox_unpacked = std::fs::read_dir(&snapshots)
         .expect("snapshots dir")

@@ -246,7 +246,7 @@ fn streamed_layers_are_identical_to_layers_unpacked_from_the_store() {
     let images = pulled.berth(&["images", "-o", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&images.stdout).expect("json");
     assert!(
-        listed[0]["unpacked_size"].as_u64().is_some_and(|s| s > 0),
+        listed[0]["unpackedSize"].as_u64().is_some_and(|s| s > 0),
         "the streamed layers' sizes are recorded: {listed}"
     );
 }

@@ -1,12 +1,15 @@
-//! `berth images`: the stored images, as a table or JSON.
+//! `berth images`: the stored images, as a table or JSON; `--check
+//! [IMAGE...]` verifies their content instead (exit 1 when something is
+//! missing or corrupt).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use super::{GlobalArgs, OutputFormat};
+use crate::image::check::ImageCheck;
 use crate::image::meta::ImageRecord;
-use crate::image::service::ImageService;
+use crate::image::service::{ImageReference, ImageService};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,9 +19,19 @@ pub struct Args {
     /// Show full digests.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Re-hash every blob and look for every snapshot of the images (all
+    /// of them, or those named); exit 1 when anything is missing or corrupt.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: the images to check.
+    #[arg(requires = "check", value_name = "IMAGE")]
+    pub images: Vec<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    if args.check {
+        return check(global, &args);
+    }
     let service = open_service(global)?;
     let images = service.list().context("listing images")?;
     let text = match args.output {
@@ -27,6 +40,61 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     emit(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn check(global: &GlobalArgs, args: &Args) -> anyhow::Result<ExitCode> {
+    let references = parse_references(&args.images)?;
+    let service = open_service(global)?;
+    let checks = service.check(&references).context("checking images")?;
+    let text = match args.output {
+        OutputFormat::Json => serde_json::to_string_pretty(&checks)? + "\n",
+        OutputFormat::Table => check_table(&checks),
+    };
+    emit(&text)?;
+    Ok(if checks.iter().all(ImageCheck::is_ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line per image (`ok` or how many problems), each problem indented
+/// below it, and a hint at the repair.
+fn check_table(checks: &[ImageCheck]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        if check.is_ok() {
+            out.push_str(&format!(
+                "{}   {}   ok\n",
+                check.name, check.manifest_digest
+            ));
+            continue;
+        }
+        let count = check.problems.len();
+        let plural = if count == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "{}   {}   {count} problem{plural}\n",
+            check.name, check.manifest_digest
+        ));
+        for problem in &check.problems {
+            out.push_str(&format!("  {problem}\n"));
+        }
+    }
+    if checks.iter().any(|check| !check.is_ok()) {
+        out.push_str("`berth pull IMAGE` repairs a damaged image\n");
+    }
+    out
+}
+
+/// Image names from the command line, each error naming its argument.
+pub(super) fn parse_references(names: &[String]) -> anyhow::Result<Vec<ImageReference>> {
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<ImageReference>()
+                .with_context(|| format!("image name {name:?}"))
+        })
+        .collect()
 }
 
 /// Writes to stdout; a reader that went away (`berth images | head`) is

@@ -9,6 +9,7 @@ use crate::paths::Paths;
 
 mod events;
 mod exec;
+mod export;
 mod images;
 mod import;
 mod inspect;
@@ -21,6 +22,7 @@ mod rmi;
 mod run;
 mod schema;
 mod status;
+mod tag;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -98,10 +100,15 @@ pub enum Command {
     Pull(pull::Args),
     /// Import an image from an OCI archive or a `docker save` tarball.
     Import(import::Args),
-    /// List images.
+    /// List images, or check their content (--check).
     Images(images::Args),
     /// Remove images.
     Rmi(rmi::Args),
+    /// Give a stored image a second name.
+    Tag(tag::Args),
+    /// Write stored images to one archive (OCI or docker format).
+    #[command(visible_alias = "save")]
+    Export(export::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
 }
@@ -122,6 +129,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(&global, args),
         Command::Images(args) => images::run(&global, args),
         Command::Rmi(args) => rmi::run(&global, args),
+        Command::Tag(args) => tag::run(&global, args),
+        Command::Export(args) => export::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
     }
 }

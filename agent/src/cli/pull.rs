@@ -90,6 +90,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             let options = FetchOptions {
                 guard: Some(&lease),
                 tee: Some(&streaming),
+                // An explicit pull repairs: a stored blob that no longer
+                // matches its digest is fetched again.
+                verify_stored: true,
                 ..FetchOptions::new(&progress)
             };
             let fetched = puller.fetch_with(&reference, &platform, options).await;

@@ -13,6 +13,16 @@ use super::crash_point;
 /// (`.NAME.tmp.PID`), fsync, rename over, fsync the directory. A writer
 /// killed before its rename leaves the temp file: see [`remove_stale_temps`].
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] for content streamed by `write` (an archive of any
+/// size); an error from `write` leaves `path` as it was.
+pub fn write_atomic_with<T>(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> io::Result<T>,
+) -> io::Result<T> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -33,14 +43,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .open(&temp)?;
         // The umask may have narrowed the creation mode; readers rely on it.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
+        let value = write(&mut file)?;
         file.sync_all()?;
         crash_point("file synced", &temp.display());
         fs::rename(&temp, path)?;
         crash_point("file renamed into place", &path.display());
         File::open(dir)?.sync_all()?;
         crash_point("directory synced", &dir.display());
-        Ok(())
+        Ok(value)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

@@ -143,9 +143,13 @@ impl ContentStore {
     }
 
     /// Stores `bytes` as a blob; the digest is computed here and returned.
+    /// A stored copy whose bytes differ (a corrupt blob) is replaced: the
+    /// right bytes are at hand, and these blobs are small.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = sha256_digest_of(bytes);
-        if self.contains(&digest)? {
+        if self.size(&digest)? == Some(bytes.len() as u64)
+            && self.read_blob(&digest).is_ok_and(|stored| stored == bytes)
+        {
             return Ok(digest);
         }
         let mut ingest = self.ingest(&digest, Some(bytes.len() as u64))?;
@@ -180,6 +184,29 @@ impl ContentStore {
         Ok(ingest)
     }
 
+    /// Re-hashes the stored blob `digest` (`berth images --check`, and a
+    /// pull that must not trust what it finds stored).
+    pub fn verify(&self, digest: &Digest) -> Result<BlobHealth> {
+        let path = self.blob_path(digest)?;
+        let mut file = match self.open_blob(digest) {
+            Ok(file) => file,
+            Err(ContentError::NotFound { .. }) => return Ok(BlobHealth::Missing),
+            Err(err) => return Err(err),
+        };
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut HashWriter(&mut hasher))
+            .map_err(io_err("re-reading", &path))?;
+        let actual = hex::encode(hasher.finalize());
+        if actual == sha256_hex(digest)? {
+            Ok(BlobHealth::Intact)
+        } else {
+            Ok(BlobHealth::Corrupt {
+                actual: format!("sha256:{actual}"),
+                size,
+            })
+        }
+    }
+
     /// Removes a blob (garbage collection). Missing blobs are not an error.
     pub fn delete(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest)?;
@@ -209,6 +236,19 @@ impl ContentStore {
         }
         Ok(digests)
     }
+}
+
+/// What [`ContentStore::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobHealth {
+    Intact,
+    Missing,
+    /// The file's bytes hash to `actual` (a disk error, or someone wrote
+    /// into the store).
+    Corrupt {
+        actual: String,
+        size: u64,
+    },
 }
 
 /// Opens a partial file for appending, holding an exclusive lock on it for
@@ -531,6 +571,22 @@ mod tests {
             "and starts a fresh partial, not the committed file"
         );
         assert_eq!(store.read_blob(&digest).expect("read"), data);
+    }
+
+    #[test]
+    fn verify_finds_corruption_and_write_blob_repairs_it() {
+        let (_dir, store) = store();
+        let digest = store.write_blob(b"manifest").expect("write");
+        assert_eq!(store.verify(&digest).expect("verify"), BlobHealth::Intact);
+        fs::write(store.blob_path(&digest).expect("path"), b"manifesT").expect("corrupt");
+        assert!(matches!(
+            store.verify(&digest).expect("verify"),
+            BlobHealth::Corrupt { size: 8, .. }
+        ));
+        store.write_blob(b"manifest").expect("rewrite");
+        assert_eq!(store.verify(&digest).expect("verify"), BlobHealth::Intact);
+        store.delete(&digest).expect("delete");
+        assert_eq!(store.verify(&digest).expect("verify"), BlobHealth::Missing);
     }
 
     #[test]

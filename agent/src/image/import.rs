@@ -36,6 +36,10 @@ use oci_spec::image::{
 };
 
 use super::content::{ContentError, ContentStore};
+use super::layout::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_FILE, DockerManifestEntry, INDEX_FILE, OCI_CONFIG,
+    OCI_LAYOUT_FILE, OCI_MANIFEST, REPOSITORIES_FILE, layout_digest, name_of,
+};
 use super::meta::{Lease, MetaError};
 use super::remote::{FetchStats, FetchedImage, Platform};
 use super::unpack::budget::Budget;
@@ -51,12 +55,6 @@ const MAX_METADATA_BYTES: u64 = 16 << 20;
 /// layer, and each entry is remembered while the archive is read.
 const MAX_ARCHIVE_ENTRIES: u64 = 100_000;
 const COPY_BUFFER: usize = 1 << 20;
-
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
-const OCI_REF_NAME: &str = "org.opencontainers.image.ref.name";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -151,9 +149,9 @@ pub fn read_archive(
         lease,
         files,
     };
-    let images = if reader.files.metadata.contains_key("index.json") {
+    let images = if reader.files.metadata.contains_key(INDEX_FILE) {
         reader.oci_images(platform)?
-    } else if reader.files.metadata.contains_key("manifest.json") {
+    } else if reader.files.metadata.contains_key(DOCKER_MANIFEST_FILE) {
         reader.docker_images()?
     } else {
         return Err(ImportError::UnknownFormat {
@@ -262,10 +260,14 @@ fn store_entries(
         if is_legacy_docker_metadata(&path) {
             continue;
         }
-        if matches!(
-            path.as_str(),
-            "index.json" | "manifest.json" | "oci-layout" | "repositories"
-        ) {
+        if [
+            INDEX_FILE,
+            DOCKER_MANIFEST_FILE,
+            OCI_LAYOUT_FILE,
+            REPOSITORIES_FILE,
+        ]
+        .contains(&path.as_str())
+        {
             if entry.size > MAX_METADATA_BYTES {
                 return Err(ImportError::BadFile {
                     archive: archive.to_path_buf(),
@@ -316,12 +318,6 @@ fn archive_limits() -> UnpackLimits {
 /// describe nothing an OCI image needs.
 fn is_legacy_docker_metadata(path: &str) -> bool {
     matches!(path.rsplit_once('/'), Some((_, "VERSION" | "json")))
-}
-
-/// `blobs/sha256/<hex>` in an OCI layout names its own digest.
-fn layout_digest(path: &str) -> Option<Digest> {
-    let hex = path.strip_prefix("blobs/sha256/")?;
-    format!("sha256:{hex}").parse().ok()
 }
 
 /// A blob whose digest the layout states: verified while it is stored.
@@ -449,8 +445,8 @@ impl ArchiveContents<'_> {
     }
 
     fn oci_images(&self, platform: &Platform) -> Result<Vec<Candidate>, ImportError> {
-        let index: ImageIndex = serde_json::from_slice(&self.files.metadata["index.json"])
-            .map_err(|err| self.bad("index.json", err))?;
+        let index: ImageIndex = serde_json::from_slice(&self.files.metadata[INDEX_FILE])
+            .map_err(|err| self.bad(INDEX_FILE, err))?;
         let entries = index.manifests();
         let named = entries.iter().any(|d| name_of(d).0.is_some());
         let manifests = entries
@@ -459,7 +455,7 @@ impl ArchiveContents<'_> {
             .count();
         // A multi-platform image flattened into index.json itself.
         if !named && manifests > 1 && entries.iter().all(|d| d.platform().is_some()) {
-            let chosen = self.select(platform, entries, "index.json")?;
+            let chosen = self.select(platform, entries, INDEX_FILE)?;
             return Ok(vec![self.candidate(chosen, None, None)?]);
         }
         let mut images = Vec::new();
@@ -481,7 +477,7 @@ impl ArchiveContents<'_> {
             }
         }
         if images.is_empty() {
-            return Err(self.bad("index.json", "it lists no image manifest"));
+            return Err(self.bad(INDEX_FILE, "it lists no image manifest"));
         }
         Ok(images)
     }
@@ -523,16 +519,9 @@ impl ArchiveContents<'_> {
     }
 
     fn docker_images(&self) -> Result<Vec<Candidate>, ImportError> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            layers: Vec<String>,
-        }
-        let entries: Vec<Entry> = serde_json::from_slice(&self.files.metadata["manifest.json"])
-            .map_err(|err| self.bad("manifest.json", err))?;
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&self.files.metadata[DOCKER_MANIFEST_FILE])
+                .map_err(|err| self.bad(DOCKER_MANIFEST_FILE, err))?;
         let mut images = Vec::new();
         for entry in entries {
             let (config_digest, config_size) = self.blob_at(&entry.config)?;
@@ -548,9 +537,9 @@ impl ArchiveContents<'_> {
                 .config(descriptor(OCI_CONFIG, config_size, &config_digest))
                 .layers(layers)
                 .build()
-                .map_err(|err| self.bad("manifest.json", err))?;
+                .map_err(|err| self.bad(DOCKER_MANIFEST_FILE, err))?;
             let bytes =
-                serde_json::to_vec(&manifest).map_err(|err| self.bad("manifest.json", err))?;
+                serde_json::to_vec(&manifest).map_err(|err| self.bad(DOCKER_MANIFEST_FILE, err))?;
             let manifest_digest = super::content::sha256_digest_of(&bytes);
             self.lease
                 .add_blob(&manifest_digest)
@@ -584,7 +573,7 @@ impl ArchiveContents<'_> {
             }
         }
         if images.is_empty() {
-            return Err(self.bad("manifest.json", "it lists no image"));
+            return Err(self.bad(DOCKER_MANIFEST_FILE, "it lists no image"));
         }
         Ok(images)
     }
@@ -698,23 +687,6 @@ fn is_manifest(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageManifest || media_type.to_string() == DOCKER_MANIFEST
 }
 
-/// The image name an index entry carries, or the bare tag it has instead.
-fn name_of(entry: &Descriptor) -> (Option<String>, Option<String>) {
-    let Some(annotations) = entry.annotations() else {
-        return (None, None);
-    };
-    if let Some(name) = annotations.get(CONTAINERD_NAME) {
-        return (Some(name.clone()), None);
-    }
-    match annotations.get(OCI_REF_NAME) {
-        Some(name) if name.contains('/') || name.contains(':') || name.contains('@') => {
-            (Some(name.clone()), None)
-        }
-        Some(tag) => (None, Some(tag.clone())),
-        None => (None, None),
-    }
-}
-
 fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Descriptor {
     DescriptorBuilder::default()
         .media_type(MediaType::from(media_type))
@@ -733,29 +705,5 @@ mod tests {
         assert_eq!(normalize("./blobs/sha256/ab"), "blobs/sha256/ab");
         assert_eq!(normalize("abc/../def/layer.tar"), "def/layer.tar");
         assert_eq!(normalize("/manifest.json"), "manifest.json");
-    }
-
-    #[test]
-    fn names_prefer_containerds_annotation_and_reject_bare_tags() {
-        let mut annotations = std::collections::HashMap::new();
-        annotations.insert(OCI_REF_NAME.to_owned(), "latest".to_owned());
-        let entry = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .size(1u64)
-            .digest(super::super::content::sha256_digest_of(b"x"))
-            .annotations(annotations.clone())
-            .build()
-            .expect("descriptor");
-        assert_eq!(name_of(&entry), (None, Some("latest".into())));
-        annotations.insert(
-            CONTAINERD_NAME.to_owned(),
-            "docker.io/library/a:1".to_owned(),
-        );
-        let mut entry = entry;
-        entry.set_annotations(Some(annotations));
-        assert_eq!(
-            name_of(&entry),
-            (Some("docker.io/library/a:1".into()), None)
-        );
     }
 }

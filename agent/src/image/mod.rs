@@ -3,11 +3,14 @@
 //! and garbage collection.
 
 pub mod auth;
+pub mod check;
 pub mod content;
+pub mod export;
 pub mod gc;
 pub mod hosts;
 pub mod hosts_dir;
 pub mod import;
+pub mod layout;
 pub mod manager;
 pub mod meta;
 pub mod policy;

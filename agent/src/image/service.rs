@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration};
 
+use super::check::{self, CheckError, ImageCheck};
 use super::content::{ContentError, ContentStore};
+use super::export::{self, ArchiveFormat, ExportError, Exported};
 use super::gc::{self, GcError, GcOptions, GcReport};
 use super::import::{self, ImportError};
 use super::meta::{self, ImageRecord, LayerRecord, Lease, ManifestRecord, MetaError, MetaStore};
@@ -62,6 +64,15 @@ pub enum ServiceError {
     Gc(#[from] GcError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("cannot tag {target}: {reason}")]
+    BadTag {
+        target: String,
+        reason: &'static str,
+    },
 }
 
 fn describe_users(pinned_by: &[String], containers: &[String]) -> String {
@@ -410,6 +421,66 @@ impl ImageService {
         }
         lease.release()?;
         Ok(records)
+    }
+
+    /// Gives the image `source` names the second name `target` (replacing
+    /// what `target` named), as `ctr image tag` / `docker tag` do.
+    pub fn tag(&self, source: &ImageReference, target: &ImageReference) -> Result<ImageRecord> {
+        if target.digest().is_some() {
+            return Err(ServiceError::BadTag {
+                target: target.to_string(),
+                reason: "a new name is a tag; a digest names content that is already there",
+            });
+        }
+        let record = self.require(source)?;
+        let target = target.to_string();
+        if !self.meta.tag_image(&record.name, &target)? {
+            // Removed between the lookup and the tag.
+            return Err(ServiceError::NotFound { name: record.name });
+        }
+        self.stored(&target)
+    }
+
+    /// Checks the images `references` name (every image when empty): each
+    /// blob present and hashing to its digest, each snapshot present.
+    pub fn check(&self, references: &[ImageReference]) -> Result<Vec<ImageCheck>> {
+        let images = self.select(references)?;
+        let lease = self.lease("check images")?;
+        let checks =
+            check::check_images(&self.content, &self.snapshots, &self.meta, &lease, &images)?;
+        lease.release()?;
+        Ok(checks)
+    }
+
+    /// Writes the images `references` name as one archive to `out`.
+    pub fn export(
+        &self,
+        references: &[ImageReference],
+        format: ArchiveFormat,
+        out: &mut dyn std::io::Write,
+    ) -> Result<Vec<Exported>> {
+        let images = self.select(references)?;
+        let lease = self.lease("export images")?;
+        let exported =
+            export::write_archive(&self.content, &self.meta, &lease, &images, format, out)?;
+        lease.release()?;
+        Ok(exported)
+    }
+
+    /// The stored images `references` name, in that order (each once);
+    /// every image when `references` is empty.
+    fn select(&self, references: &[ImageReference]) -> Result<Vec<ImageRecord>> {
+        if references.is_empty() {
+            return self.list();
+        }
+        let mut images: Vec<ImageRecord> = Vec::with_capacity(references.len());
+        for reference in references {
+            let image = self.require(reference)?;
+            if !images.iter().any(|known| known.name == image.name) {
+                images.push(image);
+            }
+        }
+        Ok(images)
     }
 
     fn require(&self, reference: &ImageReference) -> Result<ImageRecord> {

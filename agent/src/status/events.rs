@@ -206,10 +206,11 @@ pub fn read_events(path: &Path) -> io::Result<Vec<Event>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(n: usize) -> Event {
+    /// The `n`th event about one pod (also for `event_tail`'s tests).
+    pub(crate) fn event(n: usize) -> Event {
         Event::new(
             EventType::Normal,
             "Pod/default/web",

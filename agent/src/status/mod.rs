@@ -8,6 +8,7 @@
 //! write messages, never object contents.
 
 pub mod details;
+pub mod event_tail;
 pub mod events;
 mod reporter;
 mod store;

@@ -29,8 +29,10 @@ pub struct ManifestRecord {
     pub layers: Vec<LayerRecord>,
 }
 
-/// A stored image as `berth images` shows it.
+/// A stored image as `berth images` shows it (`-o json`: camelCase keys,
+/// as every JSON berth prints).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageRecord {
     pub name: String,
     #[serde(serialize_with = "as_string")]
@@ -140,6 +142,25 @@ impl MetaStore {
                 .execute("DELETE FROM images WHERE name = ?1", [name])
                 .map_err(sql("removing an image"))?;
             Ok(removed > 0)
+        })
+    }
+
+    /// Points `target` at the manifest (and index) `source` names, in one
+    /// transaction, replacing what `target` named before. Returns whether
+    /// `source` exists.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<bool> {
+        self.write(|tx| -> Result<bool> {
+            let tagged = tx
+                .execute(
+                    "INSERT INTO images (name, manifest_digest, index_digest, recorded_at, last_used)
+                     SELECT ?2, manifest_digest, index_digest, ?3, ?3 FROM images WHERE name = ?1
+                     ON CONFLICT(name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
+                         index_digest = excluded.index_digest, recorded_at = excluded.recorded_at,
+                         last_used = excluded.last_used",
+                    params![source, target, now()],
+                )
+                .map_err(sql("tagging an image"))?;
+            Ok(tagged > 0)
         })
     }
 
@@ -362,5 +383,25 @@ mod tests {
             layers.iter().map(|l| l.blob.clone()).collect::<Vec<_>>(),
             [digest('a'), digest('b')]
         );
+    }
+
+    #[test]
+    fn a_tag_points_a_second_name_at_the_same_manifest_and_moves_an_existing_one() {
+        let (_dir, store) = store();
+        store
+            .record_image("a:1", &manifest('1', &['a']), Some(&digest('9')))
+            .expect("record");
+        store
+            .record_image("b:1", &manifest('2', &['b']), None)
+            .expect("record");
+        assert!(store.tag_image("a:1", "b:1").expect("tag"));
+        assert!(store.tag_image("a:1", "c:1").expect("tag"));
+        for name in ["b:1", "c:1"] {
+            let image = store.image(name).expect("read").expect("present");
+            assert_eq!(image.manifest_digest, digest('1'), "{name}");
+            assert_eq!(image.index_digest, Some(digest('9')), "{name}");
+        }
+        assert!(!store.tag_image("missing:1", "d:1").expect("tag"));
+        assert!(store.image("d:1").expect("read").is_none());
     }
 }

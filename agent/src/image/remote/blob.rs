@@ -12,7 +12,7 @@ use super::progress::{LayerTee, TeeSink};
 use super::request::shown;
 use super::session::Session;
 use super::{Progress, RemoteError};
-use crate::image::content::{ContentError, ContentStore, Ingest};
+use crate::image::content::{BlobHealth, ContentError, ContentStore, Ingest};
 
 /// Times one endpoint is asked again after a transfer broke off having made
 /// progress (each time resuming where it stopped): edge links drop.
@@ -26,8 +26,19 @@ pub struct Downloaded {
     pub transferred: u64,
 }
 
+/// How one blob is downloaded from one host.
+#[derive(Clone, Copy)]
+pub struct Download<'a> {
+    /// Where a transfer from the first byte also goes.
+    pub tee: Option<&'a dyn LayerTee>,
+    /// Whether this is the last host to try.
+    pub last_host: bool,
+    /// Re-hash a blob already stored; a corrupt one is deleted and fetched.
+    pub verify_stored: bool,
+}
+
 /// Downloads `descriptor` from `session` into `store` (skipping it when
-/// already stored). A broken transfer leaves the bytes received so far in
+/// already stored, unless `verify_stored` finds it corrupt). A broken transfer leaves the bytes received so far in
 /// `ingest/` for the next attempt (they are verified with the rest at
 /// commit); a digest mismatch leaves nothing. A transfer that starts from
 /// the first byte also feeds `tee`, which learns at the end whether the
@@ -39,16 +50,20 @@ pub async fn download(
     store: &ContentStore,
     descriptor: &Descriptor,
     progress: &dyn Progress,
-    tee: Option<&dyn LayerTee>,
-    last_host: bool,
+    how: Download<'_>,
 ) -> Result<Downloaded, RemoteError> {
+    let Download {
+        tee,
+        last_host,
+        verify_stored,
+    } = how;
     let digest = descriptor.digest().clone();
     let size = descriptor.size();
     let mut transferred = 0;
     let mut resumes_left = RESUMES_PER_HOST;
     let mut restarted_after_mismatch = false;
     loop {
-        let ingest = open_ingest(store, descriptor).await?;
+        let ingest = open_ingest(store, descriptor, verify_stored).await?;
         let Some(ingest) = ingest else {
             return Ok(Downloaded { transferred });
         };
@@ -140,6 +155,7 @@ async fn keep_if_not_empty(ingest: Ingest, descriptor: &Descriptor) -> Result<()
 async fn open_ingest(
     store: &ContentStore,
     descriptor: &Descriptor,
+    verify_stored: bool,
 ) -> Result<Option<Ingest>, RemoteError> {
     let store = store.clone();
     let digest = descriptor.digest().clone();
@@ -148,8 +164,18 @@ async fn open_ingest(
         let ingest = store.ingest(&digest, Some(size))?;
         // Another pull may have finished this blob while we waited for it.
         if store.contains(&digest)? {
-            ingest.abort()?;
-            return Ok(None);
+            // The ingest lock is held: no writer of this blob runs meanwhile.
+            match verify_stored.then(|| store.verify(&digest)).transpose()? {
+                Some(BlobHealth::Corrupt { actual, .. }) => {
+                    tracing::warn!(%digest, %actual, "stored blob is corrupt; fetching it again");
+                    store.delete(&digest)?;
+                }
+                Some(BlobHealth::Missing) => {}
+                None | Some(BlobHealth::Intact) => {
+                    ingest.abort()?;
+                    return Ok(None);
+                }
+            }
         }
         Ok(Some(ingest))
     })

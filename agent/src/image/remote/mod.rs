@@ -373,7 +373,12 @@ async fn fetch_blob_any(
     let mut attempts = Attempts::new(format!("blob {digest}"));
     for (i, session) in sessions.iter().enumerate() {
         let last_host = i + 1 == sessions.len();
-        match blob::download(session, store, descriptor, progress, options.tee, last_host).await {
+        let download = blob::Download {
+            tee: options.tee,
+            last_host,
+            verify_stored: options.verify_stored,
+        };
+        match blob::download(session, store, descriptor, progress, download).await {
             Ok(downloaded) => {
                 progress.blob_done(digest, downloaded.transferred > 0);
                 return Ok(downloaded);

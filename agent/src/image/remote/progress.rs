@@ -95,6 +95,10 @@ pub struct FetchOptions<'a> {
     pub guard: Option<&'a dyn BlobGuard>,
     /// Where layer bytes also go while they download.
     pub tee: Option<&'a dyn LayerTee>,
+    /// Re-hash blobs already stored instead of trusting them; a corrupt one
+    /// is fetched again (`berth pull` repairs what `berth images --check`
+    /// found).
+    pub verify_stored: bool,
 }
 
 impl<'a> FetchOptions<'a> {
@@ -104,6 +108,7 @@ impl<'a> FetchOptions<'a> {
             credentials: None,
             guard: None,
             tee: None,
+            verify_stored: false,
         }
     }
 
