@@ -13,6 +13,7 @@ packages=(
   curl jq                                  # demo and tests talk HTTP
   git                                      # the GitOps example (examples/gitops) and its test
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
+  python3-prometheus-client                # the metrics test parses /metrics with a real parser
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(podman containerd hyperfine)

@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub pods: crate::pod::PodsConfig,
     /// `[store]`: the image store's garbage collection and unpacking.
     pub store: StoreConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -120,6 +120,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             format!("pods that need it cannot run: {problem}"),
         ));
     }
+    crate::metrics::start(
+        &config.metrics,
+        &services,
+        status.clone(),
+        &events,
+        work.clone(),
+    )
+    .await;
     let host = services::pod_host::build(
         &services,
         status.clone(),
