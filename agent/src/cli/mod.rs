@@ -11,6 +11,7 @@ mod events;
 mod exec;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod logs;
 mod pods;
@@ -20,6 +21,7 @@ mod pull;
 mod rmi;
 mod run;
 mod schema;
+mod stats;
 mod status;
 mod validate;
 
@@ -104,6 +106,10 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Show what running containers use: cpu, memory, pids, network, disk.
+    Stats(stats::Args),
+    /// Show the node: versions, cgroups, runtimes, network, store, agent.
+    Info(info::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,5 +129,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(&global, args),
         Command::Rmi(args) => rmi::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::Stats(args) => stats::run(&global, args),
+        Command::Info(args) => info::run(&global, args),
     }
 }

@@ -61,6 +61,7 @@ use crate::paths::Paths;
 pub use bundle::{BundleError, HostFacts, ResolvedMount};
 pub use cgroups::{CgroupError, CgroupLayout, CgroupMode};
 pub use config::RuntimeConfig;
+pub(crate) use handlers::find_in_path;
 pub use exec::{CappedOutput, EXEC_OUTPUT_LIMIT, ExecCommand, ExecRequest, exit_code, run_capped};
 pub use oci::{Handler, OciError, RuntimeKind};
 pub use sandbox::{EtcFiles, PodSandbox, SandboxError};
