@@ -448,3 +448,21 @@ fn stats_info_and_a_unix_socket_endpoint() {
     assert!(text.contains(&runc_first), "{text}");
     let _ = pid;
 }
+
+#[test]
+fn a_metrics_address_in_use_costs_the_metrics_not_the_agent() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let mut world = PodWorld::new("runc");
+    world.start_agent_with_args(&["--metrics-listen", &addr]);
+    let events = world.dirs.berth_json(&["events"]);
+    let text = events.to_string();
+    assert!(
+        text.contains("MetricsUnavailable") && text.contains(&addr),
+        "no MetricsUnavailable event naming {addr}: {events:#}"
+    );
+    // Pods still run.
+    let app = world.shell_container("app", "exec sleep 1000");
+    world.write_manifest("app.yaml", &world.pod_yaml("app", "", &app));
+    world.wait_pod("app", "running", |p| running_pid(p, "app").is_some());
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,13 +39,15 @@ struct Counters {
 }
 
 fn reconcile_histogram() -> Histogram {
-    // 1 ms to about 4 min.
-    Histogram::new(exponential_buckets(0.001, 4.0, 10))
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ])
 }
 
 fn pull_histogram() -> Histogram {
-    // 100 ms to about 10 min.
-    Histogram::new(exponential_buckets(0.1, 2.6, 10))
+    Histogram::new([
+        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    ])
 }
 
 static COUNTERS: LazyLock<Counters> = LazyLock::new(|| Counters {

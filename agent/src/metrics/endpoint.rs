@@ -108,3 +108,36 @@ pub fn measure_store(images: &ImageService) -> Result<StoreBytes, crate::image::
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{AgentInfo, AgentState};
+
+    #[tokio::test]
+    async fn scrapes_close_together_share_one_computation() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let paths = Paths::new(&tmp.path().join("root"), &tmp.path().join("run"));
+        let images = ImageService::open(&paths).expect("a store");
+        let status = StatusStore::new(
+            AgentInfo {
+                pid: 1,
+                version: "test".into(),
+                state: AgentState::Ready,
+                started_at: String::new(),
+                updated_at: String::new(),
+                manifests: tmp.path().join("m"),
+                resolved_manifests: None,
+                desired_revision: 0,
+                source_error: None,
+            },
+            None,
+        );
+        let endpoint = Endpoint::new(status, paths, None, images);
+        let (first, second) = tokio::join!(endpoint.scrape(), endpoint.scrape());
+        let (first, second) = (first.expect("a scrape"), second.expect("a scrape"));
+        assert!(Arc::ptr_eq(&first, &second), "computed twice");
+        assert!(first.contains("berth_store_bytes{kind=\"content\"} 0"), "{first}");
+        assert!(first.contains("berth_pods{phase=\"Running\"} 0"), "{first}");
+    }
+}
