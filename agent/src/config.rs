@@ -252,6 +252,7 @@ mod tests {
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.pods, defaults.pods);
         assert_eq!(config.network, defaults.network);
+        assert_eq!(config.metrics, defaults.metrics);
         let (runtime, default_runtime) = (&config.runtime, &defaults.runtime);
         assert_eq!(runtime.cgroup_parent, default_runtime.cgroup_parent);
         assert_eq!(runtime.log_max_size, default_runtime.log_max_size);

@@ -1,6 +1,7 @@
 //! The berth agent as a library: the `berth` binary (`src/main.rs`) is a thin
 //! shell over these modules. See ARCHITECTURE.md for how data flows.
 
+pub mod activity;
 pub mod agent;
 pub mod cli;
 pub mod config;

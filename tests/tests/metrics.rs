@@ -72,9 +72,17 @@ print(json.dumps(out))
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let found: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k) == Some(&Value::from(*v))))
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k) == Some(&Value::from(*v)))
+        })
         .collect();
-    assert!(found.len() <= 1, "{name} {labels:?} is not one series: {found:?}");
+    assert!(
+        found.len() <= 1,
+        "{name} {labels:?} is not one series: {found:?}"
+    );
     found.first().map(|s| s.value)
 }
 
@@ -89,16 +97,32 @@ fn must(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 /// type, body).
 fn get(url: &str, unix_socket: Option<&Path>) -> (u16, String, String) {
     let mut command = Command::new("curl");
-    command.args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code} %{content_type}"]);
+    command.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code} %{content_type}",
+    ]);
     if let Some(socket) = unix_socket {
         command.arg("--unix-socket").arg(socket);
     }
     let out = command.arg(url).output().expect("running curl");
-    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, trailer) = text.rsplit_once('\n').expect("curl's trailer");
     let (code, content_type) = trailer.split_once(' ').expect("code and type");
-    (code.parse().expect("a status code"), content_type.to_owned(), body.to_owned())
+    (
+        code.parse().expect("a status code"),
+        content_type.to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// A cgroup file of `controller` among the container's cgroup dirs.
@@ -137,7 +161,11 @@ fn working_set(dirs: &[PathBuf]) -> u64 {
 /// What `berth inspect` says about each container of `pod`.
 fn inspect(dirs: &berth_e2e::TestDirs, pod: &str) -> Vec<Value> {
     let out = dirs.berth(&["inspect", pod]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
     json["containers"].as_array().expect("containers").clone()
 }
@@ -200,9 +228,11 @@ fn content_bytes(root: &Path) -> u64 {
 /// Waits until the container's writable layer has `file`.
 fn wait_written(root: &Path, id: &str, file: &str) {
     let path = root.join("containers").join(id).join("upper").join(file);
-    wait_until(Duration::from_secs(30), &format!("{}", path.display()), || {
-        path.exists().then_some(())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{}", path.display()),
+        || path.exists().then_some(()),
+    );
 }
 
 #[test]
@@ -241,32 +271,73 @@ fn metrics_agree_with_the_kernel_and_parse_as_prometheus_text() {
     let net_after = eth0(web_pid);
     let ws_after = working_set(&hog_cgroups);
     assert_eq!(code, 200, "{text}");
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let samples = parse_prometheus(&text);
-    let hog_labels = [("namespace", "default"), ("pod", "web"), ("container", "hog")];
-    let web_labels = [("namespace", "default"), ("pod", "web"), ("container", "web")];
+    let hog_labels = [
+        ("namespace", "default"),
+        ("pod", "web"),
+        ("container", "hog"),
+    ];
+    let web_labels = [
+        ("namespace", "default"),
+        ("pod", "web"),
+        ("container", "web"),
+    ];
 
     // The agent's own figures.
     assert_eq!(must(&samples, "berth_build_info", &[]), 1.0);
     assert_eq!(must(&samples, "berth_pods", &[("phase", "Running")]), 1.0);
     assert_eq!(must(&samples, "berth_pods", &[("phase", "Failed")]), 0.0);
-    assert_eq!(must(&samples, "berth_containers", &[("state", "running")]), 2.0);
-    assert_eq!(must(&samples, "berth_container_restarts_total", &hog_labels), 0.0);
-    assert!(must(&samples, "berth_reconciles_total", &[("kind", "Pod"), ("result", "success")]) >= 1.0);
-    assert!(must(&samples, "berth_reconcile_duration_seconds_count", &[("kind", "Pod")]) >= 1.0);
-    assert!(must(&samples, "berth_image_pulls_total", &[("result", "success")]) >= 1.0);
+    assert_eq!(
+        must(&samples, "berth_containers", &[("state", "running")]),
+        2.0
+    );
+    assert_eq!(
+        must(&samples, "berth_container_restarts_total", &hog_labels),
+        0.0
+    );
+    assert!(
+        must(
+            &samples,
+            "berth_reconciles_total",
+            &[("kind", "Pod"), ("result", "success")]
+        ) >= 1.0
+    );
+    assert!(
+        must(
+            &samples,
+            "berth_reconcile_duration_seconds_count",
+            &[("kind", "Pod")]
+        ) >= 1.0
+    );
+    assert!(
+        must(
+            &samples,
+            "berth_image_pulls_total",
+            &[("result", "success")]
+        ) >= 1.0
+    );
     assert!(must(&samples, "berth_image_pull_bytes_total", &[]) > 0.0);
     assert!(must(&samples, "berth_image_pull_duration_seconds_count", &[]) >= 1.0);
     #[allow(clippy::cast_precision_loss)]
     let content = content_bytes(&net.world.dirs.root) as f64;
-    assert_eq!(must(&samples, "berth_store_bytes", &[("kind", "content")]), content);
+    assert_eq!(
+        must(&samples, "berth_store_bytes", &[("kind", "content")]),
+        content
+    );
     assert!(must(&samples, "berth_store_bytes", &[("kind", "snapshots")]) > 0.0);
 
     // cAdvisor's figures, against the kernel's.
     #[allow(clippy::cast_precision_loss)]
     let (lo, hi) = (cpu_before as f64 / 1e9, cpu_after as f64 / 1e9);
     let cpu = must(&samples, "container_cpu_usage_seconds_total", &hog_labels);
-    assert!(lo - 1e-9 <= cpu && cpu <= hi + 1e-9, "cpu {cpu} not in [{lo}, {hi}]");
+    assert!(
+        lo - 1e-9 <= cpu && cpu <= hi + 1e-9,
+        "cpu {cpu} not in [{lo}, {hi}]"
+    );
     assert!(must(&samples, "container_cpu_usage_seconds_total", &web_labels) > 0.0);
     let ws = must(&samples, "container_memory_working_set_bytes", &hog_labels);
     #[allow(clippy::cast_precision_loss)]
@@ -274,18 +345,27 @@ fn metrics_agree_with_the_kernel_and_parse_as_prometheus_text() {
         ws_before.min(ws_after).saturating_sub(MIB) as f64,
         (ws_before.max(ws_after) + MIB) as f64,
     );
-    assert!(ws_lo <= ws && ws <= ws_hi, "working set {ws} not in [{ws_lo}, {ws_hi}]");
+    assert!(
+        ws_lo <= ws && ws <= ws_hi,
+        "working set {ws} not in [{ws_lo}, {ws_hi}]"
+    );
     #[allow(clippy::cast_precision_loss)]
     let at_least = (40 * MIB) as f64;
     assert!(ws >= at_least, "40 MiB held in /dev/shm: working set {ws}");
     let rss = must(&samples, "container_memory_rss", &hog_labels);
     #[allow(clippy::cast_precision_loss)]
     let kernel_rss = memory_stat(&hog_cgroups, "total_rss") as f64;
-    assert!((rss - kernel_rss).abs() <= 1.0 * MIB as f64, "rss {rss} vs {kernel_rss}");
+    assert!(
+        (rss - kernel_rss).abs() <= 1.0 * MIB as f64,
+        "rss {rss} vs {kernel_rss}"
+    );
     #[allow(clippy::cast_precision_loss)]
     let limit = cgroup_file(&hog_cgroups, "memory", "memory.limit_in_bytes") as f64;
     assert_eq!(limit, 256.0 * MIB as f64);
-    assert_eq!(must(&samples, "container_spec_memory_limit_bytes", &hog_labels), limit);
+    assert_eq!(
+        must(&samples, "container_spec_memory_limit_bytes", &hog_labels),
+        limit
+    );
     assert_eq!(
         value(&samples, "container_spec_memory_limit_bytes", &web_labels),
         None,
@@ -294,23 +374,57 @@ fn metrics_agree_with_the_kernel_and_parse_as_prometheus_text() {
     #[allow(clippy::cast_precision_loss)]
     let pids = cgroup_file(&hog_cgroups, "pids", "pids.current") as f64;
     assert_eq!(must(&samples, "container_processes", &hog_labels), pids);
-    let upper = net.world.dirs.root.join("containers").join(&hog_id).join("upper");
+    let upper = net
+        .world
+        .dirs
+        .root
+        .join("containers")
+        .join(&hog_id)
+        .join("upper");
     #[allow(clippy::cast_precision_loss)]
     let layer = du(&upper) as f64;
-    assert_eq!(must(&samples, "container_fs_usage_bytes", &hog_labels), layer);
+    assert_eq!(
+        must(&samples, "container_fs_usage_bytes", &hog_labels),
+        layer
+    );
     assert!(layer >= 5_000_000.0, "5 MB written: {layer}");
 
-    let pod_labels = [("namespace", "default"), ("pod", "web"), ("interface", "eth0")];
-    let rx = must(&samples, "container_network_receive_bytes_total", &pod_labels);
-    let tx = must(&samples, "container_network_transmit_bytes_total", &pod_labels);
+    let pod_labels = [
+        ("namespace", "default"),
+        ("pod", "web"),
+        ("interface", "eth0"),
+    ];
+    let rx = must(
+        &samples,
+        "container_network_receive_bytes_total",
+        &pod_labels,
+    );
+    let tx = must(
+        &samples,
+        "container_network_transmit_bytes_total",
+        &pod_labels,
+    );
     #[allow(clippy::cast_precision_loss)]
     {
-        assert!(net_before.0 as f64 <= rx && rx <= net_after.0 as f64, "rx {rx} vs {net_before:?}..{net_after:?}");
-        assert!(net_before.1 as f64 <= tx && tx <= net_after.1 as f64, "tx {tx} vs {net_before:?}..{net_after:?}");
+        assert!(
+            net_before.0 as f64 <= rx && rx <= net_after.0 as f64,
+            "rx {rx} vs {net_before:?}..{net_after:?}"
+        );
+        assert!(
+            net_before.1 as f64 <= tx && tx <= net_after.1 as f64,
+            "tx {tx} vs {net_before:?}..{net_after:?}"
+        );
     }
-    assert!(rx > 0.0 && tx > 0.0, "three HTTP requests went through eth0");
+    assert!(
+        rx > 0.0 && tx > 0.0,
+        "three HTTP requests went through eth0"
+    );
     assert_eq!(
-        value(&samples, "container_network_receive_bytes_total", &[("interface", "lo")]),
+        value(
+            &samples,
+            "container_network_receive_bytes_total",
+            &[("interface", "lo")]
+        ),
         None,
         "loopback is left out"
     );
@@ -351,39 +465,73 @@ fn stats_info_and_a_unix_socket_endpoint() {
     assert_eq!(row["containerId"], id.as_str());
     let used = row["memoryWorkingSetBytes"].as_u64().expect("memory");
     let diff = used.abs_diff(kernel);
-    assert!(diff * 10 <= kernel, "stats says {used}, the cgroup {kernel}");
+    assert!(
+        diff * 10 <= kernel,
+        "stats says {used}, the cgroup {kernel}"
+    );
     assert!(used >= 48 * MIB, "48 MiB held: {used}");
     assert_eq!(row["memoryLimitBytes"], Value::Null, "no limit");
     assert_eq!(row["pids"], cgroup_file(&cgroups, "pids", "pids.current"));
-    assert!(row["cpuPercent"].as_f64().is_some_and(|p| p >= 0.0), "{row}");
-    assert_eq!(row["netRxBytes"], Value::Null, "hostNetwork: no pod network");
+    assert!(
+        row["cpuPercent"].as_f64().is_some_and(|p| p >= 0.0),
+        "{row}"
+    );
+    assert_eq!(
+        row["netRxBytes"],
+        Value::Null,
+        "hostNetwork: no pod network"
+    );
     assert!(row["diskBytes"].as_u64().is_some(), "{row}");
     assert_eq!(stats["agentRunning"], true);
 
     let out = world.dirs.berth(&["stats", "--no-stream"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = table.lines();
     let header = lines.next().expect("a header");
-    for column in ["POD", "CONTAINER", "CPU %", "MEM USAGE / LIMIT", "NET RX / TX", "DISK", "PIDS"] {
+    for column in [
+        "POD",
+        "CONTAINER",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "NET RX / TX",
+        "DISK",
+        "PIDS",
+    ] {
         assert!(header.contains(column), "{header}");
     }
-    assert!(lines.any(|l| l.starts_with("web ") && l.contains("hog")), "{table}");
+    assert!(
+        lines.any(|l| l.starts_with("web ") && l.contains("hog")),
+        "{table}"
+    );
     let out = world.dirs.berth(&["stats", "web/nope", "--no-stream"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no container \"nope\""));
 
     // The endpoint on a unix socket, owner only.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&socket).expect("the socket").permissions().mode();
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let (code, _, text) = get("http://localhost/metrics", Some(&socket));
     assert_eq!(code, 200);
     let samples = parse_prometheus(&text);
-    let labels = [("namespace", "default"), ("pod", "web"), ("container", "hog")];
+    let labels = [
+        ("namespace", "default"),
+        ("pod", "web"),
+        ("container", "hog"),
+    ];
     assert!(must(&samples, "container_memory_working_set_bytes", &labels) >= (48 * MIB) as f64);
     assert!(
-        !samples.iter().any(|s| s.name.starts_with("container_network_")),
+        !samples
+            .iter()
+            .any(|s| s.name.starts_with("container_network_")),
         "a hostNetwork pod has no network series of its own"
     );
 
@@ -397,25 +545,42 @@ fn stats_info_and_a_unix_socket_endpoint() {
     assert_eq!(info["kernel"]["release"], uname("-r"));
     assert_eq!(info["kernel"]["version"], uname("-v"));
     assert_eq!(info["kernel"]["machine"], uname("-m"));
-    let runc_version = Command::new("runc").arg("--version").output().expect("runc");
+    let runc_version = Command::new("runc")
+        .arg("--version")
+        .output()
+        .expect("runc");
     let runc_first = String::from_utf8_lossy(&runc_version.stdout)
         .lines()
         .next()
         .expect("a version line")
         .to_owned();
     let handlers = info["runtimes"]["handlers"].as_array().expect("handlers");
-    let runc = handlers.iter().find(|h| h["name"] == "runc").expect("runc listed");
+    let runc = handlers
+        .iter()
+        .find(|h| h["name"] == "runc")
+        .expect("runc listed");
     assert_eq!(runc["version"], runc_first.as_str());
     assert_eq!(runc["found"], true);
-    let which = Command::new("sh").args(["-c", "command -v runc"]).output().expect("sh");
-    let runc_path = std::fs::canonicalize(String::from_utf8_lossy(&which.stdout).trim()).expect("runc path");
-    let listed = std::fs::canonicalize(runc["path"].as_str().expect("a path")).expect("listed path");
+    let which = Command::new("sh")
+        .args(["-c", "command -v runc"])
+        .output()
+        .expect("sh");
+    let runc_path =
+        std::fs::canonicalize(String::from_utf8_lossy(&which.stdout).trim()).expect("runc path");
+    let listed =
+        std::fs::canonicalize(runc["path"].as_str().expect("a path")).expect("listed path");
     assert_eq!(listed, runc_path);
     let default = &info["runtimes"]["default"];
-    assert!(default["name"].is_string() && default["reason"].is_string(), "{default}");
+    assert!(
+        default["name"].is_string() && default["reason"].is_string(),
+        "{default}"
+    );
     let mode = info["cgroups"]["mode"].as_str().expect("a mode");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let expected_mode = if mounts.lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 ")) {
+    let expected_mode = if mounts
+        .lines()
+        .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
+    {
         "v2"
     } else if mounts.lines().any(|l| l.contains(" - cgroup2 ")) {
         "hybrid"
@@ -433,7 +598,10 @@ fn stats_info_and_a_unix_socket_endpoint() {
     assert_eq!(fs["sizeBytes"], statvfs.f_blocks * statvfs.f_frsize);
     let free = fs["availableBytes"].as_u64().expect("available");
     let now_free = statvfs.f_bavail * statvfs.f_frsize;
-    assert!(free.abs_diff(now_free) <= now_free / 100 + 64 * MIB, "{free} vs {now_free}");
+    assert!(
+        free.abs_diff(now_free) <= now_free / 100 + 64 * MIB,
+        "{free} vs {now_free}"
+    );
     assert_eq!(info["store"]["root"], root.to_str().expect("utf-8"));
     assert_eq!(info["store"]["images"], 1);
     assert_eq!(info["store"]["contentBytes"], content_bytes(root));
@@ -444,7 +612,10 @@ fn stats_info_and_a_unix_socket_endpoint() {
     assert_eq!(info["agent"]["pid"], world.agent().pid());
     let text = world.dirs.berth(&["info", "--config", &config]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    assert!(text.contains(&format!("Kernel:           {}", uname("-r"))), "{text}");
+    assert!(
+        text.contains(&format!("Kernel:           {}", uname("-r"))),
+        "{text}"
+    );
     assert!(text.contains(&runc_first), "{text}");
     let _ = pid;
 }

@@ -122,7 +122,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     crate::metrics::start(
         &config.metrics,
-        &services,
+        services.paths.clone(),
+        match &services.runtime {
+            Ok(runtime) => Some(runtime.layout().clone()),
+            Err(_) => crate::runtime::CgroupLayout::detect().ok(),
+        },
+        services.images.service().clone(),
         status.clone(),
         &events,
         work.clone(),

@@ -241,7 +241,11 @@ fn print_table(out: &mut impl Write, rows: &[Row], host_memory: u64) -> std::io:
                 row.container.clone(),
                 row.cpu_percent
                     .map_or_else(|| "-".to_owned(), |p| format!("{p:.2}%")),
-                format!("{} / {}", size(row.memory_working_set_bytes), size(Some(limit))),
+                format!(
+                    "{} / {}",
+                    size(row.memory_working_set_bytes),
+                    size(Some(limit))
+                ),
                 memory_percent,
                 match (row.net_rx_bytes, row.net_tx_bytes) {
                     (Some(rx), Some(tx)) => format!("{} / {}", human_size(rx), human_size(tx)),

@@ -398,7 +398,7 @@ impl ImageManager {
             tracing::Instrument::instrument(self.pull_now(reference, platform, credentials), span)
                 .await;
         let bytes = pulled.as_ref().map_or(0, |(_, bytes)| *bytes);
-        crate::metrics::counters::pulled(pulled.is_ok(), bytes, started.elapsed());
+        crate::activity::pulled(pulled.is_ok(), bytes, started.elapsed());
         pulled.map(|(record, _)| record)
     }
 

@@ -89,8 +89,11 @@ fn cpu_usage_ns(layout: &CgroupLayout, cgroup_path: &str) -> Option<u64> {
     // cgroup2 keeps `cpu.stat`'s usage in every cgroup, whether or not the
     // cpu controller is enabled there.
     let v2 = layout.v2.as_deref()?;
-    let text = std::fs::read_to_string(v2.join(cgroup_path.trim_start_matches('/')).join("cpu.stat"))
-        .ok()?;
+    let text = std::fs::read_to_string(
+        v2.join(cgroup_path.trim_start_matches('/'))
+            .join("cpu.stat"),
+    )
+    .ok()?;
     keyed(&text, "usage_usec").map(|us| us.saturating_mul(1000))
 }
 
@@ -179,7 +182,10 @@ inactive_anon 0\nactive_file 1048576\ninactive_file 3145728\n";
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path();
         let c = CGROUP.trim_start_matches('/');
-        write(&root.join("cpu,cpuacct").join(c), &[("cpuacct.usage", "1500000000\n")]);
+        write(
+            &root.join("cpu,cpuacct").join(c),
+            &[("cpuacct.usage", "1500000000\n")],
+        );
         write(
             &root.join("memory").join(c),
             &[
@@ -256,7 +262,10 @@ inactive_anon 0\nactive_file 1048576\ninactive_file 3145728\n";
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path();
         let c = CGROUP.trim_start_matches('/');
-        write(&root.join("cpuacct").join(c), &[("cpuacct.usage", "7000\n")]);
+        write(
+            &root.join("cpuacct").join(c),
+            &[("cpuacct.usage", "7000\n")],
+        );
         write(
             &root.join("memory").join(c),
             &[

@@ -96,7 +96,9 @@ impl Inner {
 
 /// Blob bytes as stored; snapshot bytes as recorded when each layer was
 /// unpacked (walking every snapshot would cost far more).
-pub fn measure_store(images: &ImageService) -> Result<StoreBytes, crate::image::service::ServiceError> {
+pub fn measure_store(
+    images: &ImageService,
+) -> Result<StoreBytes, crate::image::service::ServiceError> {
     let content = images.content();
     let mut bytes = StoreBytes::default();
     for digest in content.list()? {
@@ -104,7 +106,7 @@ pub fn measure_store(images: &ImageService) -> Result<StoreBytes, crate::image::
     }
     let meta = images.meta();
     for chain_id in meta.recorded_snapshots()? {
-        bytes.snapshots += meta.snapshot_size(&chain_id.to_string())?.unwrap_or(0);
+        bytes.snapshots += meta.snapshot_size(chain_id.as_ref())?.unwrap_or(0);
     }
     Ok(bytes)
 }
@@ -137,7 +139,10 @@ mod tests {
         let (first, second) = tokio::join!(endpoint.scrape(), endpoint.scrape());
         let (first, second) = (first.expect("a scrape"), second.expect("a scrape"));
         assert!(Arc::ptr_eq(&first, &second), "computed twice");
-        assert!(first.contains("berth_store_bytes{kind=\"content\"} 0"), "{first}");
+        assert!(
+            first.contains("berth_store_bytes{kind=\"content\"} 0"),
+            "{first}"
+        );
         assert!(first.contains("berth_pods{phase=\"Running\"} 0"), "{first}");
     }
 }

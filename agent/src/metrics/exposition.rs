@@ -1,5 +1,5 @@
 //! One scrape's text: a fresh registry holding the agent's counters
-//! (shared, see [`super::counters`]), the status figures and the
+//! (shared, see [`crate::activity`]), the status figures and the
 //! containers' figures of one [`NodeSample`], encoded in the Prometheus
 //! text format (0.0.4). Container figures use cAdvisor's names and
 //! `namespace`/`pod`/`container` labels, so dashboards made for the
@@ -50,7 +50,7 @@ type Counters<L> = Family<L, Counter>;
 pub fn encode(sample: &NodeSample, doc: &StatusDocument, store: Option<StoreBytes>) -> String {
     let mut registry = Registry::default();
     register_agent(&mut registry, doc, store);
-    super::counters::register(&mut registry);
+    crate::activity::register(&mut registry);
     register_containers(&mut registry, sample);
     let mut text = String::new();
     prometheus_text::encode(&mut text, &registry).expect("writing to a String cannot fail");
@@ -72,7 +72,11 @@ fn labelled_gauges<K: AsRef<str>>(
 
 fn register_agent(registry: &mut Registry, doc: &StatusDocument, store: Option<StoreBytes>) {
     let build = labelled_gauges("version", [(env!("CARGO_PKG_VERSION"), 1)]);
-    registry.register("berth_build_info", "The berth version running (always 1)", build);
+    registry.register(
+        "berth_build_info",
+        "The berth version running (always 1)",
+        build,
+    );
 
     // Every phase and state, zero ones too: a series that vanishes reads
     // as "no data", not as zero.
@@ -91,7 +95,11 @@ fn register_agent(registry: &mut Registry, doc: &StatusDocument, store: Option<S
         .map(|s| ((*s).to_owned(), 0))
         .collect();
     let restarts: Counters<ContainerLabels> = Family::default();
-    for pod in doc.objects.iter().filter(|o| o.kind == manifests::Kind::Pod) {
+    for pod in doc
+        .objects
+        .iter()
+        .filter(|o| o.kind == manifests::Kind::Pod)
+    {
         *phases.entry(pod.phase.to_string()).or_default() += 1;
         let Some(Details::Pod(details)) = &pod.details else {
             continue;
@@ -209,14 +217,46 @@ fn register_containers(registry: &mut Registry, sample: &NodeSample) {
 fn register_network(registry: &mut Registry, sample: &NodeSample) {
     type Field = fn(&super::netdev::InterfaceCounters) -> u64;
     let families: [(&str, &str, Field); 8] = [
-        ("container_network_receive_bytes", "Cumulative count of bytes received", |i| i.rx_bytes),
-        ("container_network_receive_packets", "Cumulative count of packets received", |i| i.rx_packets),
-        ("container_network_receive_errors", "Cumulative count of errors encountered while receiving", |i| i.rx_errors),
-        ("container_network_receive_packets_dropped", "Cumulative count of packets dropped while receiving", |i| i.rx_dropped),
-        ("container_network_transmit_bytes", "Cumulative count of bytes transmitted", |i| i.tx_bytes),
-        ("container_network_transmit_packets", "Cumulative count of packets transmitted", |i| i.tx_packets),
-        ("container_network_transmit_errors", "Cumulative count of errors encountered while transmitting", |i| i.tx_errors),
-        ("container_network_transmit_packets_dropped", "Cumulative count of packets dropped while transmitting", |i| i.tx_dropped),
+        (
+            "container_network_receive_bytes",
+            "Cumulative count of bytes received",
+            |i| i.rx_bytes,
+        ),
+        (
+            "container_network_receive_packets",
+            "Cumulative count of packets received",
+            |i| i.rx_packets,
+        ),
+        (
+            "container_network_receive_errors",
+            "Cumulative count of errors encountered while receiving",
+            |i| i.rx_errors,
+        ),
+        (
+            "container_network_receive_packets_dropped",
+            "Cumulative count of packets dropped while receiving",
+            |i| i.rx_dropped,
+        ),
+        (
+            "container_network_transmit_bytes",
+            "Cumulative count of bytes transmitted",
+            |i| i.tx_bytes,
+        ),
+        (
+            "container_network_transmit_packets",
+            "Cumulative count of packets transmitted",
+            |i| i.tx_packets,
+        ),
+        (
+            "container_network_transmit_errors",
+            "Cumulative count of errors encountered while transmitting",
+            |i| i.tx_errors,
+        ),
+        (
+            "container_network_transmit_packets_dropped",
+            "Cumulative count of packets dropped while transmitting",
+            |i| i.tx_dropped,
+        ),
     ];
     for (name, help, field) in families {
         let family: Counters<InterfaceLabels> = Family::default();

@@ -6,13 +6,12 @@
 //!   v2, hybrid); `netdev.rs` a pod's network counters from its
 //!   namespace; `disk.rs` its writable layer's size;
 //! - `sample.rs` one reading of every running container;
-//! - `counters.rs` what the agent counts as it works (reconciles, pulls);
-//! - `exposition.rs` a scrape in the Prometheus text format;
+//! - `exposition.rs` a scrape in the Prometheus text format, with what
+//!   the agent counts as it works ([`crate::activity`]);
 //! - `endpoint.rs` scrapes served from a cache, computed on blocking
 //!   threads; `server.rs` the HTTP listener (TCP or a unix socket).
 
 pub mod cgroup;
-pub mod counters;
 pub mod disk;
 pub mod endpoint;
 pub mod exposition;
@@ -30,7 +29,7 @@ use serde::Deserialize;
 /// [metrics]
 /// listen = "127.0.0.1:9337"   # or a unix socket path; unset: no endpoint
 /// ```
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MetricsConfig {
     /// Where `/metrics` is served; `None`: nowhere.
@@ -78,10 +77,13 @@ impl<'de> Deserialize<'de> for ListenAddr {
 
 /// Starts serving `/metrics` if `[metrics] listen` is set. A listener
 /// that cannot be bound (address in use) costs the metrics, not the
-/// agent: a `MetricsUnavailable` warning event says why.
+/// agent: a `MetricsUnavailable` warning event says why. `layout`: the
+/// host's cgroups, if any were found.
 pub async fn start(
     config: &MetricsConfig,
-    services: &crate::services::Services,
+    paths: crate::paths::Paths,
+    layout: Option<crate::runtime::CgroupLayout>,
+    images: crate::image::service::ImageService,
     status: crate::status::StatusStore,
     events: &crate::status::EventLog,
     stop: tokio_util::sync::CancellationToken,
@@ -104,16 +106,7 @@ pub async fn start(
             return;
         }
     };
-    let layout = match &services.runtime {
-        Ok(runtime) => Some(runtime.layout().clone()),
-        Err(_) => crate::runtime::CgroupLayout::detect().ok(),
-    };
-    let endpoint = endpoint::Endpoint::new(
-        status,
-        services.paths.clone(),
-        layout,
-        services.images.service().clone(),
-    );
+    let endpoint = endpoint::Endpoint::new(status, paths, layout, images);
     tracing::info!(%addr, "serving metrics at /metrics");
     tokio::spawn(server::serve(listener, endpoint, stop));
 }

@@ -23,7 +23,12 @@ pub struct InterfaceCounters {
 /// out (as cAdvisor does). `None` when the process has gone.
 pub fn read(pid: i32) -> Option<Vec<InterfaceCounters>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-    Some(parse(&text).into_iter().filter(|i| i.interface != "lo").collect())
+    Some(
+        parse(&text)
+            .into_iter()
+            .filter(|i| i.interface != "lo")
+            .collect(),
+    )
 }
 
 /// Parses `/proc/net/dev`: two header lines, then `name: 16 numbers`

@@ -91,10 +91,11 @@ impl Sampler {
             containers: Vec::new(),
             pods: Vec::new(),
         };
-        for (pod, details) in doc.objects.iter().filter_map(|o| match &o.details {
-            Some(Details::Pod(details)) => Some((o, details)),
-            None => None,
-        }) {
+        for (pod, details) in doc
+            .objects
+            .iter()
+            .filter_map(|o| o.details.as_ref().map(|Details::Pod(details)| (o, details)))
+        {
             let mut pids = Vec::new();
             for container in details.init_containers.iter().chain(&details.containers) {
                 let (ContainerState::Running { pid, .. }, Some(id)) =

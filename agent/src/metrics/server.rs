@@ -54,8 +54,7 @@ pub async fn bind(addr: &ListenAddr) -> Result<Listener, BindError> {
                 std::fs::remove_file(path).map_err(fail)?;
             }
             let listener = UnixListener::bind(path).map_err(fail)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(fail)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
             Ok(Listener::Unix(listener))
         }
     }

@@ -260,7 +260,7 @@ impl Worker {
             self.updates.mark_changed();
         }
         if let Some(result) = &outcome {
-            crate::metrics::counters::reconciled("Pod", result.is_ok(), started.elapsed());
+            crate::activity::reconciled("Pod", result.is_ok(), started.elapsed());
         }
         let status = &self.inner.host.status;
         match outcome {
@@ -313,7 +313,7 @@ impl Worker {
                 () = self.inner.shutdown.cancelled() => return Synced::Shutdown,
             }
         };
-        crate::metrics::counters::reconciled("Pod", result.is_ok(), started.elapsed());
+        crate::activity::reconciled("Pod", result.is_ok(), started.elapsed());
         match result {
             Ok(()) => {
                 self.errors = Backoff::new(self.inner.errors);

@@ -200,11 +200,7 @@ impl Reconciler for Reconcilers {
         }
         let started = std::time::Instant::now();
         let result = self.reconcile_object(key, desired).await;
-        crate::metrics::counters::reconciled(
-            &key.kind.to_string(),
-            result.is_ok(),
-            started.elapsed(),
-        );
+        crate::activity::reconciled(&key.kind.to_string(), result.is_ok(), started.elapsed());
         result
     }
 

@@ -20,7 +20,7 @@ use crate::config::AgentConfig;
 use crate::image::service::ImageService;
 use crate::metrics::endpoint::measure_store;
 use crate::runtime::{CgroupLayout, CgroupMode};
-use crate::status::{ContainerState, Details, StatusDocument};
+use crate::status::{ContainerState, StatusDocument};
 use runtimes::{DefaultHandler, HandlerInfo};
 
 #[derive(Debug, clap::Args)]
@@ -309,11 +309,8 @@ fn workloads(doc: &StatusDocument) -> Workloads {
         .collect();
     let containers: Vec<_> = pods
         .iter()
-        .filter_map(|p| match &p.details {
-            Some(Details::Pod(d)) => Some(d.init_containers.iter().chain(&d.containers)),
-            None => None,
-        })
-        .flatten()
+        .filter_map(|p| super::pods::pod_details(p))
+        .flat_map(|d| d.init_containers.iter().chain(&d.containers))
         .collect();
     Workloads {
         pods: pods.len(),

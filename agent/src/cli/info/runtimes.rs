@@ -62,15 +62,7 @@ pub fn list_handlers(config: &RuntimeConfig, layout: Option<&CgroupLayout>) -> V
     let mut handlers: Vec<HandlerInfo> = config
         .handlers
         .iter()
-        .map(|(name, h)| {
-            probe(
-                name,
-                "config",
-                Some(h.path.clone()),
-                h.args.clone(),
-                layout,
-            )
-        })
+        .map(|(name, h)| probe(name, "config", Some(h.path.clone()), h.args.clone(), layout))
         .collect();
     for name in ["runc", "crun"] {
         if !config.handlers.contains_key(name) {
@@ -117,7 +109,11 @@ fn probe(
             info.version_output = Some(text);
         }
         Ok(out) => {
-            info.problem = Some(format!("`{} --version` failed ({})", path.display(), out.status));
+            info.problem = Some(format!(
+                "`{} --version` failed ({})",
+                path.display(),
+                out.status
+            ));
         }
         Err(err) => {
             info.problem = Some(format!("running {}: {err}", path.display()));
@@ -171,11 +167,16 @@ pub fn default_handler(config: &RuntimeConfig, handlers: &[HandlerInfo]) -> Defa
     match handlers.iter().find(|h| h.usable()) {
         Some(h) => DefaultHandler {
             name: Some(h.name.clone()),
-            reason: format!("{crun_why}, nor can runc; {} is the first usable handler", h.name),
+            reason: format!(
+                "{crun_why}, nor can runc; {} is the first usable handler",
+                h.name
+            ),
         },
         None => DefaultHandler {
             name: None,
-            reason: format!("no handler can run containers here ({crun_why}; apt-get install runc)"),
+            reason: format!(
+                "no handler can run containers here ({crun_why}; apt-get install runc)"
+            ),
         },
     }
 }
@@ -201,12 +202,22 @@ mod tests {
     fn the_default_is_chosen_as_the_agent_chooses_it() {
         let config = RuntimeConfig::default();
         let both = [handler("runc", None), handler("crun", None)];
-        assert_eq!(default_handler(&config, &both).name.as_deref(), Some("crun"));
+        assert_eq!(
+            default_handler(&config, &both).name.as_deref(),
+            Some("crun")
+        );
 
-        let blocked = [handler("runc", None), handler("crun", Some("hybrid cgroups"))];
+        let blocked = [
+            handler("runc", None),
+            handler("crun", Some("hybrid cgroups")),
+        ];
         let chosen = default_handler(&config, &blocked);
         assert_eq!(chosen.name.as_deref(), Some("runc"));
-        assert!(chosen.reason.contains("hybrid cgroups"), "{}", chosen.reason);
+        assert!(
+            chosen.reason.contains("hybrid cgroups"),
+            "{}",
+            chosen.reason
+        );
 
         let configured = RuntimeConfig {
             default_handler: Some("kata".into()),
@@ -214,11 +225,19 @@ mod tests {
         };
         let chosen = default_handler(&configured, &both);
         assert_eq!(chosen.name.as_deref(), Some("kata"));
-        assert!(chosen.reason.contains("no such handler"), "{}", chosen.reason);
+        assert!(
+            chosen.reason.contains("no such handler"),
+            "{}",
+            chosen.reason
+        );
 
         let none = default_handler(&config, &[]);
         assert_eq!(none.name, None);
-        assert!(none.reason.contains("apt-get install runc"), "{}", none.reason);
+        assert!(
+            none.reason.contains("apt-get install runc"),
+            "{}",
+            none.reason
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the agent counts as it works: reconciles and image pulls. Kept in
-//! one process-wide set, so the controller, the pod workers and the image
+//! What the agent counts as it works, for `/metrics` (see
+//! [`crate::metrics`]): reconciles and image pulls. Kept in one
+//! process-wide set, so the controller, the pod workers and the image
 //! manager record with one call and no handle threaded through them;
 //! recording is a few atomic adds and never waits on a scrape.
 
