@@ -618,6 +618,13 @@ fn stats_info_and_a_unix_socket_endpoint() {
     );
     assert!(text.contains(&runc_first), "{text}");
     let _ = pid;
+
+    // A clean stop takes the socket file with it.
+    let status = world.take_agent().stop();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "{} left behind", socket.display());
+    // The world's cleanup needs an agent to delete the pods.
+    world.start_agent();
 }
 
 #[test]

@@ -15,8 +15,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::runtime::CgroupLayout;
 
 /// Above this a v1 memory limit means "none" (the kernel shows
@@ -25,8 +23,7 @@ const V1_UNLIMITED: u64 = 1 << 62;
 
 /// One reading of a cgroup. `None`: the host does not account it (no
 /// such controller) or the file could not be read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupUsage {
     /// CPU time used since the cgroup was made, in nanoseconds.
     pub cpu_usage_ns: Option<u64>,

@@ -78,7 +78,8 @@ impl<'de> Deserialize<'de> for ListenAddr {
 /// Starts serving `/metrics` if `[metrics] listen` is set. A listener
 /// that cannot be bound (address in use) costs the metrics, not the
 /// agent: a `MetricsUnavailable` warning event says why. `layout`: the
-/// host's cgroups, if any were found.
+/// host's cgroups, if any were found. The task ends after `stop`, its
+/// unix socket file removed.
 pub async fn start(
     config: &MetricsConfig,
     paths: crate::paths::Paths,
@@ -87,11 +88,9 @@ pub async fn start(
     status: crate::status::StatusStore,
     events: &crate::status::EventLog,
     stop: tokio_util::sync::CancellationToken,
-) {
+) -> Option<tokio::task::JoinHandle<()>> {
     use crate::status::{Event, EventType};
-    let Some(addr) = &config.listen else {
-        return;
-    };
+    let addr = config.listen.as_ref()?;
     let listener = match server::bind(addr).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -103,12 +102,12 @@ pub async fn start(
                 "MetricsUnavailable",
                 message,
             ));
-            return;
+            return None;
         }
     };
     let endpoint = endpoint::Endpoint::new(status, paths, layout, images);
     tracing::info!(%addr, "serving metrics at /metrics");
-    tokio::spawn(server::serve(listener, endpoint, stop));
+    Some(tokio::spawn(server::serve(listener, endpoint, stop)))
 }
 
 #[cfg(test)]

@@ -2,11 +2,8 @@
 //! its network namespace: procfs shows the namespace of the reading
 //! process's target, so no `setns` (which would taint a pooled thread).
 
-use serde::Serialize;
-
 /// One interface's counters, as cAdvisor exports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InterfaceCounters {
     pub interface: String,
     pub rx_bytes: u64,

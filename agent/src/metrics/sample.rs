@@ -10,8 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::cgroup::{self, CgroupUsage};
 use super::disk::{self, DiskUsage};
 use super::netdev::{self, InterfaceCounters};
@@ -20,22 +18,19 @@ use crate::runtime::{CgroupLayout, shim};
 use crate::status::{ContainerDetails, ContainerState, Details, ObjectStatus, StatusDocument};
 
 /// A running container's figures.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct ContainerSample {
     pub namespace: String,
     pub pod: String,
     pub container: String,
     pub id: String,
-    #[serde(flatten)]
     pub usage: CgroupUsage,
     /// Bytes its writable layer takes on disk (`None`: not measured yet).
     pub disk_bytes: Option<u64>,
 }
 
 /// A pod's network, from its namespace.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct PodNetwork {
     pub namespace: String,
     pub pod: String,

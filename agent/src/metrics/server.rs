@@ -4,6 +4,7 @@
 //! file descriptor for a while at most.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,8 @@ pub struct BindError {
 
 pub enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener),
+    /// The socket file is removed when serving stops.
+    Unix(UnixListener, PathBuf),
 }
 
 /// Binds `addr`. A unix socket left by an earlier agent is replaced; the
@@ -55,13 +57,20 @@ pub async fn bind(addr: &ListenAddr) -> Result<Listener, BindError> {
             }
             let listener = UnixListener::bind(path).map_err(fail)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-            Ok(Listener::Unix(listener))
+            Ok(Listener::Unix(listener, path.clone()))
         }
     }
 }
 
 /// Serves scrapes until `stop`.
 pub async fn serve(listener: Listener, endpoint: Endpoint, stop: CancellationToken) {
+    accept_until(&listener, endpoint, stop).await;
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn accept_until(listener: &Listener, endpoint: Endpoint, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -73,7 +82,7 @@ pub async fn serve(listener: Listener, endpoint: Endpoint, stop: CancellationTok
         };
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = accept(&listener) => accepted,
+            accepted = accept(listener) => accepted,
         };
         match accepted {
             Ok(stream) => {
@@ -98,7 +107,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Stream>> {
     Ok(match listener {
         Listener::Tcp(l) => Box::new(l.accept().await?.0),
-        Listener::Unix(l) => Box::new(l.accept().await?.0),
+        Listener::Unix(l, _) => Box::new(l.accept().await?.0),
     })
 }
 
