@@ -6,6 +6,8 @@
 //! against a container that holds a known amount of memory; `berth info`
 //! against uname, `runc --version` and statvfs.
 
+mod cli_common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -508,6 +510,20 @@ fn stats_info_and_a_unix_socket_endpoint() {
         lines.any(|l| l.starts_with("web ") && l.contains("hog")),
         "{table}"
     );
+    // Streaming: one JSON document per line and refresh.
+    let follower = cli_common::Follower::start(&world.dirs, &["stats", "web/hog", "-o", "json"]);
+    let readings: Vec<Value> = (0..2)
+        .map(|_| serde_json::from_str(&follower.next_line("a stats line")).expect("a JSON line"))
+        .collect();
+    drop(follower);
+    let cpu = |r: &Value| {
+        r["containers"][0]["cpuUsageSeconds"]
+            .as_f64()
+            .expect("cpu seconds")
+    };
+    assert!(cpu(&readings[1]) >= cpu(&readings[0]), "{readings:?}");
+    assert_eq!(readings[1]["containers"][0]["container"], "hog");
+
     let out = world.dirs.berth(&["stats", "web/nope", "--no-stream"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no container \"nope\""));
