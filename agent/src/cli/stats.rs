@@ -258,3 +258,51 @@ fn print_table(out: &mut impl Write, rows: &[Row], host_memory: u64) -> std::io:
         .collect();
     print_rows(out, &COLUMNS, &cells)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::cgroup::CgroupUsage;
+    use crate::metrics::sample::ContainerSample;
+
+    fn sample(taken: Instant, cpu_ns: u64) -> NodeSample {
+        NodeSample {
+            taken,
+            containers: vec![ContainerSample {
+                namespace: "default".into(),
+                pod: "web".into(),
+                container: "app".into(),
+                id: "c1".into(),
+                usage: CgroupUsage {
+                    cpu_usage_ns: Some(cpu_ns),
+                    memory_working_set_bytes: Some(50 << 20),
+                    ..CgroupUsage::default()
+                },
+                disk_bytes: None,
+            }],
+            pods: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cpu_percent_is_the_usage_between_two_readings() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(2);
+        // Half a core for two seconds.
+        let rows = rows(&sample(start, 1_000_000_000), &sample(later, 2_000_000_000));
+        let percent = rows[0].cpu_percent.expect("two readings");
+        assert!((percent - 50.0).abs() < 1e-9, "{percent}");
+        assert_eq!(rows[0].net_rx_bytes, None, "no network of its own");
+
+        let mut table = Vec::new();
+        print_table(&mut table, &rows, 100 << 20).expect("a table");
+        let table = String::from_utf8(table).expect("utf-8");
+        let row = table.lines().nth(1).expect("a row");
+        assert!(row.starts_with("web "), "{table}");
+        for cell in ["50.00%", "52.4MB / 105MB", "50.00%", "- (host)"] {
+            assert!(row.contains(cell), "no {cell} in {row}");
+        }
+    }
+}

@@ -274,3 +274,99 @@ fn register_network(registry: &mut Registry, sample: &NodeSample) {
         registry.register(name, help, family);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::metrics::cgroup::CgroupUsage;
+    use crate::metrics::netdev::InterfaceCounters;
+    use crate::metrics::sample::{ContainerSample, PodNetwork};
+
+    fn doc() -> StatusDocument {
+        serde_json::from_value(serde_json::json!({
+            "formatVersion": crate::status::STATUS_FORMAT_VERSION,
+            "agent": {"pid": 1, "version": "t", "state": "Ready", "startedAt": "", "updatedAt": "",
+                      "manifests": "/m", "desiredRevision": 1},
+            "objects": [{
+                "kind": "Pod", "namespace": "shop", "name": "web", "phase": "Running", "message": "",
+                "source": {"file": "/m/web.yaml", "line": 1, "column": 1}, "generation": 1,
+                "lastTransitionTime": "",
+                "details": {"pod": {"uid": "u1", "hostNetwork": false, "containers": [
+                    {"name": "app", "image": "i", "containerId": "c1", "restartCount": 3, "ready": true,
+                     "state": {"running": {"startedAt": "", "pid": 42}}},
+                    {"name": "side", "image": "i", "restartCount": 0, "ready": false,
+                     "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+                ]}}
+            }],
+            "files": []
+        }))
+        .expect("a status document")
+    }
+
+    #[test]
+    fn cadvisor_names_and_labels() {
+        let sample = NodeSample {
+            taken: Instant::now(),
+            containers: vec![ContainerSample {
+                namespace: "shop".into(),
+                pod: "web".into(),
+                container: "app".into(),
+                id: "c1".into(),
+                usage: CgroupUsage {
+                    cpu_usage_ns: Some(2_500_000_000),
+                    memory_usage_bytes: Some(3000),
+                    memory_working_set_bytes: Some(2000),
+                    memory_rss_bytes: Some(1000),
+                    memory_limit_bytes: None,
+                    pids: Some(4),
+                },
+                disk_bytes: Some(8192),
+            }],
+            pods: vec![PodNetwork {
+                namespace: "shop".into(),
+                pod: "web".into(),
+                interfaces: vec![InterfaceCounters {
+                    interface: "eth0".into(),
+                    rx_bytes: 100,
+                    tx_bytes: 50,
+                    ..InterfaceCounters::default()
+                }],
+            }],
+        };
+        let text = encode(
+            &sample,
+            &doc(),
+            Some(StoreBytes {
+                content: 10,
+                snapshots: 20,
+            }),
+        );
+        let labels = r#"{namespace="shop",pod="web",container="app"}"#;
+        for line in [
+            format!("container_cpu_usage_seconds_total{labels} 2.5"),
+            format!("container_memory_working_set_bytes{labels} 2000"),
+            format!("container_memory_usage_bytes{labels} 3000"),
+            format!("container_memory_rss{labels} 1000"),
+            format!("container_processes{labels} 4"),
+            format!("container_fs_usage_bytes{labels} 8192"),
+            format!("berth_container_restarts_total{labels} 3"),
+            r#"container_network_receive_bytes_total{namespace="shop",pod="web",interface="eth0"} 100"#.into(),
+            r#"container_network_transmit_bytes_total{namespace="shop",pod="web",interface="eth0"} 50"#.into(),
+            "# TYPE container_cpu_usage_seconds_total counter".into(),
+            r#"berth_pods{phase="Running"} 1"#.into(),
+            r#"berth_pods{phase="Pending"} 0"#.into(),
+            r#"berth_containers{state="running"} 1"#.into(),
+            r#"berth_containers{state="waiting"} 1"#.into(),
+            r#"berth_store_bytes{kind="snapshots"} 20"#.into(),
+            format!(r#"berth_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION")),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("container_spec_memory_limit_bytes{"),
+            "no limit, no series:\n{text}"
+        );
+    }
+}
