@@ -192,6 +192,9 @@ show "$berth" exec web -- sh -c 'echo "inside: $(hostname), pid $$, $(ls /www)"'
 filter='.containers[] | {name, containerId, runtime, pid, netns, rootfs: .rootfs.fsType}'
 printf "%s\$ berth inspect web | jq '%s'%s\n" "$bold" "$filter" "$plain"
 "$berth" inspect web | jq "$filter"
+step "berth stats and berth info"
+show "$berth" stats --no-stream
+show "$berth" info
 
 if [[ ${DEMO_KEEP:-} == 1 ]]; then
   step "the agent keeps running (pid $agent_pid); press Ctrl-C to remove everything"

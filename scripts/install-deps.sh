@@ -14,6 +14,7 @@ packages=(
   git                                      # the GitOps example (examples/gitops) and its test
   openssl apache2-utils                    # test registries: TLS certs, htpasswd -B
   podman containerd                        # read `berth export` archives in the tests
+  python3-prometheus-client                # the metrics test parses /metrics with a real parser
 )
 if [[ "${1:-}" == "--bench" ]]; then
   # catatonit: the pause process podman builds its pod infra image from

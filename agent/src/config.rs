@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub pods: crate::pod::PodsConfig,
     /// `[store]`: the image store's garbage collection and unpacking.
     pub store: StoreConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +252,7 @@ mod tests {
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.pods, defaults.pods);
         assert_eq!(config.network, defaults.network);
+        assert_eq!(config.metrics, defaults.metrics);
         let (runtime, default_runtime) = (&config.runtime, &defaults.runtime);
         assert_eq!(runtime.cgroup_parent, default_runtime.cgroup_parent);
         assert_eq!(runtime.log_max_size, default_runtime.log_max_size);

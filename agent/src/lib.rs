@@ -1,6 +1,7 @@
 //! The berth agent as a library: the `berth` binary (`src/main.rs`) is a thin
 //! shell over these modules. See ARCHITECTURE.md for how data flows.
 
+pub mod activity;
 pub mod agent;
 pub mod cli;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod desired;
 pub mod fsutil;
 pub mod image;
 pub mod memory;
+pub mod metrics;
 pub mod paths;
 pub mod pod;
 pub mod reconcile;

@@ -94,6 +94,14 @@ impl PodWorld {
         ));
     }
 
+    /// Like [`Self::start_agent`], with more `berth run` flags.
+    pub fn start_agent_with_args(&mut self, args: &[&str]) {
+        let config = self.config.to_str().expect("utf-8 path").to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        self.agent = Some(AgentProcess::start_ready_with(&self.dirs, &all, &[]));
+    }
+
     /// Starts the agent without waiting for it (a test that may crash it
     /// early polls it with [`AgentProcess::try_exit`]).
     pub fn spawn_agent_with_env(&mut self, env: &[(&str, &str)]) {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::channel::mpsc as trigger_channel;
+use futures::future::OptionFuture;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             format!("pods that need it cannot run: {problem}"),
         ));
     }
+    let metrics_task = crate::metrics::start(
+        &config.metrics,
+        services.paths.clone(),
+        match &services.runtime {
+            Ok(runtime) => Some(runtime.layout().clone()),
+            Err(_) => crate::runtime::CgroupLayout::detect().ok(),
+        },
+        services.images.service().clone(),
+        status.clone(),
+        &events,
+        work.clone(),
+    )
+    .await;
     let host = services::pod_host::build(
         &services,
         status.clone(),
@@ -165,6 +179,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     pods.shutdown(config.controller.shutdown_timeout).await;
     if let Err(err) = source_task.await {
         warn!(error = %err, "source task failed");
+    }
+    if let Some(Err(err)) = OptionFuture::from(metrics_task).await {
+        warn!(error = %err, "metrics task failed");
     }
     persist_stop.cancel();
     if let Err(err) = persist.await {

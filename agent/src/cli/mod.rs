@@ -12,6 +12,7 @@ mod exec;
 mod export;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod logs;
 mod pods;
@@ -21,6 +22,7 @@ mod pull;
 mod rmi;
 mod run;
 mod schema;
+mod stats;
 mod status;
 mod tag;
 mod validate;
@@ -111,6 +113,10 @@ pub enum Command {
     Export(export::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Show what running containers use: cpu, memory, pids, network, disk.
+    Stats(stats::Args),
+    /// Show the node: versions, cgroups, runtimes, network, store, agent.
+    Info(info::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -132,5 +138,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(args) => tag::run(&global, args),
         Command::Export(args) => export::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::Stats(args) => stats::run(&global, args),
+        Command::Info(args) => info::run(&global, args),
     }
 }

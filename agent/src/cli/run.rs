@@ -21,14 +21,21 @@ pub struct Args {
     /// Log filter (`info`, `debug`, `berth=debug,warn`); default: RUST_LOG, else info.
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at /metrics on HOST:PORT or a unix socket
+    /// path (overrides `[metrics] listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<crate::metrics::ListenAddr>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format, args.log_level.as_deref())?;
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
+    if let Some(addr) = args.metrics_listen {
+        config.metrics.listen = Some(addr);
+    }
     // Before any thread exists: threads made later share these arenas.
     crate::memory::limit_arenas(crate::memory::ARENAS);
     // Nothing berth creates is group- or world-writable, whatever umask it

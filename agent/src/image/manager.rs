@@ -393,7 +393,13 @@ impl ImageManager {
         credentials: Option<&Credentials>,
     ) -> Result<ImageRecord, EnsureError> {
         let span = tracing::info_span!("pull", image = %reference, %platform);
-        tracing::Instrument::instrument(self.pull_now(reference, platform, credentials), span).await
+        let started = std::time::Instant::now();
+        let pulled =
+            tracing::Instrument::instrument(self.pull_now(reference, platform, credentials), span)
+                .await;
+        let bytes = pulled.as_ref().map_or(0, |(_, bytes)| *bytes);
+        crate::activity::pulled(pulled.is_ok(), bytes, started.elapsed());
+        pulled.map(|(record, _)| record)
     }
 
     async fn pull_now(
@@ -401,7 +407,7 @@ impl ImageManager {
         reference: &ImageReference,
         platform: &Platform,
         credentials: Option<&Credentials>,
-    ) -> Result<ImageRecord, EnsureError> {
+    ) -> Result<(ImageRecord, u64), EnsureError> {
         let name = reference.to_string();
         let service = self.service.clone();
         let purpose = format!("pull {name}");
@@ -424,6 +430,7 @@ impl ImageManager {
             error,
         })?;
         tracing::info!(image = %name, stats = %fetched.stats, streamed, "pulled");
+        let bytes = fetched.stats.bytes_transferred;
         let service = self.service.clone();
         let record = self
             .blocking(&name, move || {
@@ -433,7 +440,7 @@ impl ImageManager {
                 record
             })
             .await?;
-        Ok(record)
+        Ok((record, bytes))
     }
 
     async fn blocking<T: Send + 'static>(

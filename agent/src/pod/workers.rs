@@ -227,6 +227,7 @@ impl Worker {
             reason = %update.reason
         );
         let mut rerun = false;
+        let started = std::time::Instant::now();
         let outcome = {
             let executor = Executor {
                 host: &self.inner.host,
@@ -257,6 +258,9 @@ impl Worker {
         };
         if rerun {
             self.updates.mark_changed();
+        }
+        if let Some(result) = &outcome {
+            crate::activity::reconciled("Pod", result.is_ok(), started.elapsed());
         }
         let status = &self.inner.host.status;
         match outcome {
@@ -295,6 +299,7 @@ impl Worker {
         host.status
             .terminating(&self.key, "stopping its containers and removing the pod");
         let span = tracing::info_span!("remove", pod = %self.key);
+        let started = std::time::Instant::now();
         let result = {
             let executor = Executor {
                 host: &self.inner.host,
@@ -308,6 +313,7 @@ impl Worker {
                 () = self.inner.shutdown.cancelled() => return Synced::Shutdown,
             }
         };
+        crate::activity::reconciled("Pod", result.is_ok(), started.elapsed());
         match result {
             Ok(()) => {
                 self.errors = Backoff::new(self.inner.errors);

@@ -194,9 +194,39 @@ impl Reconciler for Reconcilers {
     async fn reconcile(&self, key: &ObjectKey, why: &Why) -> Result<Action, ReconcileError> {
         let desired = self.ctx.desired().get(key).cloned();
         if key.kind == Kind::Pod {
+            // The pod's worker counts its syncs, the real work.
             self.pod.hand_over(&self.ctx, key, desired, why).await;
             return Ok(Action::await_change());
         }
+        let started = std::time::Instant::now();
+        let result = self.reconcile_object(key, desired).await;
+        crate::activity::reconciled(&key.kind.to_string(), result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// A burst of reconciles is over: hand the memory it used back.
+    fn idle(&self) {
+        crate::memory::trim();
+    }
+
+    /// Desired keys, plus keys with a status: those were applied once and
+    /// may need cleanup (including after a restart).
+    async fn relist(&self) -> Vec<ObjectKey> {
+        let mut keys: Vec<ObjectKey> = self.ctx.desired().objects.keys().cloned().collect();
+        keys.extend(self.ctx.status.keys());
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+impl Reconcilers {
+    /// Applies or cleans up an object of a kind other than Pod.
+    async fn reconcile_object(
+        &self,
+        key: &ObjectKey,
+        desired: Option<DesiredObject>,
+    ) -> Result<Action, ReconcileError> {
         let reporter = self.reporter();
         match desired {
             Some(desired) => match self.apply(&desired).await {
@@ -231,21 +261,6 @@ impl Reconciler for Reconcilers {
                 }
             },
         }
-    }
-
-    /// A burst of reconciles is over: hand the memory it used back.
-    fn idle(&self) {
-        crate::memory::trim();
-    }
-
-    /// Desired keys, plus keys with a status: those were applied once and
-    /// may need cleanup (including after a restart).
-    async fn relist(&self) -> Vec<ObjectKey> {
-        let mut keys: Vec<ObjectKey> = self.ctx.desired().objects.keys().cloned().collect();
-        keys.extend(self.ctx.status.keys());
-        keys.sort();
-        keys.dedup();
-        keys
     }
 }
 

@@ -62,6 +62,7 @@ pub use bundle::{BundleError, HostFacts, ResolvedMount};
 pub use cgroups::{CgroupError, CgroupLayout, CgroupMode};
 pub use config::RuntimeConfig;
 pub use exec::{CappedOutput, EXEC_OUTPUT_LIMIT, ExecCommand, ExecRequest, exit_code, run_capped};
+pub(crate) use handlers::find_in_path;
 pub use oci::{Handler, OciError, RuntimeKind};
 pub use sandbox::{EtcFiles, PodSandbox, SandboxError};
 pub use shim::{ContainerRecord, ExitStatus, ShimError};
