@@ -16,7 +16,7 @@ impl Runtime {
     pub fn unsupported_reason(&self, handler: &Handler) -> Option<String> {
         match handler.kind {
             RuntimeKind::Crun => self.inner.layout.crun_blocker(),
-            RuntimeKind::Runc | RuntimeKind::Other => None,
+            RuntimeKind::Runc | RuntimeKind::Runsc | RuntimeKind::Other => None,
         }
     }
 

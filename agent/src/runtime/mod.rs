@@ -28,6 +28,7 @@ pub mod cgroups;
 pub mod config;
 mod create;
 mod exec;
+pub mod flavor;
 pub mod from_pod;
 mod handlers;
 mod inspect;
@@ -82,6 +83,10 @@ pub enum RuntimeError {
         version: String,
         reason: String,
     },
+    /// The handler cannot honour something the container asks for (see
+    /// `flavor::check`).
+    #[error("{reason}")]
+    NotHonoured { reason: String },
     #[error(
         "berth-shim not found (looked at {looked}); set `shim` in the agent's [runtime] config"
     )]
