@@ -27,7 +27,7 @@
 //! still override one (runsc takes the last value of a flag).
 
 use super::RuntimeKind;
-use super::spec::ContainerSpec;
+use super::spec::{ContainerSpec, SeccompProfile};
 
 /// Global flags berth gives a runtime of `kind`, before the handler's own.
 pub fn derived_args(kind: RuntimeKind) -> Vec<String> {
@@ -59,6 +59,8 @@ pub struct Support {
     /// The containers of a pod share IPC (and `/dev/shm` coherently), as
     /// well as the network.
     pub shared_pod_ipc: bool,
+    /// Commands run by exec get the container's seccomp profile.
+    pub exec_seccomp: bool,
     /// Where this comes from: `known` for runc, crun and runsc; `assumed`
     /// for another runtime (what the OCI runtime CLI promises).
     pub source: &'static str,
@@ -75,6 +77,7 @@ impl Support {
             oom_detection: true,
             privileged: true,
             shared_pod_ipc: true,
+            exec_seccomp: true,
             source: "known",
         };
         match kind {
@@ -88,6 +91,7 @@ impl Support {
                 // the pod's IPC namespace file cannot be shared.
                 shared_pod_ipc: false,
                 privileged: false,
+                exec_seccomp: false,
                 ..oci
             },
         }
@@ -112,6 +116,14 @@ pub fn check(kind: RuntimeKind, handler: &str, c: &ContainerSpec) -> Result<Vec<
         ));
     }
     let mut warnings = Vec::new();
+    if security.seccomp_profile != Some(SeccompProfile::Unconfined) {
+        warnings.push(format!(
+            "container {:?}: gVisor (handler {handler}) applies the seccomp profile to the \
+             container's own processes only; commands run by exec (berth exec, exec probes \
+             and hooks) run without it, confined by the sandbox alone",
+            c.name
+        ));
+    }
     let host_kernel_caps: Vec<&str> = security
         .capabilities
         .add
@@ -176,6 +188,7 @@ mod tests {
     #[test]
     fn host_kernel_capabilities_are_a_warning_under_gvisor() {
         let mut c = container();
+        c.security_context.seccomp_profile = Some(SeccompProfile::Unconfined);
         c.security_context.capabilities.add = vec!["CAP_SYS_MODULE".into(), "NET_ADMIN".into()];
         let warnings = check(RuntimeKind::Runsc, "gvisor", &c).expect("runs");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
