@@ -19,6 +19,7 @@ mod ps;
 mod pull;
 mod rmi;
 mod run;
+mod runtimes;
 mod schema;
 mod status;
 mod validate;
@@ -104,6 +105,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Show the OCI runtime handlers: version, whether each works here, what each supports.
+    Runtimes(runtimes::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,5 +126,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(&global, args),
         Command::Rmi(args) => rmi::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::Runtimes(args) => runtimes::run(&global, args),
     }
 }

@@ -223,3 +223,29 @@ impl Handler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_are_known_by_their_version_or_their_name_never_the_handler_name() {
+        let kind = |version: &str, binary: &str| RuntimeKind::identify(version, Path::new(binary));
+        assert_eq!(kind("runc version 1.1.5", "/x/y"), RuntimeKind::Runc);
+        assert_eq!(kind("crun version 1.8.1", "/x/y"), RuntimeKind::Crun);
+        assert_eq!(
+            kind("runsc version 0.0~20221219.0", "/opt/gvisor/bin/sandbox"),
+            RuntimeKind::Runsc
+        );
+        // A wrapper that prints nothing useful, named after the runtime.
+        assert_eq!(kind("", "/usr/local/bin/runsc"), RuntimeKind::Runsc);
+        assert_eq!(
+            kind("kata-runtime  : 3.2.0", "/usr/bin/kata-runtime"),
+            RuntimeKind::Other
+        );
+        assert_eq!(
+            kind("youki version 0.3", "/usr/bin/youki"),
+            RuntimeKind::Other
+        );
+    }
+}
