@@ -200,4 +200,19 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn exec_without_the_seccomp_profile_is_a_warning_under_gvisor() {
+        let c = container();
+        let warnings = check(RuntimeKind::Runsc, "gvisor", &c).expect("runs");
+        assert!(
+            warnings.iter().any(|w| w.contains("seccomp")),
+            "{warnings:?}"
+        );
+        assert!(
+            check(RuntimeKind::Runc, "runc", &c)
+                .expect("runs")
+                .is_empty()
+        );
+    }
 }
