@@ -299,3 +299,98 @@ fn a_wrapper_runtime_is_driven_through_the_oci_runtime_cli() {
     assert!(!calls.contains("--network"), "nothing runsc-only: {calls}");
     assert_eq!(world.processes(), Vec::<i32>::new());
 }
+
+/// An exec probe that times out has its command killed inside the sandbox
+/// (the runtime's exec process has no host pid for it): probes do not pile
+/// up in the container.
+#[test]
+fn a_timed_out_exec_probe_is_killed_inside_the_sandbox() {
+    let mut world = PodWorld::new("gvisor");
+    world.start_agent();
+    let data = world.data_dir("data");
+    let mut containers = world.shell_container("app", "trap 'exit 0' TERM; sleep 1000 & wait");
+    containers.push_str(DataDir::MOUNT);
+    containers.push_str(
+        "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"echo run >> /data/probes; exec sleep 3600\"]\n      periodSeconds: 1\n      timeoutSeconds: 1\n",
+    );
+    world.write_manifest("slow.yaml", &world.pod_yaml("slow", &data.volume, &containers));
+    world.wait_pod("slow", "running", |p| running_pid(p, "app").is_some());
+    wait_until(Duration::from_secs(30), "four probe runs", || {
+        let runs = std::fs::read_to_string(data.path.join("probes")).ok()?;
+        (runs.lines().count() >= 4).then_some(())
+    });
+    let (code, ps, err) = exec(&world, "slow", &["ps"]);
+    assert_eq!(code, 0, "{err}");
+    let probes = ps.lines().filter(|l| l.contains("sleep 3600")).count();
+    assert!(probes <= 1, "timed-out probes still run:\n{ps}");
+}
+
+/// `berth runtimes` before any agent runs: which handlers exist, whether a
+/// container runs under each on this kernel (a cached probe), the flags
+/// berth derives and what each supports; a broken handler says why.
+#[test]
+fn berth_runtimes_says_which_handlers_work_here_and_why_not() {
+    berth_e2e::require_root();
+    let dirs = berth_e2e::TestDirs::new();
+    let config = dirs.temp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{GVISOR_HANDLER}\
+             [runtime.handlers.systrap]\npath = \"/usr/bin/runsc\"\nargs = [\"--platform=systrap\"]\n\
+             [runtime.handlers.kata]\npath = \"/nonexistent/kata-runtime\"\n"
+        ),
+    )
+    .expect("writing the config");
+    let config = config.to_str().expect("utf-8 path");
+    let report = dirs.berth_json(&["runtimes", "--config", config]);
+    let handler = |name: &str| -> Value {
+        report
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|h| h["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no handler {name}: {report:#}"))
+    };
+    let gvisor = handler("gvisor");
+    assert_eq!(gvisor["kind"], "runsc", "{gvisor:#}");
+    assert_eq!(gvisor["probe"]["works"], true, "{gvisor:#}");
+    assert_eq!(gvisor["probe"]["cached"], false, "{gvisor:#}");
+    assert_eq!(
+        gvisor["derivedArgs"],
+        serde_json::json!(["--network=host", "--oci-seccomp"])
+    );
+    assert_eq!(gvisor["supports"]["privileged"], false, "{gvisor:#}");
+    assert_eq!(gvisor["supports"]["hostNetwork"], true, "{gvisor:#}");
+    assert_eq!(handler("runc")["probe"]["works"], true);
+    // runsc 20221219 has ptrace and kvm, not systrap (added in 2023).
+    let systrap = handler("systrap");
+    assert_eq!(systrap["probe"]["works"], false, "{systrap:#}");
+    assert!(
+        systrap["probe"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("unknown platform: systrap")),
+        "{systrap:#}"
+    );
+    let kata = handler("kata");
+    assert!(
+        kata["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("/nonexistent/kata-runtime")),
+        "{kata:#}"
+    );
+    let again = dirs.berth_json(&["runtimes", "--config", config]);
+    let cached = again
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["name"] == "gvisor"))
+        .expect("gvisor again");
+    assert_eq!(cached["probe"]["cached"], true, "{cached:#}");
+    let table = dirs.berth(&["runtimes", "--config", config, "--no-probe"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gvisor") && l.contains("berth adds --network=host")),
+        "{text}"
+    );
+}
