@@ -41,6 +41,19 @@ fn exec(world: &PodWorld, target: &str, argv: &[&str]) -> (i32, String, String) 
     )
 }
 
+/// What `http://IP:PORT/` answers, once it answers.
+fn answer_of(ip: std::net::Ipv4Addr, port: u16) -> String {
+    wait_until(Duration::from_secs(20), "the pod IP to answer", || {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", "--max-time", "2", &format!("http://{ip}:{port}/")])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+}
+
 fn waiting_message(pod: &Value, name: &str) -> Option<String> {
     container(pod, name)?["state"]["waiting"]["message"]
         .as_str()
@@ -63,15 +76,7 @@ fn a_bridged_pod_runs_under_gvisor_in_the_pods_network_namespace() {
     assert!(net.net.contains(ip), "{ip} is on the test's bridge");
     assert_eq!(container(&pod, "web").expect("web")["runtime"], "gvisor");
 
-    let body = wait_until(Duration::from_secs(20), "the pod IP to answer", || {
-        let out = std::process::Command::new("curl")
-            .args(["-fsS", "--max-time", "2", &format!("http://{ip}:8080/")])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    });
+    let body = answer_of(ip, 8080);
     assert_eq!(body.trim(), "hello-from-gvisor");
 
     // From inside: gVisor's kernel, the pod's address, and the sibling's
@@ -204,6 +209,7 @@ fn an_out_of_memory_container_under_gvisor_is_oom_killed() {
 }
 
 /// A pod edited from runc to gvisor is made again under gVisor, and back.
+/// The pod is on the `none` driver: its own namespace with only `lo`.
 #[test]
 fn a_pod_edited_from_runc_to_gvisor_and_back_is_recreated_under_each() {
     let mut world = PodWorld::with_config("runc", GVISOR_HANDLER);
@@ -211,10 +217,13 @@ fn a_pod_edited_from_runc_to_gvisor_and_back_is_recreated_under_each() {
     let containers = world.shell_container("app", "trap 'exit 0' TERM; sleep 1000 & wait");
     let mut pids = Vec::new();
     for runtime in ["runc", "gvisor", "runc"] {
-        let yaml = world.pod_yaml("edited", "", &containers).replace(
-            "runtimeClassName: runc",
-            &format!("runtimeClassName: {runtime}"),
-        );
+        let yaml = world
+            .pod_yaml("edited", "", &containers)
+            .replace("hostNetwork: true", "hostNetwork: false")
+            .replace(
+                "runtimeClassName: runc",
+                &format!("runtimeClassName: {runtime}"),
+            );
         world.write_manifest("edited.yaml", &yaml);
         let pod = world.wait_pod("edited", &format!("running under {runtime}"), |p| {
             container(p, "app").is_some_and(|c| c["runtime"] == runtime)
@@ -232,7 +241,36 @@ fn a_pod_edited_from_runc_to_gvisor_and_back_is_recreated_under_each() {
             runtime == "gvisor",
             "{runtime}: {code} {dmesg} {err}"
         );
+        let (_, addrs, _) = exec(&world, "edited", &["ip", "-4", "addr"]);
+        let inet: Vec<&str> = addrs.lines().filter(|l| l.contains("inet ")).collect();
+        assert_eq!(inet.len(), 1, "{runtime}: only lo: {addrs}");
+        assert!(inet[0].contains("127.0.0.1"), "{runtime}: {addrs}");
     }
+}
+
+/// The cni driver under gVisor: the plugin chain's address is the one the
+/// sandbox uses, and the host reaches the pod on it.
+#[test]
+fn a_cni_pod_runs_under_gvisor() {
+    let mut net = NetWorld::cni();
+    std::fs::write(
+        &net.world.config,
+        std::fs::read_to_string(&net.world.config).expect("config") + GVISOR_HANDLER,
+    )
+    .expect("adding the gvisor handler");
+    net.world.runtime = "gvisor".into();
+    net.world.start_agent();
+    let containers = net.web_container("web", 8080, "cni-under-gvisor");
+    net.world
+        .write_manifest("web.yaml", &net.pod_yaml("web", "", &containers));
+    let (_, ip) = net.wait_running_ip("web");
+    let (code, addrs, err) = exec(&net.world, "web", &["ip", "-4", "addr"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(addrs.contains(&format!("inet {ip}/")), "{addrs}");
+    let body = answer_of(ip, 8080);
+    assert_eq!(body.trim(), "cni-under-gvisor");
+    net.world.remove_manifest("web.yaml");
+    net.world.wait_pod_gone("web");
 }
 
 /// What gVisor cannot honour is refused with the reason, before anything
@@ -313,7 +351,10 @@ fn a_timed_out_exec_probe_is_killed_inside_the_sandbox() {
     containers.push_str(
         "    readinessProbe:\n      exec:\n        command: [\"sh\", \"-c\", \"echo run >> /data/probes; exec sleep 3600\"]\n      periodSeconds: 1\n      timeoutSeconds: 1\n",
     );
-    world.write_manifest("slow.yaml", &world.pod_yaml("slow", &data.volume, &containers));
+    world.write_manifest(
+        "slow.yaml",
+        &world.pod_yaml("slow", &data.volume, &containers),
+    );
     world.wait_pod("slow", "running", |p| running_pid(p, "app").is_some());
     wait_until(Duration::from_secs(30), "four probe runs", || {
         let runs = std::fs::read_to_string(data.path.join("probes")).ok()?;
