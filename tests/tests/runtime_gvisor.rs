@@ -60,7 +60,8 @@ fn waiting_message(pod: &Value, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A bridged pod of two containers: the pod IP answers from the host, the
+/// A bridged pod of two containers: the pod IP and a hostPort answer from
+/// the host, the
 /// containers share the pod's network (localhost), each runs on gVisor's
 /// kernel; deleting it leaves no veth, lease, netns or runtime state.
 #[test]
@@ -68,7 +69,11 @@ fn a_bridged_pod_runs_under_gvisor_in_the_pods_network_namespace() {
     let mut net = NetWorld::bridge_with(GVISOR_HANDLER);
     net.world.runtime = "gvisor".into();
     net.world.start_agent();
+    let host_port = berth_e2e::net::free_port();
     let mut containers = net.web_container("web", 8080, "hello-from-gvisor");
+    containers.push_str(&format!(
+        "    ports:\n    - {{containerPort: 8080, hostPort: {host_port}}}\n"
+    ));
     containers.push_str(&net.world.shell_container("side", "exec sleep 1000"));
     net.world
         .write_manifest("web.yaml", &net.pod_yaml("web", "", &containers));
@@ -78,6 +83,8 @@ fn a_bridged_pod_runs_under_gvisor_in_the_pods_network_namespace() {
 
     let body = answer_of(ip, 8080);
     assert_eq!(body.trim(), "hello-from-gvisor");
+    let through_host_port = answer_of(std::net::Ipv4Addr::LOCALHOST, host_port);
+    assert_eq!(through_host_port.trim(), "hello-from-gvisor");
 
     // From inside: gVisor's kernel, the pod's address, and the sibling's
     // server on localhost (one network per pod, as in Kubernetes).
