@@ -9,6 +9,8 @@
 //! runsc takes about half a second per container, so each case covers
 //! several things at once.
 
+mod cli_common;
+
 use std::time::Duration;
 
 use berth_e2e::net::NetWorld;
@@ -116,7 +118,8 @@ fn a_bridged_pod_runs_under_gvisor_in_the_pods_network_namespace() {
     assert_eq!(net.world.processes(), Vec::<i32>::new());
 }
 
-/// A hostNetwork pod under gVisor: `berth exec` (output, exit code), exec
+/// A hostNetwork pod under gVisor: `berth exec` (output, exit code; `-t`
+/// refused with the reason), exec
 /// liveness and readiness probes, a postStart exec hook, logs, `ps` and
 /// `inspect`, then an agent kill -9: the new agent adopts the running
 /// container (same pid) and exec still works.
@@ -154,6 +157,16 @@ fn exec_probes_hooks_logs_and_recovery_work_under_gvisor() {
         &["sh", "-c", "echo out; echo err >&2; exit 7"],
     );
     assert_eq!((code, out.as_str(), err.as_str()), (7, "out\n", "err\n"));
+    // runsc's exec has no terminal to give without a console socket: -t is
+    // refused with the reason rather than run without one.
+    let config = config_arg(&world);
+    let tty = cli_common::berth_in_a_terminal(
+        &world.dirs,
+        &["exec", "-it", "--config", &config, "app", "--", "tty"],
+    );
+    let said = String::from_utf8_lossy(&tty.stdout);
+    assert!(!tty.status.success(), "{said}");
+    assert!(said.contains("run it without -t"), "{said}");
     let mut last = String::new();
     let logs = berth_e2e::poll_until(Duration::from_secs(10), || {
         let out = world.dirs.berth(&["logs", "app"]);

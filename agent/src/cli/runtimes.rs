@@ -102,6 +102,7 @@ fn notes(r: &HandlerReport) -> String {
             (s.privileged, "privileged"),
             (s.shared_pod_ipc, "IPC shared in a pod"),
             (s.exec_seccomp, "seccomp for exec"),
+            (s.exec_tty, "exec -t"),
         ]
         .into_iter()
         .filter_map(|(ok, what)| (!ok).then_some(what))

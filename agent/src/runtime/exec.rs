@@ -52,6 +52,8 @@ impl Runtime {
     pub fn exec_command(&self, id: &str, req: &ExecRequest) -> Result<ExecCommand, RuntimeError> {
         let record = self.record(id)?;
         let handler = self.handler_of(&record)?;
+        super::flavor::check_exec(handler.kind, &handler.name, req.tty)
+            .map_err(|reason| RuntimeError::NotHonoured { reason })?;
         if !matches!(self.container(id)?.state, ContainerState::Running { .. }) {
             return Err(RuntimeError::NotRunning { id: id.to_string() });
         }

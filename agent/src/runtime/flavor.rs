@@ -61,6 +61,8 @@ pub struct Support {
     pub shared_pod_ipc: bool,
     /// Commands run by exec get the container's seccomp profile.
     pub exec_seccomp: bool,
+    /// `berth exec -t`: a pseudo-terminal for the command.
+    pub exec_tty: bool,
     /// Where this comes from: `known` for runc, crun and runsc; `assumed`
     /// for another runtime (what the OCI runtime CLI promises).
     pub source: &'static str,
@@ -78,6 +80,7 @@ impl Support {
             privileged: true,
             shared_pod_ipc: true,
             exec_seccomp: true,
+            exec_tty: true,
             source: "known",
         };
         match kind {
@@ -92,6 +95,7 @@ impl Support {
                 shared_pod_ipc: false,
                 privileged: false,
                 exec_seccomp: false,
+                exec_tty: false,
                 ..oci
             },
         }
@@ -140,6 +144,19 @@ pub fn check(kind: RuntimeKind, handler: &str, c: &ContainerSpec) -> Result<Vec<
         ));
     }
     Ok(warnings)
+}
+
+/// Why a runtime of `kind` cannot run an exec as asked, if it cannot.
+pub fn check_exec(kind: RuntimeKind, handler: &str, tty: bool) -> Result<(), String> {
+    if kind == RuntimeKind::Runsc && tty {
+        // runsc 20221219 `exec` makes a terminal only for a console socket
+        // (which berth exec does not use): the command would get none.
+        return Err(format!(
+            "runtime handler {handler} (gVisor) gives an exec a terminal only through a \
+             console socket, which berth exec does not use: run it without -t"
+        ));
+    }
+    Ok(())
 }
 
 /// Capabilities whose whole use is the host kernel or hardware.
@@ -199,6 +216,14 @@ mod tests {
                 .expect("runs")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn exec_with_a_terminal_is_refused_under_gvisor_only() {
+        assert_eq!(check_exec(RuntimeKind::Runc, "runc", true), Ok(()));
+        assert_eq!(check_exec(RuntimeKind::Runsc, "gvisor", false), Ok(()));
+        let err = check_exec(RuntimeKind::Runsc, "gvisor", true).expect_err("refused");
+        assert!(err.contains("without -t"), "{err}");
     }
 
     #[test]
