@@ -130,7 +130,7 @@ fn exec_probes_hooks_logs_and_recovery_work_under_gvisor() {
     let data = world.data_dir("data");
     let mut containers = world.shell_container(
         "app",
-        "echo started; cat /proc/version; trap 'exit 0' TERM; sleep 1000 & wait",
+        "echo started; cat /proc/version; echo inside > /written; trap 'exit 0' TERM; sleep 1000 & wait",
     );
     containers.push_str(DataDir::MOUNT);
     containers.push_str(
@@ -184,6 +184,13 @@ fn exec_probes_hooks_logs_and_recovery_work_under_gvisor() {
     let inspected = &inspect["containers"][0];
     assert_eq!(inspected["runtime"], "gvisor", "{inspect:#}");
     assert_eq!(inspected["pid"], pid, "{inspect:#}");
+    // The container writes to berth's overlay (--overlay2=none).
+    let upper = inspected["rootfs"]["upperdir"].as_str().expect("upperdir");
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(upper).join("written")).ok(),
+        Some("inside\n".to_owned()),
+        "{inspect:#}"
+    );
     let warnings = pod.to_string();
     assert!(
         warnings.contains("applies the seccomp profile to the container's own processes only"),
@@ -420,7 +427,7 @@ fn berth_runtimes_says_which_handlers_work_here_and_why_not() {
     assert_eq!(gvisor["probe"]["cached"], false, "{gvisor:#}");
     assert_eq!(
         gvisor["derivedArgs"],
-        serde_json::json!(["--network=host", "--oci-seccomp"])
+        serde_json::json!(["--network=host", "--oci-seccomp", "--overlay2=none"])
     );
     assert_eq!(gvisor["supports"]["privileged"], false, "{gvisor:#}");
     assert_eq!(gvisor["supports"]["hostNetwork"], true, "{gvisor:#}");

@@ -22,6 +22,10 @@
 //! - `--oci-seccomp`: without it runsc ignores the bundle's seccomp
 //!   profile; with it the RuntimeDefault (or Localhost) profile is applied
 //!   inside the sandbox.
+//! - `--overlay2=none`: the container's writes go to the overlay berth
+//!   mounted (its upper directory, as `berth inspect` shows it), not to a
+//!   second copy-on-write layer in the sandbox's memory or a file store
+//!   (newer runsc releases default to one; 20221219 does not).
 //!
 //! Flags from the handler's own `args` come after these, so a handler can
 //! still override one (runsc takes the last value of a flag).
@@ -32,7 +36,11 @@ use super::spec::{ContainerSpec, SeccompProfile};
 /// Global flags berth gives a runtime of `kind`, before the handler's own.
 pub fn derived_args(kind: RuntimeKind) -> Vec<String> {
     match kind {
-        RuntimeKind::Runsc => vec!["--network=host".into(), "--oci-seccomp".into()],
+        RuntimeKind::Runsc => vec![
+            "--network=host".into(),
+            "--oci-seccomp".into(),
+            "--overlay2=none".into(),
+        ],
         RuntimeKind::Runc | RuntimeKind::Crun | RuntimeKind::Other => Vec::new(),
     }
 }
@@ -188,7 +196,7 @@ mod tests {
         assert!(derived_args(RuntimeKind::Other).is_empty());
         assert_eq!(
             derived_args(RuntimeKind::Runsc),
-            ["--network=host", "--oci-seccomp"]
+            ["--network=host", "--oci-seccomp", "--overlay2=none"]
         );
     }
 
