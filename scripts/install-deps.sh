@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
   python3-jsonschema python3-yaml          # examples are checked against the Kubernetes schemas
-  runc crun nftables iproute2              # what the agent runs on
+  runc crun runsc nftables iproute2        # what the agent runs on (runsc: gVisor)
   busybox-static skopeo docker-registry    # test and demo images, a real registry
   containernetworking-plugins              # the cni driver's tests
   curl jq                                  # demo and tests talk HTTP

@@ -211,6 +211,18 @@ macro_rules! for_each_runtime {
     };
 }
 
+/// The cases of a runtime matrix that also run under gVisor (`gvisor`:
+/// runsc as a handler). runsc takes about half a second to start a
+/// container, so a file lists only the cases gVisor changes.
+#[macro_export]
+macro_rules! under_gvisor {
+    ($($case:ident),* $(,)?) => {
+        mod gvisor {
+            $( #[test] fn $case() { super::$case("gvisor") } )*
+        }
+    };
+}
+
 /// Writes a file the way careful tools do: a hidden temp file next to it,
 /// renamed over it (parent directories are created).
 pub fn write_atomically(path: &Path, text: &str) {

@@ -32,8 +32,21 @@ pub struct PodWorld {
     agent: Option<AgentProcess>,
 }
 
+/// The `gvisor` handler the tests name: Debian's runsc, configured the
+/// way a user would (only its path; berth derives the rest).
+pub const GVISOR_HANDLER: &str = "[runtime.handlers.gvisor]\npath = \"/usr/bin/runsc\"\n";
+
+/// Agent config for handlers that are not found on PATH by themselves.
+fn handler_config(runtime: &str) -> &'static str {
+    match runtime {
+        "gvisor" => GVISOR_HANDLER,
+        _ => "",
+    }
+}
+
 impl PodWorld {
-    /// A world for pods run by `runtime` (`runc` or `crun`).
+    /// A world for pods run by `runtime` (`runc`, `crun`, or `gvisor`:
+    /// runsc).
     pub fn new(runtime: &str) -> Self {
         Self::with_config(runtime, "")
     }
@@ -44,6 +57,7 @@ impl PodWorld {
         if runtime == "crun" {
             crate::crun::make_crun_work();
         }
+        let handlers = handler_config(runtime);
         let dirs = TestDirs::new();
         let registry = Registry::start(RegistryOptions::default());
         let image = busybox_image(&registry, "berth/busybox");
@@ -63,7 +77,7 @@ impl PodWorld {
                  [runtime.rlimits]\nnofile = {{ soft = 1024, hard = 4096 }}\n\
                  [network]\ndriver = \"none\"\n\
                  [pods]\nbackoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"\n\
-                 {extra_config}\n",
+                 {handlers}{extra_config}\n",
                 shim = shim_bin(),
             ),
         )

@@ -1,8 +1,9 @@
 //! The pod lifecycle through the real agent (`berth run`) with real
 //! runc AND crun (`runtimeClassName`), images from a local registry:
-//! every case runs once per runtime (`runc::<case>`, `crun::<case>`).
+//! every case runs once per runtime (`runc::<case>`, `crun::<case>`), and
+//! those gVisor changes also under runsc (`gvisor::<case>`).
 
-use berth_e2e::for_each_runtime;
+use berth_e2e::{for_each_runtime, under_gvisor};
 use std::time::Duration;
 
 use berth_e2e::images::busybox_image;
@@ -21,13 +22,21 @@ for_each_runtime!(
     reconciling_an_unchanged_pod_touches_nothing,
 );
 
+under_gvisor!(
+    a_pod_runs_and_writes_to_a_host_path,
+    exit_codes_and_restart_counts_follow_the_restart_policy,
+    sigterm_then_sigkill_after_the_grace_period,
+    deleting_a_pod_leaves_nothing_behind,
+    resource_limits_are_applied_or_refused_clearly,
+);
+
 fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
     let mut world = PodWorld::new(runtime);
     world.start_agent();
     let data = world.data_dir("data");
     let mut containers = world.shell_container(
         "app",
-        "echo hello from $(hostname) > /data/out.txt; exec sleep 1000",
+        "cat /proc/version > /data/version; echo hello from $(hostname) > /data/out.txt; exec sleep 1000",
     );
     containers.push_str(DataDir::MOUNT);
     world.write_manifest(
@@ -48,6 +57,10 @@ fn a_pod_runs_and_writes_to_a_host_path(runtime: &str) {
         },
     );
     assert!(out.starts_with("hello from "), "{out}");
+    // Read from inside: under gVisor the kernel is gVisor's, not the host's.
+    let inside = std::fs::read_to_string(data.path.join("version")).expect("/proc/version");
+    let host = std::fs::read_to_string("/proc/version").expect("the host's /proc/version");
+    assert_eq!(inside != host, runtime == "gvisor", "{runtime}: {inside}");
     assert_eq!(pod["message"], "1/1 running", "{pod:#}");
     let app = container(&pod, "app").expect("app status");
     assert_eq!(app["runtime"], runtime, "{pod:#}");
@@ -246,11 +259,13 @@ fn sigterm_then_sigkill_after_the_grace_period(runtime: &str) {
     world.start_agent();
     let data = world.data_dir("data");
     let volume = &data.volume;
-    // A shell as pid 1 without a TERM trap ignores SIGTERM.
+    // SIGTERM ignored (an ignored signal stays ignored across exec). A
+    // bare pid 1 without a handler would do under runc (the kernel drops
+    // it), but gVisor delivers it.
     let stubborn = world.pod_yaml(
         "stubborn",
         &format!("  terminationGracePeriodSeconds: 3\n{volume}"),
-        &world.shell_container("app", "exec sleep 1000"),
+        &world.shell_container("app", "trap '' TERM; exec sleep 1000"),
     );
     let mut polite_container = world.shell_container(
         "app",

@@ -21,6 +21,7 @@ mod ps;
 mod pull;
 mod rmi;
 mod run;
+mod runtimes;
 mod schema;
 mod stats;
 mod status;
@@ -117,6 +118,8 @@ pub enum Command {
     Stats(stats::Args),
     /// Show the node: versions, cgroups, runtimes, network, store, agent.
     Info(info::Args),
+    /// Show the OCI runtime handlers: version, whether each works here, what each supports.
+    Runtimes(runtimes::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -140,5 +143,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => prune::run(&global, args),
         Command::Stats(args) => stats::run(&global, args),
         Command::Info(args) => info::run(&global, args),
+        Command::Runtimes(args) => runtimes::run(&global, args),
     }
 }

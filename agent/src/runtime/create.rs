@@ -59,6 +59,8 @@ impl Runtime {
     ) -> Result<CreatedContainer, RuntimeError> {
         validate_id(req.id)?;
         let handler = self.handler_for(req.runtime_class)?.clone();
+        let limits = super::flavor::check(handler.kind, &handler.name, req.container)
+            .map_err(|reason| RuntimeError::NotHonoured { reason })?;
         let id = req.id.to_string();
         self.blocking("checking for an existing container", move |rt| {
             let state_dir = rt.inner.paths.shim_dir(&id);
@@ -69,7 +71,8 @@ impl Runtime {
         })
         .await??;
         match self.try_create(Request::new(&req), &handler).await {
-            Ok(created) => {
+            Ok(mut created) => {
+                created.warnings.extend(limits);
                 tracing::info!(
                     container = req.id,
                     pod = %format!("{}/{}", req.pod.namespace, req.pod.name),

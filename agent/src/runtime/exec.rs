@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ContainerState, Runtime, RuntimeError};
+use super::{ContainerState, Handler, Runtime, RuntimeError, RuntimeKind};
 
 /// A command to run inside a running container (`berth exec`, probes).
 #[derive(Debug, Clone, Default)]
@@ -21,8 +21,27 @@ pub struct ExecCommand {
     /// Where the runtime writes the pid (host view) of the process it
     /// starts in the container.
     pub pid_file: PathBuf,
+    /// How to kill the command inside when the exec is abandoned.
+    inside: KillInside,
     _process_file: tempfile::TempPath,
     _pid_file: tempfile::TempPath,
+    _internal_pid_file: Option<tempfile::TempPath>,
+}
+
+/// How the process an exec started is found and killed.
+#[derive(Clone)]
+enum KillInside {
+    /// runc and the like: the pid file holds the process's host pid.
+    HostPid(PathBuf),
+    /// gVisor: the process lives in the sandbox's kernel; the pid file
+    /// holds only `runsc exec`'s own pid (killing it leaves the command
+    /// running), the internal pid file the command's pid in the sandbox,
+    /// which `runsc kill --pid` signals.
+    SandboxPid {
+        handler: Handler,
+        id: String,
+        internal_pid_file: PathBuf,
+    },
 }
 
 impl Runtime {
@@ -33,6 +52,8 @@ impl Runtime {
     pub fn exec_command(&self, id: &str, req: &ExecRequest) -> Result<ExecCommand, RuntimeError> {
         let record = self.record(id)?;
         let handler = self.handler_of(&record)?;
+        super::flavor::check_exec(handler.kind, &handler.name, req.tty)
+            .map_err(|reason| RuntimeError::NotHonoured { reason })?;
         if !matches!(self.container(id)?.state, ContainerState::Running { .. }) {
             return Err(RuntimeError::NotRunning { id: id.to_string() });
         }
@@ -77,15 +98,31 @@ impl Runtime {
             .arg("--process")
             .arg(&process_file)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
+            .arg(&pid_file);
+        let (inside, internal_guard) = if handler.kind == RuntimeKind::Runsc {
+            let internal_pid_file = process_file.with_extension("internal-pid");
+            command.arg("--internal-pid-file").arg(&internal_pid_file);
+            let guard = tempfile::TempPath::try_from_path(&internal_pid_file)
+                .map_err(io("naming a pid file in", &record.bundle))?;
+            let inside = KillInside::SandboxPid {
+                handler: handler.clone(),
+                id: id.to_string(),
+                internal_pid_file,
+            };
+            (inside, Some(guard))
+        } else {
+            (KillInside::HostPid(pid_file.clone()), None)
+        };
+        command.arg(id);
         let pid_file_guard = tempfile::TempPath::try_from_path(&pid_file)
             .map_err(io("naming a pid file in", &record.bundle))?;
         Ok(ExecCommand {
             command,
             pid_file,
+            inside,
             _process_file: process_file,
             _pid_file: pid_file_guard,
+            _internal_pid_file: internal_guard,
         })
     }
 
@@ -124,7 +161,7 @@ impl Runtime {
                 .await??
         };
         let inside = KillInsideOnDrop {
-            pid_file: exec.pid_file.clone(),
+            inside: exec.inside.clone(),
         };
         let out = run_capped_with(exec.command, limit, false)
             .await
@@ -141,7 +178,7 @@ impl Runtime {
 /// Kills the process an exec started in a container when the exec's future
 /// is dropped before it finished.
 struct KillInsideOnDrop {
-    pid_file: PathBuf,
+    inside: KillInside,
 }
 
 impl KillInsideOnDrop {
@@ -155,15 +192,37 @@ impl Drop for KillInsideOnDrop {
         // A file of a few bytes on the run-root's tmpfs: no reason to
         // block. Not there yet: the command never started, and the
         // runtime's exec process ends by itself.
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-            .filter(|pid| *pid > 1);
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let read_pid = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+                .filter(|pid| *pid > 1)
+        };
+        match &self.inside {
+            KillInside::HostPid(pid_file) => {
+                if let Some(pid) = read_pid(pid_file) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            KillInside::SandboxPid {
+                handler,
+                id,
+                internal_pid_file,
+            } => {
+                if let Some(pid) = read_pid(internal_pid_file) {
+                    // A runtime command: on a thread of its own, which
+                    // also reaps it; drop never waits.
+                    let mut kill = handler.std_command();
+                    kill.args(["kill", "--pid", &pid.to_string(), id, "SIGKILL"])
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null());
+                    std::thread::spawn(move || kill.status());
+                }
+            }
         }
     }
 }

@@ -4,8 +4,38 @@
 
 use std::path::PathBuf;
 
+use serde::Serialize;
+
 use super::config::RuntimeConfig;
+use super::flavor::Support;
+use super::probe::{self, ProbeOutcome};
 use super::{ContainerRecord, Handler, Runtime, RuntimeError, RuntimeKind};
+
+/// One runtime handler as `berth runtimes` (and `berth info`) show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandlerReport {
+    /// The name `runtimeClassName` uses.
+    pub name: String,
+    pub binary: PathBuf,
+    /// `runc`, `crun`, `runsc` or `other` (any OCI runtime CLI).
+    pub kind: &'static str,
+    /// First line of `--version`; empty if the binary could not be run.
+    pub version: String,
+    /// Every global flag berth passes: `derivedArgs`, then the config's.
+    pub args: Vec<String>,
+    /// The flags berth derived for this kind of runtime.
+    pub derived_args: Vec<String>,
+    /// Pods without `runtimeClassName` run with this handler.
+    pub default: bool,
+    /// Why the handler cannot run containers here (berth refuses pods
+    /// that name it, with this reason), if it cannot.
+    pub problem: Option<String>,
+    /// A probe container's result (`None`: not probed, or the handler is
+    /// already known not to work).
+    pub probe: Option<ProbeOutcome>,
+    pub supports: Option<Support>,
+}
 
 impl Runtime {
     pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
@@ -16,8 +46,58 @@ impl Runtime {
     pub fn unsupported_reason(&self, handler: &Handler) -> Option<String> {
         match handler.kind {
             RuntimeKind::Crun => self.inner.layout.crun_blocker(),
-            RuntimeKind::Runc | RuntimeKind::Other => None,
+            RuntimeKind::Runc | RuntimeKind::Runsc | RuntimeKind::Other => None,
         }
+    }
+
+    /// Every configured or found handler, including those whose binary
+    /// does not run, with what it supports; `probe` also runs (or takes
+    /// from its cache) a probe container per usable handler.
+    pub async fn handler_reports(&self, probe: bool) -> Vec<HandlerReport> {
+        let default = self.handler_for(None).ok().map(|h| h.name.clone());
+        let mut reports = Vec::new();
+        for handler in self.inner.handlers.values() {
+            let problem = self.unsupported_reason(handler);
+            let probe = match (probe, &problem) {
+                (true, None) => Some(probe::probe(&self.inner.paths, handler).await),
+                _ => None,
+            };
+            reports.push(HandlerReport {
+                name: handler.name.clone(),
+                binary: handler.binary.clone(),
+                kind: handler.kind.as_str(),
+                version: handler.version.clone(),
+                args: handler.args.clone(),
+                derived_args: handler.derived.clone(),
+                default: default.as_deref() == Some(handler.name.as_str()),
+                problem,
+                probe,
+                supports: Some(Support::of(handler.kind)),
+            });
+        }
+        for (name, reason) in &self.inner.broken {
+            let binary = self
+                .inner
+                .config
+                .handlers
+                .get(name)
+                .map(|h| h.path.clone())
+                .unwrap_or_default();
+            reports.push(HandlerReport {
+                name: name.clone(),
+                binary,
+                kind: "other",
+                version: String::new(),
+                args: Vec::new(),
+                derived_args: Vec::new(),
+                default: false,
+                problem: Some(reason.clone()),
+                probe: None,
+                supports: None,
+            });
+        }
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
+        reports
     }
 
     /// The handler for `runtime_class`, or the default one: the configured

@@ -28,6 +28,7 @@ pub mod cgroups;
 pub mod config;
 mod create;
 mod exec;
+pub mod flavor;
 pub mod from_pod;
 mod handlers;
 mod inspect;
@@ -36,6 +37,7 @@ pub mod mountinfo;
 pub mod oci;
 pub mod oom;
 mod pods;
+pub mod probe;
 pub mod process;
 mod remove;
 pub mod rlimits;
@@ -63,6 +65,7 @@ pub use cgroups::{CgroupError, CgroupLayout, CgroupMode};
 pub use config::RuntimeConfig;
 pub use exec::{CappedOutput, EXEC_OUTPUT_LIMIT, ExecCommand, ExecRequest, exit_code, run_capped};
 pub(crate) use handlers::find_in_path;
+pub use handlers::HandlerReport;
 pub use oci::{Handler, OciError, RuntimeKind};
 pub use sandbox::{EtcFiles, PodSandbox, SandboxError};
 pub use shim::{ContainerRecord, ExitStatus, ShimError};
@@ -83,6 +86,10 @@ pub enum RuntimeError {
         version: String,
         reason: String,
     },
+    /// The handler cannot honour something the container asks for (see
+    /// `flavor::check`).
+    #[error("{reason}")]
+    NotHonoured { reason: String },
     #[error(
         "berth-shim not found (looked at {looked}); set `shim` in the agent's [runtime] config"
     )]

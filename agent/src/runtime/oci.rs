@@ -37,8 +37,39 @@ pub enum OciError {
 pub enum RuntimeKind {
     Runc,
     Crun,
-    /// Another runc-compatible CLI (youki, runsc, kata-runtime…).
+    /// gVisor: `runsc` (see `flavor.rs` for what berth derives for it).
+    Runsc,
+    /// Another runtime that follows the OCI runtime CLI (youki,
+    /// kata-runtime, a wrapper script…): used exactly as runc.
     Other,
+}
+
+impl RuntimeKind {
+    /// Which runtime `binary` is, from the first line of its `--version`
+    /// (a wrapper named after the runtime counts too: gVisor's
+    /// `runsc --version` says `runsc version …`).
+    pub fn identify(version: &str, binary: &Path) -> Self {
+        let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let says = |word: &str| version.starts_with(word) || name == word;
+        if says("runc") {
+            Self::Runc
+        } else if says("crun") {
+            Self::Crun
+        } else if says("runsc") {
+            Self::Runsc
+        } else {
+            Self::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Crun => "crun",
+            Self::Runsc => "runsc",
+            Self::Other => "other",
+        }
+    }
 }
 
 /// A configured runtime handler.
@@ -47,8 +78,11 @@ pub struct Handler {
     /// The handler's name (`runtimeClassName` maps to it).
     pub name: String,
     pub binary: PathBuf,
-    /// Global flags before every subcommand.
+    /// Global flags before every subcommand: what berth derives for the
+    /// runtime's kind (`derived`), then the handler's configured `args`.
     pub args: Vec<String>,
+    /// The part of `args` berth derived (see `flavor.rs`).
+    pub derived: Vec<String>,
     pub kind: RuntimeKind,
     /// First line of `--version`.
     pub version: String,
@@ -83,17 +117,13 @@ impl Handler {
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = text.lines().next().unwrap_or("").trim().to_string();
-        let kind = if version.starts_with("runc") {
-            RuntimeKind::Runc
-        } else if version.starts_with("crun") {
-            RuntimeKind::Crun
-        } else {
-            RuntimeKind::Other
-        };
+        let kind = RuntimeKind::identify(&version, binary);
+        let derived = super::flavor::derived_args(kind);
         Ok(Self {
             name: name.to_string(),
             binary: binary.to_path_buf(),
-            args: args.to_vec(),
+            args: derived.iter().chain(args).cloned().collect(),
+            derived,
             kind,
             version,
             root,
@@ -114,12 +144,22 @@ impl Handler {
         cmd
     }
 
-    /// Whether the runtime still knows container `id` (runc and crun keep
-    /// a directory per container under their root).
+    /// Whether the runtime still knows container `id`. runc and crun keep
+    /// a directory per container under their root; other runtimes lay
+    /// their root out their own way (runsc: `ID_sandbox:ID.state` files),
+    /// so they are asked.
     pub async fn knows(&self, id: &str) -> bool {
-        tokio::fs::try_exists(self.root.join(id))
-            .await
-            .unwrap_or(false)
+        match self.kind {
+            RuntimeKind::Runc | RuntimeKind::Crun => tokio::fs::try_exists(self.root.join(id))
+                .await
+                .unwrap_or(false),
+            RuntimeKind::Runsc | RuntimeKind::Other => {
+                if !tokio::fs::try_exists(&self.root).await.unwrap_or(false) {
+                    return false;
+                }
+                self.run("state", id, &["state", id]).await.is_ok()
+            }
+        }
     }
 
     pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
@@ -181,5 +221,31 @@ impl Handler {
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_are_known_by_their_version_or_their_name_never_the_handler_name() {
+        let kind = |version: &str, binary: &str| RuntimeKind::identify(version, Path::new(binary));
+        assert_eq!(kind("runc version 1.1.5", "/x/y"), RuntimeKind::Runc);
+        assert_eq!(kind("crun version 1.8.1", "/x/y"), RuntimeKind::Crun);
+        assert_eq!(
+            kind("runsc version 0.0~20221219.0", "/opt/gvisor/bin/sandbox"),
+            RuntimeKind::Runsc
+        );
+        // A wrapper that prints nothing useful, named after the runtime.
+        assert_eq!(kind("", "/usr/local/bin/runsc"), RuntimeKind::Runsc);
+        assert_eq!(
+            kind("kata-runtime  : 3.2.0", "/usr/bin/kata-runtime"),
+            RuntimeKind::Other
+        );
+        assert_eq!(
+            kind("youki version 0.3", "/usr/bin/youki"),
+            RuntimeKind::Other
+        );
     }
 }

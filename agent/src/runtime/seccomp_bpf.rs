@@ -145,6 +145,7 @@ mod tests {
             name: "crun".into(),
             binary: "/usr/bin/crun".into(),
             args: Vec::new(),
+            derived: Vec::new(),
             kind,
             version: "crun version 1.8.1".into(),
             root,
