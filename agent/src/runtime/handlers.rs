@@ -37,6 +37,15 @@ pub struct HandlerReport {
     pub supports: Option<Support>,
 }
 
+/// The handler pods without `runtimeClassName` get, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultChoice {
+    /// `None`: no handler can run containers here.
+    pub name: Option<String>,
+    pub reason: String,
+}
+
 impl Runtime {
     pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
         self.inner.handlers.values()
@@ -127,6 +136,59 @@ impl Runtime {
                 reason,
             }),
             None => Ok(handler),
+        }
+    }
+
+    /// [`Runtime::handler_for`]`(None)`, explained: `berth info` and
+    /// `berth runtimes` say which handler pods get and why.
+    pub fn default_choice(&self) -> DefaultChoice {
+        if let Some(name) = &self.inner.config.default_handler {
+            let reason = match self.handler_for(None) {
+                Ok(_) => "set by [runtime] default-handler".to_owned(),
+                Err(err) => format!(
+                    "set by [runtime] default-handler, but {}",
+                    crate::status::chain(&err)
+                ),
+            };
+            return DefaultChoice {
+                name: Some(name.clone()),
+                reason,
+            };
+        }
+        let handler = match self.auto_handler() {
+            Ok(handler) => handler,
+            Err(err) => {
+                return DefaultChoice {
+                    name: None,
+                    reason: crate::status::chain(&err),
+                };
+            }
+        };
+        let reason = if handler.name == "crun" {
+            "crun is preferred where it can run: it starts containers faster".to_owned()
+        } else {
+            let crun = match self.inner.handlers.get("crun") {
+                Some(crun) => format!(
+                    "crun cannot run containers here: {}",
+                    self.unsupported_reason(crun).unwrap_or_default()
+                ),
+                None => match self.inner.broken.get("crun") {
+                    Some(reason) => format!("crun cannot run: {reason}"),
+                    None => "crun is not installed".to_owned(),
+                },
+            };
+            if handler.name == "runc" {
+                format!("{crun}; runc is the next choice")
+            } else {
+                format!(
+                    "{crun}, nor can runc; {} is the first usable handler",
+                    handler.name
+                )
+            }
+        };
+        DefaultChoice {
+            name: Some(handler.name.clone()),
+            reason,
         }
     }
 

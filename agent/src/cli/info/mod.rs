@@ -5,7 +5,6 @@
 //! the agent's files; works with or without a running agent. A section
 //! that cannot be read is left out and its problem listed.
 
-pub mod runtimes;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use crate::image::service::ImageService;
 use crate::metrics::endpoint::measure_store;
 use crate::runtime::{CgroupLayout, CgroupMode};
 use crate::status::{ContainerState, StatusDocument};
-use runtimes::{DefaultHandler, HandlerInfo};
+use crate::runtime::{DefaultChoice, HandlerReport, Runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -79,8 +78,9 @@ struct Cgroups {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Runtimes {
-    handlers: Vec<HandlerInfo>,
-    default: DefaultHandler,
+    /// As `berth runtimes --no-probe` reports them.
+    handlers: Vec<HandlerReport>,
+    default: Option<DefaultChoice>,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,9 +170,21 @@ fn gather(global: &GlobalArgs, config: &AgentConfig) -> Info {
     let layout = CgroupLayout::detect()
         .map_err(|err| problems.push(crate::status::chain(&err)))
         .ok();
-    let handlers = runtimes::list_handlers(&config.runtime, layout.as_ref());
-    let default = runtimes::default_handler(&config.runtime, &handlers);
     let paths = global.paths();
+    let runtimes = match Runtime::new(paths.clone(), config.runtime.clone()) {
+        // Without probe containers nothing in it waits: no async runtime needed.
+        Ok(runtime) => Runtimes {
+            handlers: futures::executor::block_on(runtime.handler_reports(false)),
+            default: Some(runtime.default_choice()),
+        },
+        Err(err) => {
+            problems.push(crate::status::chain(&err));
+            Runtimes {
+                handlers: Vec::new(),
+                default: None,
+            }
+        }
+    };
     let status = StatusDocument::load(&paths.status_file())
         .map_err(|err| problems.push(crate::status::chain(&err)))
         .ok()
@@ -187,7 +199,7 @@ fn gather(global: &GlobalArgs, config: &AgentConfig) -> Info {
         },
         os: os_name(),
         cgroups: layout.map(|l| cgroups(&l, &config.runtime.cgroup_parent)),
-        runtimes: Runtimes { handlers, default },
+        runtimes,
         network: network(&config.network),
         store: store(&paths, &mut problems),
         workloads: status.as_ref().map(workloads),
@@ -349,23 +361,20 @@ fn print_text(out: &mut impl Write, info: &Info) -> std::io::Result<()> {
     }
     writeln!(out, "Runtimes:")?;
     for h in &info.runtimes.handlers {
-        let path = h
-            .path
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
         let state = match &h.problem {
-            None => h.version.clone().unwrap_or_default(),
+            None => h.version.clone(),
             Some(problem) => format!("unusable: {problem}"),
         };
-        writeln!(out, "  {:<15} {path}: {state}", h.name)?;
+        writeln!(out, "  {:<15} {}: {state}", h.name, h.binary.display())?;
     }
-    let default = &info.runtimes.default;
-    writeln!(
-        out,
-        "Default runtime:  {} ({})",
-        default.name.as_deref().unwrap_or("none"),
-        default.reason
-    )?;
+    if let Some(default) = &info.runtimes.default {
+        writeln!(
+            out,
+            "Default runtime:  {} ({})",
+            default.name.as_deref().unwrap_or("none"),
+            default.reason
+        )?;
+    }
     let n = &info.network;
     let mut network = serde_json::to_value(n.driver)
         .ok()
