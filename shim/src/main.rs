@@ -17,6 +17,7 @@
 
 mod args;
 mod crilog;
+mod pod_init;
 mod state;
 mod supervise;
 mod sys;
@@ -30,6 +31,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use args::Args;
 
 fn main() {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().as_deref() == Some(std::ffi::OsStr::new("--pod-init")) {
+        match argv.next() {
+            Some(root) => pod_init::run(std::path::Path::new(&root)),
+            None => {
+                println!("error usage: berth-shim --pod-init EMPTY-ROOT-DIR");
+                std::process::exit(2);
+            }
+        }
+    }
     let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(msg) => {

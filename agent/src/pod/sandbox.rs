@@ -55,6 +55,8 @@ pub fn pod_info(
         security_context: from_pod::pod_security_context(spec.security_context.as_ref())
             .map_err(config_error)?,
         host_network: spec.host_network,
+        namespaces: from_pod::pod_namespaces(spec),
+        oom: from_pod::oom_policy(spec),
     })
 }
 

@@ -8,18 +8,19 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    LinuxSeccomp, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::cgroups::CgroupMode;
 use super::config::RlimitConfig;
+use super::isolation;
 use super::oom;
 use super::process::{self, EnvDefaults, ProcessError};
 use super::rlimits::{self, HostLimits, RlimitError};
 use super::sandbox::PodSandbox;
 use super::seccomp;
+use super::seccomp_localhost;
 use super::security::{self, SecurityError};
 use super::spec::{ContainerSpec, PodInfo, SeccompProfile};
 use super::user::{self, AccountFiles, UserError, UserOverrides};
@@ -51,6 +52,8 @@ pub enum BundleError {
         "container {container:?} would run as root (uid 0) but runAsNonRoot is set: set runAsUser, or use an image whose USER is not root"
     )]
     RunsAsRoot { container: String },
+    #[error("container {container:?}: {reason}")]
+    AppArmor { container: String, reason: String },
     #[error("container {container:?}: seccomp profile {path}: {reason}")]
     SeccompProfile {
         container: String,
@@ -89,6 +92,10 @@ pub struct HostFacts {
     pub memory_total: Option<u64>,
     /// The agent's own OOM score; containers get a higher one.
     pub agent_oom_score_adj: i32,
+    /// AppArmor is enabled in the kernel.
+    pub apparmor_enabled: bool,
+    /// Where `Localhost` seccomp profiles are (the kubelet's `seccomp/`).
+    pub seccomp_profile_root: PathBuf,
 }
 
 pub struct BundleRequest<'a> {
@@ -161,7 +168,15 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         Some(allow) => !allow,
         None => !security.privileged,
     };
-    let process = ProcessBuilder::default()
+    let apparmor = isolation::app_armor(
+        security.app_armor_profile.as_ref(),
+        req.host.apparmor_enabled,
+    )
+    .map_err(|reason| BundleError::AppArmor {
+        container: name(),
+        reason,
+    })?;
+    let mut process = ProcessBuilder::default()
         .terminal(c.tty)
         .user(
             UserBuilder::default()
@@ -186,31 +201,45 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         .rlimits(rlimits)
         .no_new_privileges(no_new_privileges)
         .oom_score_adj(oom::container_score(
+            req.pod.oom,
             &c.resources,
             req.host.memory_total,
             req.host.agent_oom_score_adj,
         ))
         .build()
         .map_err(spec_err)?;
+    if apparmor.is_some() {
+        process.set_apparmor_profile(apparmor);
+    }
 
-    let seccomp = seccomp_profile(c, &security.seccomp_profile, security.privileged, &caps)?;
+    let seccomp = seccomp_profile(
+        c,
+        &security.seccomp_profile,
+        security.privileged,
+        &caps,
+        &req.host.seccomp_profile_root,
+    )?;
+    // Explicitly set even when empty: oci-spec's builder would fill in
+    // its defaults.
+    let (masked, readonly) = isolation::proc_masks(&security);
     let mut linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(req.cgroups_path))
-        .namespaces(namespaces(req.sandbox, req.host.cgroup_mode).map_err(spec_err)?)
-        .resources(resources(c, req.host, security.privileged).map_err(spec_err)?);
+        .namespaces(
+            isolation::namespaces(req.pod, req.sandbox, req.host.cgroup_mode)
+                .map_err(spec_err)?,
+        )
+        .resources(resources(c, req.host, security.privileged).map_err(spec_err)?)
+        .masked_paths(masked)
+        .readonly_paths(readonly);
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
     }
     if security.privileged {
-        // Explicitly empty: oci-spec's builder would fill in its defaults.
-        linux = linux
-            .devices(security::host_devices())
-            .masked_paths(Vec::<String>::new())
-            .readonly_paths(Vec::<String>::new());
-    } else {
-        linux = linux
-            .masked_paths(security::MASKED_PATHS.map(String::from).to_vec())
-            .readonly_paths(security::READONLY_PATHS.map(String::from).to_vec());
+        linux = linux.devices(security::host_devices());
+    }
+    let sysctls = isolation::sysctls(req.pod);
+    if !sysctls.is_empty() {
+        linux = linux.sysctl(sysctls);
     }
 
     let annotations: std::collections::HashMap<String, String> = [
@@ -279,6 +308,7 @@ fn seccomp_profile(
     profile: &Option<SeccompProfile>,
     privileged: bool,
     caps: &std::collections::BTreeSet<&str>,
+    profile_root: &Path,
 ) -> Result<Option<LinuxSeccomp>, BundleError> {
     match profile {
         Some(SeccompProfile::Unconfined) => Ok(None),
@@ -287,52 +317,28 @@ fn seccomp_profile(
         Some(SeccompProfile::Localhost(path)) => {
             let err = |reason: String| BundleError::SeccompProfile {
                 container: c.name.clone(),
-                path: path.clone(),
+                path: profile_root.join(path),
                 reason,
             };
-            // The manifest names it: read it as carefully as an image's file.
+            // The manifest names it: read it as carefully as an image's
+            // file, confined to the profile directory.
             let bytes = crate::fsutil::read_untrusted(
-                Path::new("/"),
+                profile_root,
                 &path.to_string_lossy(),
                 MAX_SECCOMP_PROFILE,
             )
             .map_err(|e| err(e.to_string()))?
             .ok_or_else(|| err("does not exist".into()))?;
-            serde_json::from_slice(&bytes)
+            let target = seccomp_localhost::Target {
+                capabilities: caps,
+                go_arch: seccomp_localhost::Target::native_go_arch(),
+                kernel: seccomp_localhost::Target::running_kernel(),
+            };
+            seccomp_localhost::convert(&bytes, &target)
                 .map(Some)
-                .map_err(|e| err(format!("not an OCI seccomp profile: {e}")))
+                .map_err(err)
         }
     }
-}
-
-fn namespaces(
-    sandbox: &PodSandbox,
-    cgroup_mode: CgroupMode,
-) -> Result<Vec<LinuxNamespace>, oci_spec::OciSpecError> {
-    let ns = |typ: LinuxNamespaceType, path: Option<&Path>| {
-        let builder = LinuxNamespaceBuilder::default().typ(typ);
-        match path {
-            Some(path) => builder.path(path.to_path_buf()).build(),
-            None => builder.build(),
-        }
-    };
-    let mut list = vec![
-        ns(LinuxNamespaceType::Pid, None)?,
-        ns(LinuxNamespaceType::Mount, None)?,
-        ns(LinuxNamespaceType::Ipc, Some(&sandbox.ipc_ns))?,
-    ];
-    if let Some(uts) = &sandbox.uts_ns {
-        list.push(ns(LinuxNamespaceType::Uts, Some(uts))?);
-    }
-    if let Some(net) = &sandbox.net_ns {
-        list.push(ns(LinuxNamespaceType::Network, Some(net))?);
-    }
-    // On cgroup v2 a private cgroup namespace hides the host's tree, as
-    // kubelet does; v1 runtimes handle /sys/fs/cgroup without one.
-    if cgroup_mode == CgroupMode::Unified {
-        list.push(ns(LinuxNamespaceType::Cgroup, None)?);
-    }
-    Ok(list)
 }
 
 fn resources(
@@ -418,7 +424,7 @@ fn mounts(req: &BundleRequest<'_>, privileged: bool) -> Result<Vec<Mount>, oci_s
         mount(
             "/dev/shm",
             "bind",
-            &sandbox.shm,
+            &isolation::shm_source(req.pod, sandbox),
             &["rbind", "nosuid", "nodev", "noexec"],
         )?,
         mount(
@@ -485,6 +491,8 @@ mod tests {
             swap_accounting: true,
             memory_total: Some(8 << 30),
             agent_oom_score_adj: oom::AGENT_OOM_SCORE_ADJ,
+            apparmor_enabled: false,
+            seccomp_profile_root: PathBuf::from("/var/lib/berth/seccomp"),
         }
     }
 

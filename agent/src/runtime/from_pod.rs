@@ -10,8 +10,9 @@ use manifests::quantity::Quantity;
 use manifests::types as api;
 
 use super::spec::{
-    Capabilities, ContainerSpec, EnvVar, HostPathType, PodSecurityContext, Resources,
-    SecurityContext, Volume, VolumeMount, VolumeSource,
+    AppArmorProfile, Capabilities, ContainerSpec, EnvVar, HostPathType, OomPolicy,
+    PodNamespaces, PodSecurityContext, QosClass, Resources, SeccompProfile, SecurityContext,
+    Volume, VolumeMount, VolumeSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,10 @@ fn resources(
     if let Some(q) = r.limits.get("memory") {
         out.memory_limit_bytes = Some(non_negative(parse("limits", "memory", q)?.value()));
     }
+    out.memory_request_bytes = match r.requests.get("memory") {
+        Some(q) => Some(non_negative(parse("requests", "memory", q)?.value())),
+        None => out.memory_limit_bytes,
+    };
     // Kubernetes defaults a missing CPU request to the limit.
     out.cpu_request_millis = match r.requests.get("cpu") {
         Some(q) => Some(non_negative(parse("requests", "cpu", q)?.millis())),
@@ -141,8 +146,92 @@ fn security_context(
         run_as_user: id(container, "runAsUser", s.run_as_user)?,
         run_as_group: id(container, "runAsGroup", s.run_as_group)?,
         run_as_non_root: s.run_as_non_root,
-        seccomp_profile: None,
+        seccomp_profile: s.seccomp_profile.as_ref().map(seccomp_profile),
+        app_armor_profile: s.app_armor_profile.as_ref().map(app_armor_profile),
+        proc_mount_unmasked: s.proc_mount == Some(api::ProcMountType::Unmasked),
     })
+}
+
+fn seccomp_profile(p: &api::SeccompProfile) -> SeccompProfile {
+    match p.type_ {
+        api::ProfileType::RuntimeDefault => SeccompProfile::RuntimeDefault,
+        api::ProfileType::Unconfined => SeccompProfile::Unconfined,
+        api::ProfileType::Localhost => {
+            SeccompProfile::Localhost(PathBuf::from(p.localhost_profile.clone().unwrap_or_default()))
+        }
+    }
+}
+
+fn app_armor_profile(p: &api::AppArmorProfile) -> AppArmorProfile {
+    match p.type_ {
+        api::ProfileType::RuntimeDefault => AppArmorProfile::RuntimeDefault,
+        api::ProfileType::Unconfined => AppArmorProfile::Unconfined,
+        api::ProfileType::Localhost => {
+            AppArmorProfile::Localhost(p.localhost_profile.clone().unwrap_or_default())
+        }
+    }
+}
+
+/// `hostPID`, `hostIPC`, `shareProcessNamespace`, `hostUsers`.
+pub fn pod_namespaces(spec: &api::PodSpec) -> PodNamespaces {
+    PodNamespaces {
+        host_pid: spec.host_pid,
+        host_ipc: spec.host_ipc,
+        share_pid: spec.share_process_namespace == Some(true),
+        user: spec.host_users == Some(false),
+    }
+}
+
+/// The pod's QoS class and criticality, for its containers' OOM scores.
+pub fn oom_policy(spec: &api::PodSpec) -> OomPolicy {
+    OomPolicy {
+        qos: qos_class(spec),
+        node_critical: spec.priority_class_name.as_deref() == Some(api::SYSTEM_NODE_CRITICAL),
+    }
+}
+
+/// Kubernetes' `ComputePodQOS` over cpu and memory of every container
+/// (init containers too), with requests defaulted to limits as the API
+/// server (and the kubelet for static pods) defaults them.
+pub fn qos_class(spec: &api::PodSpec) -> QosClass {
+    use std::collections::BTreeMap;
+    const RESOURCES: [&str; 2] = ["cpu", "memory"];
+    let positive = |q: Option<&Quantity>| {
+        q.and_then(|q| q.amount().ok())
+            .map(|a| a.millis())
+            .filter(|m| *m > 0)
+    };
+    let mut requests: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut guaranteed = true;
+    for c in spec.containers.iter().chain(&spec.init_containers) {
+        let r = c.resources.clone().unwrap_or_default();
+        let mut limits_found = 0;
+        for name in RESOURCES {
+            let limit = positive(r.limits.get(name));
+            let request = positive(r.requests.get(name).or(r.limits.get(name)));
+            if let Some(request) = request {
+                *requests.entry(name).or_default() += request;
+            }
+            if let Some(limit) = limit {
+                *limits.entry(name).or_default() += limit;
+                limits_found += 1;
+            }
+        }
+        if limits_found < RESOURCES.len() {
+            guaranteed = false;
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return QosClass::BestEffort;
+    }
+    if guaranteed
+        && requests.len() == limits.len()
+        && requests.iter().all(|(name, r)| limits.get(name) == Some(r))
+    {
+        return QosClass::Guaranteed;
+    }
+    QosClass::Burstable
 }
 
 /// The pod-level `securityContext`.
@@ -163,7 +252,13 @@ pub fn pod_security_context(
         run_as_non_root: s.run_as_non_root,
         supplemental_groups: groups,
         fs_group: id("(pod)", "fsGroup", s.fs_group)?,
-        seccomp_profile: None,
+        seccomp_profile: s.seccomp_profile.as_ref().map(seccomp_profile),
+        app_armor_profile: s.app_armor_profile.as_ref().map(app_armor_profile),
+        sysctls: s
+            .sysctls
+            .iter()
+            .map(|entry| (manifests::sysctl::normalize(&entry.name), entry.value.clone()))
+            .collect(),
     })
 }
 

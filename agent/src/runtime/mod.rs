@@ -35,6 +35,7 @@ pub mod logs;
 pub mod mountinfo;
 pub mod oci;
 pub mod oom;
+mod pod_init;
 mod pods;
 pub mod process;
 mod remove;
@@ -43,9 +44,12 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;
 pub mod seccomp_bpf;
+mod seccomp_localhost;
 pub mod security;
+mod isolation;
 pub mod shim;
 pub mod spec;
+mod sysctls;
 mod stop;
 pub mod user;
 pub mod volumes;
@@ -282,6 +286,11 @@ impl Runtime {
             swap_accounting,
             memory_total: oom::memory_total(),
             agent_oom_score_adj: oom::own_score(),
+            apparmor_enabled: isolation::apparmor_enabled(),
+            seccomp_profile_root: config
+                .seccomp_profile_root
+                .clone()
+                .unwrap_or_else(|| paths.root.join("seccomp")),
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::status::chain;
 
 use super::{
-    CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError, Volume,
-    cgroups, validate_id, volumes,
+    CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError,
+    SandboxError, Volume, cgroups, validate_id, volumes,
 };
 
 impl Runtime {
@@ -23,11 +23,20 @@ impl Runtime {
     ) -> Result<PodSandbox, RuntimeError> {
         // The UID names directories and cgroups.
         validate_id(&pod.uid)?;
+        super::sysctls::check(
+            &pod.security_context.sysctls,
+            &self.inner.config.allowed_unsafe_sysctls,
+        )
+        .map_err(|problem| SandboxError::Refused {
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            problem,
+        })?;
         Ok(PodSandbox::create(
             &self.inner.paths,
             pod,
             net_ns,
             self.inner.config.shm_size,
+            &self.inner.shim_binary,
             etc,
         )?)
     }

@@ -6,6 +6,8 @@
 //!   namespace, as in Kubernetes), created with `netplugins::ns` on
 //!   throw-away threads; the network namespace comes from the network
 //!   plugin (or none for `hostNetwork`);
+//! - with `shareProcessNamespace`, a PID namespace held by a tiny init
+//!   (see `pod_init`);
 //! - `/dev/shm`: one size-limited tmpfs per pod;
 //! - `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, bind-mounted into
 //!   every container.
@@ -19,6 +21,7 @@ use netplugins::ns::{self, NsKind};
 use nix::mount::MsFlags;
 
 use super::mountinfo;
+use super::pod_init::{PidNamespace, PodInitError};
 use super::spec::PodInfo;
 use super::volumes;
 use crate::paths::Paths;
@@ -54,6 +57,10 @@ pub enum SandboxError {
         pod: String,
         source: volumes::VolumeError,
     },
+    #[error("pod {pod}: its shared PID namespace")]
+    PodInit { pod: String, source: PodInitError },
+    #[error("pod {pod}: {problem}")]
+    Refused { pod: String, problem: String },
 }
 
 /// The content of the pod's `/etc/hosts` and `/etc/resolv.conf` (the
@@ -93,6 +100,8 @@ pub struct PodSandbox {
     pub uts_ns: Option<PathBuf>,
     /// The network namespace file, or `None` on the host network.
     pub net_ns: Option<PathBuf>,
+    /// The shared PID namespace (`shareProcessNamespace`), else `None`.
+    pub pid_ns: Option<PathBuf>,
     pub shm: PathBuf,
     pub hosts: PathBuf,
     pub hostname_file: PathBuf,
@@ -109,6 +118,10 @@ impl PodSandbox {
             ipc_ns: dir.join("ns/ipc"),
             uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
             net_ns,
+            pid_ns: pod
+                .namespaces
+                .share_pid
+                .then(|| PidNamespace::at(&dir).ns),
             shm: dir.join("shm"),
             hosts: dir.join("etc/hosts"),
             hostname_file: dir.join("etc/hostname"),
@@ -118,12 +131,14 @@ impl PodSandbox {
     }
 
     /// Creates (or completes, after a crash) the sandbox of `pod`.
-    /// Idempotent: an existing namespace or mount is kept.
+    /// Idempotent: an existing namespace or mount is kept. `shim` is the
+    /// berth-shim binary (the init of a shared PID namespace).
     pub fn create(
         paths: &Paths,
         pod: &PodInfo,
         net_ns: Option<PathBuf>,
         shm_size: u64,
+        shim: &Path,
         etc: &EtcFiles,
     ) -> Result<Self, SandboxError> {
         let sandbox = Self::at(paths, pod, net_ns);
@@ -145,6 +160,15 @@ impl PodSandbox {
                 hostname: pod.hostname.clone(),
                 source,
             })?;
+        }
+
+        if pod.namespaces.share_pid {
+            PidNamespace::at(&sandbox.dir)
+                .ensure(shim)
+                .map_err(|source| SandboxError::PodInit {
+                    pod: name.clone(),
+                    source,
+                })?;
         }
 
         let io = |action, path: &Path| {
@@ -192,6 +216,13 @@ impl PodSandbox {
         let dir = paths.pod_run_dir(pod_uid);
         let pod = pod_uid.to_string();
         let mut errors = Vec::new();
+        // Killing the init ends whatever its namespace still holds.
+        if let Err(source) = PidNamespace::at(&dir).remove() {
+            errors.push(SandboxError::PodInit {
+                pod: pod.clone(),
+                source,
+            });
+        }
         for kind in ["ipc", "uts"] {
             if let Err(source) = ns::remove(&dir.join("ns").join(kind)) {
                 errors.push(SandboxError::Namespace {
@@ -225,6 +256,17 @@ impl PodSandbox {
             });
         }
         errors
+    }
+}
+
+impl PodSandbox {
+    /// False when the sandbox has a shared PID namespace whose init is
+    /// gone (the namespace is dead: the pod must be made again). Found
+    /// from the files alone, so it holds for a sandbox located without
+    /// the pod's spec.
+    pub fn shared_pid_alive(&self) -> bool {
+        let pid = PidNamespace::at(&self.dir);
+        !pid.exists() || pid.running_init().is_some()
     }
 }
 

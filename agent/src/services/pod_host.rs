@@ -185,11 +185,13 @@ impl Sandboxes for RuntimeHost {
             .chain(sandbox.uts_ns.clone())
             .chain(sandbox.net_ns.clone())
             .collect();
+        let sandbox = sandbox.clone();
         Box::pin(async move {
             blocking(move || {
                 Ok(namespaces
                     .iter()
-                    .all(|path| netplugins::ns::is_namespace(path)))
+                    .all(|path| netplugins::ns::is_namespace(path))
+                    && sandbox.shared_pid_alive())
             })
             .await
             .unwrap_or(false)
