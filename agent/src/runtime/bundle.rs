@@ -225,8 +225,7 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
     let mut linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(req.cgroups_path))
         .namespaces(
-            isolation::namespaces(req.pod, req.sandbox, req.host.cgroup_mode)
-                .map_err(spec_err)?,
+            isolation::namespaces(req.pod, req.sandbox, req.host.cgroup_mode).map_err(spec_err)?,
         )
         .resources(resources(c, req.host, security.privileged).map_err(spec_err)?)
         .masked_paths(masked)
@@ -476,6 +475,7 @@ mod tests {
         Capabilities, EnvVar, PodSecurityContext, Resources, SecurityContext,
     };
     use oci_spec::image::ConfigBuilder;
+    use oci_spec::runtime::LinuxNamespaceType;
 
     struct NoClamp;
     impl HostLimits for NoClamp {
@@ -794,9 +794,12 @@ mod tests {
             cpu_limit_millis: Some(500),
             cpu_request_millis: Some(250),
             memory_limit_bytes: Some(64 << 20),
+            memory_request_bytes: Some(64 << 20),
             pids_limit: Some(100),
         };
-        let bundle = build_with(&c, &pod(), Some(&image())).expect("bundle");
+        let mut burstable = pod();
+        burstable.oom.qos = crate::runtime::spec::QosClass::Burstable;
+        let bundle = build_with(&c, &burstable, Some(&image())).expect("bundle");
         let resources = bundle
             .spec
             .linux()
@@ -831,6 +834,80 @@ mod tests {
             "BestEffort"
         );
         assert!(resources.memory().is_none());
+    }
+
+    /// Pod fields → OCI spec fragments.
+    #[test]
+    fn pod_security_fields_reach_the_spec() {
+        use crate::runtime::spec::{OomPolicy, PodNamespaces, QosClass};
+        let mut p = pod();
+        p.namespaces = PodNamespaces {
+            host_ipc: true,
+            share_pid: true,
+            ..Default::default()
+        };
+        p.oom = OomPolicy {
+            qos: QosClass::Guaranteed,
+            node_critical: false,
+        };
+        p.security_context.sysctls =
+            vec![("net.ipv4.ip_unprivileged_port_start".into(), "0".into())];
+        let mut c = container();
+        c.security_context.proc_mount_unmasked = true;
+        c.security_context.seccomp_profile = Some(SeccompProfile::Unconfined);
+        let bundle = build_with(&c, &p, Some(&image())).expect("bundle");
+        let json = serde_json::to_value(&bundle.spec).expect("json");
+        assert_eq!(json["process"]["oomScoreAdj"], -997);
+        assert_eq!(
+            json["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(json["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert!(json["linux"]["seccomp"].is_null());
+        let namespaces = json["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(namespaces.iter().all(|n| n["type"] != "ipc"), "hostIPC");
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "pid" && n["path"] == "/run/berth/pods/uid-1/ns/pid")
+        );
+        let mounts = json["mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == "/dev/shm" && m["source"] == "/dev/shm")
+        );
+    }
+
+    #[test]
+    fn localhost_seccomp_profiles_come_from_the_profile_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("profiles")).expect("mkdir");
+        std::fs::write(
+            root.path().join("profiles/deny-mkdir.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+        )
+        .expect("profile");
+        let caps = std::collections::BTreeSet::new();
+        let profile = SeccompProfile::Localhost(PathBuf::from("profiles/deny-mkdir.json"));
+        let seccomp = seccomp_profile(&container(), &Some(profile), false, &caps, root.path())
+            .expect("loads")
+            .expect("a profile");
+        let json = serde_json::to_value(&seccomp).expect("json");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            json["syscalls"][0]["names"],
+            serde_json::json!(["mkdir", "mkdirat"])
+        );
+        let missing = SeccompProfile::Localhost(PathBuf::from("nope.json"));
+        let err = seccomp_profile(&container(), &Some(missing), false, &caps, root.path())
+            .map(|_| ())
+            .expect_err("missing");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        // `..` cannot leave the directory.
+        let escape = SeccompProfile::Localhost(PathBuf::from("../../etc/passwd"));
+        assert!(seccomp_profile(&container(), &Some(escape), false, &caps, root.path()).is_err());
     }
 
     #[test]

@@ -10,9 +10,9 @@ use manifests::quantity::Quantity;
 use manifests::types as api;
 
 use super::spec::{
-    AppArmorProfile, Capabilities, ContainerSpec, EnvVar, HostPathType, OomPolicy,
-    PodNamespaces, PodSecurityContext, QosClass, Resources, SeccompProfile, SecurityContext,
-    Volume, VolumeMount, VolumeSource,
+    AppArmorProfile, Capabilities, ContainerSpec, EnvVar, HostPathType, OomPolicy, PodNamespaces,
+    PodSecurityContext, QosClass, Resources, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -156,9 +156,9 @@ fn seccomp_profile(p: &api::SeccompProfile) -> SeccompProfile {
     match p.type_ {
         api::ProfileType::RuntimeDefault => SeccompProfile::RuntimeDefault,
         api::ProfileType::Unconfined => SeccompProfile::Unconfined,
-        api::ProfileType::Localhost => {
-            SeccompProfile::Localhost(PathBuf::from(p.localhost_profile.clone().unwrap_or_default()))
-        }
+        api::ProfileType::Localhost => SeccompProfile::Localhost(PathBuf::from(
+            p.localhost_profile.clone().unwrap_or_default(),
+        )),
     }
 }
 
@@ -257,7 +257,12 @@ pub fn pod_security_context(
         sysctls: s
             .sysctls
             .iter()
-            .map(|entry| (manifests::sysctl::normalize(&entry.name), entry.value.clone()))
+            .map(|entry| {
+                (
+                    manifests::sysctl::normalize(&entry.name),
+                    entry.value.clone(),
+                )
+            })
             .collect(),
     })
 }
@@ -374,6 +379,89 @@ mod tests {
             err.to_string().contains("securityContext.fsGroup: -5"),
             "{err}"
         );
+    }
+
+    fn with_resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> api::Container {
+        let map = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), Quantity::new(*v)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        api::Container {
+            name: "c".into(),
+            resources: Some(api::ResourceRequirements {
+                requests: map(requests),
+                limits: map(limits),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Kubernetes' QoS classes, from every container's cpu and memory.
+    #[test]
+    fn qos_classes_follow_kubernetes() {
+        let full = [("cpu", "500m"), ("memory", "128Mi")];
+        let cases: Vec<(Vec<api::Container>, QosClass)> = vec![
+            (vec![with_resources(&[], &[])], QosClass::BestEffort),
+            (
+                vec![with_resources(&[], &[("ephemeral-storage", "1Gi")])],
+                QosClass::BestEffort,
+            ),
+            // Requests default to limits.
+            (vec![with_resources(&[], &full)], QosClass::Guaranteed),
+            (vec![with_resources(&full, &full)], QosClass::Guaranteed),
+            (
+                vec![with_resources(&[("cpu", "250m")], &full)],
+                QosClass::Burstable,
+            ),
+            (
+                vec![with_resources(&[], &[("memory", "128Mi")])],
+                QosClass::Burstable,
+            ),
+            (
+                vec![with_resources(&[("cpu", "1")], &[])],
+                QosClass::Burstable,
+            ),
+            // One container without limits spoils the pod.
+            (
+                vec![with_resources(&[], &full), with_resources(&[], &[])],
+                QosClass::Burstable,
+            ),
+        ];
+        for (containers, want) in cases {
+            let spec = api::PodSpec {
+                containers,
+                ..Default::default()
+            };
+            assert_eq!(qos_class(&spec), want, "{:?}", spec.containers);
+        }
+        let critical = api::PodSpec {
+            containers: vec![with_resources(&[], &[])],
+            priority_class_name: Some("system-node-critical".into()),
+            ..Default::default()
+        };
+        assert!(oom_policy(&critical).node_critical);
+        let cluster = api::PodSpec {
+            priority_class_name: Some("system-cluster-critical".into()),
+            ..critical
+        };
+        assert!(
+            !oom_policy(&cluster).node_critical,
+            "as the kubelet: node-critical only"
+        );
+    }
+
+    #[test]
+    fn memory_request_defaults_to_the_limit() {
+        let spec =
+            container_spec(&with_resources(&[], &[("memory", "64Mi")]), vec![]).expect("maps");
+        assert_eq!(spec.resources.memory_request_bytes, Some(64 << 20));
+        let spec = container_spec(
+            &with_resources(&[("memory", "32Mi")], &[("memory", "64Mi")]),
+            vec![],
+        )
+        .expect("maps");
+        assert_eq!(spec.resources.memory_request_bytes, Some(32 << 20));
     }
 
     #[test]

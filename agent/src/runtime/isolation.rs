@@ -187,7 +187,10 @@ mod tests {
             host_ipc: true,
             ..Default::default()
         });
-        assert_eq!(shm_source(&shared, &sandbox(&shared)), Path::new("/dev/shm"));
+        assert_eq!(
+            shm_source(&shared, &sandbox(&shared)),
+            Path::new("/dev/shm")
+        );
         let own = pod(PodNamespaces::default());
         assert_eq!(
             shm_source(&own, &sandbox(&own)),
@@ -210,8 +213,14 @@ mod tests {
         assert_eq!(app_armor(Some(&local), true), Ok(Some("k8s-nginx".into())));
         let err = app_armor(Some(&local), false).expect_err("no AppArmor");
         assert!(err.contains("not enabled"), "{err}");
-        assert_eq!(app_armor(Some(&AppArmorProfile::RuntimeDefault), false), Ok(None));
-        assert_eq!(app_armor(Some(&AppArmorProfile::Unconfined), false), Ok(None));
+        assert_eq!(
+            app_armor(Some(&AppArmorProfile::RuntimeDefault), false),
+            Ok(None)
+        );
+        assert_eq!(
+            app_armor(Some(&AppArmorProfile::Unconfined), false),
+            Ok(None)
+        );
         assert_eq!(app_armor(None, true), Ok(None));
     }
 }

@@ -133,7 +133,10 @@ mod tests {
             );
         }
         // Unknown RAM: as if the request were nothing.
-        assert_eq!(container_score(burstable, &request(Some(GIB)), None, agent), 999);
+        assert_eq!(
+            container_score(burstable, &request(Some(GIB)), None, agent),
+            999
+        );
     }
 
     #[test]

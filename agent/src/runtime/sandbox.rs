@@ -118,10 +118,7 @@ impl PodSandbox {
             ipc_ns: dir.join("ns/ipc"),
             uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
             net_ns,
-            pid_ns: pod
-                .namespaces
-                .share_pid
-                .then(|| PidNamespace::at(&dir).ns),
+            pid_ns: pod.namespaces.share_pid.then(|| PidNamespace::at(&dir).ns),
             shm: dir.join("shm"),
             hosts: dir.join("etc/hosts"),
             hostname_file: dir.join("etc/hostname"),

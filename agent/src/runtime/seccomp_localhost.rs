@@ -130,7 +130,10 @@ fn applies(rule: &Map<String, Value>, target: &Target<'_>) -> Result<bool, Strin
     };
     if let Some(includes) = rule.get("includes") {
         let caps = strings(includes, "caps");
-        if !caps.iter().all(|c| target.capabilities.contains(c.as_str())) {
+        if !caps
+            .iter()
+            .all(|c| target.capabilities.contains(c.as_str()))
+        {
             return Ok(false);
         }
         let arches = strings(includes, "arches");
@@ -146,10 +149,16 @@ fn applies(rule: &Map<String, Value>, target: &Target<'_>) -> Result<bool, Strin
     }
     if let Some(excludes) = rule.get("excludes") {
         let caps = strings(excludes, "caps");
-        if caps.iter().any(|c| target.capabilities.contains(c.as_str())) {
+        if caps
+            .iter()
+            .any(|c| target.capabilities.contains(c.as_str()))
+        {
             return Ok(false);
         }
-        if strings(excludes, "arches").iter().any(|a| a == target.go_arch) {
+        if strings(excludes, "arches")
+            .iter()
+            .any(|a| a == target.go_arch)
+        {
             return Ok(false);
         }
     }
@@ -160,7 +169,7 @@ fn applies(rule: &Map<String, Value>, target: &Target<'_>) -> Result<bool, Strin
 mod tests {
     use super::*;
 
-    fn target(caps: &BTreeSet<&'static str>) -> Target<'_> {
+    fn target<'a>(caps: &'a BTreeSet<&'a str>) -> Target<'a> {
         Target {
             capabilities: caps,
             go_arch: "amd64",
@@ -202,9 +211,18 @@ mod tests {
             .clone()
             .unwrap_or_default()
             .iter()
-            .map(|a| serde_json::to_value(a).expect("json").as_str().unwrap_or("").to_string())
+            .map(|a| {
+                serde_json::to_value(a)
+                    .expect("json")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect();
-        assert_eq!(arches, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+        assert_eq!(
+            arches,
+            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        );
         let caps = BTreeSet::from(["SYS_PTRACE", "SYS_ADMIN"]);
         let profile = convert(docker, &target(&caps)).expect("converts");
         assert_eq!(names(&profile), ["mkdir", "mkdirat", "bpf"]);
@@ -218,7 +236,11 @@ mod tests {
         let profile = convert(oci, &target(&caps)).expect("converts");
         assert_eq!(names(&profile), ["read"]);
         assert!(convert(b"[]", &target(&caps)).is_err());
-        assert!(convert(b"{}", &target(&caps)).expect_err("no action").contains("defaultAction"));
+        assert!(
+            convert(b"{}", &target(&caps))
+                .expect_err("no action")
+                .contains("defaultAction")
+        );
         assert!(convert(b"{\"defaultAction\": \"SCMP_ACT_NOPE\"}", &target(&caps)).is_err());
         assert_eq!(kernel_version("6.18.44-fc-v1300"), Some((6, 18)));
     }

@@ -175,3 +175,146 @@ fn relative_path(file: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    fn diagnostics(spec: &str) -> Vec<(Severity, String)> {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{spec}  containers:\n  - name: app\n    image: busybox\n"
+        );
+        crate::parse_file(std::path::Path::new("pod.yaml"), yaml.as_bytes())
+            .all_diagnostics()
+            .map(|d| (d.severity, d.message.clone()))
+            .collect()
+    }
+
+    /// (pod spec lines, the one diagnostic expected: severity and a part
+    /// of its message; `None`: none at all).
+    #[test]
+    fn namespaces_profiles_sysctls_and_priority() {
+        let cases: &[(&str, Option<(Severity, &str)>)] = &[
+            (
+                "  hostPID: true\n  hostIPC: true\n  shareProcessNamespace: false\n",
+                None,
+            ),
+            ("  hostUsers: false\n", None),
+            (
+                "  hostPID: true\n  shareProcessNamespace: true\n",
+                Some((Severity::Error, "cannot both be true")),
+            ),
+            (
+                "  hostUsers: false\n  hostNetwork: true\n",
+                Some((
+                    Severity::Error,
+                    "hostNetwork cannot be true when hostUsers is false",
+                )),
+            ),
+            (
+                "  priorityClassName: system-node-critical\n  priority: 2000001000\n",
+                None,
+            ),
+            (
+                "  priorityClassName: high\n",
+                Some((Severity::Warning, "no API server: PriorityClass `high`")),
+            ),
+            (
+                "  securityContext:\n    seccompProfile:\n      type: Localhost\n      localhostProfile: profiles/deny.json\n",
+                None,
+            ),
+            (
+                "  securityContext:\n    seccompProfile:\n      type: Localhost\n",
+                Some((Severity::Error, "type Localhost needs localhostProfile")),
+            ),
+            (
+                "  securityContext:\n    seccompProfile:\n      type: Localhost\n      localhostProfile: ../etc/x.json\n",
+                Some((Severity::Error, "must not contain `..`")),
+            ),
+            (
+                "  securityContext:\n    seccompProfile:\n      type: RuntimeDefault\n      localhostProfile: x.json\n",
+                Some((Severity::Error, "only be set with type Localhost")),
+            ),
+            (
+                "  securityContext:\n    appArmorProfile:\n      type: Localhost\n      localhostProfile: k8s-nginx\n",
+                None,
+            ),
+            (
+                "  securityContext:\n    sysctls:\n    - name: net.ipv4.ip_unprivileged_port_start\n      value: \"0\"\n    - name: net/core/somaxconn\n      value: \"1024\"\n",
+                None,
+            ),
+            (
+                "  securityContext:\n    sysctls:\n    - name: vm.swappiness\n      value: \"10\"\n",
+                Some((Severity::Error, "sysctl vm.swappiness is not namespaced")),
+            ),
+            (
+                "  hostNetwork: true\n  securityContext:\n    sysctls:\n    - name: net.core.somaxconn\n      value: \"10\"\n",
+                Some((Severity::Error, "not allowed with hostNetwork")),
+            ),
+            (
+                "  securityContext:\n    sysctls:\n    - name: kernel.shmmax\n      value: \"1\"\n    - name: kernel/shmmax\n      value: \"2\"\n",
+                Some((Severity::Error, "already set by")),
+            ),
+        ];
+        for (spec, want) in cases {
+            let found = diagnostics(spec);
+            match want {
+                None => assert!(found.is_empty(), "{spec}: {found:?}"),
+                Some((severity, part)) => assert!(
+                    found.len() == 1 && found[0].0 == *severity && found[0].1.contains(part),
+                    "{spec}: want one {severity:?} with {part:?}, got {found:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn proc_mount_unmasked_needs_a_user_namespace() {
+        let container = "    securityContext:\n      procMount: Unmasked\n";
+        let yaml = |spec: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{spec}  containers:\n  - name: app\n    image: busybox\n{container}"
+            )
+        };
+        let found: Vec<String> =
+            crate::parse_file(std::path::Path::new("p.yaml"), yaml("").as_bytes())
+                .all_diagnostics()
+                .map(|d| d.message.clone())
+                .collect();
+        assert!(
+            found.len() == 1 && found[0].contains("needs hostUsers: false"),
+            "{found:?}"
+        );
+        let found = crate::parse_file(
+            std::path::Path::new("p.yaml"),
+            yaml("  hostUsers: false\n").as_bytes(),
+        );
+        assert_eq!(found.all_diagnostics().count(), 0);
+    }
+
+    /// What `kubectl run --dry-run=client -o yaml` writes: nothing to say.
+    #[test]
+    fn kubectl_run_output_validates_silently() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  creationTimestamp: null\n  labels:\n    run: nginx\n  name: nginx\nspec:\n  containers:\n  - image: nginx\n    name: nginx\n    resources: {}\n  dnsPolicy: ClusterFirst\n  restartPolicy: Always\nstatus: {}\n";
+        let parsed = crate::parse_file(std::path::Path::new("nginx.yaml"), yaml.as_bytes());
+        let found: Vec<String> = parsed.all_diagnostics().map(|d| d.to_string()).collect();
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn ignored_fields_say_why() {
+        let found = diagnostics(
+            "  serviceAccountName: builder\n  tolerations:\n  - operator: Exists\n  os:\n    name: linux\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].1.contains("`spec.serviceAccountName` is a Kubernetes field that berth ignores: no API server: no service account token is projected"),
+            "{found:?}"
+        );
+        let found = diagnostics("  os:\n    name: windows\n");
+        assert!(
+            found.len() == 1 && found[0].1.contains("Linux containers only"),
+            "{found:?}"
+        );
+    }
+}
