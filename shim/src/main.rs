@@ -22,6 +22,7 @@ mod state;
 mod supervise;
 mod sys;
 mod timefmt;
+mod userns_hold;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -32,7 +33,11 @@ use args::Args;
 
 fn main() {
     let mut argv = std::env::args_os().skip(1);
-    if argv.next().as_deref() == Some(std::ffi::OsStr::new("--pod-init")) {
+    let first = argv.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new("--userns-hold")) {
+        userns_hold::run();
+    }
+    if first.as_deref() == Some(std::ffi::OsStr::new("--pod-init")) {
         match argv.next() {
             Some(root) => pod_init::run(std::path::Path::new(&root)),
             None => {

@@ -17,6 +17,7 @@ for_each_runtime!(
     process_namespaces_shared_with_the_pod_or_the_host,
     sysctls_are_set_allowlisted_or_refused,
     oom_scores_follow_the_qos_class_and_priority,
+    host_users_false_runs_the_pod_in_its_own_user_namespace,
 );
 
 /// A pod with its own network namespace (the world's `none` driver):
@@ -386,4 +387,60 @@ fn oom_scores_follow_the_qos_class_and_priority(runtime: &str) {
             .expect("a number");
         assert_eq!(score, want, "{name} (agent at {agent})");
     }
+}
+
+fn host_users_false_runs_the_pod_in_its_own_user_namespace(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    world.start_agent();
+    let (out, volume) = out_dir(&world);
+    let script = "{ cat /proc/self/uid_map; id -u; \
+                  if touch /made-by-root; then echo wrote; else echo refused; fi; \
+                  busybox stat -c '%u' /bin/busybox; } > /out/tmp 2>&1; mv /out/tmp /out/userns; \
+                  exec sleep 1000";
+    let containers = [
+        container(&world, "a", script, MOUNT_OUT),
+        container(&world, "b", "exec sleep 1000", ""),
+    ]
+    .concat();
+    world.write_manifest(
+        "userns.yaml",
+        &pod_yaml(
+            &world,
+            "userns",
+            &format!("  hostUsers: false\n{volume}"),
+            &containers,
+        ),
+    );
+    let pids = running(&world, "userns", &["a", "b"]);
+    let seen = answer(&out, "userns");
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 4, "{seen}");
+    let map: Vec<u64> = lines[0]
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    // Inside: 0..65536 mapped to a block of host IDs above 65535.
+    assert_eq!(map[0], 0, "{seen}");
+    assert!(map[1] >= 65536 && map[1] % 65536 == 0, "{seen}");
+    assert_eq!(map[2], 65536, "{seen}");
+    assert_eq!(lines[1], "0", "root inside");
+    assert_eq!(lines[2], "wrote", "root inside owns its root file system");
+    assert_eq!(
+        lines[3], "0",
+        "image files owned by the pod's root (idmapped layers)"
+    );
+    // Outside: the process runs as the block's first ID, in a user
+    // namespace both containers share.
+    let uid = status_field(pids[0], "Uid");
+    assert!(
+        uid.starts_with(&format!("{}\t", map[1])),
+        "host view: {uid}"
+    );
+    assert_eq!(status_field(pids[1], "Uid"), uid);
+    // The image's layers on disk are untouched (still owned by 0).
+    let layer_owned_by_root = std::fs::read_dir(world.dirs.root.join("snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .any(|e| std::os::unix::fs::MetadataExt::uid(&e.metadata().expect("meta")) == 0);
+    assert!(layer_owned_by_root);
 }

@@ -110,6 +110,8 @@ pub struct BundleRequest<'a> {
     pub rlimits: &'a BTreeMap<String, RlimitConfig>,
     pub host: &'a HostFacts,
     pub host_limits: &'a dyn HostLimits,
+    /// The pod's ID mapping (`hostUsers: false`), else `None`.
+    pub id_mapping: Option<super::userns::IdMapping>,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +237,10 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
     }
     if security.privileged {
         linux = linux.devices(security::host_devices());
+    }
+    let mappings = isolation::id_mappings(req.id_mapping);
+    if !mappings.is_empty() {
+        linux = linux.uid_mappings(mappings.clone()).gid_mappings(mappings);
     }
     let sysctls = isolation::sysctls(req.pod);
     if !sysctls.is_empty() {
@@ -562,6 +568,7 @@ mod tests {
             rlimits: &rlimits,
             host: &host,
             host_limits: &NoClamp,
+            id_mapping: None,
         })
     }
 
@@ -754,6 +761,7 @@ mod tests {
             rlimits: &BTreeMap::new(),
             host: &host,
             host_limits: &NoClamp,
+            id_mapping: None,
         })
         .expect("bundle");
         let namespaces = bundle

@@ -19,6 +19,8 @@ use serde::Deserialize;
 ///
 /// seccomp-profile-root = "/var/lib/berth/seccomp"  # Localhost seccomp profiles
 /// allowed-unsafe-sysctls = ["net.core.somaxconn"]  # besides the kubelet's safe set
+/// userns-first-id = 65536           # hostUsers: false pods get 65536 IDs each
+/// userns-id-count = 4294901760      # from this range
 ///
 /// [runtime.rlimits]                 # defaults for every container; clamped
 /// nofile = { soft = 1024, hard = 524288 }  # to the agent's own hard limits
@@ -52,6 +54,10 @@ pub struct RuntimeConfig {
     /// (the kubelet's `--allowed-unsafe-sysctls`): names, or prefixes
     /// ending in `*` (`net.core.*`).
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The host IDs `hostUsers: false` pods get, 65536 per pod (the
+    /// kubelet's default: 65536 up to 2^32).
+    pub userns_first_id: u32,
+    pub userns_id_count: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -76,6 +82,8 @@ impl Default for RuntimeConfig {
             start_timeout_secs: 120,
             seccomp_profile_root: None,
             allowed_unsafe_sysctls: Vec::new(),
+            userns_first_id: 65536,
+            userns_id_count: u32::MAX - 65535,
         }
     }
 }

@@ -7,12 +7,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType,
+};
 
 use super::cgroups::CgroupMode;
 use super::sandbox::PodSandbox;
 use super::security;
 use super::spec::{AppArmorProfile, PodInfo, SecurityContext};
+use super::userns::IdMapping;
 
 /// The container's namespaces: joined from the sandbox (by path), the
 /// host's (left out), or new.
@@ -29,6 +33,10 @@ pub fn namespaces(
         }
     };
     let mut list = Vec::new();
+    // Joined first by the runtimes, so the others are entered as its root.
+    if let Some(user) = &sandbox.user_ns {
+        list.push(ns(LinuxNamespaceType::User, Some(user))?);
+    }
     if !pod.namespaces.host_pid {
         list.push(ns(LinuxNamespaceType::Pid, sandbox.pid_ns.as_deref())?);
     }
@@ -95,6 +103,21 @@ pub fn app_armor(
     }
 }
 
+/// `linux.uidMappings` / `gidMappings`: the pod's root at `host_id`.
+pub fn id_mappings(mapping: Option<IdMapping>) -> Vec<LinuxIdMapping> {
+    mapping
+        .map(|m| {
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(m.host_id)
+                .size(m.size)
+                .build()
+                .expect("every field is set")
+        })
+        .into_iter()
+        .collect()
+}
+
 /// Whether the kernel has AppArmor enabled.
 pub fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
@@ -105,6 +128,7 @@ pub fn apparmor_enabled() -> bool {
 mod tests {
     use super::*;
     use crate::runtime::spec::PodNamespaces;
+    use crate::runtime::userns::IdMapping;
 
     fn pod(namespaces: PodNamespaces) -> PodInfo {
         PodInfo {
@@ -179,6 +203,31 @@ mod tests {
         for (namespaces, want) in cases {
             assert_eq!(table(namespaces), want, "{namespaces:?}");
         }
+    }
+
+    #[test]
+    fn a_user_namespace_is_joined_from_the_sandbox() {
+        let p = pod(PodNamespaces {
+            user: true,
+            ..Default::default()
+        });
+        let list = namespaces_of(&p);
+        assert_eq!(
+            list.first(),
+            Some(&(
+                LinuxNamespaceType::User,
+                Some(PathBuf::from("/run/berth/pods/uid-1/ns/user"))
+            ))
+        );
+        assert_eq!(
+            id_mappings(Some(IdMapping {
+                host_id: 131072,
+                size: 65536
+            }))
+            .len(),
+            1
+        );
+        assert!(id_mappings(None).is_empty());
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod create;
 mod exec;
 pub mod from_pod;
 mod handlers;
+mod idmap;
 mod inspect;
 mod isolation;
 pub mod logs;
@@ -51,7 +52,9 @@ pub mod shim;
 pub mod spec;
 mod stop;
 mod sysctls;
+mod traverse;
 pub mod user;
+mod userns;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -126,6 +129,8 @@ pub enum RuntimeError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     User(#[from] user::UserError),
+    #[error(transparent)]
+    Traverse(#[from] traverse::TraverseError),
     /// Both failures, the creation's with its causes first; neither is
     /// a `source()`, since a chain has room for one cause only.
     #[error(

@@ -23,6 +23,7 @@ use nix::mount::MsFlags;
 use super::mountinfo;
 use super::pod_init::{PidNamespace, PodInitError};
 use super::spec::PodInfo;
+use super::userns::{IdRange, UserNamespace, UserNsError};
 use super::volumes;
 use crate::paths::Paths;
 
@@ -59,6 +60,8 @@ pub enum SandboxError {
     },
     #[error("pod {pod}: its shared PID namespace")]
     PodInit { pod: String, source: PodInitError },
+    #[error("pod {pod}: its user namespace")]
+    UserNamespace { pod: String, source: UserNsError },
     #[error("pod {pod}: {problem}")]
     Refused { pod: String, problem: String },
 }
@@ -88,6 +91,18 @@ impl EtcFiles {
     }
 }
 
+/// How sandboxes are made on this host.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxOptions<'a> {
+    /// Size of each pod's /dev/shm, in bytes.
+    pub shm_size: u64,
+    /// berth-shim: the init of a shared PID namespace, the holder of a
+    /// new user namespace.
+    pub shim: &'a Path,
+    /// The host IDs of `hostUsers: false` pods.
+    pub userns_range: IdRange,
+}
+
 /// A pod's shared state on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSandbox {
@@ -102,6 +117,8 @@ pub struct PodSandbox {
     pub net_ns: Option<PathBuf>,
     /// The shared PID namespace (`shareProcessNamespace`), else `None`.
     pub pid_ns: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`), else `None`.
+    pub user_ns: Option<PathBuf>,
     pub shm: PathBuf,
     pub hosts: PathBuf,
     pub hostname_file: PathBuf,
@@ -119,6 +136,7 @@ impl PodSandbox {
             uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
             net_ns,
             pid_ns: pod.namespaces.share_pid.then(|| PidNamespace::at(&dir).ns),
+            user_ns: pod.namespaces.user.then(|| UserNamespace::at(&dir).ns),
             shm: dir.join("shm"),
             hosts: dir.join("etc/hosts"),
             hostname_file: dir.join("etc/hostname"),
@@ -128,14 +146,12 @@ impl PodSandbox {
     }
 
     /// Creates (or completes, after a crash) the sandbox of `pod`.
-    /// Idempotent: an existing namespace or mount is kept. `shim` is the
-    /// berth-shim binary (the init of a shared PID namespace).
+    /// Idempotent: an existing namespace or mount is kept.
     pub fn create(
         paths: &Paths,
         pod: &PodInfo,
         net_ns: Option<PathBuf>,
-        shm_size: u64,
-        shim: &Path,
+        options: &SandboxOptions<'_>,
         etc: &EtcFiles,
     ) -> Result<Self, SandboxError> {
         let sandbox = Self::at(paths, pod, net_ns);
@@ -144,6 +160,8 @@ impl PodSandbox {
             pod: name.clone(),
             source,
         };
+        // First: the IPC and UTS namespaces are made with it, owned by it.
+        sandbox.ensure_user_namespace(paths, pod, options)?;
         ns::create(NsKind::Ipc, &sandbox.ipc_ns).map_err(ns_err)?;
         if let Some(uts_ns) = &sandbox.uts_ns {
             ns::create(NsKind::Uts, uts_ns).map_err(ns_err)?;
@@ -161,7 +179,7 @@ impl PodSandbox {
 
         if pod.namespaces.share_pid {
             PidNamespace::at(&sandbox.dir)
-                .ensure(shim)
+                .ensure(options.shim)
                 .map_err(|source| SandboxError::PodInit {
                     pod: name.clone(),
                     source,
@@ -185,7 +203,7 @@ impl PodSandbox {
                 &sandbox.shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(format!("mode=1777,size={shm_size}").as_str()),
+                Some(format!("mode=1777,size={}", options.shm_size).as_str()),
             )
             .map_err(|source| SandboxError::Shm {
                 pod: name.clone(),
@@ -228,6 +246,12 @@ impl PodSandbox {
                 });
             }
         }
+        if let Err(source) = UserNamespace::at(&dir).remove() {
+            errors.push(SandboxError::UserNamespace {
+                pod: pod.clone(),
+                source,
+            });
+        }
         errors.extend(
             volumes::remove_pod_volumes(paths, pod_uid)
                 .into_iter()
@@ -257,6 +281,34 @@ impl PodSandbox {
 }
 
 impl PodSandbox {
+    /// `hostUsers: false`: the pod's user namespace and, owned by it, its
+    /// IPC, UTS and network namespaces. Nothing otherwise. Idempotent.
+    pub fn ensure_user_namespace(
+        &self,
+        paths: &Paths,
+        pod: &PodInfo,
+        options: &SandboxOptions<'_>,
+    ) -> Result<(), SandboxError> {
+        if !pod.namespaces.user {
+            return Ok(());
+        }
+        let uts = self
+            .uts_ns
+            .clone()
+            .unwrap_or_else(|| self.dir.join("ns/uts"));
+        let mut owned = vec![(self.ipc_ns.as_path(), "ipc"), (uts.as_path(), "uts")];
+        if let Some(net) = &self.net_ns {
+            owned.push((net.as_path(), "net"));
+        }
+        UserNamespace::at(&self.dir)
+            .ensure(options.shim, &owned, options.userns_range, &paths.pods())
+            .map(|_| ())
+            .map_err(|source| SandboxError::UserNamespace {
+                pod: pod_name(pod),
+                source,
+            })
+    }
+
     /// False when the sandbox has a shared PID namespace whose init is
     /// gone (the namespace is dead: the pod must be made again). Found
     /// from the files alone, so it holds for a sandbox located without

@@ -211,6 +211,14 @@ impl Sandboxes for RuntimeHost {
         })
     }
 
+    fn create_user_namespace<'a>(&'a self, pod: &'a PodInfo) -> BoxFuture<'a, HostResult<()>> {
+        Box::pin(async move {
+            let runtime = self.runtime()?;
+            let pod = pod.clone();
+            blocking(move || Ok(runtime.create_user_namespace(&pod)?)).await
+        })
+    }
+
     fn volume_dir(&self, pod_uid: &str, volume: &str) -> PathBuf {
         self.paths.pod_run_dir(pod_uid).join("volumes").join(volume)
     }
