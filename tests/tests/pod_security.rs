@@ -397,9 +397,21 @@ fn host_users_false_runs_the_pod_in_its_own_user_namespace(runtime: &str) {
                   if touch /made-by-root; then echo wrote; else echo refused; fi; \
                   busybox stat -c '%u' /bin/busybox; } > /out/tmp 2>&1; mv /out/tmp /out/userns; \
                   exec sleep 1000";
+    // procMount: Unmasked (allowed with hostUsers: false): no /proc path
+    // is masked over.
+    let masks = "grep -c ' /proc/keys ' /proc/self/mountinfo > /out/tmp-$N; mv /out/tmp-$N /out/masks-$N; exec sleep 1000";
+    let masks_of = |n: &str, extra: &str| {
+        container(
+            &world,
+            n,
+            masks,
+            &format!("    env:\n    - name: N\n      value: {n}\n{extra}{MOUNT_OUT}"),
+        )
+    };
     let containers = [
         container(&world, "a", script, MOUNT_OUT),
-        container(&world, "b", "exec sleep 1000", ""),
+        masks_of("b", ""),
+        masks_of("c", "    securityContext:\n      procMount: Unmasked\n"),
     ]
     .concat();
     world.write_manifest(
@@ -411,7 +423,9 @@ fn host_users_false_runs_the_pod_in_its_own_user_namespace(runtime: &str) {
             &containers,
         ),
     );
-    let pids = running(&world, "userns", &["a", "b"]);
+    let pids = running(&world, "userns", &["a", "b", "c"]);
+    assert_eq!(answer(&out, "masks-b"), "1", "Default: /proc/keys masked");
+    assert_eq!(answer(&out, "masks-c"), "0", "Unmasked");
     let seen = answer(&out, "userns");
     let lines: Vec<&str> = seen.lines().collect();
     assert_eq!(lines.len(), 4, "{seen}");
