@@ -44,7 +44,7 @@ struct PodLevel<'a> {
     dns_policy: Option<api::DnsPolicy>,
     dns_config: &'a Option<api::PodDnsConfig>,
     host_aliases: &'a [api::HostAlias],
-    security_context: &'a Option<api::PodSecurityContext>,
+    security_context: &'a Option<Box<api::PodSecurityContext>>,
     hostname: &'a str,
     /// Init containers with their resolved env hashes.
     init_containers: Vec<String>,

@@ -52,7 +52,7 @@ pub fn pod_info(
         name: name.to_string(),
         uid: uid.to_string(),
         hostname: name.to_string(),
-        security_context: from_pod::pod_security_context(spec.security_context.as_ref())
+        security_context: from_pod::pod_security_context(spec.security_context.as_deref())
             .map_err(config_error)?,
         host_network: spec.host_network,
         namespaces: from_pod::pod_namespaces(spec),

@@ -65,7 +65,7 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<PodDnsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<Box<PodSecurityContext>>,
     /// Secrets (of type `kubernetes.io/dockerconfigjson`) holding registry credentials.
     #[serde(
         default,
