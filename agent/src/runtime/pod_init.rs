@@ -122,15 +122,11 @@ impl PidNamespace {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         netplugins::ns::remove(&self.ns)?;
-        match std::fs::remove_file(&self.pid_file) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(PodInitError::Io {
-                action: "removing",
-                path: self.pid_file.clone(),
-                source,
-            }),
-        }
+        crate::fsutil::remove_file_if_exists(&self.pid_file).map_err(|source| PodInitError::Io {
+            action: "removing",
+            path: self.pid_file.clone(),
+            source,
+        })
     }
 }
 

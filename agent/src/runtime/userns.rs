@@ -148,15 +148,11 @@ impl UserNamespace {
     /// Unmounts the namespace file and forgets the mapping. Idempotent.
     pub fn remove(&self) -> Result<(), UserNsError> {
         netplugins::ns::remove(&self.ns)?;
-        match std::fs::remove_file(&self.map_file) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(UserNsError::Io {
-                action: "removing",
-                path: self.map_file.clone(),
-                source,
-            }),
-        }
+        crate::fsutil::remove_file_if_exists(&self.map_file).map_err(|source| UserNsError::Io {
+            action: "removing",
+            path: self.map_file.clone(),
+            source,
+        })
     }
 }
 
