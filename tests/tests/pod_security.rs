@@ -457,4 +457,27 @@ fn host_users_false_runs_the_pod_in_its_own_user_namespace(runtime: &str) {
         .flatten()
         .any(|e| std::os::unix::fs::MetadataExt::uid(&e.metadata().expect("meta")) == 0);
     assert!(layer_owned_by_root);
+    // While it runs, its root may search the run root (and nobody else
+    // more than before); once it is gone, not even that.
+    let pod_root = u32::try_from(map[1]).expect("an ID");
+    assert!(acl_users(&world.dirs.run_root).contains(&pod_root));
+    world.remove_manifest("userns.yaml");
+    world.wait_pod_gone("userns");
+    assert!(
+        !acl_users(&world.dirs.run_root).contains(&pod_root),
+        "the search entry is removed with the pod"
+    );
+}
+
+/// The IDs named in `dir`'s POSIX ACL (`user:<id>:…` entries).
+fn acl_users(dir: &Path) -> Vec<u32> {
+    let mut buf = vec![0u8; 4096];
+    let Ok(len) = rustix::fs::getxattr(dir, "system.posix_acl_access", &mut buf) else {
+        return Vec::new();
+    };
+    buf[4..len]
+        .chunks_exact(8)
+        .filter(|e| u16::from_le_bytes([e[0], e[1]]) == 0x02)
+        .map(|e| u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+        .collect()
 }
