@@ -133,6 +133,26 @@ fn seccomp_modes_reach_the_kernel(runtime: &str) {
     assert_eq!(answer(&out, "mkdir"), "refused");
     let why = std::fs::read_to_string(out.join("mkdir.err")).expect("mkdir.err");
     assert!(why.contains("Operation not permitted"), "{why}");
+
+    // An AppArmor profile where the kernel has no AppArmor: a clear
+    // error, not a silently unconfined container.
+    if !Path::new("/sys/module/apparmor").exists() {
+        world.write_manifest(
+            "apparmor.yaml",
+            &pod_yaml(
+                &world,
+                "apparmor",
+                "  securityContext:\n    appArmorProfile:\n      type: Localhost\n      localhostProfile: k8s-deny-write\n",
+                &container(&world, "c", "exec sleep 1000", ""),
+            ),
+        );
+        let refused = world.wait_pod("apparmor", "refused", |p| {
+            p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("AppArmor is not enabled on this host"))
+        });
+        assert!(running_pid(&refused, "c").is_none());
+    }
 }
 
 /// `PodWorld::with_config` appends its extra text after the `[pods]`
