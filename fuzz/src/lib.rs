@@ -72,7 +72,7 @@ fn pod_accepted(pod: &manifests::types::Pod) {
     let refused = |err: &dyn std::fmt::Display| -> ! {
         panic!("validate accepted, the agent refused: {err}")
     };
-    if let Err(err) = from_pod::pod_security_context(pod.spec.security_context.as_ref()) {
+    if let Err(err) = from_pod::pod_security_context(pod.spec.security_context.as_deref()) {
         refused(&err);
     }
     for volume in &pod.spec.volumes {

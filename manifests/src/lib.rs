@@ -74,6 +74,7 @@ pub mod platform;
 pub mod quantity;
 pub mod reference;
 pub mod schema;
+pub mod sysctl;
 pub mod types;
 pub(crate) mod validate;
 

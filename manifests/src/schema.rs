@@ -174,7 +174,7 @@ mod tests {
         let spec = &pod[DEFINITIONS]["PodSpec"];
         assert_eq!(spec["additionalProperties"], json!(false));
         assert!(
-            spec["properties"]["priorityClassName"]["description"]
+            spec["properties"]["activeDeadlineSeconds"]["description"]
                 .as_str()
                 .is_some_and(|d| d.contains("ignores"))
         );

@@ -35,14 +35,14 @@ fn a_valid_pod_parses_without_diagnostics() {
 #[test]
 fn every_document_reports_its_own_problems_with_positions() {
     let text = format!(
-        "{POD}      imagePulPolicy: Always\n      ports:\n        - containerPort: abc\n---\n{POD}  priorityClassName: x\n---\nkind: [\n---\n{POD}"
+        "{POD}      imagePulPolicy: Always\n      ports:\n        - containerPort: abc\n---\n{POD}  activeDeadlineSeconds: 5\n---\nkind: [\n---\n{POD}"
     );
     assert_eq!(
         diagnostics("x.yaml", &text),
         [
             "x.yaml:9:7: error: unknown field `imagePulPolicy` in `spec.containers[0]`; did you mean `imagePullPolicy`?",
             "x.yaml:11:26: error: `spec.containers[0].ports[0].containerPort`: expected a whole number (in range) (found `abc`)",
-            "x.yaml:21:3: warning: `spec.priorityClassName` is a Kubernetes field that berth ignores",
+            "x.yaml:21:3: warning: `spec.activeDeadlineSeconds` is a Kubernetes field that berth ignores: not implemented: the pod is not stopped when its deadline passes",
             "x.yaml:23:7: error: unclosed bracket '['",
         ][..],
         "{text}"

@@ -17,10 +17,12 @@
 
 mod args;
 mod crilog;
+mod pod_init;
 mod state;
 mod supervise;
 mod sys;
 mod timefmt;
+mod userns_hold;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -30,6 +32,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use args::Args;
 
 fn main() {
+    let mut argv = std::env::args_os().skip(1);
+    let first = argv.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new("--userns-hold")) {
+        userns_hold::run();
+    }
+    if first.as_deref() == Some(std::ffi::OsStr::new("--pod-init")) {
+        match argv.next() {
+            Some(root) => pod_init::run(std::path::Path::new(&root)),
+            None => {
+                println!("error usage: berth-shim --pod-init EMPTY-ROOT-DIR");
+                std::process::exit(2);
+            }
+        }
+    }
     let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(msg) => {

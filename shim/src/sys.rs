@@ -317,3 +317,52 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: the kernel installed `fd` in our table for us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// `unshare(2)`: the process's next children go to new namespaces.
+#[allow(unsafe_code)]
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare only changes this process's namespaces.
+    check(unsafe { libc::unshare(flags) }).map(|_| ())
+}
+
+/// `chroot(2)` to `dir`, then `chdir("/")`.
+#[allow(unsafe_code)]
+pub fn chroot(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    check(unsafe { libc::chroot(path.as_ptr()) })?;
+    std::env::set_current_dir("/")
+}
+
+/// No core dumps and no ptrace access without CAP_SYS_PTRACE.
+#[allow(unsafe_code)]
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(|_| ())
+}
+
+/// Blocks every signal and waits until SIGCHLD is pending (a blocked
+/// signal stays pending, so none is missed between two waits).
+#[allow(unsafe_code)]
+pub fn wait_for_sigchld() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigfillset initialises it fully.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: `all` is valid; the old mask is not needed.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) })?;
+    let chld = sigset(&[libc::SIGCHLD]);
+    loop {
+        // SAFETY: `chld` is valid; the siginfo is not needed.
+        let ret = unsafe { libc::sigwaitinfo(&chld, std::ptr::null_mut()) };
+        if ret >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

@@ -347,6 +347,7 @@ fn applies_memory_cpu_and_pids_limits(runtime: &str) {
         cpu_limit_millis: Some(500),
         cpu_request_millis: Some(250),
         memory_limit_bytes: Some(64 << 20),
+        memory_request_bytes: Some(64 << 20),
         pids_limit: Some(50),
     };
     let (id, _) = h.run(&pod, &spec);

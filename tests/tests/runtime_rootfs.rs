@@ -85,7 +85,7 @@ fn create_picks_the_new_api_and_remove_cleans_up() {
     let lowerdirs = layers::many_layers(&dirs.temp.path().join("layers"), LAYERS);
     let target = dirs.run_root.join("bundles/c/rootfs");
     let _guard = Unmount(target.clone());
-    let made = rootfs::create(&paths, "c", &lowerdirs, &target).expect("create");
+    let made = rootfs::create(&paths, "c", &lowerdirs, &target, None).expect("create");
     assert_eq!(
         made.method,
         MountMethod::LowerdirPlus,
@@ -95,7 +95,13 @@ fn create_picks_the_new_api_and_remove_cleans_up() {
     assert!(rootfs::remove(&paths, "c", &target).is_empty());
     assert!(!is_mounted(&target));
     assert!(!paths.container_layer("c").exists());
-    let err = rootfs::create(&paths, "d", &[dirs.temp.path().join("missing")], &target)
-        .expect_err("a missing layer");
+    let err = rootfs::create(
+        &paths,
+        "d",
+        &[dirs.temp.path().join("missing")],
+        &target,
+        None,
+    )
+    .expect_err("a missing layer");
     assert!(err.to_string().contains("missing"), "{err}");
 }

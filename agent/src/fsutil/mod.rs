@@ -32,6 +32,14 @@ pub fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
     remove_tree(path).map_err(std::io::Error::other)
 }
 
+/// Removes the file at `path`; one that is not there is fine.
+pub fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
 /// Whether a process `pid` exists: leftovers whose name carries their
 /// writer's pid (atomic-write temps, unpack staging directories) belong to
 /// nobody once it is gone.

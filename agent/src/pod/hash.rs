@@ -3,8 +3,10 @@
 //! container (only that container is replaced).
 //!
 //! Pod-level: volumes, hostNetwork, runtimeClassName, dnsPolicy, dnsConfig,
-//! hostAliases, the pod securityContext, initContainers and the ports the
-//! host sees (hostPorts; every port for hostNetwork). These shape the
+//! hostAliases, the pod securityContext, initContainers, the ports the
+//! host sees (hostPorts; every port for hostNetwork), the namespace
+//! choices (hostPID, hostIPC, shareProcessNamespace, hostUsers) and the
+//! priority (every container's OOM score follows it). These shape the
 //! sandbox every container shares — /etc files are bind mounts that pin
 //! their inode, so even a DNS change must recreate.
 //!
@@ -42,11 +44,26 @@ struct PodLevel<'a> {
     dns_policy: Option<api::DnsPolicy>,
     dns_config: &'a Option<api::PodDnsConfig>,
     host_aliases: &'a [api::HostAlias],
-    security_context: &'a Option<api::PodSecurityContext>,
+    security_context: &'a Option<Box<api::PodSecurityContext>>,
     hostname: &'a str,
     /// Init containers with their resolved env hashes.
     init_containers: Vec<String>,
     host_ports: Vec<&'a api::ContainerPort>,
+    /// Namespaces and priority; left out when unset, so pods that set none
+    /// keep the hash they had before these fields existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespaces: Option<Namespaces<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Namespaces<'a> {
+    host_pid: bool,
+    host_ipc: bool,
+    share_process_namespace: Option<bool>,
+    host_users: Option<bool>,
+    priority_class_name: &'a Option<String>,
+    priority: Option<i32>,
 }
 
 /// The pod-level hash of `spec` (see the module docs).
@@ -79,6 +96,20 @@ pub fn pod_level(
         hostname: name,
         init_containers,
         host_ports,
+        namespaces: (spec.host_pid
+            || spec.host_ipc
+            || spec.share_process_namespace.is_some()
+            || spec.host_users.is_some()
+            || spec.priority_class_name.is_some()
+            || spec.priority.is_some())
+        .then_some(Namespaces {
+            host_pid: spec.host_pid,
+            host_ipc: spec.host_ipc,
+            share_process_namespace: spec.share_process_namespace,
+            host_users: spec.host_users,
+            priority_class_name: &spec.priority_class_name,
+            priority: spec.priority,
+        }),
     }))
 }
 

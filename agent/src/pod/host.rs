@@ -112,6 +112,13 @@ pub trait Sandboxes: Send + Sync {
         etc: &'a EtcFiles,
     ) -> BoxFuture<'a, HostResult<PodSandbox>>;
 
+    /// `hostUsers: false`: makes the pod's user namespace and, owned by
+    /// it, the network namespace its driver then adopts. Before the
+    /// network is set up; idempotent. (Nothing to do elsewhere.)
+    fn create_user_namespace<'a>(&'a self, _pod: &'a PodInfo) -> BoxFuture<'a, HostResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The directory a configMap/secret volume's files go to.
     fn volume_dir(&self, pod_uid: &str, volume: &str) -> PathBuf;
 

@@ -52,9 +52,11 @@ pub fn pod_info(
         name: name.to_string(),
         uid: uid.to_string(),
         hostname: name.to_string(),
-        security_context: from_pod::pod_security_context(spec.security_context.as_ref())
+        security_context: from_pod::pod_security_context(spec.security_context.as_deref())
             .map_err(config_error)?,
         host_network: spec.host_network,
+        namespaces: from_pod::pod_namespaces(spec),
+        oom: from_pod::oom_policy(spec),
     })
 }
 
@@ -105,6 +107,13 @@ pub async fn ensure(
     // them). Both are recorded together with the first container's intent,
     // in one write (`unsaved`).
     if state.incarnation.network.is_none() {
+        if pod.namespaces.user {
+            // The driver adopts the network namespace made with it.
+            host.sandboxes
+                .create_user_namespace(&pod)
+                .await
+                .map_err(|err| sandbox_error("creating the pod's user namespace", err))?;
+        }
         let request = network::request(&namespace, &name, &pod.uid, spec)
             .map_err(|err| sandbox_error("the pod's network request", err))?;
         // A failed setup undoes itself.

@@ -8,18 +8,19 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    LinuxSeccomp, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::cgroups::CgroupMode;
 use super::config::RlimitConfig;
+use super::isolation;
 use super::oom;
 use super::process::{self, EnvDefaults, ProcessError};
 use super::rlimits::{self, HostLimits, RlimitError};
 use super::sandbox::PodSandbox;
 use super::seccomp;
+use super::seccomp_localhost;
 use super::security::{self, SecurityError};
 use super::spec::{ContainerSpec, PodInfo, SeccompProfile};
 use super::user::{self, AccountFiles, UserError, UserOverrides};
@@ -51,6 +52,8 @@ pub enum BundleError {
         "container {container:?} would run as root (uid 0) but runAsNonRoot is set: set runAsUser, or use an image whose USER is not root"
     )]
     RunsAsRoot { container: String },
+    #[error("container {container:?}: {reason}")]
+    AppArmor { container: String, reason: String },
     #[error("container {container:?}: seccomp profile {path}: {reason}")]
     SeccompProfile {
         container: String,
@@ -89,6 +92,10 @@ pub struct HostFacts {
     pub memory_total: Option<u64>,
     /// The agent's own OOM score; containers get a higher one.
     pub agent_oom_score_adj: i32,
+    /// AppArmor is enabled in the kernel.
+    pub apparmor_enabled: bool,
+    /// Where `Localhost` seccomp profiles are (the kubelet's `seccomp/`).
+    pub seccomp_profile_root: PathBuf,
 }
 
 pub struct BundleRequest<'a> {
@@ -103,6 +110,8 @@ pub struct BundleRequest<'a> {
     pub rlimits: &'a BTreeMap<String, RlimitConfig>,
     pub host: &'a HostFacts,
     pub host_limits: &'a dyn HostLimits,
+    /// The pod's ID mapping (`hostUsers: false`), else `None`.
+    pub id_mapping: Option<super::userns::IdMapping>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +170,15 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         Some(allow) => !allow,
         None => !security.privileged,
     };
-    let process = ProcessBuilder::default()
+    let apparmor = isolation::app_armor(
+        security.app_armor_profile.as_ref(),
+        req.host.apparmor_enabled,
+    )
+    .map_err(|reason| BundleError::AppArmor {
+        container: name(),
+        reason,
+    })?;
+    let mut process = ProcessBuilder::default()
         .terminal(c.tty)
         .user(
             UserBuilder::default()
@@ -186,31 +203,48 @@ pub fn build(req: &BundleRequest<'_>) -> Result<Bundle, BundleError> {
         .rlimits(rlimits)
         .no_new_privileges(no_new_privileges)
         .oom_score_adj(oom::container_score(
+            req.pod.oom,
             &c.resources,
             req.host.memory_total,
             req.host.agent_oom_score_adj,
         ))
         .build()
         .map_err(spec_err)?;
+    if apparmor.is_some() {
+        process.set_apparmor_profile(apparmor);
+    }
 
-    let seccomp = seccomp_profile(c, &security.seccomp_profile, security.privileged, &caps)?;
+    let seccomp = seccomp_profile(
+        c,
+        &security.seccomp_profile,
+        security.privileged,
+        &caps,
+        &req.host.seccomp_profile_root,
+    )?;
+    // Explicitly set even when empty: oci-spec's builder would fill in
+    // its defaults.
+    let (masked, readonly) = isolation::proc_masks(&security);
     let mut linux = LinuxBuilder::default()
         .cgroups_path(PathBuf::from(req.cgroups_path))
-        .namespaces(namespaces(req.sandbox, req.host.cgroup_mode).map_err(spec_err)?)
-        .resources(resources(c, req.host, security.privileged).map_err(spec_err)?);
+        .namespaces(
+            isolation::namespaces(req.pod, req.sandbox, req.host.cgroup_mode).map_err(spec_err)?,
+        )
+        .resources(resources(c, req.host, security.privileged).map_err(spec_err)?)
+        .masked_paths(masked)
+        .readonly_paths(readonly);
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
     }
     if security.privileged {
-        // Explicitly empty: oci-spec's builder would fill in its defaults.
-        linux = linux
-            .devices(security::host_devices())
-            .masked_paths(Vec::<String>::new())
-            .readonly_paths(Vec::<String>::new());
-    } else {
-        linux = linux
-            .masked_paths(security::MASKED_PATHS.map(String::from).to_vec())
-            .readonly_paths(security::READONLY_PATHS.map(String::from).to_vec());
+        linux = linux.devices(security::host_devices());
+    }
+    let mappings = isolation::id_mappings(req.id_mapping);
+    if !mappings.is_empty() {
+        linux = linux.uid_mappings(mappings.clone()).gid_mappings(mappings);
+    }
+    let sysctls = isolation::sysctls(req.pod);
+    if !sysctls.is_empty() {
+        linux = linux.sysctl(sysctls);
     }
 
     let annotations: std::collections::HashMap<String, String> = [
@@ -279,6 +313,7 @@ fn seccomp_profile(
     profile: &Option<SeccompProfile>,
     privileged: bool,
     caps: &std::collections::BTreeSet<&str>,
+    profile_root: &Path,
 ) -> Result<Option<LinuxSeccomp>, BundleError> {
     match profile {
         Some(SeccompProfile::Unconfined) => Ok(None),
@@ -287,52 +322,28 @@ fn seccomp_profile(
         Some(SeccompProfile::Localhost(path)) => {
             let err = |reason: String| BundleError::SeccompProfile {
                 container: c.name.clone(),
-                path: path.clone(),
+                path: profile_root.join(path),
                 reason,
             };
-            // The manifest names it: read it as carefully as an image's file.
+            // The manifest names it: read it as carefully as an image's
+            // file, confined to the profile directory.
             let bytes = crate::fsutil::read_untrusted(
-                Path::new("/"),
+                profile_root,
                 &path.to_string_lossy(),
                 MAX_SECCOMP_PROFILE,
             )
             .map_err(|e| err(e.to_string()))?
             .ok_or_else(|| err("does not exist".into()))?;
-            serde_json::from_slice(&bytes)
+            let target = seccomp_localhost::Target {
+                capabilities: caps,
+                go_arch: seccomp_localhost::Target::native_go_arch(),
+                kernel: seccomp_localhost::Target::running_kernel(),
+            };
+            seccomp_localhost::convert(&bytes, &target)
                 .map(Some)
-                .map_err(|e| err(format!("not an OCI seccomp profile: {e}")))
+                .map_err(err)
         }
     }
-}
-
-fn namespaces(
-    sandbox: &PodSandbox,
-    cgroup_mode: CgroupMode,
-) -> Result<Vec<LinuxNamespace>, oci_spec::OciSpecError> {
-    let ns = |typ: LinuxNamespaceType, path: Option<&Path>| {
-        let builder = LinuxNamespaceBuilder::default().typ(typ);
-        match path {
-            Some(path) => builder.path(path.to_path_buf()).build(),
-            None => builder.build(),
-        }
-    };
-    let mut list = vec![
-        ns(LinuxNamespaceType::Pid, None)?,
-        ns(LinuxNamespaceType::Mount, None)?,
-        ns(LinuxNamespaceType::Ipc, Some(&sandbox.ipc_ns))?,
-    ];
-    if let Some(uts) = &sandbox.uts_ns {
-        list.push(ns(LinuxNamespaceType::Uts, Some(uts))?);
-    }
-    if let Some(net) = &sandbox.net_ns {
-        list.push(ns(LinuxNamespaceType::Network, Some(net))?);
-    }
-    // On cgroup v2 a private cgroup namespace hides the host's tree, as
-    // kubelet does; v1 runtimes handle /sys/fs/cgroup without one.
-    if cgroup_mode == CgroupMode::Unified {
-        list.push(ns(LinuxNamespaceType::Cgroup, None)?);
-    }
-    Ok(list)
 }
 
 fn resources(
@@ -418,7 +429,7 @@ fn mounts(req: &BundleRequest<'_>, privileged: bool) -> Result<Vec<Mount>, oci_s
         mount(
             "/dev/shm",
             "bind",
-            &sandbox.shm,
+            &isolation::shm_source(req.pod, sandbox),
             &["rbind", "nosuid", "nodev", "noexec"],
         )?,
         mount(
@@ -470,6 +481,7 @@ mod tests {
         Capabilities, EnvVar, PodSecurityContext, Resources, SecurityContext,
     };
     use oci_spec::image::ConfigBuilder;
+    use oci_spec::runtime::LinuxNamespaceType;
 
     struct NoClamp;
     impl HostLimits for NoClamp {
@@ -485,6 +497,8 @@ mod tests {
             swap_accounting: true,
             memory_total: Some(8 << 30),
             agent_oom_score_adj: oom::AGENT_OOM_SCORE_ADJ,
+            apparmor_enabled: false,
+            seccomp_profile_root: PathBuf::from("/var/lib/berth/seccomp"),
         }
     }
 
@@ -554,6 +568,7 @@ mod tests {
             rlimits: &rlimits,
             host: &host,
             host_limits: &NoClamp,
+            id_mapping: None,
         })
     }
 
@@ -746,6 +761,7 @@ mod tests {
             rlimits: &BTreeMap::new(),
             host: &host,
             host_limits: &NoClamp,
+            id_mapping: None,
         })
         .expect("bundle");
         let namespaces = bundle
@@ -786,9 +802,12 @@ mod tests {
             cpu_limit_millis: Some(500),
             cpu_request_millis: Some(250),
             memory_limit_bytes: Some(64 << 20),
+            memory_request_bytes: Some(64 << 20),
             pids_limit: Some(100),
         };
-        let bundle = build_with(&c, &pod(), Some(&image())).expect("bundle");
+        let mut burstable = pod();
+        burstable.oom.qos = crate::runtime::spec::QosClass::Burstable;
+        let bundle = build_with(&c, &burstable, Some(&image())).expect("bundle");
         let resources = bundle
             .spec
             .linux()
@@ -823,6 +842,80 @@ mod tests {
             "BestEffort"
         );
         assert!(resources.memory().is_none());
+    }
+
+    /// Pod fields → OCI spec fragments.
+    #[test]
+    fn pod_security_fields_reach_the_spec() {
+        use crate::runtime::spec::{OomPolicy, PodNamespaces, QosClass};
+        let mut p = pod();
+        p.namespaces = PodNamespaces {
+            host_ipc: true,
+            share_pid: true,
+            ..Default::default()
+        };
+        p.oom = OomPolicy {
+            qos: QosClass::Guaranteed,
+            node_critical: false,
+        };
+        p.security_context.sysctls =
+            vec![("net.ipv4.ip_unprivileged_port_start".into(), "0".into())];
+        let mut c = container();
+        c.security_context.proc_mount_unmasked = true;
+        c.security_context.seccomp_profile = Some(SeccompProfile::Unconfined);
+        let bundle = build_with(&c, &p, Some(&image())).expect("bundle");
+        let json = serde_json::to_value(&bundle.spec).expect("json");
+        assert_eq!(json["process"]["oomScoreAdj"], -997);
+        assert_eq!(
+            json["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(json["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert!(json["linux"]["seccomp"].is_null());
+        let namespaces = json["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(namespaces.iter().all(|n| n["type"] != "ipc"), "hostIPC");
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "pid" && n["path"] == "/run/berth/pods/uid-1/ns/pid")
+        );
+        let mounts = json["mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == "/dev/shm" && m["source"] == "/dev/shm")
+        );
+    }
+
+    #[test]
+    fn localhost_seccomp_profiles_come_from_the_profile_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("profiles")).expect("mkdir");
+        std::fs::write(
+            root.path().join("profiles/deny-mkdir.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+        )
+        .expect("profile");
+        let caps = std::collections::BTreeSet::new();
+        let profile = SeccompProfile::Localhost(PathBuf::from("profiles/deny-mkdir.json"));
+        let seccomp = seccomp_profile(&container(), &Some(profile), false, &caps, root.path())
+            .expect("loads")
+            .expect("a profile");
+        let json = serde_json::to_value(&seccomp).expect("json");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            json["syscalls"][0]["names"],
+            serde_json::json!(["mkdir", "mkdirat"])
+        );
+        let missing = SeccompProfile::Localhost(PathBuf::from("nope.json"));
+        let err = seccomp_profile(&container(), &Some(missing), false, &caps, root.path())
+            .map(|_| ())
+            .expect_err("missing");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        // `..` cannot leave the directory.
+        let escape = SeccompProfile::Localhost(PathBuf::from("../../etc/passwd"));
+        assert!(seccomp_profile(&container(), &Some(escape), false, &caps, root.path()).is_err());
     }
 
     #[test]

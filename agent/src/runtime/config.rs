@@ -17,6 +17,11 @@ use serde::Deserialize;
 /// path = "/usr/bin/kata-runtime"
 /// args = ["--debug"]                # global flags before the subcommand
 ///
+/// seccomp-profile-root = "/var/lib/berth/seccomp"  # Localhost seccomp profiles
+/// allowed-unsafe-sysctls = ["net.core.somaxconn"]  # besides the kubelet's safe set
+/// userns-first-id = 65536           # hostUsers: false pods get 65536 IDs each
+/// userns-id-count = 4294901760      # from this range
+///
 /// [runtime.rlimits]                 # defaults for every container; clamped
 /// nofile = { soft = 1024, hard = 524288 }  # to the agent's own hard limits
 /// ```
@@ -42,6 +47,17 @@ pub struct RuntimeConfig {
     pub shm_size: u64,
     /// How long `create` may take (runtime create + start) before it fails.
     pub start_timeout_secs: u64,
+    /// Where `seccompProfile.localhostProfile` paths are resolved (the
+    /// kubelet's `<root-dir>/seccomp`); default `<--root>/seccomp`.
+    pub seccomp_profile_root: Option<PathBuf>,
+    /// Namespaced sysctls pods may set besides the kubelet's safe set
+    /// (the kubelet's `--allowed-unsafe-sysctls`): names, or prefixes
+    /// ending in `*` (`net.core.*`).
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// The host IDs `hostUsers: false` pods get, 65536 per pod (the
+    /// kubelet's default: 65536 up to 2^32).
+    pub userns_first_id: u32,
+    pub userns_id_count: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +80,10 @@ impl Default for RuntimeConfig {
             rlimits,
             shm_size: 64 << 20,
             start_timeout_secs: 120,
+            seccomp_profile_root: None,
+            allowed_unsafe_sysctls: Vec::new(),
+            userns_first_id: 65536,
+            userns_id_count: u32::MAX - 65535,
         }
     }
 }

@@ -158,7 +158,27 @@ impl Runtime {
         };
         shim::write_record(&state_dir, &record)?;
 
-        super::rootfs::create(&self.inner.paths, id, &req.lowerdirs, &rootfs_dir)?;
+        let id_mapping = match &req.sandbox.user_ns {
+            None => None,
+            Some(userns) => Some((
+                userns.clone(),
+                super::userns::UserNamespace::at(&req.sandbox.dir)
+                    .mapping()
+                    .ok_or_else(|| RuntimeError::Io {
+                        action: "reading the ID mapping of the pod's user namespace in",
+                        path: req.sandbox.dir.clone(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    })?,
+            )),
+        };
+        let pod_root = id_mapping.as_ref().map(|(_, mapping)| mapping.host_id);
+        let idmap = id_mapping
+            .as_ref()
+            .map(|(userns, mapping)| super::rootfs::Idmap {
+                userns,
+                host_id: mapping.host_id,
+            });
+        super::rootfs::create(&self.inner.paths, id, &req.lowerdirs, &rootfs_dir, idmap)?;
         tracing::debug!(container = id, "rootfs mounted");
         let mounts = self.resolve_mounts(req, &bundle_dir)?;
         let accounts = user::AccountFiles::read(&rootfs_dir, &req.container.name)?;
@@ -176,7 +196,11 @@ impl Runtime {
             rlimits: &self.inner.config.rlimits,
             host: &self.inner.host,
             host_limits: &host_limits,
+            id_mapping: id_mapping.map(|(_, mapping)| mapping),
         })?;
+        if let Some(id) = pod_root {
+            super::traverse::grant(&super::traverse::directories(&bundle_dir, &built.spec), id)?;
+        }
         let uncompiled = self.inner.seccomp_bpf.apply(handler, &mut built.spec);
         bundle::write(&bundle_dir, &built.spec)?;
         tracing::debug!(

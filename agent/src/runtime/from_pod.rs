@@ -10,8 +10,9 @@ use manifests::quantity::Quantity;
 use manifests::types as api;
 
 use super::spec::{
-    Capabilities, ContainerSpec, EnvVar, HostPathType, PodSecurityContext, Resources,
-    SecurityContext, Volume, VolumeMount, VolumeSource,
+    AppArmorProfile, Capabilities, ContainerSpec, EnvVar, HostPathType, OomPolicy, PodNamespaces,
+    PodSecurityContext, QosClass, Resources, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    VolumeSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,10 @@ fn resources(
     if let Some(q) = r.limits.get("memory") {
         out.memory_limit_bytes = Some(non_negative(parse("limits", "memory", q)?.value()));
     }
+    out.memory_request_bytes = match r.requests.get("memory") {
+        Some(q) => Some(non_negative(parse("requests", "memory", q)?.value())),
+        None => out.memory_limit_bytes,
+    };
     // Kubernetes defaults a missing CPU request to the limit.
     out.cpu_request_millis = match r.requests.get("cpu") {
         Some(q) => Some(non_negative(parse("requests", "cpu", q)?.millis())),
@@ -141,8 +146,92 @@ fn security_context(
         run_as_user: id(container, "runAsUser", s.run_as_user)?,
         run_as_group: id(container, "runAsGroup", s.run_as_group)?,
         run_as_non_root: s.run_as_non_root,
-        seccomp_profile: None,
+        seccomp_profile: s.seccomp_profile.as_ref().map(seccomp_profile),
+        app_armor_profile: s.app_armor_profile.as_ref().map(app_armor_profile),
+        proc_mount_unmasked: s.proc_mount == Some(api::ProcMountType::Unmasked),
     })
+}
+
+fn seccomp_profile(p: &api::SeccompProfile) -> SeccompProfile {
+    match p.type_ {
+        api::ProfileType::RuntimeDefault => SeccompProfile::RuntimeDefault,
+        api::ProfileType::Unconfined => SeccompProfile::Unconfined,
+        api::ProfileType::Localhost => SeccompProfile::Localhost(PathBuf::from(
+            p.localhost_profile.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+fn app_armor_profile(p: &api::AppArmorProfile) -> AppArmorProfile {
+    match p.type_ {
+        api::ProfileType::RuntimeDefault => AppArmorProfile::RuntimeDefault,
+        api::ProfileType::Unconfined => AppArmorProfile::Unconfined,
+        api::ProfileType::Localhost => {
+            AppArmorProfile::Localhost(p.localhost_profile.clone().unwrap_or_default())
+        }
+    }
+}
+
+/// `hostPID`, `hostIPC`, `shareProcessNamespace`, `hostUsers`.
+pub fn pod_namespaces(spec: &api::PodSpec) -> PodNamespaces {
+    PodNamespaces {
+        host_pid: spec.host_pid,
+        host_ipc: spec.host_ipc,
+        share_pid: spec.share_process_namespace == Some(true),
+        user: spec.host_users == Some(false),
+    }
+}
+
+/// The pod's QoS class and criticality, for its containers' OOM scores.
+pub fn oom_policy(spec: &api::PodSpec) -> OomPolicy {
+    OomPolicy {
+        qos: qos_class(spec),
+        node_critical: spec.priority_class_name.as_deref() == Some(api::SYSTEM_NODE_CRITICAL),
+    }
+}
+
+/// Kubernetes' `ComputePodQOS` over cpu and memory of every container
+/// (init containers too), with requests defaulted to limits as the API
+/// server (and the kubelet for static pods) defaults them.
+pub fn qos_class(spec: &api::PodSpec) -> QosClass {
+    use std::collections::BTreeMap;
+    const RESOURCES: [&str; 2] = ["cpu", "memory"];
+    let positive = |q: Option<&Quantity>| {
+        q.and_then(|q| q.amount().ok())
+            .map(|a| a.millis())
+            .filter(|m| *m > 0)
+    };
+    let mut requests: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut guaranteed = true;
+    for c in spec.containers.iter().chain(&spec.init_containers) {
+        let r = c.resources.clone().unwrap_or_default();
+        let mut limits_found = 0;
+        for name in RESOURCES {
+            let limit = positive(r.limits.get(name));
+            let request = positive(r.requests.get(name).or(r.limits.get(name)));
+            if let Some(request) = request {
+                *requests.entry(name).or_default() += request;
+            }
+            if let Some(limit) = limit {
+                *limits.entry(name).or_default() += limit;
+                limits_found += 1;
+            }
+        }
+        if limits_found < RESOURCES.len() {
+            guaranteed = false;
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return QosClass::BestEffort;
+    }
+    if guaranteed
+        && requests.len() == limits.len()
+        && requests.iter().all(|(name, r)| limits.get(name) == Some(r))
+    {
+        return QosClass::Guaranteed;
+    }
+    QosClass::Burstable
 }
 
 /// The pod-level `securityContext`.
@@ -163,7 +252,18 @@ pub fn pod_security_context(
         run_as_non_root: s.run_as_non_root,
         supplemental_groups: groups,
         fs_group: id("(pod)", "fsGroup", s.fs_group)?,
-        seccomp_profile: None,
+        seccomp_profile: s.seccomp_profile.as_ref().map(seccomp_profile),
+        app_armor_profile: s.app_armor_profile.as_ref().map(app_armor_profile),
+        sysctls: s
+            .sysctls
+            .iter()
+            .map(|entry| {
+                (
+                    manifests::sysctl::normalize(&entry.name),
+                    entry.value.clone(),
+                )
+            })
+            .collect(),
     })
 }
 
@@ -279,6 +379,89 @@ mod tests {
             err.to_string().contains("securityContext.fsGroup: -5"),
             "{err}"
         );
+    }
+
+    fn with_resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> api::Container {
+        let map = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), Quantity::new(*v)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        api::Container {
+            name: "c".into(),
+            resources: Some(api::ResourceRequirements {
+                requests: map(requests),
+                limits: map(limits),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Kubernetes' QoS classes, from every container's cpu and memory.
+    #[test]
+    fn qos_classes_follow_kubernetes() {
+        let full = [("cpu", "500m"), ("memory", "128Mi")];
+        let cases: Vec<(Vec<api::Container>, QosClass)> = vec![
+            (vec![with_resources(&[], &[])], QosClass::BestEffort),
+            (
+                vec![with_resources(&[], &[("ephemeral-storage", "1Gi")])],
+                QosClass::BestEffort,
+            ),
+            // Requests default to limits.
+            (vec![with_resources(&[], &full)], QosClass::Guaranteed),
+            (vec![with_resources(&full, &full)], QosClass::Guaranteed),
+            (
+                vec![with_resources(&[("cpu", "250m")], &full)],
+                QosClass::Burstable,
+            ),
+            (
+                vec![with_resources(&[], &[("memory", "128Mi")])],
+                QosClass::Burstable,
+            ),
+            (
+                vec![with_resources(&[("cpu", "1")], &[])],
+                QosClass::Burstable,
+            ),
+            // One container without limits spoils the pod.
+            (
+                vec![with_resources(&[], &full), with_resources(&[], &[])],
+                QosClass::Burstable,
+            ),
+        ];
+        for (containers, want) in cases {
+            let spec = api::PodSpec {
+                containers,
+                ..Default::default()
+            };
+            assert_eq!(qos_class(&spec), want, "{:?}", spec.containers);
+        }
+        let critical = api::PodSpec {
+            containers: vec![with_resources(&[], &[])],
+            priority_class_name: Some("system-node-critical".into()),
+            ..Default::default()
+        };
+        assert!(oom_policy(&critical).node_critical);
+        let cluster = api::PodSpec {
+            priority_class_name: Some("system-cluster-critical".into()),
+            ..critical
+        };
+        assert!(
+            !oom_policy(&cluster).node_critical,
+            "as the kubelet: node-critical only"
+        );
+    }
+
+    #[test]
+    fn memory_request_defaults_to_the_limit() {
+        let spec =
+            container_spec(&with_resources(&[], &[("memory", "64Mi")]), vec![]).expect("maps");
+        assert_eq!(spec.resources.memory_request_bytes, Some(64 << 20));
+        let spec = container_spec(
+            &with_resources(&[("memory", "32Mi")], &[("memory", "64Mi")]),
+            vec![],
+        )
+        .expect("maps");
+        assert_eq!(spec.resources.memory_request_bytes, Some(32 << 20));
     }
 
     #[test]

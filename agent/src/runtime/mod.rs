@@ -31,11 +31,14 @@ mod exec;
 pub mod flavor;
 pub mod from_pod;
 mod handlers;
+mod idmap;
 mod inspect;
+mod isolation;
 pub mod logs;
 pub mod mountinfo;
 pub mod oci;
 pub mod oom;
+mod pod_init;
 mod pods;
 pub mod probe;
 pub mod process;
@@ -45,11 +48,15 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod seccomp;
 pub mod seccomp_bpf;
+mod seccomp_localhost;
 pub mod security;
 pub mod shim;
 pub mod spec;
 mod stop;
+mod sysctls;
+mod traverse;
 pub mod user;
+mod userns;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -129,6 +136,8 @@ pub enum RuntimeError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     User(#[from] user::UserError),
+    #[error(transparent)]
+    Traverse(#[from] traverse::TraverseError),
     /// Both failures, the creation's with its causes first; neither is
     /// a `source()`, since a chain has room for one cause only.
     #[error(
@@ -289,6 +298,11 @@ impl Runtime {
             swap_accounting,
             memory_total: oom::memory_total(),
             agent_oom_score_adj: oom::own_score(),
+            apparmor_enabled: isolation::apparmor_enabled(),
+            seccomp_profile_root: config
+                .seccomp_profile_root
+                .clone()
+                .unwrap_or_else(|| paths.root.join("seccomp")),
         };
         Ok(Self {
             inner: Arc::new(Inner {

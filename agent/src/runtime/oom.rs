@@ -2,21 +2,21 @@
 //! (`pkg/kubelet/qos/policy.go`): the agent at -999, so a node short of
 //! memory loses containers before the process that restarts them; the
 //! shims inherit the agent's value (killing one loses its container's logs
-//! and exit status). Containers get `process.oomScoreAdj`: 1000 with no
-//! resources at all (kubelet's BestEffort), else kubelet's Burstable
-//! formula with the memory limit as the request (what Kubernetes defaults
-//! a missing request to), `1000 - 1000 * limit / RAM` within `[3, 999]`.
-//! Guaranteed (-997) is a property of the whole pod, which the runtime
-//! does not see, so it is not used. Whatever the policy says, a container
-//! always ends up above the agent's actual value: lowering a score needs
-//! CAP_SYS_RESOURCE, which an agent that could not lower its own lacks.
+//! and exit status). Containers get `process.oomScoreAdj` from their pod:
+//! `system-node-critical` pods and Guaranteed pods -997, BestEffort pods
+//! 1000, Burstable containers `1000 - 1000 * memory request / RAM` within
+//! `[3, 999]`. Whatever the policy says, a container always ends up above
+//! the agent's actual value: lowering a score needs CAP_SYS_RESOURCE,
+//! which an agent that could not lower its own lacks.
 
 use std::io;
 
-use super::spec::Resources;
+use super::spec::{OomPolicy, QosClass, Resources};
 
 /// The agent's own score (kubelet's `KubeletOOMScoreAdj`).
 pub const AGENT_OOM_SCORE_ADJ: i32 = -999;
+/// Guaranteed and node-critical pods: killed last among containers.
+const GUARANTEED: i32 = -997;
 /// No requests or limits: killed first.
 const BEST_EFFORT: i32 = 1000;
 /// Burstable containers stay above Guaranteed ones (1000 - 997).
@@ -46,25 +46,33 @@ pub fn memory_total() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// The `oomScoreAdj` of a container with `resources` on a host with
-/// `memory_total` bytes of RAM whose agent has score `agent`.
-pub fn container_score(resources: &Resources, memory_total: Option<u64>, agent: i32) -> i32 {
-    let none = resources.memory_limit_bytes.is_none()
-        && resources.cpu_limit_millis.is_none()
-        && resources.cpu_request_millis.is_none();
-    let policy = if none {
-        BEST_EFFORT
+/// The `oomScoreAdj` of a container with `resources` in a pod with
+/// `policy`, on a host with `memory_total` bytes of RAM whose agent has
+/// score `agent`.
+pub fn container_score(
+    policy: OomPolicy,
+    resources: &Resources,
+    memory_total: Option<u64>,
+    agent: i32,
+) -> i32 {
+    let score = if policy.node_critical {
+        GUARANTEED
     } else {
-        let request = resources.memory_limit_bytes.unwrap_or(0);
-        let share = match memory_total.filter(|total| *total > 0) {
-            Some(total) => {
-                i32::try_from(u128::from(request) * 1000 / u128::from(total)).unwrap_or(i32::MAX)
+        match policy.qos {
+            QosClass::Guaranteed => GUARANTEED,
+            QosClass::BestEffort => BEST_EFFORT,
+            QosClass::Burstable => {
+                let request = resources.memory_request_bytes.unwrap_or(0);
+                let share = match memory_total.filter(|total| *total > 0) {
+                    Some(total) => i32::try_from(u128::from(request) * 1000 / u128::from(total))
+                        .unwrap_or(i32::MAX),
+                    None => 0,
+                };
+                (1000 - share.min(1000)).clamp(BURSTABLE_MIN, BURSTABLE_MAX)
             }
-            None => 0,
-        };
-        (1000 - share.min(1000)).clamp(BURSTABLE_MIN, BURSTABLE_MAX)
+        }
     };
-    policy.max(agent.saturating_add(1)).min(BEST_EFFORT)
+    score.max(agent.saturating_add(1)).min(BEST_EFFORT)
 }
 
 #[cfg(test)]
@@ -73,11 +81,17 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
-    fn limits(memory: Option<u64>, cpu: Option<u64>) -> Resources {
+    fn request(memory: Option<u64>) -> Resources {
         Resources {
-            memory_limit_bytes: memory,
-            cpu_limit_millis: cpu,
+            memory_request_bytes: memory,
             ..Default::default()
+        }
+    }
+
+    fn policy(qos: QosClass) -> OomPolicy {
+        OomPolicy {
+            qos,
+            node_critical: false,
         }
     }
 
@@ -85,26 +99,44 @@ mod tests {
     fn containers_score_like_kubelet_and_always_above_the_agent() {
         let ram = Some(8 * GIB);
         let agent = AGENT_OOM_SCORE_ADJ;
-        assert_eq!(container_score(&limits(None, None), ram, agent), 1000);
-        // Resources but no memory: a zero request, one below BestEffort.
-        assert_eq!(container_score(&limits(None, Some(500)), ram, agent), 999);
-        // 1 GiB of 8: 1000 - 125.
-        assert_eq!(container_score(&limits(Some(GIB), None), ram, agent), 875);
-        // All of the RAM (or more) still stays above Guaranteed.
-        assert_eq!(
-            container_score(&limits(Some(16 * GIB), None), ram, agent),
-            3
-        );
-        // An agent that could not lower its own score (0): containers
-        // still come before it.
-        assert_eq!(container_score(&limits(Some(16 * GIB), None), ram, 0), 3);
-        assert_eq!(
-            container_score(&limits(Some(16 * GIB), None), ram, 500),
-            501
-        );
-        assert_eq!(container_score(&limits(None, None), ram, 1000), 1000);
+        let burstable = policy(QosClass::Burstable);
+        let cases = [
+            (policy(QosClass::BestEffort), None, agent, 1000),
+            (policy(QosClass::Guaranteed), Some(GIB), agent, -997),
+            (
+                OomPolicy {
+                    qos: QosClass::BestEffort,
+                    node_critical: true,
+                },
+                None,
+                agent,
+                -997,
+            ),
+            // No memory request: one below BestEffort.
+            (burstable, None, agent, 999),
+            // 1 GiB of 8: 1000 - 125.
+            (burstable, Some(GIB), agent, 875),
+            // All of the RAM (or more) still stays above Guaranteed.
+            (burstable, Some(16 * GIB), agent, 3),
+            // An agent that could not lower its own score (0): containers
+            // still come before it.
+            (burstable, Some(16 * GIB), 0, 3),
+            (policy(QosClass::Guaranteed), Some(GIB), 0, 1),
+            (burstable, Some(16 * GIB), 500, 501),
+            (policy(QosClass::BestEffort), None, 1000, 1000),
+        ];
+        for (policy, memory, agent, want) in cases {
+            assert_eq!(
+                container_score(policy, &request(memory), ram, agent),
+                want,
+                "{policy:?} {memory:?} agent {agent}"
+            );
+        }
         // Unknown RAM: as if the request were nothing.
-        assert_eq!(container_score(&limits(Some(GIB), None), None, agent), 999);
+        assert_eq!(
+            container_score(burstable, &request(Some(GIB)), None, agent),
+            999
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::status::chain;
 
 use super::{
-    CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError, Volume,
-    cgroups, validate_id, volumes,
+    CleanupErrors, EtcFiles, PodInfo, PodSandbox, PreparedVolume, Runtime, RuntimeError,
+    SandboxError, Volume, cgroups, validate_id, volumes,
 };
 
 impl Runtime {
@@ -23,13 +23,46 @@ impl Runtime {
     ) -> Result<PodSandbox, RuntimeError> {
         // The UID names directories and cgroups.
         validate_id(&pod.uid)?;
+        super::sysctls::check(
+            &pod.security_context.sysctls,
+            &self.inner.config.allowed_unsafe_sysctls,
+        )
+        .map_err(|problem| SandboxError::Refused {
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            problem,
+        })?;
         Ok(PodSandbox::create(
             &self.inner.paths,
             pod,
             net_ns,
-            self.inner.config.shm_size,
+            &self.sandbox_options(),
             etc,
         )?)
+    }
+
+    /// `hostUsers: false`: the pod's user namespace, with its IPC, UTS
+    /// and network namespaces (the last at the path network drivers use,
+    /// so the driver adopts it). Idempotent.
+    pub fn create_user_namespace(&self, pod: &PodInfo) -> Result<(), RuntimeError> {
+        validate_id(&pod.uid)?;
+        let paths = &self.inner.paths;
+        let netns = netplugins::driver::netns_path(&paths.netns(), &pod.uid);
+        let sandbox = PodSandbox::at(paths, pod, Some(netns));
+        sandbox
+            .ensure_user_namespace(paths, pod, &self.sandbox_options())
+            .map_err(RuntimeError::from)
+    }
+
+    fn sandbox_options(&self) -> super::sandbox::SandboxOptions<'_> {
+        let config = &self.inner.config;
+        super::sandbox::SandboxOptions {
+            shm_size: config.shm_size,
+            shim: &self.inner.shim_binary,
+            userns_range: super::userns::IdRange {
+                first: config.userns_first_id,
+                count: config.userns_id_count,
+            },
+        }
     }
 
     /// Makes the pod's volumes exist (hostPath checks, emptyDirs). Idempotent.
@@ -56,10 +89,19 @@ impl Runtime {
             what: format!("pod {pod_uid}"),
             errors: vec![chain(&e)],
         })?;
+        let paths = &self.inner.paths;
+        let pod_root = super::userns::UserNamespace::at(&paths.pod_run_dir(pod_uid)).mapping();
         let mut errors: Vec<String> = PodSandbox::remove(&self.inner.paths, pod_uid)
             .iter()
             .map(|err| chain(err))
             .collect();
+        if let Some(mapping) = pod_root {
+            // The directories it shared with other pods (its own are gone).
+            super::traverse::revoke(
+                &[paths.run_root.clone(), paths.bundles(), paths.pods()],
+                mapping.host_id,
+            );
+        }
         let pod_cgroup = cgroups::pod_cgroup(&self.inner.config.cgroup_parent, pod_uid);
         errors.extend(
             self.inner

@@ -48,6 +48,24 @@ pub enum RootfsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Idmap(#[from] super::idmap::IdmapError),
+    #[error("giving {path} to the pod's root (host ID {id})")]
+    Chown {
+        path: PathBuf,
+        id: u32,
+        source: std::io::Error,
+    },
+}
+
+/// The user namespace a container's files are seen through
+/// (`hostUsers: false`).
+#[derive(Debug, Clone, Copy)]
+pub struct Idmap<'a> {
+    /// The pod's user namespace file.
+    pub userns: &'a Path,
+    /// The host ID of the pod's root.
+    pub host_id: u32,
 }
 
 /// How an overlay was mounted.
@@ -70,12 +88,14 @@ pub struct ContainerRootfs {
 }
 
 /// Creates the writable layer of container `id` and mounts the overlay of
-/// `lowerdirs` (top first) at `mount_point`.
+/// `lowerdirs` (top first) at `mount_point`; with `idmap`, of idmapped
+/// clones of them (see `idmap`).
 pub fn create(
     paths: &Paths,
     id: &str,
     lowerdirs: &[PathBuf],
     mount_point: &Path,
+    idmap: Option<Idmap<'_>>,
 ) -> Result<ContainerRootfs, RootfsError> {
     if lowerdirs.is_empty() {
         return Err(RootfsError::NoLayers { id: id.to_string() });
@@ -89,7 +109,24 @@ pub fn create(
     make_dir(&upper, 0o755)?;
     make_dir(&work, 0o700)?;
     make_dir(mount_point, 0o755)?;
-    let method = mount_overlay(lowerdirs, &upper, &work, mount_point)?;
+    let method = match idmap {
+        None => mount_overlay(lowerdirs, &upper, &work, mount_point)?,
+        Some(idmap) => {
+            check_layers(lowerdirs)?;
+            std::os::unix::fs::chown(&upper, Some(idmap.host_id), Some(idmap.host_id)).map_err(
+                |source| RootfsError::Chown {
+                    path: upper.clone(),
+                    id: idmap.host_id,
+                    source,
+                },
+            )?;
+            let layers =
+                super::idmap::idmap_layers(lowerdirs, idmap.userns, &layer_dir.join("idmapped"))?;
+            let mounted = mount_overlay(&layers.dirs, &upper, &work, mount_point);
+            layers.release();
+            mounted?
+        }
+    };
     Ok(ContainerRootfs {
         mount_point: mount_point.to_path_buf(),
         layer_dir,

@@ -6,6 +6,8 @@
 //!   namespace, as in Kubernetes), created with `netplugins::ns` on
 //!   throw-away threads; the network namespace comes from the network
 //!   plugin (or none for `hostNetwork`);
+//! - with `shareProcessNamespace`, a PID namespace held by a tiny init
+//!   (see `pod_init`);
 //! - `/dev/shm`: one size-limited tmpfs per pod;
 //! - `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`, bind-mounted into
 //!   every container.
@@ -19,7 +21,9 @@ use netplugins::ns::{self, NsKind};
 use nix::mount::MsFlags;
 
 use super::mountinfo;
+use super::pod_init::{PidNamespace, PodInitError};
 use super::spec::PodInfo;
+use super::userns::{IdRange, UserNamespace, UserNsError};
 use super::volumes;
 use crate::paths::Paths;
 
@@ -54,6 +58,12 @@ pub enum SandboxError {
         pod: String,
         source: volumes::VolumeError,
     },
+    #[error("pod {pod}: its shared PID namespace")]
+    PodInit { pod: String, source: PodInitError },
+    #[error("pod {pod}: its user namespace")]
+    UserNamespace { pod: String, source: UserNsError },
+    #[error("pod {pod}: {problem}")]
+    Refused { pod: String, problem: String },
 }
 
 /// The content of the pod's `/etc/hosts` and `/etc/resolv.conf` (the
@@ -81,6 +91,18 @@ impl EtcFiles {
     }
 }
 
+/// How sandboxes are made on this host.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxOptions<'a> {
+    /// Size of each pod's /dev/shm, in bytes.
+    pub shm_size: u64,
+    /// berth-shim: the init of a shared PID namespace, the holder of a
+    /// new user namespace.
+    pub shim: &'a Path,
+    /// The host IDs of `hostUsers: false` pods.
+    pub userns_range: IdRange,
+}
+
 /// A pod's shared state on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodSandbox {
@@ -93,6 +115,10 @@ pub struct PodSandbox {
     pub uts_ns: Option<PathBuf>,
     /// The network namespace file, or `None` on the host network.
     pub net_ns: Option<PathBuf>,
+    /// The shared PID namespace (`shareProcessNamespace`), else `None`.
+    pub pid_ns: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`), else `None`.
+    pub user_ns: Option<PathBuf>,
     pub shm: PathBuf,
     pub hosts: PathBuf,
     pub hostname_file: PathBuf,
@@ -109,6 +135,8 @@ impl PodSandbox {
             ipc_ns: dir.join("ns/ipc"),
             uts_ns: (!pod.host_network).then(|| dir.join("ns/uts")),
             net_ns,
+            pid_ns: pod.namespaces.share_pid.then(|| PidNamespace::at(&dir).ns),
+            user_ns: pod.namespaces.user.then(|| UserNamespace::at(&dir).ns),
             shm: dir.join("shm"),
             hosts: dir.join("etc/hosts"),
             hostname_file: dir.join("etc/hostname"),
@@ -123,7 +151,7 @@ impl PodSandbox {
         paths: &Paths,
         pod: &PodInfo,
         net_ns: Option<PathBuf>,
-        shm_size: u64,
+        options: &SandboxOptions<'_>,
         etc: &EtcFiles,
     ) -> Result<Self, SandboxError> {
         let sandbox = Self::at(paths, pod, net_ns);
@@ -132,6 +160,8 @@ impl PodSandbox {
             pod: name.clone(),
             source,
         };
+        // First: the IPC and UTS namespaces are made with it, owned by it.
+        sandbox.ensure_user_namespace(paths, pod, options)?;
         ns::create(NsKind::Ipc, &sandbox.ipc_ns).map_err(ns_err)?;
         if let Some(uts_ns) = &sandbox.uts_ns {
             ns::create(NsKind::Uts, uts_ns).map_err(ns_err)?;
@@ -145,6 +175,15 @@ impl PodSandbox {
                 hostname: pod.hostname.clone(),
                 source,
             })?;
+        }
+
+        if pod.namespaces.share_pid {
+            PidNamespace::at(&sandbox.dir)
+                .ensure(options.shim)
+                .map_err(|source| SandboxError::PodInit {
+                    pod: name.clone(),
+                    source,
+                })?;
         }
 
         let io = |action, path: &Path| {
@@ -164,7 +203,7 @@ impl PodSandbox {
                 &sandbox.shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(format!("mode=1777,size={shm_size}").as_str()),
+                Some(format!("mode=1777,size={}", options.shm_size).as_str()),
             )
             .map_err(|source| SandboxError::Shm {
                 pod: name.clone(),
@@ -192,6 +231,13 @@ impl PodSandbox {
         let dir = paths.pod_run_dir(pod_uid);
         let pod = pod_uid.to_string();
         let mut errors = Vec::new();
+        // Killing the init ends whatever its namespace still holds.
+        if let Err(source) = PidNamespace::at(&dir).remove() {
+            errors.push(SandboxError::PodInit {
+                pod: pod.clone(),
+                source,
+            });
+        }
         for kind in ["ipc", "uts"] {
             if let Err(source) = ns::remove(&dir.join("ns").join(kind)) {
                 errors.push(SandboxError::Namespace {
@@ -199,6 +245,12 @@ impl PodSandbox {
                     source,
                 });
             }
+        }
+        if let Err(source) = UserNamespace::at(&dir).remove() {
+            errors.push(SandboxError::UserNamespace {
+                pod: pod.clone(),
+                source,
+            });
         }
         errors.extend(
             volumes::remove_pod_volumes(paths, pod_uid)
@@ -225,6 +277,45 @@ impl PodSandbox {
             });
         }
         errors
+    }
+}
+
+impl PodSandbox {
+    /// `hostUsers: false`: the pod's user namespace and, owned by it, its
+    /// IPC, UTS and network namespaces. Nothing otherwise. Idempotent.
+    pub fn ensure_user_namespace(
+        &self,
+        paths: &Paths,
+        pod: &PodInfo,
+        options: &SandboxOptions<'_>,
+    ) -> Result<(), SandboxError> {
+        if !pod.namespaces.user {
+            return Ok(());
+        }
+        let uts = self
+            .uts_ns
+            .clone()
+            .unwrap_or_else(|| self.dir.join("ns/uts"));
+        let mut owned = vec![(self.ipc_ns.as_path(), "ipc"), (uts.as_path(), "uts")];
+        if let Some(net) = &self.net_ns {
+            owned.push((net.as_path(), "net"));
+        }
+        UserNamespace::at(&self.dir)
+            .ensure(options.shim, &owned, options.userns_range, &paths.pods())
+            .map(|_| ())
+            .map_err(|source| SandboxError::UserNamespace {
+                pod: pod_name(pod),
+                source,
+            })
+    }
+
+    /// False when the sandbox has a shared PID namespace whose init is
+    /// gone (the namespace is dead: the pod must be made again). Found
+    /// from the files alone, so it holds for a sandbox located without
+    /// the pod's spec.
+    pub fn shared_pid_alive(&self) -> bool {
+        let pid = PidNamespace::at(&self.dir);
+        !pid.exists() || pid.running_init().is_some()
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Resources {
     pub cpu_request_millis: Option<u64>,
     /// `limits.memory`: the hard limit; swap is not allowed beyond it.
     pub memory_limit_bytes: Option<u64>,
+    /// `requests.memory` (Kubernetes defaults it to the limit): the OOM
+    /// score of a Burstable container.
+    pub memory_request_bytes: Option<u64>,
     /// `limits.pids` is not a Pod field; the reconciler may set a node-wide
     /// pids limit per container here (kubelet's podPidsLimit analogue).
     pub pids_limit: Option<u64>,
@@ -85,6 +88,20 @@ pub struct SecurityContext {
     /// Default: RuntimeDefault (berth is secure by default, unlike kubelet's
     /// historical Unconfined).
     pub seccomp_profile: Option<SeccompProfile>,
+    /// Default: none (berth has no AppArmor profile of its own).
+    pub app_armor_profile: Option<AppArmorProfile>,
+    /// `procMount: Unmasked`: no masked or read-only /proc paths.
+    pub proc_mount_unmasked: bool,
+}
+
+/// `appArmorProfile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppArmorProfile {
+    /// berth loads no AppArmor profile of its own: nothing is applied.
+    RuntimeDefault,
+    Unconfined,
+    /// The name of a profile loaded on the host.
+    Localhost(String),
 }
 
 /// `capabilities.add` / `.drop`: names with or without `CAP_`, or `ALL`.
@@ -98,8 +115,9 @@ pub struct Capabilities {
 pub enum SeccompProfile {
     RuntimeDefault,
     Unconfined,
-    /// An OCI `linux.seccomp` JSON file (absolute, or relative to the
-    /// profiles directory the caller resolved it against).
+    /// A seccomp profile file (Docker's or the OCI format), relative to
+    /// `[runtime] seccomp-profile-root` as the kubelet's `seccomp/`
+    /// directory (an absolute path is used as it is).
     Localhost(PathBuf),
 }
 
@@ -113,6 +131,10 @@ pub struct PodSecurityContext {
     /// Added to every container's supplementary groups.
     pub fs_group: Option<u32>,
     pub seccomp_profile: Option<SeccompProfile>,
+    pub app_armor_profile: Option<AppArmorProfile>,
+    /// Namespaced kernel parameters (names normalized to dots), set in
+    /// every container (they share the namespaces they belong to).
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl SecurityContext {
@@ -127,6 +149,10 @@ impl SecurityContext {
                 .seccomp_profile
                 .clone()
                 .or_else(|| pod.seccomp_profile.clone()),
+            app_armor_profile: self
+                .app_armor_profile
+                .clone()
+                .or_else(|| pod.app_armor_profile.clone()),
             ..self.clone()
         }
     }
@@ -172,4 +198,38 @@ pub struct PodInfo {
     pub security_context: PodSecurityContext,
     /// `hostNetwork: true`: no network namespace of its own.
     pub host_network: bool,
+    /// `hostPID`, `hostIPC`, `shareProcessNamespace`, `hostUsers`.
+    pub namespaces: PodNamespaces,
+    /// What the containers' OOM scores follow (see [`super::oom`]).
+    pub oom: OomPolicy,
+}
+
+/// The pod's namespace choices besides the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodNamespaces {
+    /// The host's PID namespace.
+    pub host_pid: bool,
+    /// The host's IPC namespace and /dev/shm.
+    pub host_ipc: bool,
+    /// One PID namespace for all containers, held by a tiny init process.
+    pub share_pid: bool,
+    /// `hostUsers: false`: a user namespace of the pod's own.
+    pub user: bool,
+}
+
+/// Kubernetes' QoS class of a pod (`pkg/apis/core/v1/helper/qos`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    #[default]
+    BestEffort,
+}
+
+/// The pod-wide inputs of a container's OOM score.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OomPolicy {
+    pub qos: QosClass,
+    /// `priorityClassName: system-node-critical`.
+    pub node_critical: bool,
 }

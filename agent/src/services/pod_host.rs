@@ -185,11 +185,13 @@ impl Sandboxes for RuntimeHost {
             .chain(sandbox.uts_ns.clone())
             .chain(sandbox.net_ns.clone())
             .collect();
+        let sandbox = sandbox.clone();
         Box::pin(async move {
             blocking(move || {
                 Ok(namespaces
                     .iter()
-                    .all(|path| netplugins::ns::is_namespace(path)))
+                    .all(|path| netplugins::ns::is_namespace(path))
+                    && sandbox.shared_pid_alive())
             })
             .await
             .unwrap_or(false)
@@ -206,6 +208,14 @@ impl Sandboxes for RuntimeHost {
             let runtime = self.runtime()?;
             let (pod, etc) = (pod.clone(), etc.clone());
             blocking(move || Ok(runtime.create_sandbox(&pod, netns, &etc)?)).await
+        })
+    }
+
+    fn create_user_namespace<'a>(&'a self, pod: &'a PodInfo) -> BoxFuture<'a, HostResult<()>> {
+        Box::pin(async move {
+            let runtime = self.runtime()?;
+            let pod = pod.clone();
+            blocking(move || Ok(runtime.create_user_namespace(&pod)?)).await
         })
     }
 

@@ -8,6 +8,7 @@
 //! (`tests/fixtures/k8s-schema/`); a test regenerates it and fails when it
 //! is stale.
 
+mod ignored;
 mod suggest;
 pub(crate) mod table;
 
@@ -162,10 +163,20 @@ fn walk(
                         issues,
                     );
                 } else if mode == Mode::Implemented && tables.k8s.contains(&child_generic) {
-                    issues.push(Issue::warning_at_key(
-                        &child_concrete,
-                        format!("`{child_concrete}` is a Kubernetes field that berth ignores"),
-                    ));
+                    let message =
+                        format!("`{child_concrete}` is a Kubernetes field that berth ignores");
+                    match ignored::treatment(&child_generic, &entry.value) {
+                        ignored::Treatment::Silent => {}
+                        ignored::Treatment::Warn(None) => {
+                            issues.push(Issue::warning_at_key(&child_concrete, message));
+                        }
+                        ignored::Treatment::Warn(Some(why)) => {
+                            issues.push(Issue::warning_at_key(
+                                &child_concrete,
+                                format!("{message}: {why}"),
+                            ));
+                        }
+                    }
                     walk(
                         tables,
                         &entry.value,

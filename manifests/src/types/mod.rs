@@ -15,6 +15,7 @@ pub(crate) mod config;
 mod image;
 mod meta;
 mod pod;
+mod pod_security;
 mod registry;
 pub(crate) mod serde_helpers;
 
@@ -24,4 +25,8 @@ pub use meta::{
     ApiV1, BerthV1, ConfigMapKind, ImageKind, ObjectMeta, PodKind, RegistryKind, SecretKind,
 };
 pub use pod::*;
+pub use pod_security::{
+    AppArmorProfile, ProcMountType, ProfileType, SYSTEM_CLUSTER_CRITICAL, SYSTEM_NODE_CRITICAL,
+    SeccompProfile, Sysctl,
+};
 pub use registry::{Capability, ClientCert, Registry, RegistryHost, RegistrySpec};

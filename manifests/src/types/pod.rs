@@ -8,6 +8,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::meta::{ApiV1, ObjectMeta, PodKind};
+use super::pod_security::{AppArmorProfile, ProcMountType, SeccompProfile, Sysctl};
 use super::serde_helpers::{is_false, null_as_default};
 
 /// A group of containers sharing a network namespace and volumes.
@@ -64,7 +65,7 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<PodDnsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<Box<PodSecurityContext>>,
     /// Secrets (of type `kubernetes.io/dockerconfigjson`) holding registry credentials.
     #[serde(
         default,
@@ -72,6 +73,35 @@ pub struct PodSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Use the host's PID namespace: containers see every host process.
+    #[serde(
+        default,
+        rename = "hostPID",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
+    pub host_pid: bool,
+    /// Use the host's IPC namespace (and its /dev/shm).
+    #[serde(
+        default,
+        rename = "hostIPC",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
+    pub host_ipc: bool,
+    /// One PID namespace for all the pod's containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_process_namespace: Option<bool>,
+    /// `false`: the pod runs in its own user namespace, its root mapped to
+    /// an unprivileged range of host IDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
+    /// `system-node-critical` makes the pod the last the kernel kills
+    /// under memory pressure; `system-cluster-critical` is known too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
 }
 
 macro_rules! string_enum {
@@ -403,6 +433,14 @@ pub struct SecurityContext {
     pub run_as_group: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as_non_root: Option<bool>,
+    /// Overrides the pod's `seccompProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+    /// Overrides the pod's `appArmorProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_armor_profile: Option<AppArmorProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_mount: Option<ProcMountType>,
 }
 
 /// Linux capabilities to add to or drop from the default set, with or
@@ -444,6 +482,20 @@ pub struct PodSecurityContext {
     /// never touched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_group: Option<i64>,
+    /// Every container's, unless the container sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
+    /// Every container's, unless the container sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_armor_profile: Option<AppArmorProfile>,
+    /// Namespaced kernel parameters: the kubelet's safe set, plus what the
+    /// agent's `[pods] allowed-unsafe-sysctls` allows.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub sysctls: Vec<Sysctl>,
 }
 
 /// A health check: exactly one of `exec`, `httpGet`, `tcpSocket`.

@@ -11,6 +11,7 @@ use crate::types::{KeyToPath, ObjectMeta, Quantity};
 mod config;
 mod image;
 mod pod;
+mod pod_security;
 mod registry;
 
 /// One problem at one field path (`spec.containers[0].image`).

@@ -131,6 +131,7 @@ pub(super) fn validate_pod(pod: &Pod, issues: &mut Issues) {
         }
     }
     validate_dns(pod, issues);
+    super::pod_security::validate(pod, issues);
     if let Some(sc) = &spec.security_context {
         for (field, id) in [
             ("runAsUser", sc.run_as_user),
