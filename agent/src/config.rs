@@ -23,6 +23,8 @@ pub struct AgentConfig {
     pub pods: crate::pod::PodsConfig,
     /// `[store]`: the image store's garbage collection and unpacking.
     pub store: StoreConfig,
+    /// `[node]`: the node's name and labels (which pods it runs).
+    pub node: crate::node::NodeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

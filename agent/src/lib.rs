@@ -10,6 +10,7 @@ pub mod desired;
 pub mod fsutil;
 pub mod image;
 pub mod memory;
+pub mod node;
 pub mod paths;
 pub mod pod;
 pub mod reconcile;

@@ -181,7 +181,7 @@ impl FakeHost {
             status: me.clone(),
             clock: Arc::new(self.clock.clone()),
             config,
-            node_name: "node1".into(),
+            node: Arc::new(crate::node::Node::fixed("node1", Default::default())),
         }
     }
 

@@ -313,6 +313,7 @@ pub struct Host {
     pub status: Arc<dyn StatusSink>,
     pub clock: Arc<dyn Clock>,
     pub config: PodsConfig,
-    /// The node's name (the `spec.nodeName` field pods see).
-    pub node_name: String,
+    /// The node's name (the `spec.nodeName` field pods see) and labels
+    /// (which pods it runs).
+    pub node: Arc<crate::node::Node>,
 }

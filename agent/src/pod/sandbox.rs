@@ -176,7 +176,7 @@ pub async fn ensure(
         name: name.clone(),
         namespace: namespace.clone(),
         uid: pod.uid.clone(),
-        node_name: host.node_name.clone(),
+        node_name: host.node.name().to_string(),
         pod_ips: network.pod_ips().iter().map(ToString::to_string).collect(),
         host_ip: if spec.host_network {
             network

@@ -55,6 +55,9 @@ pub async fn sync(
     };
     let (namespace, name) = (ex.key.namespace.as_str(), ex.key.name.as_str());
     let spec = &pod.spec;
+    if let crate::node::Selection::NotSelected(why) = ex.host.node.select(spec) {
+        return not_selected(ex, &why).await;
+    }
     let record = load(ex).await?;
     let (pod_hash, wanted) = match hash::wanted(namespace, name, spec, desired) {
         Ok(wanted) => wanted,
@@ -149,6 +152,25 @@ pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
                 err,
             )
         })
+}
+
+/// This node does not run the pod (its node name, labels or the pod's
+/// selectors changed, or never matched): whatever ran of it is removed.
+/// Unlike the scheduler's `IgnoredDuringExecution`, a running pod stops
+/// too: the manifest directory, not history, says what runs here.
+async fn not_selected(ex: &Executor<'_>, why: &str) -> Result<PodReport, PodError> {
+    let message = format!("NotSelected: {why}");
+    if load(ex).await?.is_some() {
+        ex.event(
+            EventType::Normal,
+            "NotSelected",
+            format!("{why}: removing the pod"),
+        );
+        terminate(ex).await?;
+    }
+    let mut report = report::blocked(None, message, None);
+    report.details = Some(Default::default());
+    Ok(report)
 }
 
 async fn load(ex: &Executor<'_>) -> Result<Option<PodState>, PodError> {

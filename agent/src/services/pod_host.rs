@@ -45,6 +45,7 @@ pub fn build(
     status: StatusStore,
     events: EventLog,
     observed: mpsc::Sender<ObservedEvent>,
+    node: Arc<crate::node::Node>,
 ) -> Host {
     let runtime = Arc::new(RuntimeHost {
         runtime: services.runtime.clone(),
@@ -69,10 +70,7 @@ pub fn build(
         status: Arc::new(Reporter::new(status, events)),
         clock: Arc::new(SystemClock),
         config: services.pods,
-        node_name: nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default(),
+        node,
     }
 }
 

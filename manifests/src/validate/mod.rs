@@ -10,7 +10,9 @@ use crate::types::{KeyToPath, ObjectMeta, Quantity};
 
 mod config;
 mod image;
+mod placement;
 mod pod;
+mod projection;
 mod registry;
 
 /// One problem at one field path (`spec.containers[0].image`).

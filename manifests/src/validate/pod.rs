@@ -22,7 +22,14 @@ pub(super) fn validate_pod(pod: &Pod, issues: &mut Issues) {
         issues.error_at_key("spec.containers", "a pod needs at least one container");
     }
 
-    let volumes = validate_volumes(&spec.volumes, issues);
+    let container_set: HashSet<&str> = spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    let volumes = validate_volumes(&spec.volumes, &container_set, issues);
+    super::placement::validate(spec, issues);
     let mut container_names: HashMap<&str, String> = HashMap::new();
     let mut port_names: HashMap<&str, String> = HashMap::new();
     let mut ports_in_use: HashMap<(i32, Protocol), String> = HashMap::new();
@@ -210,7 +217,11 @@ fn validate_dns(pod: &Pod, issues: &mut Issues) {
 }
 
 /// Checks volumes and returns their names.
-fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&'a str> {
+fn validate_volumes<'a>(
+    volumes: &'a [Volume],
+    containers: &HashSet<&str>,
+    issues: &mut Issues,
+) -> HashSet<&'a str> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, volume) in volumes.iter().enumerate() {
         let path = format!("spec.volumes[{i}]");
@@ -234,12 +245,14 @@ fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&
             volume.empty_dir.is_some(),
             volume.config_map.is_some(),
             volume.secret.is_some(),
+            volume.downward_api.is_some(),
+            volume.projected.is_some(),
         ];
         match sources.iter().filter(|s| **s).count() {
             0 => issues.error(
                 format!("{path}.name"),
                 format!(
-                    "volume `{}` has no source berth supports: use one of hostPath, emptyDir, configMap, secret",
+                    "volume `{}` has no source berth supports: use one of hostPath, emptyDir, configMap, secret, downwardAPI, projected",
                     volume.name
                 ),
             ),
@@ -286,6 +299,7 @@ fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&
                 issues,
             );
         }
+        super::projection::validate(&path, volume, containers, issues);
         if let Some(secret) = &volume.secret {
             issues.check(
                 &format!("{path}.secret.secretName"),
