@@ -110,7 +110,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
-    let node = Arc::new(crate::node::Node::new(&config.node).context("reading [node]")?);
+    let node =
+        Arc::new(crate::node::Node::new(&config.node, &paths.root).context("reading [node]")?);
     tokio::spawn(crate::node::watch::follow_labels(
         Arc::clone(&node),
         config.node.labels_interval,

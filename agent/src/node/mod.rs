@@ -3,6 +3,7 @@
 //! and which pods it runs ([`selection`]: `nodeName`, `nodeSelector`,
 //! required node affinity).
 
+pub mod capacity;
 pub mod config;
 pub mod labels;
 pub mod selection;
@@ -11,6 +12,8 @@ pub mod watch;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::pod::projection::Capacity;
 
 pub use config::NodeConfig;
 pub use labels::LabelsError;
@@ -25,12 +28,13 @@ pub struct Node {
     base: BTreeMap<String, String>,
     labels_file: Option<PathBuf>,
     current: RwLock<Arc<BTreeMap<String, String>>>,
+    capacity: Capacity,
 }
 
 impl Node {
     /// The node of `config`; a labels file that exists must parse (a
     /// missing one adds no labels until it appears).
-    pub fn new(config: &NodeConfig) -> Result<Self, LabelsError> {
+    pub fn new(config: &NodeConfig, root: &std::path::Path) -> Result<Self, LabelsError> {
         let name = config.name.clone().unwrap_or_else(hostname);
         let mut base = labels::well_known(&name);
         for (key, value) in &config.labels {
@@ -45,6 +49,7 @@ impl Node {
             base,
             labels_file: config.labels_file.clone(),
             current: RwLock::new(Arc::default()),
+            capacity: capacity::measure(root),
         };
         node.reload()?;
         Ok(node)
@@ -57,6 +62,11 @@ impl Node {
             base: labels.clone(),
             labels_file: None,
             current: RwLock::new(Arc::new(labels)),
+            capacity: Capacity {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                ephemeral_storage_bytes: 10 << 30,
+            },
         }
     }
 
@@ -66,6 +76,10 @@ impl Node {
 
     pub fn labels(&self) -> Arc<BTreeMap<String, String>> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     pub fn labels_file(&self) -> Option<&std::path::Path> {

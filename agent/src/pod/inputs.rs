@@ -67,6 +67,14 @@ pub enum InputError {
         name: String,
         key: String,
     },
+    #[error("volume {volume:?}: file {path:?}: {problem}")]
+    VolumeField {
+        volume: String,
+        path: String,
+        problem: String,
+    },
+    #[error("volume {volume:?}: {problem}")]
+    ProjectedSource { volume: String, problem: String },
     #[error("imagePullSecrets: Secret {namespace}/{name} is not in the manifests")]
     MissingPullSecret { namespace: String, name: String },
     #[error("imagePullSecrets: {0}")]
@@ -105,7 +113,7 @@ impl FieldValues {
 
     /// The value of `fieldPath` (the one grammar `berth validate` uses);
     /// a missing label or annotation is empty, as in Kubernetes.
-    fn get(&self, path: &str) -> Option<String> {
+    pub(super) fn get(&self, path: &str) -> Option<String> {
         use manifests::field_path::PodField;
         let field = manifests::field_path::parse(path).ok()?;
         if self.stand_ins {
@@ -266,7 +274,8 @@ pub struct VolumeFiles {
     pub name: String,
     /// Each with its mode (`VolumeFile`'s Debug never prints contents).
     pub files: Vec<VolumeFile>,
-    /// A Secret's: kept on a tmpfs.
+    /// Kept on a tmpfs (secret, downwardAPI and projected volumes, as
+    /// the kubelet does).
     pub secret: bool,
     /// The pod's fsGroup: the group owning the files.
     pub gid: Option<u32>,
@@ -289,78 +298,128 @@ pub fn file_mode(item_mode: Option<i32>, default_mode: Option<i32>, fs_group: Op
     }
 }
 
-/// The files of `volume` if it is a configMap or secret volume (`None`
-/// for other kinds), for a pod whose fsGroup is `fs_group`. A missing
-/// optional object gives an empty directory.
+/// The files of `volume` if berth writes it (configMap, secret,
+/// downwardAPI, projected; `None` for other kinds), for a pod whose
+/// fsGroup is `fs_group`. A missing optional object gives no files.
 pub fn volume_files(
     namespace: &str,
     volume: &api::Volume,
     desired: &DesiredState,
     fs_group: Option<u32>,
+    pod: &super::projection::PodFacts<'_>,
 ) -> Result<Option<VolumeFiles>, InputError> {
-    let (kind, name, items, default_mode, optional, secret) =
-        match (&volume.config_map, &volume.secret) {
-            (Some(c), _) => (
-                Kind::ConfigMap,
-                &c.name,
-                &c.items,
-                c.default_mode,
-                c.optional,
-                false,
-            ),
-            (None, Some(s)) => (
-                Kind::Secret,
-                &s.secret_name,
-                &s.items,
-                s.default_mode,
-                s.optional,
-                true,
-            ),
-            (None, None) => return Ok(None),
-        };
-    let file = |path: &str, data: Vec<u8>, item_mode: Option<i32>| VolumeFile {
-        path: path.to_string(),
-        data,
-        mode: file_mode(item_mode, default_mode, fs_group),
+    let files = |files, secret| {
+        Ok(Some(VolumeFiles {
+            name: volume.name.clone(),
+            files,
+            secret,
+            gid: fs_group,
+        }))
     };
-    let mut files = Vec::new();
-    match data_of(desired, kind, namespace, name) {
-        None if optional.unwrap_or(false) => {}
-        None => {
-            return Err(InputError::MissingVolumeObject {
-                volume: volume.name.clone(),
-                kind,
-                namespace: namespace.into(),
-                name: name.clone(),
-            });
-        }
-        Some(data) if items.is_empty() => {
-            files.extend(data.into_iter().map(|(key, bytes)| file(&key, bytes, None)))
-        }
-        Some(data) => {
-            for item in items {
-                match data.get(&item.key) {
-                    Some(bytes) => files.push(file(&item.path, bytes.clone(), item.mode)),
-                    None if optional.unwrap_or(false) => {}
-                    None => {
-                        return Err(InputError::MissingVolumeKey {
-                            volume: volume.name.clone(),
-                            kind,
-                            namespace: namespace.into(),
-                            name: name.clone(),
-                            key: item.key.clone(),
-                        });
+    let mode = |default_mode| move |item_mode| file_mode(item_mode, default_mode, fs_group);
+    if let Some(c) = &volume.config_map {
+        let source = KeySource {
+            volume: &volume.name,
+            kind: Kind::ConfigMap,
+            namespace,
+            name: &c.name,
+            items: &c.items,
+            optional: c.optional.unwrap_or(false),
+        };
+        return files(source.files(desired, mode(c.default_mode))?, false);
+    }
+    if let Some(s) = &volume.secret {
+        let source = KeySource {
+            volume: &volume.name,
+            kind: Kind::Secret,
+            namespace,
+            name: &s.secret_name,
+            items: &s.items,
+            optional: s.optional.unwrap_or(false),
+        };
+        return files(source.files(desired, mode(s.default_mode))?, true);
+    }
+    // The kubelet keeps these on a tmpfs too.
+    if let Some(d) = &volume.downward_api {
+        return files(
+            pod.files(&volume.name, &d.items, mode(d.default_mode))?,
+            true,
+        );
+    }
+    if let Some(p) = &volume.projected {
+        return files(
+            super::projection::projected(
+                namespace,
+                &volume.name,
+                p,
+                desired,
+                pod,
+                mode(p.default_mode),
+            )?,
+            true,
+        );
+    }
+    Ok(None)
+}
+
+/// The keys of one ConfigMap or Secret as files (a volume, or a source
+/// of a projected volume).
+pub(super) struct KeySource<'a> {
+    pub volume: &'a str,
+    pub kind: Kind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub items: &'a [api::KeyToPath],
+    pub optional: bool,
+}
+
+impl KeySource<'_> {
+    /// Every key (no items) or the items' keys, each file's mode from
+    /// `mode(item mode)`.
+    pub fn files(
+        &self,
+        desired: &DesiredState,
+        mode: impl Fn(Option<i32>) -> u32,
+    ) -> Result<Vec<VolumeFile>, InputError> {
+        let file = |path: &str, data: Vec<u8>, item_mode: Option<i32>| VolumeFile {
+            path: path.to_string(),
+            data,
+            mode: mode(item_mode),
+        };
+        let mut files = Vec::new();
+        match data_of(desired, self.kind, self.namespace, self.name) {
+            None if self.optional => {}
+            None => {
+                return Err(InputError::MissingVolumeObject {
+                    volume: self.volume.to_string(),
+                    kind: self.kind,
+                    namespace: self.namespace.into(),
+                    name: self.name.to_string(),
+                });
+            }
+            Some(data) if self.items.is_empty() => {
+                files.extend(data.into_iter().map(|(key, bytes)| file(&key, bytes, None)))
+            }
+            Some(data) => {
+                for item in self.items {
+                    match data.get(&item.key) {
+                        Some(bytes) => files.push(file(&item.path, bytes.clone(), item.mode)),
+                        None if self.optional => {}
+                        None => {
+                            return Err(InputError::MissingVolumeKey {
+                                volume: self.volume.to_string(),
+                                kind: self.kind,
+                                namespace: self.namespace.into(),
+                                name: self.name.to_string(),
+                                key: item.key.clone(),
+                            });
+                        }
                     }
                 }
             }
         }
+        Ok(files)
     }
-    Ok(Some(VolumeFiles {
-        name: volume.name.clone(),
-        files,
-        secret,
-        gid: fs_group,
-    }))
 }
 
 /// The registry credentials of the pod's `imagePullSecrets` (`None` when
@@ -422,9 +481,19 @@ pub fn uses(spec: &api::PodSpec, kind: Kind, name: &str) -> bool {
         Kind::Secret => v.secret.as_ref().is_some_and(|s| s.secret_name == name),
         _ => false,
     });
+    let in_projected = spec
+        .volumes
+        .iter()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| &p.sources)
+        .any(|source| match kind {
+            Kind::ConfigMap => source.config_map.as_ref().is_some_and(|c| c.name == name),
+            Kind::Secret => source.secret.as_ref().is_some_and(|s| s.name == name),
+            _ => false,
+        });
     let in_pull_secrets =
         kind == Kind::Secret && spec.image_pull_secrets.iter().any(|r| r.name == name);
-    in_env || in_env_from || in_volumes || in_pull_secrets
+    in_env || in_env_from || in_volumes || in_projected || in_pull_secrets
 }
 
 #[cfg(test)]
@@ -456,6 +525,23 @@ mod tests {
             );
         }
         desired
+    }
+
+    /// A pod none of these tests' volumes read fields of.
+    fn no_facts() -> crate::pod::projection::PodFacts<'static> {
+        static FIELDS: std::sync::LazyLock<FieldValues> =
+            std::sync::LazyLock::new(FieldValues::default);
+        static SPEC: std::sync::LazyLock<api::PodSpec> =
+            std::sync::LazyLock::new(api::PodSpec::default);
+        crate::pod::projection::PodFacts {
+            fields: &FIELDS,
+            spec: &SPEC,
+            capacity: crate::pod::projection::Capacity {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                ephemeral_storage_bytes: 1 << 30,
+            },
+        }
     }
 
     fn config_map(name: &str, data: &[(&str, &str)]) -> Object {
@@ -557,7 +643,7 @@ mod tests {
             "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/b.txt"}], "defaultMode": 0o600}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired, None)
+        let files = volume_files("default", &volume, &desired, None, &no_facts())
             .expect("files")
             .expect("a configMap volume");
         assert_eq!(
@@ -573,7 +659,7 @@ mod tests {
             "name": "certs", "secret": {"secretName": "tls"}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired, None)
+        let files = volume_files("default", &volume, &desired, None, &no_facts())
             .expect("files")
             .expect("a secret volume");
         assert!(files.secret);
@@ -582,7 +668,7 @@ mod tests {
             "name": "x", "secret": {"secretName": "absent"}
         }))
         .expect("volume");
-        assert!(volume_files("default", &volume, &desired, None).is_err());
+        assert!(volume_files("default", &volume, &desired, None, &no_facts()).is_err());
     }
 
     #[test]
@@ -624,7 +710,7 @@ mod tests {
         }))
         .expect("volume");
         let modes = |fs_group| {
-            let files = volume_files("default", &volume, &desired, fs_group)
+            let files = volume_files("default", &volume, &desired, fs_group, &no_facts())
                 .expect("files")
                 .expect("a secret volume");
             let modes: Vec<(String, u32)> = files

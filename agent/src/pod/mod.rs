@@ -44,6 +44,7 @@ pub mod limits;
 pub mod network;
 pub mod plan;
 pub mod probes;
+pub mod projection;
 pub mod recover;
 pub mod report;
 pub mod sandbox;

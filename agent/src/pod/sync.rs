@@ -302,9 +302,15 @@ impl<'a> Run<'a> {
                 {
                     return Ok(pending);
                 }
-                let ready =
-                    sandbox::ensure(self.ex, state, self.spec, self.desired, &mut self.unsaved)
-                        .await;
+                let ready = sandbox::ensure(
+                    self.ex,
+                    state,
+                    self.metadata,
+                    self.spec,
+                    self.desired,
+                    &mut self.unsaved,
+                )
+                .await;
                 match ready {
                     Ok(ready) => self.ready = Some(ready),
                     Err(err) => {

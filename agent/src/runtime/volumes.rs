@@ -312,60 +312,21 @@ pub fn write_files(
             .iter()
             .map(|file| u64::try_from(file.data.len()).unwrap_or(u64::MAX))
             .sum();
+        // Room for the old version and the new one side by side while
+        // `..data` is swapped, and some slack for inodes.
         mount_tmpfs(
             volume,
             dir,
             0o755,
             Some(total.saturating_mul(2).saturating_add(1 << 20)),
         )?;
+        grow_tmpfs(volume, dir, total)?;
     }
-    // Replace the content: remove what a previous version left.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                crate::fsutil::remove_dir_all_if_exists(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(|source| io_err(volume, "removing", &path, source))?;
-        }
-    }
-    let mut dirs = std::collections::BTreeSet::from([dir.to_path_buf()]);
-    for file in files {
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            make_dir(volume, parent, 0o755)?;
-            dirs.extend(
-                parent
-                    .ancestors()
-                    .take_while(|d| d.starts_with(dir))
-                    .map(Path::to_path_buf),
-            );
-        }
-        let mut created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(file.mode)
-            .open(&path)
-            .map_err(|source| io_err(volume, "creating", &path, source))?;
-        std::io::Write::write_all(&mut created, &file.data)
-            .map_err(|source| io_err(volume, "writing", &path, source))?;
-        // The umask may have narrowed the mode given at creation.
-        created
-            .set_permissions(Permissions::from_mode(file.mode))
-            .map_err(|source| io_err(volume, "setting permissions of", &path, source))?;
-        if let Some(gid) = options.gid {
-            std::os::unix::fs::fchown(&created, None, Some(gid))
-                .map_err(|source| io_err(volume, "changing the group of", &path, source))?;
-        }
-    }
+    super::atomic_writer::write(volume, dir, files, options.gid)?;
     if let Some(gid) = options.gid {
-        for dir in &dirs {
-            std::os::unix::fs::chown(dir, None, Some(gid))
-                .map_err(|source| io_err(volume, "changing the group of", dir, source))?;
-            set_mode(volume, dir, 0o2755)?;
-        }
+        std::os::unix::fs::chown(dir, None, Some(gid))
+            .map_err(|source| io_err(volume, "changing the group of", dir, source))?;
+        set_mode(volume, dir, 0o2755)?;
     }
     Ok(())
 }
@@ -507,6 +468,36 @@ fn mount_tmpfs(volume: &str, dir: &Path, mode: u32, size: Option<u64>) -> Result
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(options.as_str()),
+    )
+    .map_err(|source| VolumeError::Tmpfs {
+        volume: volume.to_string(),
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Makes the secret tmpfs at `dir` large enough for `incoming` more
+/// bytes next to what it holds (a Secret that grew since it was mounted).
+fn grow_tmpfs(volume: &str, dir: &Path, incoming: u64) -> Result<(), VolumeError> {
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|errno| io_err(volume, "inspecting", dir, errno.into()))?;
+    let size = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let used = stat
+        .f_blocks
+        .saturating_sub(stat.f_bfree)
+        .saturating_mul(stat.f_frsize);
+    let needed = used
+        .saturating_add(incoming.saturating_mul(2))
+        .saturating_add(1 << 20);
+    if size >= needed {
+        return Ok(());
+    }
+    nix::mount::mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={needed}").as_str()),
     )
     .map_err(|source| VolumeError::Tmpfs {
         volume: volume.to_string(),
