@@ -91,7 +91,9 @@ spec:
     ];
     for needle in expected {
         assert!(
-            found.iter().any(|d| d.contains("error") && d.contains(needle)),
+            found
+                .iter()
+                .any(|d| d.contains("error") && d.contains(needle)),
             "{needle:?} in {found:#?}"
         );
     }
