@@ -29,7 +29,10 @@ fn node_labels_select_the_pods_this_node_runs(runtime: &str) {
     let agent_pid = world.agent().pid();
     let sleeper = world.shell_container("app", "exec sleep 1000");
     let pod = |name: &str, spec: &str| {
-        world.write_manifest(&format!("{name}.yaml"), &world.pod_yaml(name, spec, &sleeper));
+        world.write_manifest(
+            &format!("{name}.yaml"),
+            &world.pod_yaml(name, spec, &sleeper),
+        );
     };
     pod("ssd", "  nodeSelector:\n    disk: ssd\n    role: edge\n");
     pod("foo", "  nodeSelector:\n    foo: bar\n");
@@ -44,7 +47,9 @@ fn node_labels_select_the_pods_this_node_runs(runtime: &str) {
     for name in ["ssd", "mine"] {
         world.wait_pod(name, "running", |p| running_pid(p, "app").is_some());
     }
-    let foo = world.wait_pod("foo", "not selected", |p| message(p).starts_with("NotSelected"));
+    let foo = world.wait_pod("foo", "not selected", |p| {
+        message(p).starts_with("NotSelected")
+    });
     assert_eq!(
         message(&foo),
         "NotSelected: node labels do not match nodeSelector foo=bar"
@@ -78,7 +83,9 @@ fn node_labels_select_the_pods_this_node_runs(runtime: &str) {
     });
     // ...and takes `role` away: the ssd pod no longer matches and stops.
     write_atomically(&labels_file, "zone=eu-1\ncores=8\n");
-    let ssd = world.wait_pod("ssd", "deselected", |p| message(p).starts_with("NotSelected"));
+    let ssd = world.wait_pod("ssd", "deselected", |p| {
+        message(p).starts_with("NotSelected")
+    });
     assert_eq!(
         message(&ssd),
         "NotSelected: node labels do not match nodeSelector role=edge"
@@ -86,8 +93,7 @@ fn node_labels_select_the_pods_this_node_runs(runtime: &str) {
     assert!(running_pid(&ssd, "app").is_none(), "{ssd:#}");
     // A labels file that does not parse changes nothing.
     write_atomically(&labels_file, "zone=eu-1\nnot a label\n");
-    let events = std::fs::read_to_string(world.dirs.run_root.join("events.jsonl"))
-        .expect("events");
+    let events = std::fs::read_to_string(world.dirs.run_root.join("events.jsonl")).expect("events");
     let invalid = berth_e2e::poll_until(berth_e2e::pods::POD_WAIT, || {
         std::fs::read_to_string(world.dirs.run_root.join("events.jsonl"))
             .ok()

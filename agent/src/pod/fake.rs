@@ -94,6 +94,8 @@ pub struct World {
     pub watched_exits: BTreeSet<String>,
     pub events: Vec<Event>,
     pub status: BTreeMap<ObjectKey, Reported>,
+    /// What every pod's ephemeral storage measures.
+    pub storage: crate::pod::storage::Usage,
     next_pid: i32,
 }
 
@@ -393,6 +395,13 @@ impl Sandboxes for FakeHost {
 
     fn list(&self) -> BoxFuture<'_, Vec<String>> {
         boxed(self.world().sandboxes.iter().cloned().collect())
+    }
+
+    fn storage_usage<'a>(
+        &'a self,
+        _: &'a crate::pod::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<crate::pod::storage::Usage>> {
+        boxed(Ok(self.world().storage.clone()))
     }
 }
 

@@ -142,6 +142,13 @@ pub trait Sandboxes: Send + Sync {
 
     /// UIDs of every pod sandbox on the host.
     fn list(&self) -> BoxFuture<'_, Vec<String>>;
+
+    /// Bytes the pod's disk emptyDirs use, and each container's writable
+    /// layer plus logs.
+    fn storage_usage<'a>(
+        &'a self,
+        query: &'a super::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<super::storage::Usage>>;
 }
 
 /// Images, through the image manager.

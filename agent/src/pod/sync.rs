@@ -17,6 +17,7 @@ use manifests::types as api;
 use super::action::Action;
 use super::containers::{self, PodEnvironment, Stopping};
 use super::error::{Failures, PodError, Reason};
+use super::eviction;
 use super::executor::Executor;
 use super::hash;
 use super::hooks;
@@ -76,6 +77,9 @@ pub async fn sync(
             Incarnation::new(spec, &pod_hash, time::now()),
         )
     });
+    if let Some(evicted) = eviction::still_evicted(ex, &mut state, spec, object.generation).await? {
+        return Ok(evicted);
+    }
     // Applies to the next stop without recreating anything.
     state.incarnation.grace_seconds = grace_seconds(spec);
     let desired_pod = DesiredPod {
@@ -106,7 +110,7 @@ pub async fn sync(
     if run.unsaved {
         sandbox::save(ex.host, &state).await?;
     }
-    outcome
+    eviction::check(ex, &mut state, spec, object.generation, outcome?).await
 }
 
 /// Removes pod `ex.key` and everything it had (every incarnation, its logs

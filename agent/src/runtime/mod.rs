@@ -28,6 +28,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod config;
 mod create;
+pub mod disk_usage;
 mod exec;
 pub mod from_pod;
 mod handlers;

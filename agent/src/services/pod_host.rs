@@ -269,6 +269,35 @@ impl Sandboxes for RuntimeHost {
                 .unwrap_or_default()
         })
     }
+
+    fn storage_usage<'a>(
+        &'a self,
+        query: &'a crate::pod::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<crate::pod::storage::Usage>> {
+        let paths = self.paths.clone();
+        let query = query.clone();
+        Box::pin(blocking(move || {
+            let du = |path: PathBuf| {
+                crate::runtime::disk_usage::of(&path)
+                    .map_err(|err| HostError::from(format!("measuring {}: {err}", path.display())))
+            };
+            let mut usage = crate::pod::storage::Usage::default();
+            let volumes = paths.pod_state_dir(&query.pod_uid).join("volumes");
+            for name in &query.empty_dirs {
+                usage
+                    .empty_dirs
+                    .insert(name.clone(), du(volumes.join(name))?);
+            }
+            for (name, id) in &query.containers {
+                let layer = du(paths.container_layer(id))?;
+                let logs = du(paths.container_logs(&query.namespace, &query.pod_name, name))?;
+                usage
+                    .containers
+                    .insert(name.clone(), layer.saturating_add(logs));
+            }
+            Ok(usage)
+        }))
+    }
 }
 
 /// Images through the image manager.
