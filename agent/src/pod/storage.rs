@@ -91,7 +91,8 @@ pub fn check(spec: &api::PodSpec, usage: &Usage) -> Option<String> {
             .sum();
         if used > limit {
             return Some(format!(
-                "Pod ephemeral local storage usage exceeds the total limit of containers {limit}."
+                "Pod ephemeral local storage usage exceeds the total limit of containers {}.",
+                binary_quantity(limit)
             ));
         }
     }
@@ -110,6 +111,18 @@ pub fn check(spec: &api::PodSpec, usage: &Usage) -> Option<String> {
         }
     }
     None
+}
+
+/// Bytes as Kubernetes prints a binary quantity: `2Mi`, `1536Ki`, `1000`.
+fn binary_quantity(bytes: u64) -> String {
+    const SUFFIXES: [&str; 6] = ["Ei", "Pi", "Ti", "Gi", "Mi", "Ki"];
+    for (i, suffix) in SUFFIXES.iter().enumerate() {
+        let unit = 1u64 << (10 * (6 - i));
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
 }
 
 /// The pod's limit, as Kubernetes' `PodLimits`: the app containers' sum or
@@ -208,6 +221,8 @@ mod tests {
             assert_eq!(check(&spec, &usage).as_deref(), want, "{case}");
         }
         assert_eq!(requested(&spec), 4 * MI);
+        assert_eq!(binary_quantity(1536 * 1024), "1536Ki");
+        assert_eq!(binary_quantity(1000), "1000");
         let names: Vec<&str> = disk_empty_dirs(&spec).map(|(n, _)| n).collect();
         assert_eq!(
             names,
