@@ -208,7 +208,7 @@ mod tests {
                 "the pod over the sum of its containers' limits",
                 usage(MI, 9 * MI, 5 * MI, MI + 1),
                 Some(
-                    "Pod ephemeral local storage usage exceeds the total limit of containers 16777216.",
+                    "Pod ephemeral local storage usage exceeds the total limit of containers 16Mi.",
                 ),
             ),
             (
