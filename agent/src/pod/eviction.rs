@@ -119,6 +119,39 @@ async fn tear_down(
     sandbox::save(ex.host, state).await
 }
 
+/// The kubelet's admission check for ephemeral storage, against the free
+/// space of berth's file system: a pod not made yet whose containers
+/// request more than is free waits (`OutOfephemeral-storage`), checked
+/// again every `[pods] storage-check-interval`. A pod already made is not
+/// checked again.
+pub async fn admit(ex: &Executor<'_>, spec: &api::PodSpec) -> Option<PodReport> {
+    let requested = storage::requested(spec);
+    if requested == 0 {
+        return None;
+    }
+    let free = match ex.host.sandboxes.free_space().await {
+        Ok(free) => free,
+        Err(err) => {
+            tracing::warn!(error = %crate::status::chain(&*err), "could not measure the free space");
+            return None;
+        }
+    };
+    if requested <= free {
+        return None;
+    }
+    let next = ex.now_ms().saturating_add(
+        u64::try_from(ex.host.config.storage_check_interval.as_millis()).unwrap_or(u64::MAX),
+    );
+    Some(PodReport {
+        phase: Phase::Pending,
+        message: format!(
+            "OutOfephemeral-storage: the pod requests {requested} bytes of ephemeral storage, {free} are free"
+        ),
+        details: None,
+        wake_at_ms: Some(next),
+    })
+}
+
 fn report(message: &str) -> PodReport {
     PodReport {
         phase: Phase::Failed,

@@ -96,6 +96,8 @@ pub struct World {
     pub status: BTreeMap<ObjectKey, Reported>,
     /// What every pod's ephemeral storage measures.
     pub storage: crate::pod::storage::Usage,
+    /// Free bytes for pods (`None`: plenty).
+    pub free_space: Option<u64>,
     next_pid: i32,
 }
 
@@ -402,6 +404,10 @@ impl Sandboxes for FakeHost {
         _: &'a crate::pod::storage::StorageQuery,
     ) -> BoxFuture<'a, HostResult<crate::pod::storage::Usage>> {
         boxed(Ok(self.world().storage.clone()))
+    }
+
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>> {
+        boxed(Ok(self.world().free_space.unwrap_or(u64::MAX)))
     }
 }
 

@@ -149,6 +149,11 @@ pub trait Sandboxes: Send + Sync {
         &'a self,
         query: &'a super::storage::StorageQuery,
     ) -> BoxFuture<'a, HostResult<super::storage::Usage>>;
+
+    /// Bytes free for berth on the file system of its state (container
+    /// layers, disk emptyDirs, logs): what a new pod's ephemeral-storage
+    /// request is checked against.
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>>;
 }
 
 /// Images, through the image manager.

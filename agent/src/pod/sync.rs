@@ -60,6 +60,11 @@ pub async fn sync(
         return not_selected(ex, &why).await;
     }
     let record = load(ex).await?;
+    if record.is_none()
+        && let Some(waiting) = eviction::admit(ex, spec).await
+    {
+        return Ok(waiting);
+    }
     let (pod_hash, wanted) = match hash::wanted(namespace, name, spec, desired) {
         Ok(wanted) => wanted,
         // Running containers keep running; a fixed manifest or a new

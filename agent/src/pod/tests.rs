@@ -805,3 +805,28 @@ async fn a_running_pod_the_node_no_longer_selects_is_removed() {
     assert!(!fake.world().containers.contains_key(&id));
     assert!(fake.world().records.is_empty(), "no record is left");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_pod_requesting_more_ephemeral_storage_than_is_free_waits() {
+    let fake = fake_with_image();
+    fake.world().free_space = Some(1 << 20);
+    let pod = Pod::new(&fake, "web");
+    let state = desired(&[(
+        "web.yaml",
+        &format!(
+            "{}    resources:\n      requests:\n        ephemeral-storage: 2Mi\n",
+            pod_yaml("web", &[("app", IMAGE)], "")
+        ),
+    )]);
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Pending);
+    assert_eq!(
+        report.message,
+        "OutOfephemeral-storage: the pod requests 2097152 bytes of ephemeral storage, 1048576 are free"
+    );
+    assert!(report.wake_at_ms.is_some(), "checked again later");
+    assert!(fake.world().containers.is_empty());
+
+    fake.world().free_space = Some(4 << 20);
+    assert_eq!(pod.sync(&state).await.phase, Phase::Running);
+}

@@ -298,6 +298,19 @@ impl Sandboxes for RuntimeHost {
             Ok(usage)
         }))
     }
+
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>> {
+        let root = self.paths.root.clone();
+        Box::pin(blocking(move || {
+            let fs = rustix::fs::statvfs(&root).map_err(|errno| {
+                HostError::from(format!(
+                    "measuring the free space of {}: {errno}",
+                    root.display()
+                ))
+            })?;
+            Ok(fs.f_bavail.saturating_mul(fs.f_frsize))
+        }))
+    }
 }
 
 /// Images through the image manager.
