@@ -67,6 +67,12 @@ pub enum InputError {
         name: String,
         key: String,
     },
+    #[error("container {container:?}: env {variable}: resourceFieldRef: {problem}")]
+    ResourceField {
+        container: String,
+        variable: String,
+        problem: String,
+    },
     #[error("volume {volume:?}: file {path:?}: {problem}")]
     VolumeField {
         volume: String,
@@ -92,6 +98,8 @@ pub struct FieldValues {
     pub host_ip: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// What a limit left out reads as (`resourceFieldRef`).
+    pub capacity: super::projection::Capacity,
     /// Every field reads as `$(PATH)` (see [`Self::placeholders`]).
     pub stand_ins: bool,
 }
@@ -215,6 +223,18 @@ fn value_from(
     desired: &DesiredState,
     fields: &FieldValues,
 ) -> Result<Option<String>, InputError> {
+    if let Some(resource) = &from.resource_field_ref {
+        if fields.stand_ins {
+            return Ok(Some(format!("$({})", resource.resource)));
+        }
+        return super::projection::resource_value(container, resource, fields.capacity)
+            .map(Some)
+            .map_err(|problem| InputError::ResourceField {
+                container: container.name.clone(),
+                variable: variable.into(),
+                problem,
+            });
+    }
     if let Some(field) = &from.field_ref {
         return fields.get(&field.field_path).map(Some).ok_or_else(|| {
             InputError::UnsupportedField {
@@ -536,11 +556,6 @@ mod tests {
         crate::pod::projection::PodFacts {
             fields: &FIELDS,
             spec: &SPEC,
-            capacity: crate::pod::projection::Capacity {
-                cpu_millis: 1000,
-                memory_bytes: 1 << 30,
-                ephemeral_storage_bytes: 1 << 30,
-            },
         }
     }
 

@@ -16,7 +16,7 @@ use crate::runtime::volumes::VolumeFile;
 
 /// What a limit the pod leaves out reads as (the kubelet uses the node's
 /// allocatable resources).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capacity {
     pub cpu_millis: i128,
     pub memory_bytes: i128,
@@ -25,10 +25,9 @@ pub struct Capacity {
 
 /// The pod as downwardAPI files see it.
 pub struct PodFacts<'a> {
-    /// With the real labels and annotations (not stand-ins).
+    /// With the real labels, annotations and capacity (not stand-ins).
     pub fields: &'a FieldValues,
     pub spec: &'a api::PodSpec,
-    pub capacity: Capacity,
 }
 
 impl PodFacts<'_> {
@@ -85,7 +84,7 @@ impl PodFacts<'_> {
             .chain(&self.spec.containers)
             .find(|c| c.name == name)
             .ok_or_else(|| format!("resourceFieldRef: the pod has no container `{name}`"))?;
-        resource_value(container, selector, self.capacity)
+        resource_value(container, selector, self.fields.capacity)
     }
 }
 
@@ -136,7 +135,7 @@ pub fn projected(
 /// kubelet's `ExtractContainerResourceValue`): CPU in millicores, memory
 /// and storage in bytes. A limit left out reads as the node's capacity; a
 /// request left out as the limit the pod gives, else 0 (API defaulting).
-fn resource_value(
+pub(super) fn resource_value(
     container: &api::Container,
     selector: &api::ResourceFieldSelector,
     capacity: Capacity,
@@ -248,11 +247,7 @@ mod tests {
     };
 
     fn facts<'a>(fields: &'a FieldValues, spec: &'a api::PodSpec) -> PodFacts<'a> {
-        PodFacts {
-            fields,
-            spec,
-            capacity: CAPACITY,
-        }
+        PodFacts { fields, spec }
     }
 
     fn items(json: serde_json::Value) -> Vec<api::DownwardApiVolumeFile> {
@@ -275,6 +270,7 @@ mod tests {
     #[test]
     fn downward_api_files_hold_fields_in_the_kubelet_format() {
         let fields = FieldValues {
+            capacity: CAPACITY,
             name: "web".into(),
             namespace: "prod".into(),
             uid: "u-1".into(),
@@ -332,7 +328,10 @@ mod tests {
 
     #[test]
     fn resource_fields_round_up_and_default_to_the_node() {
-        let fields = FieldValues::default();
+        let fields = FieldValues {
+            capacity: CAPACITY,
+            ..FieldValues::default()
+        };
         let spec = spec();
         let value = |container: &str, resource: &str, divisor: Option<&str>| {
             let selector = api::ResourceFieldSelector {
@@ -350,6 +349,24 @@ mod tests {
         assert_eq!(value("app", "limits.memory", None), (64 << 20).to_string());
         // requests.cpu unset: defaults to the limit.
         assert_eq!(value("app", "requests.cpu", Some("1m")), "250");
+        // env reads the same values.
+        let env = super::super::inputs::resolve_env(
+            "default",
+            &spec.containers[0],
+            &DesiredState::default(),
+            &fields,
+        );
+        let app: api::Container = serde_json::from_value(serde_json::json!({
+            "name": "app", "image": "x",
+            "resources": {"limits": {"memory": "64Mi"}},
+            "env": [{"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}]
+        }))
+        .expect("container");
+        assert!(env.is_ok());
+        let env =
+            super::super::inputs::resolve_env("default", &app, &DesiredState::default(), &fields)
+                .expect("env");
+        assert_eq!((env[0].name.as_str(), env[0].value.as_str()), ("MEM", "64"));
         // No limit: the node's capacity; no request and no limit: 0.
         assert_eq!(value("bare", "limits.cpu", None), "2");
         assert_eq!(value("bare", "limits.memory", Some("1Gi")), "8");

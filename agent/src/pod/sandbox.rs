@@ -162,6 +162,7 @@ pub async fn ensure(
         } else {
             String::new()
         },
+        capacity: host.node.capacity(),
         ..FieldValues::default()
     };
     // downwardAPI files read the labels and annotations as they are now.
@@ -173,7 +174,6 @@ pub async fn ensure(
     let facts = PodFacts {
         fields: &current,
         spec,
-        capacity: host.node.capacity(),
     };
     let mut volumes = Vec::new();
     for volume in &spec.volumes {

@@ -314,6 +314,10 @@ pub struct EnvVarSource {
     pub secret_key_ref: Option<KeySelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_ref: Option<ObjectFieldSelector>,
+    /// A resource of this container (`limits.memory`), as a downwardAPI
+    /// file reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_field_ref: Option<ResourceFieldSelector>,
 }
 
 /// One key of a ConfigMap or Secret in the pod's namespace.

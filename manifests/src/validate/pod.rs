@@ -343,7 +343,7 @@ fn validate_container(
         absolute_path(&format!("{path}.workingDir"), "workingDir", dir, issues);
     }
     for (i, env) in container.env.iter().enumerate() {
-        validate_env(&format!("{path}.env[{i}]"), env, issues);
+        validate_env(&format!("{path}.env[{i}]"), env, &container.name, issues);
     }
     for (i, from) in container.env_from.iter().enumerate() {
         let from_path = format!("{path}.envFrom[{i}]");
@@ -544,7 +544,7 @@ fn non_negative_id(path: &str, id: Option<i64>, issues: &mut Issues) {
     }
 }
 
-fn validate_env(path: &str, env: &EnvVar, issues: &mut Issues) {
+fn validate_env(path: &str, env: &EnvVar, container: &str, issues: &mut Issues) {
     issues.check(
         &format!("{path}.name"),
         "environment variable name",
@@ -564,12 +564,34 @@ fn validate_env(path: &str, env: &EnvVar, issues: &mut Issues) {
         from.config_map_key_ref.is_some(),
         from.secret_key_ref.is_some(),
         from.field_ref.is_some(),
+        from.resource_field_ref.is_some(),
     ];
     if refs.iter().filter(|r| **r).count() != 1 {
         issues.error(
             format!("{path}.valueFrom"),
-            "valueFrom needs exactly one of configMapKeyRef, secretKeyRef, fieldRef (resourceFieldRef is not supported)",
+            "valueFrom needs exactly one of configMapKeyRef, secretKeyRef, fieldRef, resourceFieldRef",
         );
+    }
+    if let Some(resource) = &from.resource_field_ref {
+        let at = format!("{path}.valueFrom.resourceFieldRef");
+        if let Err(why) = crate::field_path::parse_resource_field(&resource.resource) {
+            issues.error(format!("{at}.resource"), why);
+        }
+        if let Some(name) = resource.container_name.as_deref()
+            && !name.is_empty()
+            && name != container
+        {
+            issues.error(
+                format!("{at}.containerName"),
+                format!("an env variable reads its own container's resources: use `{container}` or leave containerName out"),
+            );
+        }
+        if let Some(divisor) = &resource.divisor
+            && let Some(millis) = super::quantity(&format!("{at}.divisor"), divisor, issues)
+            && millis <= 0
+        {
+            issues.error(format!("{at}.divisor"), "divisor must be positive");
+        }
     }
     for (field, selector, what) in [
         ("configMapKeyRef", &from.config_map_key_ref, "ConfigMap"),
