@@ -47,14 +47,14 @@ fn node_labels_select_the_pods_this_node_runs(runtime: &str) {
     for name in ["ssd", "mine"] {
         world.wait_pod(name, "running", |p| running_pid(p, "app").is_some());
     }
-    let foo = world.wait_pod("foo", "not selected", |p| {
+    let unmatched = world.wait_pod("foo", "not selected", |p| {
         message(p).starts_with("NotSelected")
     });
     assert_eq!(
-        message(&foo),
+        message(&unmatched),
         "NotSelected: node labels do not match nodeSelector foo=bar"
     );
-    assert_eq!(foo["phase"], "Pending");
+    assert_eq!(unmatched["phase"], "Pending");
     let theirs = world.wait_pod("theirs", "not selected", |p| {
         message(p).starts_with("NotSelected")
     });

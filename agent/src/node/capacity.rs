@@ -4,7 +4,14 @@
 
 use std::path::Path;
 
-use crate::pod::projection::Capacity;
+/// What a limit the pod leaves out reads as (the kubelet uses the node's
+/// allocatable resources).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpu_millis: i128,
+    pub memory_bytes: i128,
+    pub ephemeral_storage_bytes: i128,
+}
 
 /// CPUs the agent may use, total memory, and the size of the file system
 /// holding `root` (berth's state: container layers, emptyDirs, logs).

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::pod::projection::Capacity;
+pub use capacity::Capacity;
 
 pub use config::NodeConfig;
 pub use labels::LabelsError;

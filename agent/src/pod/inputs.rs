@@ -87,60 +87,7 @@ pub enum InputError {
     BadPullSecret(String),
 }
 
-/// Values of the pod's own fields for `fieldRef`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldValues {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub node_name: String,
-    pub pod_ips: Vec<String>,
-    pub host_ip: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// What a limit left out reads as (`resourceFieldRef`).
-    pub capacity: super::projection::Capacity,
-    /// Every field reads as `$(PATH)` (see [`Self::placeholders`]).
-    pub stand_ins: bool,
-}
-
-/// Kubernetes' service account of a pod that names none (berth has no API
-/// server and no service accounts, so every pod reads this).
-const SERVICE_ACCOUNT: &str = "default";
-
-impl FieldValues {
-    /// Stand-ins that name each field instead of its value: what a
-    /// container's spec hash is computed from, so the hash does not change
-    /// when the pod gets a new IP or uid.
-    pub fn placeholders() -> Self {
-        Self {
-            stand_ins: true,
-            ..Self::default()
-        }
-    }
-
-    /// The value of `fieldPath` (the one grammar `berth validate` uses);
-    /// a missing label or annotation is empty, as in Kubernetes.
-    pub(super) fn get(&self, path: &str) -> Option<String> {
-        use manifests::field_path::PodField;
-        let field = manifests::field_path::parse(path).ok()?;
-        if self.stand_ins {
-            return Some(format!("$({path})"));
-        }
-        Some(match field {
-            PodField::Name => self.name.clone(),
-            PodField::Namespace => self.namespace.clone(),
-            PodField::Uid => self.uid.clone(),
-            PodField::NodeName => self.node_name.clone(),
-            PodField::ServiceAccountName => SERVICE_ACCOUNT.to_string(),
-            PodField::PodIp => self.pod_ips.first().cloned().unwrap_or_default(),
-            PodField::PodIps => self.pod_ips.join(","),
-            PodField::HostIp => self.host_ip.clone(),
-            PodField::Label(key) => self.labels.get(key).cloned().unwrap_or_default(),
-            PodField::Annotation(key) => self.annotations.get(key).cloned().unwrap_or_default(),
-        })
-    }
-}
+pub use super::projection::FieldValues;
 
 /// The keys and values of a ConfigMap or Secret in the desired state.
 fn data_of(
@@ -362,13 +309,13 @@ pub fn volume_files(
     // The kubelet keeps these on a tmpfs too.
     if let Some(d) = &volume.downward_api {
         return files(
-            pod.files(&volume.name, &d.items, mode(d.default_mode))?,
+            downward_files(pod, &volume.name, &d.items, mode(d.default_mode))?,
             true,
         );
     }
     if let Some(p) = &volume.projected {
         return files(
-            super::projection::projected(
+            projected(
                 namespace,
                 &volume.name,
                 p,
@@ -380,6 +327,64 @@ pub fn volume_files(
         );
     }
     Ok(None)
+}
+
+/// The files of projected volume `volume`: its sources in order.
+fn projected(
+    namespace: &str,
+    volume: &str,
+    projected: &api::ProjectedVolumeSource,
+    desired: &DesiredState,
+    pod: &super::projection::PodFacts<'_>,
+    mode: impl Fn(Option<i32>) -> u32 + Copy,
+) -> Result<Vec<VolumeFile>, InputError> {
+    let mut files = Vec::new();
+    for source in &projected.sources {
+        if let Some(c) = &source.config_map {
+            let source = KeySource {
+                volume,
+                kind: Kind::ConfigMap,
+                namespace,
+                name: &c.name,
+                items: &c.items,
+                optional: c.optional.unwrap_or(false),
+            };
+            files.extend(source.files(desired, mode)?);
+        } else if let Some(s) = &source.secret {
+            let source = KeySource {
+                volume,
+                kind: Kind::Secret,
+                namespace,
+                name: &s.name,
+                items: &s.items,
+                optional: s.optional.unwrap_or(false),
+            };
+            files.extend(source.files(desired, mode)?);
+        } else if let Some(d) = &source.downward_api {
+            files.extend(downward_files(pod, volume, &d.items, mode)?);
+        } else if source.service_account_token.is_some() {
+            return Err(InputError::ProjectedSource {
+                volume: volume.to_string(),
+                problem: "serviceAccountToken cannot be projected: there is no API server to issue a token".into(),
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// The files of downwardAPI `items` of volume `volume`.
+fn downward_files(
+    pod: &super::projection::PodFacts<'_>,
+    volume: &str,
+    items: &[api::DownwardApiVolumeFile],
+    mode: impl Fn(Option<i32>) -> u32,
+) -> Result<Vec<VolumeFile>, InputError> {
+    pod.files(items, mode)
+        .map_err(|err| InputError::VolumeField {
+            volume: volume.to_string(),
+            path: err.path,
+            problem: err.problem,
+        })
 }
 
 /// The keys of one ConfigMap or Secret as files (a volume, or a source
@@ -738,6 +743,49 @@ mod tests {
         let owned = |crt, key| vec![("tls.crt".to_string(), crt), ("tls.key".to_string(), key)];
         assert_eq!(modes(None), (owned(0o400, 0o600), None));
         assert_eq!(modes(Some(2000)), (owned(0o440, 0o640), Some(2000)));
+    }
+
+    #[test]
+    fn env_reads_resource_fields_as_files_do() {
+        let app = container(serde_json::json!({
+            "name": "app", "image": "x",
+            "resources": {"limits": {"memory": "64Mi"}},
+            "env": [
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}
+            ]
+        }));
+        let fields = FieldValues {
+            capacity: crate::node::Capacity {
+                cpu_millis: 4000,
+                ..Default::default()
+            },
+            ..FieldValues::default()
+        };
+        let env = resolve_env("default", &app, &DesiredState::default(), &fields).expect("env");
+        let pairs: Vec<(&str, &str)> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("MEM", "64"), ("CPUS", "4")]);
+    }
+
+    #[test]
+    fn service_account_tokens_are_refused() {
+        let volume: api::ProjectedVolumeSource = serde_json::from_value(serde_json::json!({
+            "sources": [{"serviceAccountToken": {"path": "token"}}]
+        }))
+        .expect("volume");
+        let err = projected(
+            "default",
+            "all",
+            &volume,
+            &DesiredState::default(),
+            &no_facts(),
+            |_| 0o644,
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("no API server"), "{err}");
     }
 
     #[test]

@@ -6,21 +6,74 @@
 
 use std::collections::BTreeMap;
 
-use manifests::Kind;
 use manifests::field_path::{self, VolumeField};
 use manifests::types as api;
 
-use super::inputs::{FieldValues, InputError, KeySource};
-use crate::desired::DesiredState;
 use crate::runtime::volumes::VolumeFile;
 
-/// What a limit the pod leaves out reads as (the kubelet uses the node's
-/// allocatable resources).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Capacity {
-    pub cpu_millis: i128,
-    pub memory_bytes: i128,
-    pub ephemeral_storage_bytes: i128,
+pub use crate::node::capacity::Capacity;
+
+/// Why one downwardAPI file cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The file's path in the volume.
+    pub path: String,
+    pub problem: String,
+}
+
+/// Values of the pod's own fields for `fieldRef`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldValues {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node_name: String,
+    pub pod_ips: Vec<String>,
+    pub host_ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// What a limit left out reads as (`resourceFieldRef`).
+    pub capacity: super::projection::Capacity,
+    /// Every field reads as `$(PATH)` (see [`Self::placeholders`]).
+    pub stand_ins: bool,
+}
+
+/// Kubernetes' service account of a pod that names none (berth has no API
+/// server and no service accounts, so every pod reads this).
+const SERVICE_ACCOUNT: &str = "default";
+
+impl FieldValues {
+    /// Stand-ins that name each field instead of its value: what a
+    /// container's spec hash is computed from, so the hash does not change
+    /// when the pod gets a new IP or uid.
+    pub fn placeholders() -> Self {
+        Self {
+            stand_ins: true,
+            ..Self::default()
+        }
+    }
+
+    /// The value of `fieldPath` (the one grammar `berth validate` uses);
+    /// a missing label or annotation is empty, as in Kubernetes.
+    pub(super) fn get(&self, path: &str) -> Option<String> {
+        use manifests::field_path::PodField;
+        let field = manifests::field_path::parse(path).ok()?;
+        if self.stand_ins {
+            return Some(format!("$({path})"));
+        }
+        Some(match field {
+            PodField::Name => self.name.clone(),
+            PodField::Namespace => self.namespace.clone(),
+            PodField::Uid => self.uid.clone(),
+            PodField::NodeName => self.node_name.clone(),
+            PodField::ServiceAccountName => SERVICE_ACCOUNT.to_string(),
+            PodField::PodIp => self.pod_ips.first().cloned().unwrap_or_default(),
+            PodField::PodIps => self.pod_ips.join(","),
+            PodField::HostIp => self.host_ip.clone(),
+            PodField::Label(key) => self.labels.get(key).cloned().unwrap_or_default(),
+            PodField::Annotation(key) => self.annotations.get(key).cloned().unwrap_or_default(),
+        })
+    }
 }
 
 /// The pod as downwardAPI files see it.
@@ -31,18 +84,16 @@ pub struct PodFacts<'a> {
 }
 
 impl PodFacts<'_> {
-    /// The files of downwardAPI `items` of volume `volume`.
+    /// The files of downwardAPI `items`.
     pub fn files(
         &self,
-        volume: &str,
         items: &[api::DownwardApiVolumeFile],
         mode: impl Fn(Option<i32>) -> u32,
-    ) -> Result<Vec<VolumeFile>, InputError> {
+    ) -> Result<Vec<VolumeFile>, FileError> {
         items
             .iter()
             .map(|item| {
-                let problem = |problem: String| InputError::VolumeField {
-                    volume: volume.to_string(),
+                let problem = |problem: String| FileError {
                     path: item.path.clone(),
                     problem,
                 };
@@ -86,49 +137,6 @@ impl PodFacts<'_> {
             .ok_or_else(|| format!("resourceFieldRef: the pod has no container `{name}`"))?;
         resource_value(container, selector, self.fields.capacity)
     }
-}
-
-/// The files of projected volume `volume`: its sources in order.
-pub fn projected(
-    namespace: &str,
-    volume: &str,
-    projected: &api::ProjectedVolumeSource,
-    desired: &DesiredState,
-    pod: &PodFacts<'_>,
-    mode: impl Fn(Option<i32>) -> u32 + Copy,
-) -> Result<Vec<VolumeFile>, InputError> {
-    let mut files = Vec::new();
-    for source in &projected.sources {
-        if let Some(c) = &source.config_map {
-            let source = KeySource {
-                volume,
-                kind: Kind::ConfigMap,
-                namespace,
-                name: &c.name,
-                items: &c.items,
-                optional: c.optional.unwrap_or(false),
-            };
-            files.extend(source.files(desired, mode)?);
-        } else if let Some(s) = &source.secret {
-            let source = KeySource {
-                volume,
-                kind: Kind::Secret,
-                namespace,
-                name: &s.name,
-                items: &s.items,
-                optional: s.optional.unwrap_or(false),
-            };
-            files.extend(source.files(desired, mode)?);
-        } else if let Some(d) = &source.downward_api {
-            files.extend(pod.files(volume, &d.items, mode)?);
-        } else if source.service_account_token.is_some() {
-            return Err(InputError::ProjectedSource {
-                volume: volume.to_string(),
-                problem: "serviceAccountToken cannot be projected: there is no API server to issue a token".into(),
-            });
-        }
-    }
-    Ok(files)
 }
 
 /// A container's request or limit divided by the divisor, rounded up (the
@@ -284,7 +292,6 @@ mod tests {
         let spec = spec();
         let files = facts(&fields, &spec)
             .files(
-                "info",
                 &items(serde_json::json!([
                     {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
                     {"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}, "mode": 0o600},
@@ -313,16 +320,17 @@ mod tests {
         );
         let err = facts(&fields, &spec)
             .files(
-                "info",
                 &items(
                     serde_json::json!([{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]),
                 ),
                 |_| 0o644,
             )
             .expect_err("not in volumes");
+        assert_eq!(err.path, "ip");
         assert!(
-            err.to_string().contains("volume \"info\": file \"ip\""),
-            "{err}"
+            err.problem
+                .contains("not supported in a downwardAPI volume"),
+            "{err:?}"
         );
     }
 
@@ -349,24 +357,6 @@ mod tests {
         assert_eq!(value("app", "limits.memory", None), (64 << 20).to_string());
         // requests.cpu unset: defaults to the limit.
         assert_eq!(value("app", "requests.cpu", Some("1m")), "250");
-        // env reads the same values.
-        let env = super::super::inputs::resolve_env(
-            "default",
-            &spec.containers[0],
-            &DesiredState::default(),
-            &fields,
-        );
-        let app: api::Container = serde_json::from_value(serde_json::json!({
-            "name": "app", "image": "x",
-            "resources": {"limits": {"memory": "64Mi"}},
-            "env": [{"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}]
-        }))
-        .expect("container");
-        assert!(env.is_ok());
-        let env =
-            super::super::inputs::resolve_env("default", &app, &DesiredState::default(), &fields)
-                .expect("env");
-        assert_eq!((env[0].name.as_str(), env[0].value.as_str()), ("MEM", "64"));
         // No limit: the node's capacity; no request and no limit: 0.
         assert_eq!(value("bare", "limits.cpu", None), "2");
         assert_eq!(value("bare", "limits.memory", Some("1Gi")), "8");
@@ -375,25 +365,5 @@ mod tests {
             "100"
         );
         assert_eq!(value("bare", "requests.memory", None), "0");
-    }
-
-    #[test]
-    fn service_account_tokens_are_refused() {
-        let fields = FieldValues::default();
-        let spec = spec();
-        let volume: api::ProjectedVolumeSource = serde_json::from_value(serde_json::json!({
-            "sources": [{"serviceAccountToken": {"path": "token"}}]
-        }))
-        .expect("volume");
-        let err = projected(
-            "default",
-            "all",
-            &volume,
-            &DesiredState::default(),
-            &facts(&fields, &spec),
-            |_| 0o644,
-        )
-        .expect_err("refused");
-        assert!(err.to_string().contains("no API server"), "{err}");
     }
 }

@@ -13,7 +13,35 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::volumes::{VolumeError, VolumeFile};
+/// One file of a volume berth writes.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeFile {
+    /// Relative to the volume (subdirectories allowed, no `..`).
+    pub path: String,
+    pub data: Vec<u8>,
+    /// Permission bits (already masked to 0o777).
+    pub mode: u32,
+}
+
+/// Never prints the content (it may be secret).
+impl std::fmt::Debug for VolumeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeFile")
+            .field("path", &self.path)
+            .field("bytes", &self.data.len())
+            .field("mode", &format_args!("{:#o}", self.mode))
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("volume {volume:?}: {action} {}", path.display())]
+pub struct WriteError {
+    volume: String,
+    action: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
 
 /// The symlink to the current version.
 pub const DATA_DIR: &str = "..data";
@@ -28,7 +56,7 @@ pub fn write(
     dir: &Path,
     files: &[VolumeFile],
     gid: Option<u32>,
-) -> Result<(), VolumeError> {
+) -> Result<(), WriteError> {
     let version = new_version_dir(volume, dir)?;
     let written = write_version(volume, &version, files, gid);
     if let Err(err) = written {
@@ -72,7 +100,7 @@ pub fn write(
     Ok(())
 }
 
-fn new_version_dir(volume: &str, dir: &Path) -> Result<PathBuf, VolumeError> {
+fn new_version_dir(volume: &str, dir: &Path) -> Result<PathBuf, WriteError> {
     // `..2026-12-07T23:55:13.123Z` → `..2026_12_07_23_55_13.`, as kubelet names them.
     let stamp: String = crate::status::time::now()
         .chars()
@@ -94,7 +122,7 @@ fn write_version(
     version: &Path,
     files: &[VolumeFile],
     gid: Option<u32>,
-) -> Result<(), VolumeError> {
+) -> Result<(), WriteError> {
     let mut dirs = BTreeSet::from([version.to_path_buf()]);
     for file in files {
         let path = version.join(&file.path);
@@ -137,7 +165,7 @@ fn write_version(
 }
 
 /// `name -> ..data/name`, replacing whatever else is there.
-fn link_visible(volume: &str, dir: &Path, name: &str) -> Result<(), VolumeError> {
+fn link_visible(volume: &str, dir: &Path, name: &str) -> Result<(), WriteError> {
     let path = dir.join(name);
     let target = Path::new(DATA_DIR).join(name);
     match std::fs::read_link(&path) {
@@ -159,7 +187,7 @@ fn top_level(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-fn remove_if_exists(volume: &str, path: &Path) -> Result<(), VolumeError> {
+fn remove_if_exists(volume: &str, path: &Path) -> Result<(), WriteError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
@@ -173,8 +201,8 @@ fn remove_if_exists(volume: &str, path: &Path) -> Result<(), VolumeError> {
     removed.map_err(|source| io_err(volume, "removing", path, source))
 }
 
-fn io_err(volume: &str, action: &'static str, path: &Path, source: std::io::Error) -> VolumeError {
-    VolumeError::Io {
+fn io_err(volume: &str, action: &'static str, path: &Path, source: std::io::Error) -> WriteError {
+    WriteError {
         volume: volume.to_string(),
         action,
         path: path.to_path_buf(),

@@ -44,6 +44,8 @@ pub enum VolumeError {
         sub_path: String,
         problem: String,
     },
+    #[error(transparent)]
+    Write(#[from] super::atomic_writer::WriteError),
     #[error("unmounting {path}")]
     Unmount {
         path: PathBuf,
@@ -257,26 +259,7 @@ fn expect_type(
     }
 }
 
-/// One file of a configMap or secret volume.
-#[derive(Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VolumeFile {
-    /// Relative to the volume (subdirectories allowed, no `..`).
-    pub path: String,
-    pub data: Vec<u8>,
-    /// Permission bits (already masked to 0o777).
-    pub mode: u32,
-}
-
-/// Never prints the content (it may be secret).
-impl std::fmt::Debug for VolumeFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VolumeFile")
-            .field("path", &self.path)
-            .field("bytes", &self.data.len())
-            .field("mode", &format_args!("{:#o}", self.mode))
-            .finish()
-    }
-}
+pub use super::atomic_writer::VolumeFile;
 
 /// How [`write_files`] stores a configMap or secret volume.
 #[derive(Debug, Clone, Copy)]
