@@ -36,12 +36,7 @@ pub fn select(node_name: &str, labels: &BTreeMap<String, String>, spec: &PodSpec
             unmatched.join(",")
         ));
     }
-    let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required.as_ref())
-    else {
+    let Some(required) = spec.required_node_affinity() else {
         return Selection::Selected;
     };
     let mut why = Vec::new();

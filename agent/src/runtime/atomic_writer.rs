@@ -34,9 +34,10 @@ impl std::fmt::Debug for VolumeFile {
     }
 }
 
+/// What failed on which file of which volume.
 #[derive(Debug, thiserror::Error)]
 #[error("volume {volume:?}: {action} {}", path.display())]
-pub struct WriteError {
+pub struct IoError {
     volume: String,
     action: &'static str,
     path: PathBuf,
@@ -56,7 +57,7 @@ pub fn write(
     dir: &Path,
     files: &[VolumeFile],
     gid: Option<u32>,
-) -> Result<(), WriteError> {
+) -> Result<(), IoError> {
     let version = new_version_dir(volume, dir)?;
     let written = write_version(volume, &version, files, gid);
     if let Err(err) = written {
@@ -100,7 +101,7 @@ pub fn write(
     Ok(())
 }
 
-fn new_version_dir(volume: &str, dir: &Path) -> Result<PathBuf, WriteError> {
+fn new_version_dir(volume: &str, dir: &Path) -> Result<PathBuf, IoError> {
     // `..2026-12-07T23:55:13.123Z` → `..2026_12_07_23_55_13.`, as kubelet names them.
     let stamp: String = crate::status::time::now()
         .chars()
@@ -122,7 +123,7 @@ fn write_version(
     version: &Path,
     files: &[VolumeFile],
     gid: Option<u32>,
-) -> Result<(), WriteError> {
+) -> Result<(), IoError> {
     let mut dirs = BTreeSet::from([version.to_path_buf()]);
     for file in files {
         let path = version.join(&file.path);
@@ -165,7 +166,7 @@ fn write_version(
 }
 
 /// `name -> ..data/name`, replacing whatever else is there.
-fn link_visible(volume: &str, dir: &Path, name: &str) -> Result<(), WriteError> {
+fn link_visible(volume: &str, dir: &Path, name: &str) -> Result<(), IoError> {
     let path = dir.join(name);
     let target = Path::new(DATA_DIR).join(name);
     match std::fs::read_link(&path) {
@@ -187,7 +188,7 @@ fn top_level(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-fn remove_if_exists(volume: &str, path: &Path) -> Result<(), WriteError> {
+fn remove_if_exists(volume: &str, path: &Path) -> Result<(), IoError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
@@ -201,8 +202,13 @@ fn remove_if_exists(volume: &str, path: &Path) -> Result<(), WriteError> {
     removed.map_err(|source| io_err(volume, "removing", path, source))
 }
 
-fn io_err(volume: &str, action: &'static str, path: &Path, source: std::io::Error) -> WriteError {
-    WriteError {
+pub(super) fn io_err(
+    volume: &str,
+    action: &'static str,
+    path: &Path,
+    source: std::io::Error,
+) -> IoError {
+    IoError {
         volume: volume.to_string(),
         action,
         path: path.to_path_buf(),

@@ -23,13 +23,8 @@ pub enum VolumeError {
         path: PathBuf,
         problem: String,
     },
-    #[error("volume {volume:?}: {action} {path}")]
-    Io {
-        volume: String,
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] super::atomic_writer::IoError),
     #[error("volume {volume:?}: mounting a tmpfs at {path}")]
     Tmpfs {
         volume: String,
@@ -44,8 +39,6 @@ pub enum VolumeError {
         sub_path: String,
         problem: String,
     },
-    #[error(transparent)]
-    Write(#[from] super::atomic_writer::WriteError),
     #[error("unmounting {path}")]
     Unmount {
         path: PathBuf,
@@ -113,12 +106,12 @@ pub fn prepare(
         }
         VolumeSource::Directory { path } => {
             if !path.is_dir() {
-                return Err(VolumeError::Io {
-                    volume: name.to_string(),
-                    action: "finding the materialised directory",
-                    path: path.clone(),
-                    source: std::io::ErrorKind::NotFound.into(),
-                });
+                return Err(io_err(
+                    name,
+                    "finding the materialised directory",
+                    path,
+                    std::io::ErrorKind::NotFound.into(),
+                ));
             }
             Ok(PreparedVolume {
                 host_path: path.clone(),
@@ -139,12 +132,7 @@ pub fn remove_pod_volumes(paths: &Paths, pod_uid: &str) -> Vec<VolumeError> {
     }
     for dir in [run_volumes, paths.pod_state_dir(pod_uid)] {
         if let Err(source) = crate::fsutil::remove_dir_all_if_exists(&dir) {
-            errors.push(VolumeError::Io {
-                volume: String::new(),
-                action: "removing",
-                path: dir,
-                source,
-            });
+            errors.push(io_err("", "removing", &dir, source));
         }
     }
     errors
@@ -500,12 +488,7 @@ fn set_mode(volume: &str, path: &Path, mode: u32) -> Result<(), VolumeError> {
 }
 
 fn io_err(volume: &str, action: &'static str, path: &Path, source: std::io::Error) -> VolumeError {
-    VolumeError::Io {
-        volume: volume.to_string(),
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    super::atomic_writer::io_err(volume, action, path, source).into()
 }
 
 #[cfg(test)]

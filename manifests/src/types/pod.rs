@@ -390,6 +390,16 @@ impl PodSpec {
         self.termination_grace_period_seconds.unwrap_or(30)
     }
 
+    /// `affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub fn required_node_affinity(&self) -> Option<&NodeSelector> {
+        self.affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .required
+            .as_ref()
+    }
+
     /// `dnsPolicy`, default `ClusterFirst`.
     pub fn dns_policy_or_default(&self) -> DnsPolicy {
         self.dns_policy.unwrap_or(DnsPolicy::ClusterFirst)

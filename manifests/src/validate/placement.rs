@@ -24,12 +24,7 @@ pub(super) fn validate(spec: &PodSpec, issues: &mut Issues) {
             issues.error(&at, format!("label value `{value}` is not valid: {why}"));
         }
     }
-    let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required.as_ref())
-    else {
+    let Some(required) = spec.required_node_affinity() else {
         return;
     };
     let at = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";

@@ -55,27 +55,29 @@ fn validate_projected(
                 "a projected source has more than one kind; give exactly one",
             ),
         }
-        if let Some(config_map) = &source.config_map {
-            let at = format!("{source_at}.configMap");
+        let key_sources = [
+            (
+                "configMap",
+                "ConfigMap",
+                source.config_map.as_ref().map(|c| (&c.name, &c.items)),
+            ),
+            (
+                "secret",
+                "Secret",
+                source.secret.as_ref().map(|s| (&s.name, &s.items)),
+            ),
+        ];
+        for (field, kind, given) in key_sources {
+            let Some((name, items)) = given else { continue };
+            let at = format!("{source_at}.{field}");
             issues.check(
                 &format!("{at}.name"),
-                "ConfigMap name",
-                &config_map.name,
+                &format!("{kind} name"),
+                name,
                 names::dns1123_subdomain,
             );
-            key_to_paths(&at, &config_map.items, None, issues);
-            item_paths(&at, &config_map.items, &mut paths, issues);
-        }
-        if let Some(secret) = &source.secret {
-            let at = format!("{source_at}.secret");
-            issues.check(
-                &format!("{at}.name"),
-                "Secret name",
-                &secret.name,
-                names::dns1123_subdomain,
-            );
-            key_to_paths(&at, &secret.items, None, issues);
-            item_paths(&at, &secret.items, &mut paths, issues);
+            key_to_paths(&at, items, None, issues);
+            item_paths(&at, items, &mut paths, issues);
         }
         if let Some(downward) = &source.downward_api {
             let at = format!("{source_at}.downwardAPI");
