@@ -251,6 +251,7 @@ mod tests {
         assert_eq!(config.controller, defaults.controller);
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.pods, defaults.pods);
+        assert_eq!(config.node, defaults.node);
         assert_eq!(config.network, defaults.network);
         let (runtime, default_runtime) = (&config.runtime, &defaults.runtime);
         assert_eq!(runtime.cgroup_parent, default_runtime.cgroup_parent);
