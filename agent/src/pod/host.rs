@@ -112,14 +112,15 @@ pub trait Sandboxes: Send + Sync {
         etc: &'a EtcFiles,
     ) -> BoxFuture<'a, HostResult<PodSandbox>>;
 
-    /// The directory a configMap/secret volume's files go to.
+    /// The directory a configMap, secret, downwardAPI or projected
+    /// volume's files go to.
     fn volume_dir(&self, pod_uid: &str, volume: &str) -> PathBuf;
 
     /// Whether `dir` exists (the files of a volume written earlier).
     fn exists<'a>(&'a self, dir: &'a std::path::Path) -> BoxFuture<'a, bool>;
 
-    /// Writes the files of a configMap/secret volume (replacing earlier
-    /// ones).
+    /// Writes the files of a configMap, secret, downwardAPI or projected
+    /// volume, swapped in atomically over the earlier ones (`..data`).
     fn write_files<'a>(
         &'a self,
         volume: &'a str,

@@ -264,8 +264,10 @@ async fn repair_network(
     true
 }
 
-/// Writes a configMap/secret volume's files when they changed since the
-/// last write (running containers see the new files, as with kubelet).
+/// Writes the files of a volume berth fills (configMap, secret,
+/// downwardAPI, projected) when they changed since the last write: running
+/// containers see the new files, swapped in through `..data` as with the
+/// kubelet.
 async fn write_volume(
     host: &Host,
     state: &mut PodState,

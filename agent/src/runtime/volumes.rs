@@ -1,6 +1,7 @@
 //! Pod volumes on the host: hostPath type checks, emptyDir directories
-//! (tmpfs for `medium: Memory`), directories of files for configMap and
-//! secret volumes (each file with its own mode), the pod's fsGroup owning
+//! (tmpfs for `medium: Memory`), directories of files for configMap,
+//! secret, downwardAPI and projected volumes (each file with its own mode,
+//! each version swapped in through `..data`), the pod's fsGroup owning
 //! those and its emptyDirs, and `subPath` mounts that cannot leave their
 //! volume.
 
@@ -259,10 +260,12 @@ pub struct FileOptions {
     pub gid: Option<u32>,
 }
 
-/// Materialises a configMap/secret volume: writes `files` (each with its
-/// own mode) into `dir`, replacing what was there. Secrets go to a tmpfs
-/// so they never touch the disk. With a `gid`, the directories are
-/// group-owned by it with the setgid bit (kubelet's volume ownership).
+/// Materialises a configMap, secret, downwardAPI or projected volume:
+/// `files` (each with its own mode) become the new version in `dir`,
+/// swapped in atomically over the old one ([`super::atomic_writer`]).
+/// Secrets go to a tmpfs so they never touch the disk. With a `gid`, the
+/// directories are group-owned by it with the setgid bit (kubelet's volume
+/// ownership).
 pub fn write_files(
     volume: &str,
     dir: &Path,
