@@ -161,6 +161,9 @@ fn downward_api_projected_and_config_map_files_update_in_place(runtime: &str) {
     // A ConfigMap edit: swapped in through ..data in both volumes.
     world.write_manifest("cfg.yaml", &config_map("two"));
     let conf2 = data.wait_file("conf2");
+    wait_reads(&data, 100);
+    let bad = std::fs::read_to_string(data.path.join("bad")).unwrap_or_default();
+    assert!(bad.is_empty(), "the observer saw torn updates:\n{bad}");
     let (link, all_a) = conf2.split_once('\n').expect("two lines");
     assert!(
         link.starts_with("..20") && link != start("conf-data"),
@@ -179,6 +182,4 @@ fn downward_api_projected_and_config_map_files_update_in_place(runtime: &str) {
         running_pid(&first, "app"),
         "updates reach the running container"
     );
-    let bad = std::fs::read_to_string(data.path.join("bad")).unwrap_or_default();
-    assert!(bad.is_empty(), "the observer saw torn updates:\n{bad}");
 }
