@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub store: StoreConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[node]`: the node's name and labels (which pods it runs).
+    pub node: crate::node::NodeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +253,7 @@ mod tests {
         assert_eq!(config.controller, defaults.controller);
         assert_eq!(config.store, defaults.store);
         assert_eq!(config.pods, defaults.pods);
+        assert_eq!(config.node, defaults.node);
         assert_eq!(config.network, defaults.network);
         assert_eq!(config.metrics, defaults.metrics);
         let (runtime, default_runtime) = (&config.runtime, &defaults.runtime);

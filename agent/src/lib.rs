@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod image;
 pub mod memory;
 pub mod metrics;
+pub mod node;
 pub mod paths;
 pub mod pod;
 pub mod reconcile;

@@ -38,13 +38,15 @@ fn pod_spec(out: &Path, token_mode: u32) -> String {
 }
 
 /// Runs as uid 1000; every answer goes to /out/<name>, `done` last.
+/// configMap and secret files are symlinks through `..data`, as on a
+/// cluster: `stat -L` reads the file.
 const SCRIPT: &str = "\
 id -G > /out/groups; \
-busybox stat -c '%g %a' /creds/password > /out/password; \
+busybox stat -L -c '%g %a' /creds/password > /out/password; \
 cat /creds/password > /out/password-read; \
-busybox stat -c '%g %a' /creds/token > /out/token; \
+busybox stat -L -c '%g %a' /creds/token > /out/token; \
 if cat /creds/token > /out/token-read 2>/dev/null; then echo readable; else echo denied; fi > /out/token-access; \
-busybox stat -c '%g %a' /conf/app.conf > /out/conf; \
+busybox stat -L -c '%g %a' /conf/app.conf > /out/conf; \
 for d in scratch mem; do \
   busybox stat -c '%g %a' /$d > /out/$d; \
   touch /$d/made && busybox stat -c '%g' /$d/made > /out/$d-made; \

@@ -90,13 +90,13 @@ fn a_directory_is_read_with_the_agents_rules() {
 fn warnings_alone_exit_zero_and_errors_exit_one() {
     let dirs = TestDirs::new();
     let file = dirs.manifests.join("pod.yaml");
-    write(&file, &format!("{}  nodeName: node-1\n", pod("w")));
+    write(&file, &format!("{}  schedulerName: custom\n", pod("w")));
     let output = berth(&["validate", file.to_str().expect("utf-8")]);
     let stdout = String::from_utf8(output.stdout).expect("UTF-8");
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(
         stdout.contains(
-            "pod.yaml:9:3: warning: `spec.nodeName` is a Kubernetes field that berth ignores"
+            "pod.yaml:9:3: warning: `spec.schedulerName` is a Kubernetes field that berth ignores"
         ),
         "{stdout}"
     );

@@ -111,6 +111,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     tokio::spawn(forward_observed(observed_rx, trigger_tx));
 
+    let node =
+        Arc::new(crate::node::Node::new(&config.node, &paths.root).context("reading [node]")?);
+    tokio::spawn(crate::node::watch::follow_labels(
+        Arc::clone(&node),
+        config.node.labels_interval,
+        desired.clone(),
+        observed_tx.clone(),
+        events.clone(),
+        work.clone(),
+    ));
     let services = Arc::new(Services::open(&paths, &config).await?);
     services.start_background(events.clone(), work.clone());
     for problem in services.problems() {
@@ -139,6 +149,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         status.clone(),
         events.clone(),
         observed_tx.clone(),
+        node,
     );
     recover_pods(&host, &events, &observed_tx).await;
     let pods = PodWorkers::new(host, config.controller.backoff);

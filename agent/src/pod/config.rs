@@ -20,6 +20,8 @@ use serde::Deserialize;
 ///                           # of reach) checks its registry again this often
 /// parallel-starts = 8       # pods making sandboxes and starting containers at once
 /// parallel-stops = 32       # containers in their grace period at once
+/// storage-check-interval = "10s"  # ephemeral-storage limits and emptyDir
+///                           # sizeLimit measured this often (eviction)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -41,6 +43,11 @@ pub struct PodsConfig {
     /// Containers that may be stopping (preStop hook, grace period) at the
     /// same time. High by default: a stop mostly waits.
     pub parallel_stops: usize,
+    /// How often the ephemeral storage of a pod with `ephemeral-storage`
+    /// limits or a disk `emptyDir.sizeLimit` is measured (the kubelet's
+    /// eviction manager checks every 10 s).
+    #[serde(with = "manifests::duration::config")]
+    pub storage_check_interval: Duration,
 }
 
 impl Default for PodsConfig {
@@ -52,6 +59,7 @@ impl Default for PodsConfig {
             image_recheck: Duration::from_secs(30),
             parallel_starts: 8,
             parallel_stops: 32,
+            storage_check_interval: Duration::from_secs(10),
         }
     }
 }

@@ -94,6 +94,10 @@ pub struct World {
     pub watched_exits: BTreeSet<String>,
     pub events: Vec<Event>,
     pub status: BTreeMap<ObjectKey, Reported>,
+    /// What every pod's ephemeral storage measures.
+    pub storage: crate::pod::storage::Usage,
+    /// Free bytes for pods (`None`: plenty).
+    pub free_space: Option<u64>,
     next_pid: i32,
 }
 
@@ -181,7 +185,7 @@ impl FakeHost {
             status: me.clone(),
             clock: Arc::new(self.clock.clone()),
             config,
-            node_name: "node1".into(),
+            node: Arc::new(crate::node::Node::fixed("node1", Default::default())),
         }
     }
 
@@ -393,6 +397,17 @@ impl Sandboxes for FakeHost {
 
     fn list(&self) -> BoxFuture<'_, Vec<String>> {
         boxed(self.world().sandboxes.iter().cloned().collect())
+    }
+
+    fn storage_usage<'a>(
+        &'a self,
+        _: &'a crate::pod::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<crate::pod::storage::Usage>> {
+        boxed(Ok(self.world().storage.clone()))
+    }
+
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>> {
+        boxed(Ok(self.world().free_space.unwrap_or(u64::MAX)))
     }
 }
 

@@ -17,8 +17,9 @@
 //!
 //! Neither: restartPolicy, terminationGracePeriodSeconds and
 //! imagePullSecrets apply to the next action without recreating anything;
-//! configMap/secret volume contents are rewritten in place, as the kubelet
-//! does.
+//! the contents of configMap, secret, downwardAPI and projected volumes
+//! (and so the pod's labels and annotations) are swapped in atomically
+//! through `..data`, as the kubelet does.
 
 use manifests::types as api;
 use serde::Serialize;

@@ -119,14 +119,15 @@ pub trait Sandboxes: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// The directory a configMap/secret volume's files go to.
+    /// The directory a configMap, secret, downwardAPI or projected
+    /// volume's files go to.
     fn volume_dir(&self, pod_uid: &str, volume: &str) -> PathBuf;
 
     /// Whether `dir` exists (the files of a volume written earlier).
     fn exists<'a>(&'a self, dir: &'a std::path::Path) -> BoxFuture<'a, bool>;
 
-    /// Writes the files of a configMap/secret volume (replacing earlier
-    /// ones).
+    /// Writes the files of a configMap, secret, downwardAPI or projected
+    /// volume, swapped in atomically over the earlier ones (`..data`).
     fn write_files<'a>(
         &'a self,
         volume: &'a str,
@@ -149,6 +150,18 @@ pub trait Sandboxes: Send + Sync {
 
     /// UIDs of every pod sandbox on the host.
     fn list(&self) -> BoxFuture<'_, Vec<String>>;
+
+    /// Bytes the pod's disk emptyDirs use, and each container's writable
+    /// layer plus logs.
+    fn storage_usage<'a>(
+        &'a self,
+        query: &'a super::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<super::storage::Usage>>;
+
+    /// Bytes free for berth on the file system of its state (container
+    /// layers, disk emptyDirs, logs): what a new pod's ephemeral-storage
+    /// request is checked against.
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>>;
 }
 
 /// Images, through the image manager.
@@ -320,6 +333,7 @@ pub struct Host {
     pub status: Arc<dyn StatusSink>,
     pub clock: Arc<dyn Clock>,
     pub config: PodsConfig,
-    /// The node's name (the `spec.nodeName` field pods see).
-    pub node_name: String,
+    /// The node's name (the `spec.nodeName` field pods see) and labels
+    /// (which pods it runs).
+    pub node: Arc<crate::node::Node>,
 }

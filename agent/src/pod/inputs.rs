@@ -67,64 +67,27 @@ pub enum InputError {
         name: String,
         key: String,
     },
+    #[error("container {container:?}: env {variable}: resourceFieldRef: {problem}")]
+    ResourceField {
+        container: String,
+        variable: String,
+        problem: String,
+    },
+    #[error("volume {volume:?}: file {path:?}: {problem}")]
+    VolumeField {
+        volume: String,
+        path: String,
+        problem: String,
+    },
+    #[error("volume {volume:?}: {problem}")]
+    ProjectedSource { volume: String, problem: String },
     #[error("imagePullSecrets: Secret {namespace}/{name} is not in the manifests")]
     MissingPullSecret { namespace: String, name: String },
     #[error("imagePullSecrets: {0}")]
     BadPullSecret(String),
 }
 
-/// Values of the pod's own fields for `fieldRef`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldValues {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub node_name: String,
-    pub pod_ips: Vec<String>,
-    pub host_ip: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// Every field reads as `$(PATH)` (see [`Self::placeholders`]).
-    pub stand_ins: bool,
-}
-
-/// Kubernetes' service account of a pod that names none (berth has no API
-/// server and no service accounts, so every pod reads this).
-const SERVICE_ACCOUNT: &str = "default";
-
-impl FieldValues {
-    /// Stand-ins that name each field instead of its value: what a
-    /// container's spec hash is computed from, so the hash does not change
-    /// when the pod gets a new IP or uid.
-    pub fn placeholders() -> Self {
-        Self {
-            stand_ins: true,
-            ..Self::default()
-        }
-    }
-
-    /// The value of `fieldPath` (the one grammar `berth validate` uses);
-    /// a missing label or annotation is empty, as in Kubernetes.
-    fn get(&self, path: &str) -> Option<String> {
-        use manifests::field_path::PodField;
-        let field = manifests::field_path::parse(path).ok()?;
-        if self.stand_ins {
-            return Some(format!("$({path})"));
-        }
-        Some(match field {
-            PodField::Name => self.name.clone(),
-            PodField::Namespace => self.namespace.clone(),
-            PodField::Uid => self.uid.clone(),
-            PodField::NodeName => self.node_name.clone(),
-            PodField::ServiceAccountName => SERVICE_ACCOUNT.to_string(),
-            PodField::PodIp => self.pod_ips.first().cloned().unwrap_or_default(),
-            PodField::PodIps => self.pod_ips.join(","),
-            PodField::HostIp => self.host_ip.clone(),
-            PodField::Label(key) => self.labels.get(key).cloned().unwrap_or_default(),
-            PodField::Annotation(key) => self.annotations.get(key).cloned().unwrap_or_default(),
-        })
-    }
-}
+pub use super::projection::FieldValues;
 
 /// The keys and values of a ConfigMap or Secret in the desired state.
 fn data_of(
@@ -207,6 +170,18 @@ fn value_from(
     desired: &DesiredState,
     fields: &FieldValues,
 ) -> Result<Option<String>, InputError> {
+    if let Some(resource) = &from.resource_field_ref {
+        if fields.stand_ins {
+            return Ok(Some(format!("$({})", resource.resource)));
+        }
+        return super::projection::resource_value(container, resource, fields.capacity)
+            .map(Some)
+            .map_err(|problem| InputError::ResourceField {
+                container: container.name.clone(),
+                variable: variable.into(),
+                problem,
+            });
+    }
     if let Some(field) = &from.field_ref {
         return fields.get(&field.field_path).map(Some).ok_or_else(|| {
             InputError::UnsupportedField {
@@ -266,7 +241,8 @@ pub struct VolumeFiles {
     pub name: String,
     /// Each with its mode (`VolumeFile`'s Debug never prints contents).
     pub files: Vec<VolumeFile>,
-    /// A Secret's: kept on a tmpfs.
+    /// Kept on a tmpfs (secret, downwardAPI and projected volumes, as
+    /// the kubelet does).
     pub secret: bool,
     /// The pod's fsGroup: the group owning the files.
     pub gid: Option<u32>,
@@ -289,78 +265,186 @@ pub fn file_mode(item_mode: Option<i32>, default_mode: Option<i32>, fs_group: Op
     }
 }
 
-/// The files of `volume` if it is a configMap or secret volume (`None`
-/// for other kinds), for a pod whose fsGroup is `fs_group`. A missing
-/// optional object gives an empty directory.
+/// The files of `volume` if berth writes it (configMap, secret,
+/// downwardAPI, projected; `None` for other kinds), for a pod whose
+/// fsGroup is `fs_group`. A missing optional object gives no files.
 pub fn volume_files(
     namespace: &str,
     volume: &api::Volume,
     desired: &DesiredState,
     fs_group: Option<u32>,
+    pod: &super::projection::PodFacts<'_>,
 ) -> Result<Option<VolumeFiles>, InputError> {
-    let (kind, name, items, default_mode, optional, secret) =
-        match (&volume.config_map, &volume.secret) {
-            (Some(c), _) => (
-                Kind::ConfigMap,
-                &c.name,
-                &c.items,
-                c.default_mode,
-                c.optional,
-                false,
-            ),
-            (None, Some(s)) => (
-                Kind::Secret,
-                &s.secret_name,
-                &s.items,
-                s.default_mode,
-                s.optional,
-                true,
-            ),
-            (None, None) => return Ok(None),
-        };
-    let file = |path: &str, data: Vec<u8>, item_mode: Option<i32>| VolumeFile {
-        path: path.to_string(),
-        data,
-        mode: file_mode(item_mode, default_mode, fs_group),
+    let files = |files, secret| {
+        Ok(Some(VolumeFiles {
+            name: volume.name.clone(),
+            files,
+            secret,
+            gid: fs_group,
+        }))
     };
+    let mode = |default_mode| move |item_mode| file_mode(item_mode, default_mode, fs_group);
+    if let Some(c) = &volume.config_map {
+        let source = KeySource {
+            volume: &volume.name,
+            kind: Kind::ConfigMap,
+            namespace,
+            name: &c.name,
+            items: &c.items,
+            optional: c.optional.unwrap_or(false),
+        };
+        return files(source.files(desired, mode(c.default_mode))?, false);
+    }
+    if let Some(s) = &volume.secret {
+        let source = KeySource {
+            volume: &volume.name,
+            kind: Kind::Secret,
+            namespace,
+            name: &s.secret_name,
+            items: &s.items,
+            optional: s.optional.unwrap_or(false),
+        };
+        return files(source.files(desired, mode(s.default_mode))?, true);
+    }
+    // The kubelet keeps these on a tmpfs too.
+    if let Some(d) = &volume.downward_api {
+        return files(
+            downward_files(pod, &volume.name, &d.items, mode(d.default_mode))?,
+            true,
+        );
+    }
+    if let Some(p) = &volume.projected {
+        return files(
+            projected(
+                namespace,
+                &volume.name,
+                p,
+                desired,
+                pod,
+                mode(p.default_mode),
+            )?,
+            true,
+        );
+    }
+    Ok(None)
+}
+
+/// The files of projected volume `volume`: its sources in order.
+fn projected(
+    namespace: &str,
+    volume: &str,
+    projected: &api::ProjectedVolumeSource,
+    desired: &DesiredState,
+    pod: &super::projection::PodFacts<'_>,
+    mode: impl Fn(Option<i32>) -> u32 + Copy,
+) -> Result<Vec<VolumeFile>, InputError> {
     let mut files = Vec::new();
-    match data_of(desired, kind, namespace, name) {
-        None if optional.unwrap_or(false) => {}
-        None => {
-            return Err(InputError::MissingVolumeObject {
-                volume: volume.name.clone(),
-                kind,
-                namespace: namespace.into(),
-                name: name.clone(),
+    for source in &projected.sources {
+        if let Some(c) = &source.config_map {
+            let source = KeySource {
+                volume,
+                kind: Kind::ConfigMap,
+                namespace,
+                name: &c.name,
+                items: &c.items,
+                optional: c.optional.unwrap_or(false),
+            };
+            files.extend(source.files(desired, mode)?);
+        } else if let Some(s) = &source.secret {
+            let source = KeySource {
+                volume,
+                kind: Kind::Secret,
+                namespace,
+                name: &s.name,
+                items: &s.items,
+                optional: s.optional.unwrap_or(false),
+            };
+            files.extend(source.files(desired, mode)?);
+        } else if let Some(d) = &source.downward_api {
+            files.extend(downward_files(pod, volume, &d.items, mode)?);
+        } else if source.service_account_token.is_some() {
+            return Err(InputError::ProjectedSource {
+                volume: volume.to_string(),
+                problem: "serviceAccountToken cannot be projected: there is no API server to issue a token".into(),
             });
         }
-        Some(data) if items.is_empty() => {
-            files.extend(data.into_iter().map(|(key, bytes)| file(&key, bytes, None)))
-        }
-        Some(data) => {
-            for item in items {
-                match data.get(&item.key) {
-                    Some(bytes) => files.push(file(&item.path, bytes.clone(), item.mode)),
-                    None if optional.unwrap_or(false) => {}
-                    None => {
-                        return Err(InputError::MissingVolumeKey {
-                            volume: volume.name.clone(),
-                            kind,
-                            namespace: namespace.into(),
-                            name: name.clone(),
-                            key: item.key.clone(),
-                        });
+    }
+    Ok(files)
+}
+
+/// The files of downwardAPI `items` of volume `volume`.
+fn downward_files(
+    pod: &super::projection::PodFacts<'_>,
+    volume: &str,
+    items: &[api::DownwardApiVolumeFile],
+    mode: impl Fn(Option<i32>) -> u32,
+) -> Result<Vec<VolumeFile>, InputError> {
+    pod.files(items, mode)
+        .map_err(|err| InputError::VolumeField {
+            volume: volume.to_string(),
+            path: err.path,
+            problem: err.problem,
+        })
+}
+
+/// The keys of one ConfigMap or Secret as files (a volume, or a source
+/// of a projected volume).
+pub(super) struct KeySource<'a> {
+    pub volume: &'a str,
+    pub kind: Kind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub items: &'a [api::KeyToPath],
+    pub optional: bool,
+}
+
+impl KeySource<'_> {
+    /// Every key (no items) or the items' keys, each file's mode from
+    /// `mode(item mode)`.
+    pub fn files(
+        &self,
+        desired: &DesiredState,
+        mode: impl Fn(Option<i32>) -> u32,
+    ) -> Result<Vec<VolumeFile>, InputError> {
+        let file = |path: &str, data: Vec<u8>, item_mode: Option<i32>| VolumeFile {
+            path: path.to_string(),
+            data,
+            mode: mode(item_mode),
+        };
+        let mut files = Vec::new();
+        match data_of(desired, self.kind, self.namespace, self.name) {
+            None if self.optional => {}
+            None => {
+                return Err(InputError::MissingVolumeObject {
+                    volume: self.volume.to_string(),
+                    kind: self.kind,
+                    namespace: self.namespace.into(),
+                    name: self.name.to_string(),
+                });
+            }
+            Some(data) if self.items.is_empty() => {
+                files.extend(data.into_iter().map(|(key, bytes)| file(&key, bytes, None)))
+            }
+            Some(data) => {
+                for item in self.items {
+                    match data.get(&item.key) {
+                        Some(bytes) => files.push(file(&item.path, bytes.clone(), item.mode)),
+                        None if self.optional => {}
+                        None => {
+                            return Err(InputError::MissingVolumeKey {
+                                volume: self.volume.to_string(),
+                                kind: self.kind,
+                                namespace: self.namespace.into(),
+                                name: self.name.to_string(),
+                                key: item.key.clone(),
+                            });
+                        }
                     }
                 }
             }
         }
+        Ok(files)
     }
-    Ok(Some(VolumeFiles {
-        name: volume.name.clone(),
-        files,
-        secret,
-        gid: fs_group,
-    }))
 }
 
 /// The registry credentials of the pod's `imagePullSecrets` (`None` when
@@ -422,9 +506,19 @@ pub fn uses(spec: &api::PodSpec, kind: Kind, name: &str) -> bool {
         Kind::Secret => v.secret.as_ref().is_some_and(|s| s.secret_name == name),
         _ => false,
     });
+    let in_projected = spec
+        .volumes
+        .iter()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| &p.sources)
+        .any(|source| match kind {
+            Kind::ConfigMap => source.config_map.as_ref().is_some_and(|c| c.name == name),
+            Kind::Secret => source.secret.as_ref().is_some_and(|s| s.name == name),
+            _ => false,
+        });
     let in_pull_secrets =
         kind == Kind::Secret && spec.image_pull_secrets.iter().any(|r| r.name == name);
-    in_env || in_env_from || in_volumes || in_pull_secrets
+    in_env || in_env_from || in_volumes || in_projected || in_pull_secrets
 }
 
 #[cfg(test)]
@@ -456,6 +550,18 @@ mod tests {
             );
         }
         desired
+    }
+
+    /// A pod none of these tests' volumes read fields of.
+    fn no_facts() -> crate::pod::projection::PodFacts<'static> {
+        static FIELDS: std::sync::LazyLock<FieldValues> =
+            std::sync::LazyLock::new(FieldValues::default);
+        static SPEC: std::sync::LazyLock<api::PodSpec> =
+            std::sync::LazyLock::new(api::PodSpec::default);
+        crate::pod::projection::PodFacts {
+            fields: &FIELDS,
+            spec: &SPEC,
+        }
     }
 
     fn config_map(name: &str, data: &[(&str, &str)]) -> Object {
@@ -557,7 +663,7 @@ mod tests {
             "configMap": {"name": "cfg", "items": [{"key": "b", "path": "sub/b.txt"}], "defaultMode": 0o600}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired, None)
+        let files = volume_files("default", &volume, &desired, None, &no_facts())
             .expect("files")
             .expect("a configMap volume");
         assert_eq!(
@@ -573,7 +679,7 @@ mod tests {
             "name": "certs", "secret": {"secretName": "tls"}
         }))
         .expect("volume");
-        let files = volume_files("default", &volume, &desired, None)
+        let files = volume_files("default", &volume, &desired, None, &no_facts())
             .expect("files")
             .expect("a secret volume");
         assert!(files.secret);
@@ -582,7 +688,7 @@ mod tests {
             "name": "x", "secret": {"secretName": "absent"}
         }))
         .expect("volume");
-        assert!(volume_files("default", &volume, &desired, None).is_err());
+        assert!(volume_files("default", &volume, &desired, None, &no_facts()).is_err());
     }
 
     #[test]
@@ -624,7 +730,7 @@ mod tests {
         }))
         .expect("volume");
         let modes = |fs_group| {
-            let files = volume_files("default", &volume, &desired, fs_group)
+            let files = volume_files("default", &volume, &desired, fs_group, &no_facts())
                 .expect("files")
                 .expect("a secret volume");
             let modes: Vec<(String, u32)> = files
@@ -637,6 +743,49 @@ mod tests {
         let owned = |crt, key| vec![("tls.crt".to_string(), crt), ("tls.key".to_string(), key)];
         assert_eq!(modes(None), (owned(0o400, 0o600), None));
         assert_eq!(modes(Some(2000)), (owned(0o440, 0o640), Some(2000)));
+    }
+
+    #[test]
+    fn env_reads_resource_fields_as_files_do() {
+        let app = container(serde_json::json!({
+            "name": "app", "image": "x",
+            "resources": {"limits": {"memory": "64Mi"}},
+            "env": [
+                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}
+            ]
+        }));
+        let fields = FieldValues {
+            capacity: crate::node::Capacity {
+                cpu_millis: 4000,
+                ..Default::default()
+            },
+            ..FieldValues::default()
+        };
+        let env = resolve_env("default", &app, &DesiredState::default(), &fields).expect("env");
+        let pairs: Vec<(&str, &str)> = env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("MEM", "64"), ("CPUS", "4")]);
+    }
+
+    #[test]
+    fn service_account_tokens_are_refused() {
+        let volume: api::ProjectedVolumeSource = serde_json::from_value(serde_json::json!({
+            "sources": [{"serviceAccountToken": {"path": "token"}}]
+        }))
+        .expect("volume");
+        let err = projected(
+            "default",
+            "all",
+            &volume,
+            &DesiredState::default(),
+            &no_facts(),
+            |_| 0o644,
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("no API server"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod action;
 pub mod config;
 pub mod containers;
 pub mod error;
+pub mod eviction;
 pub mod executor;
 pub mod exits;
 #[cfg(test)]
@@ -44,10 +45,12 @@ pub mod limits;
 pub mod network;
 pub mod plan;
 pub mod probes;
+pub mod projection;
 pub mod recover;
 pub mod report;
 pub mod sandbox;
 pub mod state;
+pub mod storage;
 pub mod sync;
 pub mod teardown;
 #[cfg(test)]

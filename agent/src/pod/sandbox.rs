@@ -13,6 +13,7 @@ use super::executor::Executor;
 use super::host::{Host, Repaired};
 use super::inputs::{self, FieldValues};
 use super::network;
+use super::projection::PodFacts;
 use super::state::{Incarnation, PodState};
 use crate::desired::DesiredState;
 use crate::runtime::volumes::FileOptions;
@@ -93,6 +94,7 @@ pub async fn alive(host: &Host, state: &PodState) -> bool {
 pub async fn ensure(
     ex: &Executor<'_>,
     state: &mut PodState,
+    metadata: &api::ObjectMeta,
     spec: &api::PodSpec,
     desired: &DesiredState,
     unsaved: &mut bool,
@@ -154,11 +156,44 @@ pub async fn ensure(
         sandbox
     };
 
+    let fields = FieldValues {
+        name: name.clone(),
+        namespace: namespace.clone(),
+        uid: pod.uid.clone(),
+        node_name: host.node.name().to_string(),
+        pod_ips: network.pod_ips().iter().map(ToString::to_string).collect(),
+        host_ip: if spec.host_network {
+            network
+                .pod_ips()
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+        capacity: host.node.capacity(),
+        ..FieldValues::default()
+    };
+    // downwardAPI files read the labels and annotations as they are now.
+    let current = FieldValues {
+        labels: metadata.labels.clone(),
+        annotations: metadata.annotations.clone(),
+        ..fields.clone()
+    };
+    let facts = PodFacts {
+        fields: &current,
+        spec,
+    };
     let mut volumes = Vec::new();
     for volume in &spec.volumes {
-        let files =
-            inputs::volume_files(&namespace, volume, desired, pod.security_context.fs_group)
-                .map_err(config_error)?;
+        let files = inputs::volume_files(
+            &namespace,
+            volume,
+            desired,
+            pod.security_context.fs_group,
+            &facts,
+        )
+        .map_err(config_error)?;
         let materialised = match files {
             None => None,
             Some(files) => Some(write_volume(host, state, &files).await?),
@@ -181,23 +216,6 @@ pub async fn ensure(
             )
         })?;
 
-    let fields = FieldValues {
-        name: name.clone(),
-        namespace: namespace.clone(),
-        uid: pod.uid.clone(),
-        node_name: host.node_name.clone(),
-        pod_ips: network.pod_ips().iter().map(ToString::to_string).collect(),
-        host_ip: if spec.host_network {
-            network
-                .pod_ips()
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        } else {
-            String::new()
-        },
-        ..FieldValues::default()
-    };
     Ok(Ready {
         pod,
         sandbox,
@@ -255,8 +273,10 @@ async fn repair_network(
     true
 }
 
-/// Writes a configMap/secret volume's files when they changed since the
-/// last write (running containers see the new files, as with kubelet).
+/// Writes the files of a volume berth fills (configMap, secret,
+/// downwardAPI, projected) when they changed since the last write: running
+/// containers see the new files, swapped in through `..data` as with the
+/// kubelet.
 async fn write_volume(
     host: &Host,
     state: &mut PodState,

@@ -68,6 +68,19 @@ pub struct PodState {
     /// first log never overwrites the previous pod's.
     #[serde(default)]
     pub next_instance: BTreeMap<String, u32>,
+    /// The pod was evicted (its ephemeral storage went over a limit): it
+    /// stays down until its manifest changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<Evicted>,
+}
+
+/// An eviction, as the kubelet's eviction manager makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evicted {
+    /// The generation of the manifest that was evicted.
+    pub generation: u64,
+    pub message: String,
 }
 
 /// One incarnation of a pod: its sandbox, network and containers.
@@ -185,6 +198,7 @@ impl PodState {
             incarnation,
             retired: Vec::new(),
             next_instance: BTreeMap::new(),
+            evicted: None,
         }
     }
 

@@ -17,6 +17,7 @@ use manifests::types as api;
 use super::action::Action;
 use super::containers::{self, PodEnvironment, Stopping};
 use super::error::{Failures, PodError, Reason};
+use super::eviction;
 use super::executor::Executor;
 use super::hash;
 use super::hooks;
@@ -55,7 +56,15 @@ pub async fn sync(
     };
     let (namespace, name) = (ex.key.namespace.as_str(), ex.key.name.as_str());
     let spec = &pod.spec;
+    if let crate::node::Selection::NotSelected(why) = ex.host.node.select(spec) {
+        return not_selected(ex, &why).await;
+    }
     let record = load(ex).await?;
+    if record.is_none()
+        && let Some(waiting) = eviction::admit(ex, spec).await
+    {
+        return Ok(waiting);
+    }
     let (pod_hash, wanted) = match hash::wanted(namespace, name, spec, desired) {
         Ok(wanted) => wanted,
         // Running containers keep running; a fixed manifest or a new
@@ -73,6 +82,9 @@ pub async fn sync(
             Incarnation::new(spec, &pod_hash, time::now()),
         )
     });
+    if let Some(evicted) = eviction::still_evicted(ex, &mut state, spec, object.generation).await? {
+        return Ok(evicted);
+    }
     // Applies to the next stop without recreating anything.
     state.incarnation.grace_seconds = grace_seconds(spec);
     let desired_pod = DesiredPod {
@@ -103,7 +115,7 @@ pub async fn sync(
     if run.unsaved {
         sandbox::save(ex.host, &state).await?;
     }
-    outcome
+    eviction::check(ex, &mut state, spec, object.generation, outcome?).await
 }
 
 /// Removes pod `ex.key` and everything it had (every incarnation, its logs
@@ -149,6 +161,25 @@ pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
                 err,
             )
         })
+}
+
+/// This node does not run the pod (its node name, labels or the pod's
+/// selectors changed, or never matched): whatever ran of it is removed.
+/// Unlike the scheduler's `IgnoredDuringExecution`, a running pod stops
+/// too: the manifest directory, not history, says what runs here.
+async fn not_selected(ex: &Executor<'_>, why: &str) -> Result<PodReport, PodError> {
+    let message = format!("NotSelected: {why}");
+    if load(ex).await?.is_some() {
+        ex.event(
+            EventType::Normal,
+            "NotSelected",
+            format!("{why}: removing the pod"),
+        );
+        terminate(ex).await?;
+    }
+    let mut report = report::blocked(None, message, None);
+    report.details = Some(Default::default());
+    Ok(report)
 }
 
 async fn load(ex: &Executor<'_>) -> Result<Option<PodState>, PodError> {
@@ -280,9 +311,15 @@ impl<'a> Run<'a> {
                 {
                     return Ok(pending);
                 }
-                let ready =
-                    sandbox::ensure(self.ex, state, self.spec, self.desired, &mut self.unsaved)
-                        .await;
+                let ready = sandbox::ensure(
+                    self.ex,
+                    state,
+                    self.metadata,
+                    self.spec,
+                    self.desired,
+                    &mut self.unsaved,
+                )
+                .await;
                 match ready {
                     Ok(ready) => self.ready = Some(ready),
                     Err(err) => {

@@ -735,3 +735,98 @@ async fn a_container_started_offline_is_replaced_once_its_tag_moved() {
         .expect("instance");
     assert!(instance.recheck_at_ms.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_over_its_ephemeral_storage_limit_is_evicted_until_its_manifest_changes() {
+    let fake = fake_with_image();
+    let pod = Pod::new(&fake, "web");
+    let state = desired(&[(
+        "web.yaml",
+        &pod_yaml(
+            "web",
+            &[("app", IMAGE)],
+            "  volumes:\n  - name: cache\n    emptyDir:\n      sizeLimit: 1Ki\n",
+        ),
+    )]);
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    assert!(report.wake_at_ms.is_some(), "measured again later");
+    let id = pod.id("app");
+
+    fake.world().storage.empty_dirs.insert("cache".into(), 4096);
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Failed);
+    assert_eq!(
+        report.message,
+        "Evicted: Usage of EmptyDir volume \"cache\" exceeds the limit \"1Ki\"."
+    );
+    assert!(
+        !fake.world().containers.contains_key(&id),
+        "the container is removed"
+    );
+    assert!(fake.world().events.iter().any(|e| e.reason == "Evicted"));
+
+    // Synced again (an observed event, a relist): it stays down.
+    fake.world().storage = Default::default();
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Failed, "{report:?}");
+    assert!(pod.record().incarnation.containers["app"].current.is_none());
+
+    // A new version of the manifest runs again.
+    let mut edited = object(&state, "web");
+    edited.generation += 1;
+    let report = sync::sync(&pod.ex(), &edited, &state)
+        .await
+        .expect("synced");
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    assert!(pod.record().evicted.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_pod_the_node_no_longer_selects_is_removed() {
+    let fake = fake_with_image();
+    let mut pod = Pod::new(&fake, "web");
+    let state = desired(&[(
+        "web.yaml",
+        &pod_yaml("web", &[("app", IMAGE)], "  nodeSelector:\n    disk: ssd\n"),
+    )]);
+    let ssd = std::collections::BTreeMap::from([("disk".to_string(), "ssd".to_string())]);
+    pod.host.node = Arc::new(crate::node::Node::fixed("node1", ssd));
+    assert_eq!(pod.sync(&state).await.phase, Phase::Running);
+    let id = pod.id("app");
+
+    pod.host.node = Arc::new(crate::node::Node::fixed("node1", Default::default()));
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Pending);
+    assert_eq!(
+        report.message,
+        "NotSelected: node labels do not match nodeSelector disk=ssd"
+    );
+    assert!(!fake.world().containers.contains_key(&id));
+    assert!(fake.world().records.is_empty(), "no record is left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_pod_requesting_more_ephemeral_storage_than_is_free_waits() {
+    let fake = fake_with_image();
+    fake.world().free_space = Some(1 << 20);
+    let pod = Pod::new(&fake, "web");
+    let state = desired(&[(
+        "web.yaml",
+        &format!(
+            "{}    resources:\n      requests:\n        ephemeral-storage: 2Mi\n",
+            pod_yaml("web", &[("app", IMAGE)], "")
+        ),
+    )]);
+    let report = pod.sync(&state).await;
+    assert_eq!(report.phase, Phase::Pending);
+    assert_eq!(
+        report.message,
+        "OutOfephemeral-storage: the pod requests 2097152 bytes of ephemeral storage, 1048576 are free"
+    );
+    assert!(report.wake_at_ms.is_some(), "checked again later");
+    assert!(fake.world().containers.is_empty());
+
+    fake.world().free_space = Some(4 << 20);
+    assert_eq!(pod.sync(&state).await.phase, Phase::Running);
+}

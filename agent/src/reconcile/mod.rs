@@ -310,6 +310,7 @@ mod tests {
             status.clone(),
             events.clone(),
             observed.clone(),
+            Arc::new(crate::node::Node::fixed("node1", Default::default())),
         );
         let reconcilers = Reconcilers::new(Context {
             desired,

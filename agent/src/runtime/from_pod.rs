@@ -267,8 +267,9 @@ pub fn pod_security_context(
     })
 }
 
-/// A pod volume. configMap and secret volumes need `materialised`: the
-/// directory the caller wrote their files into (`volumes::write_files`).
+/// A pod volume. configMap, secret, downwardAPI and projected volumes need
+/// `materialised`: the directory the caller wrote their files into
+/// (`volumes::write_files`).
 pub fn volume(v: &api::Volume, materialised: Option<PathBuf>) -> Result<Volume, ConvertError> {
     let err = |problem: &str| ConvertError::Volume {
         volume: v.name.clone(),
@@ -292,15 +293,19 @@ pub fn volume(v: &api::Volume, materialised: Option<PathBuf>) -> Result<Volume, 
             memory: e.medium.as_deref() == Some("Memory"),
             size_limit,
         }
-    } else if v.config_map.is_some() || v.secret.is_some() {
+    } else if v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+    {
         VolumeSource::Directory {
             path: materialised.ok_or_else(|| {
-                err("configMap/secret files were not written before starting the pod")
+                err("the volume's files were not written before starting the pod")
             })?,
         }
     } else {
         return Err(err(
-            "has no source berth supports (hostPath, emptyDir, configMap, secret)",
+            "has no source berth supports (hostPath, emptyDir, configMap, secret, downwardAPI, projected)",
         ));
     };
     Ok(Volume {

@@ -23,10 +23,12 @@
 //! `create.rs`, `inspect.rs` (container, list), `stop.rs` (kill, wait,
 //! stop), `remove.rs`, `exec.rs`; `rootfs.rs` mounts a container's overlay.
 
+pub mod atomic_writer;
 pub mod bundle;
 pub mod cgroups;
 pub mod config;
 mod create;
+pub mod disk_usage;
 mod exec;
 pub mod flavor;
 pub mod from_pod;

@@ -1,6 +1,7 @@
 //! Pod volumes on the host: hostPath type checks, emptyDir directories
-//! (tmpfs for `medium: Memory`), directories of files for configMap and
-//! secret volumes (each file with its own mode), the pod's fsGroup owning
+//! (tmpfs for `medium: Memory`), directories of files for configMap,
+//! secret, downwardAPI and projected volumes (each file with its own mode,
+//! each version swapped in through `..data`), the pod's fsGroup owning
 //! those and its emptyDirs, and `subPath` mounts that cannot leave their
 //! volume.
 
@@ -23,13 +24,8 @@ pub enum VolumeError {
         path: PathBuf,
         problem: String,
     },
-    #[error("volume {volume:?}: {action} {path}")]
-    Io {
-        volume: String,
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] super::atomic_writer::IoError),
     #[error("volume {volume:?}: mounting a tmpfs at {path}")]
     Tmpfs {
         volume: String,
@@ -111,12 +107,12 @@ pub fn prepare(
         }
         VolumeSource::Directory { path } => {
             if !path.is_dir() {
-                return Err(VolumeError::Io {
-                    volume: name.to_string(),
-                    action: "finding the materialised directory",
-                    path: path.clone(),
-                    source: std::io::ErrorKind::NotFound.into(),
-                });
+                return Err(io_err(
+                    name,
+                    "finding the materialised directory",
+                    path,
+                    std::io::ErrorKind::NotFound.into(),
+                ));
             }
             Ok(PreparedVolume {
                 host_path: path.clone(),
@@ -137,12 +133,7 @@ pub fn remove_pod_volumes(paths: &Paths, pod_uid: &str) -> Vec<VolumeError> {
     }
     for dir in [run_volumes, paths.pod_state_dir(pod_uid)] {
         if let Err(source) = crate::fsutil::remove_dir_all_if_exists(&dir) {
-            errors.push(VolumeError::Io {
-                volume: String::new(),
-                action: "removing",
-                path: dir,
-                source,
-            });
+            errors.push(io_err("", "removing", &dir, source));
         }
     }
     errors
@@ -257,26 +248,7 @@ fn expect_type(
     }
 }
 
-/// One file of a configMap or secret volume.
-#[derive(Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VolumeFile {
-    /// Relative to the volume (subdirectories allowed, no `..`).
-    pub path: String,
-    pub data: Vec<u8>,
-    /// Permission bits (already masked to 0o777).
-    pub mode: u32,
-}
-
-/// Never prints the content (it may be secret).
-impl std::fmt::Debug for VolumeFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VolumeFile")
-            .field("path", &self.path)
-            .field("bytes", &self.data.len())
-            .field("mode", &format_args!("{:#o}", self.mode))
-            .finish()
-    }
-}
+pub use super::atomic_writer::VolumeFile;
 
 /// How [`write_files`] stores a configMap or secret volume.
 #[derive(Debug, Clone, Copy)]
@@ -288,10 +260,12 @@ pub struct FileOptions {
     pub gid: Option<u32>,
 }
 
-/// Materialises a configMap/secret volume: writes `files` (each with its
-/// own mode) into `dir`, replacing what was there. Secrets go to a tmpfs
-/// so they never touch the disk. With a `gid`, the directories are
-/// group-owned by it with the setgid bit (kubelet's volume ownership).
+/// Materialises a configMap, secret, downwardAPI or projected volume:
+/// `files` (each with its own mode) become the new version in `dir`,
+/// swapped in atomically over the old one ([`super::atomic_writer`]).
+/// Secrets go to a tmpfs so they never touch the disk. With a `gid`, the
+/// directories are group-owned by it with the setgid bit (kubelet's volume
+/// ownership).
 pub fn write_files(
     volume: &str,
     dir: &Path,
@@ -312,60 +286,21 @@ pub fn write_files(
             .iter()
             .map(|file| u64::try_from(file.data.len()).unwrap_or(u64::MAX))
             .sum();
+        // Room for the old version and the new one side by side while
+        // `..data` is swapped, and some slack for inodes.
         mount_tmpfs(
             volume,
             dir,
             0o755,
             Some(total.saturating_mul(2).saturating_add(1 << 20)),
         )?;
+        grow_tmpfs(volume, dir, total)?;
     }
-    // Replace the content: remove what a previous version left.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                crate::fsutil::remove_dir_all_if_exists(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed.map_err(|source| io_err(volume, "removing", &path, source))?;
-        }
-    }
-    let mut dirs = std::collections::BTreeSet::from([dir.to_path_buf()]);
-    for file in files {
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            make_dir(volume, parent, 0o755)?;
-            dirs.extend(
-                parent
-                    .ancestors()
-                    .take_while(|d| d.starts_with(dir))
-                    .map(Path::to_path_buf),
-            );
-        }
-        let mut created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(file.mode)
-            .open(&path)
-            .map_err(|source| io_err(volume, "creating", &path, source))?;
-        std::io::Write::write_all(&mut created, &file.data)
-            .map_err(|source| io_err(volume, "writing", &path, source))?;
-        // The umask may have narrowed the mode given at creation.
-        created
-            .set_permissions(Permissions::from_mode(file.mode))
-            .map_err(|source| io_err(volume, "setting permissions of", &path, source))?;
-        if let Some(gid) = options.gid {
-            std::os::unix::fs::fchown(&created, None, Some(gid))
-                .map_err(|source| io_err(volume, "changing the group of", &path, source))?;
-        }
-    }
+    super::atomic_writer::write(volume, dir, files, options.gid)?;
     if let Some(gid) = options.gid {
-        for dir in &dirs {
-            std::os::unix::fs::chown(dir, None, Some(gid))
-                .map_err(|source| io_err(volume, "changing the group of", dir, source))?;
-            set_mode(volume, dir, 0o2755)?;
-        }
+        std::os::unix::fs::chown(dir, None, Some(gid))
+            .map_err(|source| io_err(volume, "changing the group of", dir, source))?;
+        set_mode(volume, dir, 0o2755)?;
     }
     Ok(())
 }
@@ -515,6 +450,36 @@ fn mount_tmpfs(volume: &str, dir: &Path, mode: u32, size: Option<u64>) -> Result
     })
 }
 
+/// Makes the secret tmpfs at `dir` large enough for `incoming` more
+/// bytes next to what it holds (a Secret that grew since it was mounted).
+fn grow_tmpfs(volume: &str, dir: &Path, incoming: u64) -> Result<(), VolumeError> {
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|errno| io_err(volume, "inspecting", dir, errno.into()))?;
+    let size = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let used = stat
+        .f_blocks
+        .saturating_sub(stat.f_bfree)
+        .saturating_mul(stat.f_frsize);
+    let needed = used
+        .saturating_add(incoming.saturating_mul(2))
+        .saturating_add(1 << 20);
+    if size >= needed {
+        return Ok(());
+    }
+    nix::mount::mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={needed}").as_str()),
+    )
+    .map_err(|source| VolumeError::Tmpfs {
+        volume: volume.to_string(),
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
 fn make_dir(volume: &str, dir: &Path, mode: u32) -> Result<(), VolumeError> {
     crate::fsutil::create_dir_all_with_mode(dir, mode)
         .map_err(|source| io_err(volume, "creating", dir, source))
@@ -526,12 +491,7 @@ fn set_mode(volume: &str, path: &Path, mode: u32) -> Result<(), VolumeError> {
 }
 
 fn io_err(volume: &str, action: &'static str, path: &Path, source: std::io::Error) -> VolumeError {
-    VolumeError::Io {
-        volume: volume.to_string(),
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    super::atomic_writer::io_err(volume, action, path, source).into()
 }
 
 #[cfg(test)]

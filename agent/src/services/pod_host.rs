@@ -45,6 +45,7 @@ pub fn build(
     status: StatusStore,
     events: EventLog,
     observed: mpsc::Sender<ObservedEvent>,
+    node: Arc<crate::node::Node>,
 ) -> Host {
     let runtime = Arc::new(RuntimeHost {
         runtime: services.runtime.clone(),
@@ -69,10 +70,7 @@ pub fn build(
         status: Arc::new(Reporter::new(status, events)),
         clock: Arc::new(SystemClock),
         config: services.pods,
-        node_name: nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default(),
+        node,
     }
 }
 
@@ -280,6 +278,48 @@ impl Sandboxes for RuntimeHost {
                 .await
                 .unwrap_or_default()
         })
+    }
+
+    fn storage_usage<'a>(
+        &'a self,
+        query: &'a crate::pod::storage::StorageQuery,
+    ) -> BoxFuture<'a, HostResult<crate::pod::storage::Usage>> {
+        let paths = self.paths.clone();
+        let query = query.clone();
+        Box::pin(blocking(move || {
+            let du = |path: PathBuf| {
+                crate::runtime::disk_usage::of(&path)
+                    .map_err(|err| HostError::from(format!("measuring {}: {err}", path.display())))
+            };
+            let mut usage = crate::pod::storage::Usage::default();
+            let volumes = paths.pod_state_dir(&query.pod_uid).join("volumes");
+            for name in &query.empty_dirs {
+                usage
+                    .empty_dirs
+                    .insert(name.clone(), du(volumes.join(name))?);
+            }
+            for (name, id) in &query.containers {
+                let layer = du(paths.container_layer(id))?;
+                let logs = du(paths.container_logs(&query.namespace, &query.pod_name, name))?;
+                usage
+                    .containers
+                    .insert(name.clone(), layer.saturating_add(logs));
+            }
+            Ok(usage)
+        }))
+    }
+
+    fn free_space(&self) -> BoxFuture<'_, HostResult<u64>> {
+        let root = self.paths.root.clone();
+        Box::pin(blocking(move || {
+            let fs = rustix::fs::statvfs(&root).map_err(|errno| {
+                HostError::from(format!(
+                    "measuring the free space of {}: {errno}",
+                    root.display()
+                ))
+            })?;
+            Ok(fs.f_bavail.saturating_mul(fs.f_frsize))
+        }))
     }
 }
 

@@ -10,8 +10,10 @@ use crate::types::{KeyToPath, ObjectMeta, Quantity};
 
 mod config;
 mod image;
+mod placement;
 mod pod;
 mod pod_security;
+mod projection;
 mod registry;
 
 /// One problem at one field path (`spec.containers[0].image`).

@@ -22,7 +22,14 @@ pub(super) fn validate_pod(pod: &Pod, issues: &mut Issues) {
         issues.error_at_key("spec.containers", "a pod needs at least one container");
     }
 
-    let volumes = validate_volumes(&spec.volumes, issues);
+    let container_set: HashSet<&str> = spec
+        .init_containers
+        .iter()
+        .chain(&spec.containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    let volumes = validate_volumes(&spec.volumes, &container_set, issues);
+    super::placement::validate(spec, issues);
     let mut container_names: HashMap<&str, String> = HashMap::new();
     let mut port_names: HashMap<&str, String> = HashMap::new();
     let mut ports_in_use: HashMap<(i32, Protocol), String> = HashMap::new();
@@ -211,7 +218,11 @@ fn validate_dns(pod: &Pod, issues: &mut Issues) {
 }
 
 /// Checks volumes and returns their names.
-fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&'a str> {
+fn validate_volumes<'a>(
+    volumes: &'a [Volume],
+    containers: &HashSet<&str>,
+    issues: &mut Issues,
+) -> HashSet<&'a str> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, volume) in volumes.iter().enumerate() {
         let path = format!("spec.volumes[{i}]");
@@ -235,12 +246,14 @@ fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&
             volume.empty_dir.is_some(),
             volume.config_map.is_some(),
             volume.secret.is_some(),
+            volume.downward_api.is_some(),
+            volume.projected.is_some(),
         ];
         match sources.iter().filter(|s| **s).count() {
             0 => issues.error(
                 format!("{path}.name"),
                 format!(
-                    "volume `{}` has no source berth supports: use one of hostPath, emptyDir, configMap, secret",
+                    "volume `{}` has no source berth supports: use one of hostPath, emptyDir, configMap, secret, downwardAPI, projected",
                     volume.name
                 ),
             ),
@@ -287,6 +300,7 @@ fn validate_volumes<'a>(volumes: &'a [Volume], issues: &mut Issues) -> HashSet<&
                 issues,
             );
         }
+        super::projection::validate(&path, volume, containers, issues);
         if let Some(secret) = &volume.secret {
             issues.check(
                 &format!("{path}.secret.secretName"),
@@ -330,7 +344,7 @@ fn validate_container(
         absolute_path(&format!("{path}.workingDir"), "workingDir", dir, issues);
     }
     for (i, env) in container.env.iter().enumerate() {
-        validate_env(&format!("{path}.env[{i}]"), env, issues);
+        validate_env(&format!("{path}.env[{i}]"), env, &container.name, issues);
     }
     for (i, from) in container.env_from.iter().enumerate() {
         let from_path = format!("{path}.envFrom[{i}]");
@@ -531,7 +545,7 @@ fn non_negative_id(path: &str, id: Option<i64>, issues: &mut Issues) {
     }
 }
 
-fn validate_env(path: &str, env: &EnvVar, issues: &mut Issues) {
+fn validate_env(path: &str, env: &EnvVar, container: &str, issues: &mut Issues) {
     issues.check(
         &format!("{path}.name"),
         "environment variable name",
@@ -551,12 +565,34 @@ fn validate_env(path: &str, env: &EnvVar, issues: &mut Issues) {
         from.config_map_key_ref.is_some(),
         from.secret_key_ref.is_some(),
         from.field_ref.is_some(),
+        from.resource_field_ref.is_some(),
     ];
     if refs.iter().filter(|r| **r).count() != 1 {
         issues.error(
             format!("{path}.valueFrom"),
-            "valueFrom needs exactly one of configMapKeyRef, secretKeyRef, fieldRef (resourceFieldRef is not supported)",
+            "valueFrom needs exactly one of configMapKeyRef, secretKeyRef, fieldRef, resourceFieldRef",
         );
+    }
+    if let Some(resource) = &from.resource_field_ref {
+        let at = format!("{path}.valueFrom.resourceFieldRef");
+        if let Err(why) = crate::field_path::parse_resource_field(&resource.resource) {
+            issues.error(format!("{at}.resource"), why);
+        }
+        if let Some(name) = resource.container_name.as_deref()
+            && !name.is_empty()
+            && name != container
+        {
+            issues.error(
+                format!("{at}.containerName"),
+                format!("an env variable reads its own container's resources: use `{container}` or leave containerName out"),
+            );
+        }
+        if let Some(divisor) = &resource.divisor
+            && let Some(millis) = super::quantity(&format!("{at}.divisor"), divisor, issues)
+            && millis <= 0
+        {
+            issues.error(format!("{at}.divisor"), "divisor must be positive");
+        }
     }
     for (field, selector, what) in [
         ("configMapKeyRef", &from.config_map_key_ref, "ConfigMap"),
