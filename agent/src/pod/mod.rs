@@ -35,6 +35,7 @@ pub mod executor;
 pub mod exits;
 #[cfg(test)]
 mod fake;
+pub mod grpc_health;
 pub mod handlers;
 pub mod hash;
 pub mod hooks;
