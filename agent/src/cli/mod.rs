@@ -21,6 +21,7 @@ mod rmi;
 mod run;
 mod schema;
 mod status;
+mod update;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -104,6 +105,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Override, once, the update lock that holds a pod's update back.
+    Update(update::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,5 +126,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(&global, args),
         Command::Rmi(args) => rmi::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::Update(args) => update::run(&global, args),
     }
 }

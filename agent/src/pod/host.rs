@@ -175,6 +175,11 @@ pub trait Images: Send + Sync {
 
     /// Ids of every container holding an image.
     fn held(&self) -> BoxFuture<'_, HostResult<Vec<String>>>;
+
+    /// Deletes image `image` and frees its content, unless a container
+    /// uses it or an Image object pins it (then false; an update's
+    /// `delete-then-download` strategy).
+    fn delete_unused<'a>(&'a self, image: &'a str) -> BoxFuture<'a, HostResult<bool>>;
 }
 
 /// A pod network the driver found broken and set up again.
@@ -312,6 +317,8 @@ pub struct Host {
     pub events: Arc<dyn Events>,
     pub status: Arc<dyn StatusSink>,
     pub clock: Arc<dyn Clock>,
+    /// Containers' update locks ([`super::update`]).
+    pub locks: Arc<dyn super::update::UpdateLocks>,
     pub config: PodsConfig,
     /// The node's name (the `spec.nodeName` field pods see).
     pub node_name: String,

@@ -51,6 +51,7 @@ pub mod sandbox;
 pub mod state;
 pub mod sync;
 pub mod teardown;
+pub mod update;
 #[cfg(test)]
 mod tests;
 pub mod workers;
