@@ -30,7 +30,10 @@ pub struct Args {
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let loaded = LoadedStatus::load(global)?;
     if !loaded.agent_running {
-        bail!("no berth agent is running with run-root {}; only a running agent updates pods", global.run_root.display());
+        bail!(
+            "no berth agent is running with run-root {}; only a running agent updates pods",
+            global.run_root.display()
+        );
     }
     let pod = find_pod(&loaded.doc, &args.pod)?;
     let name = pod_name(pod);

@@ -51,9 +51,9 @@ pub mod sandbox;
 pub mod state;
 pub mod sync;
 pub mod teardown;
-pub mod update;
 #[cfg(test)]
 mod tests;
+pub mod update;
 pub mod workers;
 
 pub use config::PodsConfig;

@@ -652,7 +652,9 @@ impl<'a> Run<'a> {
                     ),
                 ),
                 Ok(false) => tracing::info!(%image, "the old image is still in use: kept"),
-                Err(err) => tracing::warn!(%image, error = %crate::status::chain(&*err), "could not delete the old image"),
+                Err(err) => {
+                    tracing::warn!(%image, error = %crate::status::chain(&*err), "could not delete the old image")
+                }
             }
         }
     }

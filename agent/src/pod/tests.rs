@@ -781,7 +781,11 @@ async fn update_strategies_order_the_pull_against_the_stop() {
         let stopped = world.first(&format!("stop {app}")).expect("stopped");
         let removed = world.first(&format!("remove {app}")).expect("removed");
         let pulled = world.first("pulled registry.test/app:2").expect("pulled");
-        assert!(stopped < removed && removed < pulled, "{strategy}: {:#?}", world.log);
+        assert!(
+            stopped < removed && removed < pulled,
+            "{strategy}: {:#?}",
+            world.log
+        );
         let delete = world.first(&format!("delete image {IMAGE}"));
         assert_eq!(delete.is_some(), deleted, "{strategy}: {:#?}", world.log);
         if let Some(delete) = delete {
@@ -817,7 +821,11 @@ async fn a_held_update_lock_defers_the_update_until_forced() {
     assert_eq!(pod.id("app"), app, "the old container runs on");
     {
         let world = fake.world();
-        assert!(world.first(&format!("stop {app}")).is_none(), "{:#?}", world.log);
+        assert!(
+            world.first(&format!("stop {app}")).is_none(),
+            "{:#?}",
+            world.log
+        );
         assert!(
             world.first("pulled registry.test/app:2").is_some(),
             "download-then-kill pulls while it waits"
@@ -837,7 +845,11 @@ async fn a_held_update_lock_defers_the_update_until_forced() {
     fake.world().forced = true;
     pod.sync(&edited).await;
     assert_ne!(pod.id("app"), app, "--force overrides the lock");
-    assert!(fake.world().reasons().contains(&"UpdateLockOverridden".to_string()));
+    assert!(
+        fake.world()
+            .reasons()
+            .contains(&"UpdateLockOverridden".to_string())
+    );
     assert_eq!(pod.record().update_held_since_ms, None);
 }
 
@@ -861,5 +873,9 @@ async fn an_update_lock_is_waited_for_at_most_its_timeout() {
     tokio::time::advance(Duration::from_secs(21)).await;
     pod.sync(&edited).await;
     assert_ne!(pod.id("app"), app, "the timeout ended the wait");
-    assert!(fake.world().reasons().contains(&"UpdateLockTimeout".to_string()));
+    assert!(
+        fake.world()
+            .reasons()
+            .contains(&"UpdateLockTimeout".to_string())
+    );
 }

@@ -201,33 +201,88 @@ impl UpdateLocks for HostUpdateLocks {
 }
 
 fn take_lock(pid: i32) -> Lock {
+    take_lock_in(&PathBuf::from(format!("/proc/{pid}/root")))
+}
+
+/// [`LOCK_FILE`] under `root`, a container's root.
+fn take_lock_in(root: &std::path::Path) -> Lock {
     use pathrs::flags::OpenFlags;
     use rustix::fs::{FileType, FlockOperation};
 
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let Ok(root) = pathrs::Root::open(&root) else {
-        // The container is gone: nothing holds anything.
-        return Lock::Absent;
+    // Opened following the link (`/proc/PID/root` is a magic link to the
+    // container's root), then everything below resolved inside it.
+    let opened = rustix::fs::open(
+        root,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    let root = match opened {
+        Ok(fd) => pathrs::Root::from_fd(fd),
+        Err(errno) => {
+            // The container is gone: nothing holds anything.
+            tracing::debug!(root = %root.display(), %errno, "no root to look for an update lock in");
+            return Lock::Absent;
+        }
     };
-    let Ok(handle) = root.resolve(LOCK_FILE) else {
-        return Lock::Absent;
+    let handle = match root.resolve(LOCK_FILE) {
+        Ok(handle) => handle,
+        Err(err) => {
+            tracing::debug!(error = %netplugins::chain(&err), "no update lock");
+            return Lock::Absent;
+        }
     };
     let regular = rustix::fs::fstat(&handle)
         .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile);
     if !regular {
-        tracing::debug!(pid, "the update lock is not a regular file: ignored");
+        tracing::debug!("the update lock is not a regular file: ignored");
         return Lock::Absent;
     }
-    let Ok(file) = handle.reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOFOLLOW)
-    else {
-        return Lock::Absent;
-    };
+    let file =
+        match handle.reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOFOLLOW) {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::debug!(error = %netplugins::chain(&err), "cannot open the update lock");
+                return Lock::Absent;
+            }
+        };
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Lock::Taken(TakenLock(file)),
         Err(rustix::io::Errno::WOULDBLOCK) => Lock::Held,
         Err(errno) => {
-            tracing::debug!(pid, %errno, "flock on the update lock failed: ignored");
+            tracing::debug!(%errno, "flock on the update lock failed: ignored");
             Lock::Absent
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_held_by_another_process_is_seen_and_a_free_one_taken() {
+        let root = tempfile::tempdir().expect("a temp dir");
+        assert!(matches!(take_lock_in(root.path()), Lock::Absent));
+        let dir = root.path().join("tmp/berth");
+        std::fs::create_dir_all(&dir).expect("tmp/berth");
+        let file = dir.join("updates.lock");
+        std::fs::write(&file, "").expect("the lock file");
+        let taken = take_lock_in(root.path());
+        assert!(matches!(taken, Lock::Taken(_)));
+        // While berth holds it, another taker (the container) cannot.
+        let other = std::fs::File::open(&file).expect("open");
+        assert!(
+            rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+        );
+        drop(taken);
+        rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .expect("released when dropped");
+        assert!(matches!(take_lock_in(root.path()), Lock::Held));
+        drop(other);
+        // A symlink out of the root is not followed.
+        std::fs::remove_file(&file).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &file).expect("symlink");
+        assert!(matches!(take_lock_in(root.path()), Lock::Absent));
     }
 }

@@ -360,7 +360,9 @@ impl Images for ImagesHost {
             let reference: ImageReference = image.parse()?;
             match images.remove(&reference, false) {
                 Ok(_) => {}
-                Err(ServiceError::InUse { .. } | ServiceError::NotFound { .. }) => return Ok(false),
+                Err(ServiceError::InUse { .. } | ServiceError::NotFound { .. }) => {
+                    return Ok(false);
+                }
                 Err(err) => return Err(err.into()),
             }
             images.gc()?;
