@@ -208,3 +208,187 @@ fn a_held_update_lock_defers_an_update_until_forced_and_never_a_deletion() {
     world.remove_manifest("web.yaml");
     world.wait_pod_gone("web");
 }
+
+/// `berth diff NEW` against the manifest directory CURRENT: (exit code,
+/// stdout, stderr).
+fn diff(current: &std::path::Path, new: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(berth_e2e::berth_bin())
+        .arg("--manifests")
+        .arg(current)
+        .arg("diff")
+        .arg(new)
+        .output()
+        .expect("running berth diff");
+    (
+        out.status.code().expect("an exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn diff_pod(name: &str, spec: &str, containers: &[(&str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}  containers:\n"
+    );
+    for (container, image) in containers {
+        yaml.push_str(&format!(
+            "  - name: {container}\n    image: {image}\n    env:\n    - name: MODE\n      valueFrom:\n        configMapKeyRef:\n          name: cfg\n          key: mode\n"
+        ));
+    }
+    yaml
+}
+
+fn config_map(mode: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  mode: {mode:?}\n")
+}
+
+/// Two manifest directories: the current one with pods `web` (app and
+/// side) and `old`, and a copy to edit.
+fn diff_dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let current = temp.path().join("current");
+    let new = temp.path().join("new");
+    for dir in [&current, &new] {
+        berth_e2e::write_atomically(
+            &dir.join("web.yaml"),
+            &diff_pod(
+                "web",
+                "",
+                &[("app", "r.test/app:1"), ("side", "r.test/side:1")],
+            ),
+        );
+        berth_e2e::write_atomically(&dir.join("cfg.yaml"), &config_map("a"));
+    }
+    berth_e2e::write_atomically(
+        &current.join("old.yaml"),
+        &diff_pod("old", "", &[("x", "r.test/x:1")]),
+    );
+    berth_e2e::write_atomically(
+        &new.join("old.yaml"),
+        &diff_pod("old", "", &[("x", "r.test/x:1")]),
+    );
+    (temp, current, new)
+}
+
+#[test]
+fn berth_diff_of_the_same_directory_changes_nothing() {
+    let (_temp, current, new) = diff_dirs();
+    let (code, out, err) = diff(&current, &new);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().all(|l| l.starts_with("unchanged")), "{out}");
+    assert!(out.contains("Pod/default/web"), "{out}");
+}
+
+#[test]
+fn berth_diff_names_replaced_containers_recreated_created_and_deleted_pods() {
+    let (_temp, current, new) = diff_dirs();
+    // One container's image: only it is replaced.
+    berth_e2e::write_atomically(
+        &new.join("web.yaml"),
+        &diff_pod(
+            "web",
+            "",
+            &[("app", "r.test/app:2"), ("side", "r.test/side:1")],
+        ),
+    );
+    // A pod-level field: recreated.
+    berth_e2e::write_atomically(
+        &new.join("old.yaml"),
+        &diff_pod("old", "  hostNetwork: true\n", &[("x", "r.test/x:1")]),
+    );
+    berth_e2e::write_atomically(
+        &new.join("fresh.yaml"),
+        &diff_pod("fresh", "", &[("y", "r.test/y:1")]),
+    );
+    let (code, out, err) = diff(&current, &new);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = |object: &str| {
+        out.lines()
+            .find(|l| l.contains(object))
+            .unwrap_or_else(|| panic!("no line for {object}: {out}"))
+            .to_owned()
+    };
+    let web = line("Pod/default/web");
+    assert!(
+        web.starts_with("replace") && web.contains("replace app"),
+        "{web}"
+    );
+    assert!(!web.contains("side"), "the sibling runs on: {web}");
+    assert!(line("Pod/default/old").starts_with("recreate"), "{out}");
+    assert!(line("Pod/default/fresh").starts_with("create"), "{out}");
+    assert!(
+        line("ConfigMap/default/cfg").starts_with("unchanged"),
+        "{out}"
+    );
+
+    std::fs::remove_file(new.join("fresh.yaml")).expect("rm");
+    std::fs::remove_file(new.join("old.yaml")).expect("rm");
+    let (code, out, _) = diff(&current, &new);
+    assert_eq!(code, 1);
+    assert!(line_starts(&out, "Pod/default/old", "delete"), "{out}");
+}
+
+fn line_starts(out: &str, object: &str, verb: &str) -> bool {
+    out.lines()
+        .any(|l| l.contains(object) && l.starts_with(verb))
+}
+
+#[test]
+fn berth_diff_follows_config_map_values_into_the_containers_that_read_them() {
+    let (_temp, current, new) = diff_dirs();
+    berth_e2e::write_atomically(&new.join("cfg.yaml"), &config_map("b"));
+    let (code, out, err) = diff(&current, &new);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        line_starts(&out, "ConfigMap/default/cfg", "update"),
+        "{out}"
+    );
+    let web = out
+        .lines()
+        .find(|l| l.contains("Pod/default/web"))
+        .expect("web");
+    assert!(web.contains("replace app, side"), "both read cfg: {web}");
+    // JSON names the same.
+    let json = std::process::Command::new(berth_e2e::berth_bin())
+        .arg("--manifests")
+        .arg(&current)
+        .args(["diff", "-o", "json"])
+        .arg(&new)
+        .output()
+        .expect("berth diff -o json");
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let web = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["object"] == "Pod/default/web"))
+        .expect("a web row");
+    assert_eq!(
+        web["replace"]["replaced"],
+        serde_json::json!(["app", "side"]),
+        "{rows:#}"
+    );
+}
+
+#[test]
+fn berth_diff_exits_2_on_validation_errors_and_on_pods_that_cannot_start() {
+    let (_temp, current, new) = diff_dirs();
+    berth_e2e::write_atomically(
+        &new.join("web.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: r.test/app:1\n    imagePullPolcy: Always\n",
+    );
+    let (code, out, err) = diff(&current, &new);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("web.yaml:9:5") && err.contains("imagePullPolicy"),
+        "{err}"
+    );
+
+    let (_temp, current, new) = diff_dirs();
+    // A key the ConfigMap does not have: the pod could not start.
+    berth_e2e::write_atomically(
+        &new.join("cfg.yaml"),
+        &config_map("a").replace("mode:", "other:"),
+    );
+    let (code, out, err) = diff(&current, &new);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(line_starts(&out, "Pod/default/web", "error"), "{out}");
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::paths::Paths;
 
+mod diff;
 mod events;
 mod exec;
 mod images;
@@ -105,6 +106,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Show what the agent would do if DIR became the manifest directory (exit 0 same, 1 changes, 2 errors).
+    Diff(diff::Args),
     /// Override, once, the update lock that holds a pod's update back.
     Update(update::Args),
 }
@@ -127,5 +130,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rmi(args) => rmi::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
         Command::Update(args) => update::run(&global, args),
+        Command::Diff(args) => diff::run(&global, args),
     }
 }
