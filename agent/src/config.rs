@@ -50,6 +50,10 @@ pub struct ImagesConfig {
     /// the tag again later. `false` is the kubelet's strict behaviour: the
     /// pod waits for its registry. Default true.
     pub offline_fallback: bool,
+    /// Bytes per second for every download together, in bytes or with a
+    /// unit (`"2MiB"`): for metered or shared links. Default 0: no limit.
+    #[serde(with = "size")]
+    pub max_download_rate: u64,
 }
 
 impl Default for ImagesConfig {
@@ -61,6 +65,7 @@ impl Default for ImagesConfig {
             stall_timeout: crate::image::remote::DEFAULT_STALL_TIMEOUT,
             parallel_pulls: crate::image::manager::DEFAULT_PARALLEL_PULLS,
             offline_fallback: true,
+            max_download_rate: 0,
         }
     }
 }
@@ -96,6 +101,12 @@ pub struct StoreConfig {
     /// The most entries (files, directories, links) one layer may have
     /// (default 1000000); the store's free inodes are checked as well.
     pub max_layer_entries: u64,
+    /// Free space a pull must leave on the store's file system: a size
+    /// (`"2GiB"`) or a share (`"10%"`); default 5%, at most 1 GiB. A pull
+    /// that would not (compressed layers + an estimate of their unpacked
+    /// size) is refused with `InsufficientDisk` after unreferenced images
+    /// were collected.
+    pub min_free: crate::image::preflight::MinFree,
 }
 
 impl Default for StoreConfig {
@@ -108,6 +119,7 @@ impl Default for StoreConfig {
             leftover_age: service.gc.leftover_age,
             max_layer_size: service.limits.max_layer_bytes,
             max_layer_entries: service.limits.max_entries,
+            min_free: crate::image::preflight::MinFree::default(),
         }
     }
 }

@@ -174,8 +174,14 @@ mod tests {
         ]));
         let text: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
         assert_eq!(problems.len(), 3, "{text:?}");
-        assert!(text.iter().any(|m| m.contains("did you mean `berth.dev/update-strategy`")));
-        assert!(text.iter().any(|m| m.contains("did you mean `kill-then-download`")));
+        assert!(
+            text.iter()
+                .any(|m| m.contains("did you mean `berth.dev/update-strategy`"))
+        );
+        assert!(
+            text.iter()
+                .any(|m| m.contains("did you mean `kill-then-download`"))
+        );
         assert!(text.iter().any(|m| m.contains(UPDATE_LOCK_TIMEOUT)));
     }
 }

@@ -392,3 +392,201 @@ fn berth_diff_exits_2_on_validation_errors_and_on_pods_that_cannot_start() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(line_starts(&out, "Pod/default/web", "error"), "{out}");
 }
+
+/// A small ext4 file system on a loop device of its own, mounted at a
+/// directory; unmounted and detached when dropped (also after a failure).
+struct LoopFs {
+    device: String,
+    mountpoint: std::path::PathBuf,
+    _image: tempfile::NamedTempFile,
+}
+
+impl LoopFs {
+    fn mount(size_mib: u64, mountpoint: &std::path::Path) -> Self {
+        let image = tempfile::Builder::new()
+            .prefix("berth-test-loopfs-")
+            .tempfile()
+            .expect("an image file");
+        image
+            .as_file()
+            .set_len(size_mib << 20)
+            .expect("sizing the image");
+        run("mkfs.ext4", &["-q", "-F", &image.path().to_string_lossy()]);
+        let attached = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image.path())
+            .output()
+            .expect("losetup");
+        assert!(attached.status.success(), "losetup: {attached:?}");
+        let device = String::from_utf8_lossy(&attached.stdout).trim().to_owned();
+        let fs = Self {
+            device,
+            mountpoint: mountpoint.to_owned(),
+            _image: image,
+        };
+        std::fs::create_dir_all(mountpoint).expect("the mountpoint");
+        run("mount", &[&fs.device, &mountpoint.to_string_lossy()]);
+        fs
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // The world may have unmounted it already.
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mountpoint)
+            .status();
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.device])
+            .status();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running {program}: {err}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A pod world whose --root is a small loop-mounted ext4; the world goes
+/// first when dropped (agent, pods), then the file system.
+struct SmallDisk {
+    world: PodWorld,
+    _fs: LoopFs,
+}
+
+/// Bytes a pull may use on `root`: free space less the default reserve
+/// (5%, at most 1 GiB).
+fn usable(root: &std::path::Path) -> u64 {
+    let fs = nix::sys::statvfs::statvfs(root).expect("statvfs");
+    let free = fs.blocks_available() * fs.fragment_size();
+    let total = fs.blocks() * fs.fragment_size();
+    free - (total / 100 * 5).min(1 << 30)
+}
+
+/// A busybox image with `mib` MiB of incompressible data on top.
+fn image_of_size(world: &PodWorld, name: &str, bytes: u64) -> String {
+    let size = usize::try_from(bytes).expect("a size");
+    busybox_image_with(
+        &world.registry,
+        name,
+        vec![Entry::noise("data", size, bytes)],
+    )
+    .reference
+}
+
+#[test]
+fn a_pull_that_does_not_fit_the_disk_is_refused_and_the_old_version_runs_on() {
+    let world = PodWorld::new("runc");
+    let fs = LoopFs::mount(64, &world.dirs.root);
+    let mut disk = SmallDisk { world, _fs: fs };
+    let world = &mut disk.world;
+    world.start_agent();
+    let write = |image: &str| {
+        let containers = app(image, "exec sleep 1000");
+        world.write_manifest("web.yaml", &world.pod_yaml("web", "", &containers));
+    };
+    write(&world.image.reference.clone());
+    world.wait_pod("web", "v1 running", |p| running_pid(p, "app").is_some());
+    let u0 = usable(&world.dirs.root);
+
+    // An image nobody uses takes half of what is usable...
+    let junk = image_of_size(world, "berth/junk", u0 / 4);
+    let certs = world.dirs.temp.path().join("certs.d");
+    let pulled = world
+        .dirs
+        .berth(&["pull", "--hosts-dir", &certs.to_string_lossy(), &junk]);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    // ...so v2 (estimated at 3.5 × its compressed size) fits only once
+    // it is collected.
+    let v2 = image_of_size(world, "berth/v2", u0 * 8 / 35);
+    write(&v2);
+    let pod = world.wait_pod("web", "v2 running", |p| {
+        running_pid(p, "app").is_some() && image_of(p, "app").as_deref() == Some(&v2)
+    });
+    let images = world.dirs.berth(&["images", "-o", "json"]);
+    assert!(
+        !String::from_utf8_lossy(&images.stdout).contains("berth/junk"),
+        "the unreferenced image was collected first: {}",
+        String::from_utf8_lossy(&images.stdout)
+    );
+
+    // v3 does not fit even then: refused before anything is downloaded.
+    let pid = running_pid(&pod, "app").expect("pid");
+    let digest = |p: &Value| container(p, "app").map(|c| c["imageDigest"].clone());
+    let v2_digest = digest(&pod);
+    let v3 = image_of_size(world, "berth/v3", u0 / 2);
+    write(&v3);
+    let refused = world.wait_pod("web", "the pull refused", |p| {
+        p["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("InsufficientDisk: need"))
+    });
+    let message = refused["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("free"), "{message}");
+    assert_eq!(
+        running_pid(&refused, "app"),
+        Some(pid),
+        "v2 runs on: {refused:#}"
+    );
+    assert_eq!(
+        digest(&refused),
+        v2_digest,
+        "v2's image runs on: {refused:#}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "its process is alive"
+    );
+}
+
+/// Bytes and seconds of the agent's log line for the pull of `image`.
+fn pull_stats(log: &str, image: &str) -> Option<(f64, f64)> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("pulled") && l.contains(image) && l.contains("stats="))?;
+    let stats = line.split("stats=").nth(1)?;
+    let mut words = stats.split_whitespace();
+    let megabytes: f64 = words.next()?.parse().ok()?;
+    words.next(); // MB
+    words.next(); // in
+    let seconds: f64 = words.next()?.trim_end_matches('s').parse().ok()?;
+    Some((megabytes * 1e6, seconds))
+}
+
+#[test]
+fn max_download_rate_holds_a_pull_to_the_configured_rate() {
+    const RATE: f64 = 2.0 * 1024.0 * 1024.0;
+    let mut world = PodWorld::with_config("runc", "");
+    // PodWorld's config has an [images] table already: add to it.
+    let config = std::fs::read_to_string(&world.config).expect("config");
+    std::fs::write(
+        &world.config,
+        config.replacen("[images]\n", "[images]\nmax-download-rate = \"2MiB\"\n", 1),
+    )
+    .expect("config");
+    world.start_agent();
+    let image = image_of_size(&world, "berth/six", 6 << 20);
+    let containers = app(&image, "exec sleep 1000");
+    world.write_manifest("web.yaml", &world.pod_yaml("web", "", &containers));
+    world.wait_pod("web", "running", |p| running_pid(p, "app").is_some());
+    let (bytes, seconds) = wait_until(Duration::from_secs(10), "the pull's stats", || {
+        pull_stats(&world.agent().log(), &image)
+    });
+    assert!(bytes > 6e6, "the image's bytes were downloaded: {bytes}");
+    let measured = bytes / seconds;
+    assert!(
+        (measured - RATE).abs() <= RATE * 0.2,
+        "{bytes} bytes in {seconds}s = {measured:.0} B/s, limit {RATE} B/s"
+    );
+}

@@ -227,7 +227,9 @@ fn take_lock_in(root: &std::path::Path) -> Lock {
     let handle = match root.resolve(LOCK_FILE) {
         Ok(handle) => handle,
         Err(err) => {
-            tracing::debug!(error = %netplugins::chain(&err), "no update lock");
+            if err.kind() != pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) {
+                tracing::debug!(error = %netplugins::chain(&err), "the update lock cannot be looked at: ignored");
+            }
             return Lock::Absent;
         }
     };

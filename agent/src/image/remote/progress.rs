@@ -95,6 +95,18 @@ pub struct FetchOptions<'a> {
     pub guard: Option<&'a dyn BlobGuard>,
     /// Where layer bytes also go while they download.
     pub tee: Option<&'a dyn LayerTee>,
+    /// Asked, once the blobs are known, whether they fit
+    /// (`crate::image::preflight`).
+    pub preflight: Option<&'a dyn Preflight>,
+}
+
+/// A check before a pull downloads its blobs (every blob of the chosen
+/// manifest, config first); an error refuses the pull.
+pub trait Preflight: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        blobs: &'a [oci_spec::image::Descriptor],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 impl<'a> FetchOptions<'a> {
@@ -104,6 +116,7 @@ impl<'a> FetchOptions<'a> {
             credentials: None,
             guard: None,
             tee: None,
+            preflight: None,
         }
     }
 
