@@ -585,6 +585,7 @@ fn max_download_rate_holds_a_pull_to_the_configured_rate() {
     });
     assert!(bytes > 6e6, "the image's bytes were downloaded: {bytes}");
     let measured = bytes / seconds;
+    eprintln!("pulled {bytes} bytes in {seconds}s: {measured:.0} B/s (limit {RATE} B/s)");
     assert!(
         (measured - RATE).abs() <= RATE * 0.2,
         "{bytes} bytes in {seconds}s = {measured:.0} B/s, limit {RATE} B/s"

@@ -494,18 +494,10 @@ impl<'a> Run<'a> {
             .collect();
         let stopping: Vec<(&str, &Instance)> =
             running.iter().map(|(n, i)| (n.as_str(), i)).collect();
-        match update::gate(self.ex, state, &stopping, self.update).await {
-            Gate::Go(locks) => self.locks = locks,
-            Gate::Held {
-                message,
-                retry_at_ms,
-                began,
-            } => {
-                if began && self.update.strategy.downloads_first() {
-                    // Ready for when the lock is released.
-                    self.ensure_images(state).await;
-                }
-                self.save(state).await?;
+        match self.may_stop(state, &stopping, None).await? {
+            Some(locks) => self.locks = locks,
+            None => {
+                let (message, retry_at_ms) = self.held.take().expect("set when held");
                 return Ok(Some(report::blocked(
                     Some(state),
                     message,
@@ -621,6 +613,40 @@ impl<'a> Run<'a> {
         }
         self.locks.clear();
         Ok(())
+    }
+
+    /// Whether the running containers `stopping` may be stopped for an
+    /// update now (their update locks, [`update::gate`]): the locks taken,
+    /// to hold until they have stopped; or `None` with `self.held` set and
+    /// the record saved. When the wait begins under `download-then-kill`,
+    /// the new image (`container`'s, or every image of the pod) is pulled
+    /// meanwhile.
+    async fn may_stop(
+        &mut self,
+        state: &mut PodState,
+        stopping: &[(&str, &Instance)],
+        container: Option<&api::Container>,
+    ) -> Result<Option<Vec<TakenLock>>, PodError> {
+        let (message, retry_at_ms, began) =
+            match update::gate(self.ex, state, stopping, self.update).await {
+                Gate::Go(locks) => return Ok(Some(locks)),
+                Gate::Held {
+                    message,
+                    retry_at_ms,
+                    began,
+                } => (message, retry_at_ms, began),
+            };
+        if began && self.update.strategy.downloads_first() {
+            // Ready for when the lock is released; a failure shows then.
+            if let Some(container) = container {
+                let _ = self.ensure_image(container, state).await;
+            } else {
+                let _ = self.ensure_images(state).await;
+            }
+        }
+        self.save(state).await?;
+        self.held = Some((message, retry_at_ms));
+        Ok(None)
     }
 
     /// `delete-then-download`: the images the old version ran that the new
@@ -802,21 +828,12 @@ impl<'a> Run<'a> {
         let replacing = start.kind == StartKind::Replace && old.is_some();
         let mut locks = Vec::new();
         if let Some(old) = old.as_ref().filter(|_| replacing) {
-            match update::gate(self.ex, state, &[(&start.name, old)], self.update).await {
-                Gate::Go(taken) => locks = taken,
-                Gate::Held {
-                    message,
-                    retry_at_ms,
-                    began,
-                } => {
-                    if began && self.update.strategy.downloads_first() {
-                        // Ready for when the lock is released.
-                        let _ = self.ensure_image(container, state).await;
-                    }
-                    self.save(state).await?;
-                    self.held = Some((message, retry_at_ms));
-                    return Ok(());
-                }
+            match self
+                .may_stop(state, &[(&start.name, old)], Some(container))
+                .await?
+            {
+                Some(taken) => locks = taken,
+                None => return Ok(()),
             }
         }
         let mut ensured = None;

@@ -108,6 +108,15 @@ impl Pod {
             .expect("a record")
     }
 
+    /// The PID of container `name`'s current instance.
+    fn pid(&self, name: &str) -> i32 {
+        self.record().incarnation.containers[name]
+            .current
+            .as_ref()
+            .and_then(|i| i.pid)
+            .expect("a pid")
+    }
+
     /// The id of container `name`'s current instance.
     fn id(&self, name: &str) -> String {
         self.record().incarnation.containers[name]
@@ -802,12 +811,7 @@ async fn a_held_update_lock_defers_the_update_until_forced() {
     let first = desired(&[("web.yaml", &pod_yaml("web", &[("app", IMAGE)], ""))]);
     pod.sync(&first).await;
     let app = pod.id("app");
-    let pid = pod.record().incarnation.containers["app"]
-        .current
-        .as_ref()
-        .and_then(|i| i.pid)
-        .expect("a pid");
-    fake.world().update_locks.insert(pid);
+    fake.world().update_locks.insert(pod.pid("app"));
     let edited = desired(&[(
         "web.yaml",
         &pod_yaml("web", &[("app", "registry.test/app:2")], ""),
@@ -861,12 +865,7 @@ async fn an_update_lock_is_waited_for_at_most_its_timeout() {
     let yaml = |image| annotated(&pod_yaml("web", &[("app", image)], ""), &annotations);
     pod.sync(&desired(&[("web.yaml", &yaml(IMAGE))])).await;
     let app = pod.id("app");
-    let pid = pod.record().incarnation.containers["app"]
-        .current
-        .as_ref()
-        .and_then(|i| i.pid)
-        .expect("a pid");
-    fake.world().update_locks.insert(pid);
+    fake.world().update_locks.insert(pod.pid("app"));
     let edited = desired(&[("web.yaml", &yaml("registry.test/app:2"))]);
     pod.sync(&edited).await;
     assert_eq!(pod.id("app"), app);
