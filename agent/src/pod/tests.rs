@@ -811,7 +811,8 @@ async fn a_held_update_lock_defers_the_update_until_forced() {
     let first = desired(&[("web.yaml", &pod_yaml("web", &[("app", IMAGE)], ""))]);
     pod.sync(&first).await;
     let app = pod.id("app");
-    fake.world().update_locks.insert(pod.pid("app"));
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
     let edited = desired(&[(
         "web.yaml",
         &pod_yaml("web", &[("app", "registry.test/app:2")], ""),
@@ -865,7 +866,8 @@ async fn an_update_lock_is_waited_for_at_most_its_timeout() {
     let yaml = |image| annotated(&pod_yaml("web", &[("app", image)], ""), &annotations);
     pod.sync(&desired(&[("web.yaml", &yaml(IMAGE))])).await;
     let app = pod.id("app");
-    fake.world().update_locks.insert(pod.pid("app"));
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
     let edited = desired(&[("web.yaml", &yaml("registry.test/app:2"))]);
     pod.sync(&edited).await;
     assert_eq!(pod.id("app"), app);
