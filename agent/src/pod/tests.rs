@@ -880,3 +880,36 @@ async fn an_update_lock_is_waited_for_at_most_its_timeout() {
             .contains(&"UpdateLockTimeout".to_string())
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recreated_pod_follows_its_strategy_and_its_update_locks() {
+    let fake = fake_with_image();
+    let pod = Pod::new(&fake, "web");
+    let annotations = [("berth.dev/update-strategy", "delete-then-download")];
+    let yaml = |image: &str, extra: &str| {
+        annotated(&pod_yaml("web", &[("app", image)], extra), &annotations)
+    };
+    pod.sync(&desired(&[("web.yaml", &yaml(IMAGE, ""))])).await;
+    let old_id = pod.id("app");
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
+    // A pod-level change with a new image.
+    let edited = desired(&[(
+        "web.yaml",
+        &yaml("registry.test/app:2", "  hostNetwork: true\n"),
+    )]);
+    let report = pod.sync(&edited).await;
+    assert!(report.message.starts_with("UpdateHeldByLock"), "{report:?}");
+    assert_eq!(pod.id("app"), old_id, "held: the old pod runs on");
+    fake.world().update_locks.clear();
+    fake.world().log.clear();
+    let report = pod.sync(&edited).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    let world = fake.world();
+    let stopped = world.first(&format!("stop {old_id}")).expect("stopped");
+    let deleted = world
+        .first(&format!("delete image {IMAGE}"))
+        .expect("the old image deleted");
+    let pulled = world.first("pulled registry.test/app:2").expect("pulled");
+    assert!(stopped < deleted && deleted < pulled, "{:#?}", world.log);
+}
