@@ -106,6 +106,7 @@ pub struct StoreConfig {
     /// that would not (compressed layers + an estimate of their unpacked
     /// size) is refused with `InsufficientDisk` after unreferenced images
     /// were collected.
+    #[serde(with = "min_free")]
     pub min_free: crate::image::preflight::MinFree,
 }
 
@@ -153,6 +154,57 @@ impl AgentConfig {
 /// Sizes in the config file: a number of bytes, or a string with a
 /// binary unit (`"512KiB"`, `"64MiB"`, `"32GiB"`, `"1TiB"`). Use with
 /// `#[serde(with = "crate::config::size")]`.
+/// `[store] min-free`: a size (`"2GiB"`, or a number of bytes) or a
+/// share of the file system (`"10%"`).
+pub mod min_free {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::image::preflight::MinFree;
+
+    pub fn parse(text: &str) -> Result<MinFree, String> {
+        match text.trim().strip_suffix('%') {
+            Some(percent) => match percent.trim().parse::<u64>() {
+                Ok(p) if p <= 100 => Ok(MinFree::Percent(p)),
+                _ => Err(format!(
+                    "invalid min-free {text:?}: a percentage is 0% to 100%"
+                )),
+            },
+            None => super::size::parse(text)
+                .map(MinFree::Bytes)
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MinFree, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Bytes(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Bytes(bytes) => Ok(MinFree::Bytes(bytes)),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn min_free_is_a_size_or_a_share() {
+            assert_eq!(parse("10%"), Ok(MinFree::Percent(10)));
+            assert_eq!(parse("2GiB"), Ok(MinFree::Bytes(2 << 30)));
+            assert!(parse("120%").is_err());
+            assert!(parse("lots").is_err());
+            let config: crate::config::AgentConfig =
+                toml::from_str("[store]\nmin-free = \"10%\"\n").expect("parses");
+            assert_eq!(config.store.min_free, MinFree::Percent(10));
+        }
+    }
+}
+
 pub mod size {
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 use oci_spec::image::Descriptor;
-use serde::{Deserialize, Deserializer};
 
 use super::remote::Preflight;
 use super::service::ImageService;
@@ -29,7 +28,7 @@ const DEFAULT_CAP: u64 = 1 << 30;
 
 /// `[store] min-free`: free space a pull must leave on the store's file
 /// system: a size (`"2GiB"`), a share (`"10%"`), or by default 5% capped
-/// at 1 GiB.
+/// at 1 GiB (read by `crate::config::min_free`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MinFree {
     #[default]
@@ -39,41 +38,12 @@ pub enum MinFree {
 }
 
 impl MinFree {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().strip_suffix('%') {
-            Some(percent) => match percent.trim().parse::<u64>() {
-                Ok(p) if p <= 100 => Ok(Self::Percent(p)),
-                _ => Err(format!(
-                    "invalid min-free {text:?}: a percentage is 0% to 100%"
-                )),
-            },
-            None => crate::config::size::parse(text)
-                .map(Self::Bytes)
-                .map_err(|err| err.to_string()),
-        }
-    }
-
     /// The bytes to keep free on a file system of `total` bytes.
     pub fn reserve(self, total: u64) -> u64 {
         match self {
             Self::Default => (total / 100 * DEFAULT_SHARE).min(DEFAULT_CAP),
             Self::Percent(p) => total / 100 * p,
             Self::Bytes(bytes) => bytes,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for MinFree {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Bytes(u64),
-            Text(String),
-        }
-        match Written::deserialize(deserializer)? {
-            Written::Bytes(bytes) => Ok(Self::Bytes(bytes)),
-            Written::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -215,13 +185,10 @@ mod tests {
     }
 
     #[test]
-    fn min_free_is_a_size_a_share_or_five_percent_up_to_a_gib() {
+    fn min_free_is_five_percent_up_to_a_gib_by_default() {
         assert_eq!(MinFree::Default.reserve(100 << 20), 5 << 20);
         assert_eq!(MinFree::Default.reserve(1 << 40), 1 << 30);
-        assert_eq!(MinFree::parse("10%"), Ok(MinFree::Percent(10)));
-        assert_eq!(MinFree::parse("2GiB"), Ok(MinFree::Bytes(2 << 30)));
-        assert!(MinFree::parse("120%").is_err());
-        assert!(MinFree::parse("lots").is_err());
+        assert_eq!(MinFree::Percent(10).reserve(1000), 100);
         assert_eq!(human(3 << 20), "3.0 MiB");
     }
 }

@@ -16,7 +16,6 @@
 //!   it keeps the lock until the container has stopped, so the container
 //!   cannot take it in between.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use manifests::ObjectKey;
 use manifests::annotations::UpdateStrategy;
 
 use super::executor::Executor;
+pub use super::host::{Lock, TakenLock, UpdateLocks};
 use super::plan::millis;
 use super::state::{Instance, PodState};
 use crate::status::EventType;
@@ -36,31 +36,6 @@ pub const LOCK_FILE: &str = "/tmp/berth/updates.lock";
 
 /// How often a held update is tried again.
 pub const RETRY: Duration = Duration::from_secs(5);
-
-/// A lock taken on behalf of an update: released when dropped (after the
-/// container stopped, or when the update gives up).
-pub struct TakenLock(#[allow(dead_code, reason = "held for its Drop")] File);
-
-/// A container's update lock, as berth tried to take it.
-pub enum Lock {
-    /// No lock file (or not a regular file, or the container is gone).
-    Absent,
-    Taken(TakenLock),
-    /// Someone in the container holds it.
-    Held,
-}
-
-/// The update locks of running containers, and the one-time overrides
-/// `berth update --force` leaves.
-pub trait UpdateLocks: Send + Sync {
-    /// Tries to take the update lock of the container whose first process
-    /// is `pid`, without waiting.
-    fn take(&self, pid: i32) -> BoxFuture<'_, Lock>;
-
-    /// Consumes a `berth update --force` for pod `key`: true once per
-    /// override.
-    fn take_force<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, bool>;
-}
 
 /// Whether the old containers may be stopped now.
 pub enum Gate {
