@@ -54,6 +54,10 @@ pub struct ImagesConfig {
     /// the tag again later. `false` is the kubelet's strict behaviour: the
     /// pod waits for its registry. Default true.
     pub offline_fallback: bool,
+    /// Bytes per second for every download together, in bytes or with a
+    /// unit (`"2MiB"`): for metered or shared links. Default 0: no limit.
+    #[serde(with = "size")]
+    pub max_download_rate: u64,
 }
 
 impl Default for ImagesConfig {
@@ -65,6 +69,7 @@ impl Default for ImagesConfig {
             stall_timeout: crate::image::remote::DEFAULT_STALL_TIMEOUT,
             parallel_pulls: crate::image::manager::DEFAULT_PARALLEL_PULLS,
             offline_fallback: true,
+            max_download_rate: 0,
         }
     }
 }
@@ -100,6 +105,13 @@ pub struct StoreConfig {
     /// The most entries (files, directories, links) one layer may have
     /// (default 1000000); the store's free inodes are checked as well.
     pub max_layer_entries: u64,
+    /// Free space a pull must leave on the store's file system: a size
+    /// (`"2GiB"`) or a share (`"10%"`); default 5%, at most 1 GiB. A pull
+    /// that would not (compressed layers + an estimate of their unpacked
+    /// size) is refused with `InsufficientDisk` after unreferenced images
+    /// were collected.
+    #[serde(with = "min_free")]
+    pub min_free: crate::image::preflight::MinFree,
 }
 
 impl Default for StoreConfig {
@@ -112,6 +124,7 @@ impl Default for StoreConfig {
             leftover_age: service.gc.leftover_age,
             max_layer_size: service.limits.max_layer_bytes,
             max_layer_entries: service.limits.max_entries,
+            min_free: crate::image::preflight::MinFree::default(),
         }
     }
 }
@@ -145,6 +158,57 @@ impl AgentConfig {
 /// Sizes in the config file: a number of bytes, or a string with a
 /// binary unit (`"512KiB"`, `"64MiB"`, `"32GiB"`, `"1TiB"`). Use with
 /// `#[serde(with = "crate::config::size")]`.
+/// `[store] min-free`: a size (`"2GiB"`, or a number of bytes) or a
+/// share of the file system (`"10%"`).
+pub mod min_free {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::image::preflight::MinFree;
+
+    pub fn parse(text: &str) -> Result<MinFree, String> {
+        match text.trim().strip_suffix('%') {
+            Some(percent) => match percent.trim().parse::<u64>() {
+                Ok(p) if p <= 100 => Ok(MinFree::Percent(p)),
+                _ => Err(format!(
+                    "invalid min-free {text:?}: a percentage is 0% to 100%"
+                )),
+            },
+            None => super::size::parse(text)
+                .map(MinFree::Bytes)
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MinFree, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Bytes(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Bytes(bytes) => Ok(MinFree::Bytes(bytes)),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn min_free_is_a_size_or_a_share() {
+            assert_eq!(parse("10%"), Ok(MinFree::Percent(10)));
+            assert_eq!(parse("2GiB"), Ok(MinFree::Bytes(2 << 30)));
+            assert!(parse("120%").is_err());
+            assert!(parse("lots").is_err());
+            let config: crate::config::AgentConfig =
+                toml::from_str("[store]\nmin-free = \"10%\"\n").expect("parses");
+            assert_eq!(config.store.min_free, MinFree::Percent(10));
+        }
+    }
+}
+
 pub mod size {
     use serde::{Deserialize, Deserializer, Serializer};
 

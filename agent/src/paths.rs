@@ -58,6 +58,12 @@ impl Paths {
         }
     }
 
+    /// `berth update --force` overrides, one file per pod, consumed by the
+    /// agent (`pod::update`).
+    pub fn update_force(&self) -> PathBuf {
+        self.run_root.join("update-force")
+    }
+
     pub fn layout_version_file(&self) -> PathBuf {
         self.root.join("layout-version")
     }

@@ -7,6 +7,7 @@
 
 pub mod crash;
 pub mod crun;
+pub mod grpc;
 pub mod images;
 pub mod net;
 pub mod pods;

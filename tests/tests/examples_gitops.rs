@@ -138,7 +138,17 @@ fn a_node_applies_common_and_its_own_manifests_commit_by_commit() {
         ("hosts/node-a/web.yaml", ""),
         ("common/db.yaml", &pod("db")),
     ]);
-    assert_ok(&fleet.sync(), "second sync");
+    let synced = fleet.sync();
+    assert_ok(&synced, "second sync");
+    // `berth diff` says what the swap does before it happens.
+    let log = String::from_utf8_lossy(&synced.stderr);
+    let said = |verb: &str, object: &str| {
+        log.lines()
+            .any(|l| l.starts_with(verb) && l.contains(object))
+    };
+    assert!(said("create", "Pod/default/db"), "{log}");
+    assert!(said("delete", "Pod/default/web"), "{log}");
+    assert!(said("unchanged", "Pod/default/hello"), "{log}");
     let (second, files) = fleet.applied();
     assert_ne!(second, first);
     assert_eq!(files, ["common/db.yaml", "common/hello.yaml"]);

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::paths::Paths;
 
+mod diff;
 mod events;
 mod exec;
 mod export;
@@ -26,6 +27,7 @@ mod schema;
 mod stats;
 mod status;
 mod tag;
+mod update;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -120,6 +122,10 @@ pub enum Command {
     Info(info::Args),
     /// Show the OCI runtime handlers: version, whether each works here, what each supports.
     Runtimes(runtimes::Args),
+    /// Show what the agent would do if DIR became the manifest directory (exit 0 same, 1 changes, 2 errors).
+    Diff(diff::Args),
+    /// Override, once, the update lock that holds a pod's update back.
+    Update(update::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -144,5 +150,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(&global, args),
         Command::Info(args) => info::run(&global, args),
         Command::Runtimes(args) => runtimes::run(&global, args),
+        Command::Update(args) => update::run(&global, args),
+        Command::Diff(args) => diff::run(&global, args),
     }
 }

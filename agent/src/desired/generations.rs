@@ -81,8 +81,8 @@ impl Generations {
         })
     }
 
-    /// A private in-memory store, for tests.
-    #[cfg(test)]
+    /// A private in-memory store, for tests and `berth diff` (nothing it
+    /// reads is applied).
     pub fn in_memory() -> Self {
         Self::open(Connection::open_in_memory().expect("in-memory sqlite")).expect("schema")
     }

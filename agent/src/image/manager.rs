@@ -15,6 +15,7 @@
 //! of an image's registry answers and the image is in the store, the
 //! stored copy is used and the caller is told why ([`EnsuredImage::offline`]).
 
+use crate::image::preflight::{DiskPreflight, MinFree};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -116,6 +117,8 @@ pub struct ImageManager {
     /// Pulls running at once.
     slots: Arc<Semaphore>,
     offline_fallback: bool,
+    /// Every pull's disk pre-flight.
+    preflight: DiskPreflight,
 }
 
 impl ImageManager {
@@ -135,6 +138,10 @@ impl ImageManager {
         )
         .with_concurrency(concurrency);
         Ok(Self {
+            preflight: DiskPreflight {
+                service: service.clone(),
+                min_free: MinFree::default(),
+            },
             service,
             resolver,
             puller,
@@ -163,6 +170,20 @@ impl ImageManager {
     /// (`[images] stall-timeout`).
     pub fn with_stall_timeout(mut self, stall_timeout: std::time::Duration) -> Self {
         self.puller = self.puller.with_stall_timeout(stall_timeout);
+        self
+    }
+
+    /// Free space every pull leaves on the store's file system (`[store]
+    /// min-free`).
+    pub fn with_min_free(mut self, min_free: MinFree) -> Self {
+        self.preflight.min_free = min_free;
+        self
+    }
+
+    /// Every download together at most `bytes_per_second` (`[images]
+    /// max-download-rate`; 0: no limit).
+    pub fn with_max_download_rate(mut self, bytes_per_second: u64) -> Self {
+        self.puller = self.puller.with_max_download_rate(bytes_per_second);
         self
     }
 
@@ -420,6 +441,7 @@ impl ImageManager {
             credentials,
             guard: Some(&lease),
             tee: Some(&streaming),
+            preflight: Some(&self.preflight),
             ..FetchOptions::new(&progress)
         };
         let fetched = self.puller.fetch_with(reference, platform, options).await;

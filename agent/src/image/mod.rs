@@ -14,6 +14,8 @@ pub mod layout;
 pub mod manager;
 pub mod meta;
 pub mod policy;
+pub mod preflight;
+pub mod rate;
 pub mod registries;
 pub mod remote;
 pub mod service;

@@ -32,6 +32,12 @@ pub enum Action {
     Sleep {
         seconds: u64,
     },
+    /// `grpc.health.v1.Health/Check` on the pod's address.
+    Grpc {
+        port: u16,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        service: String,
+    },
 }
 
 /// How an action went.
@@ -91,8 +97,7 @@ fn tcp_socket(tcp: &api::TcpSocketAction, container: &api::Container) -> Option<
     })
 }
 impl Action {
-    /// The action of a probe; `None` for one berth does not run (grpc,
-    /// which validation warns about) or an unresolvable port (an error
+    /// The action of a probe; `None` for an unresolvable port (an error
     /// validation reports).
     pub fn of_probe(probe: &api::Probe, container: &api::Container) -> Option<Self> {
         if let Some(exec) = &probe.exec {
@@ -102,6 +107,12 @@ impl Action {
         }
         if let Some(http) = &probe.http_get {
             return http_get(http, container);
+        }
+        if let Some(grpc) = &probe.grpc {
+            return Some(Self::Grpc {
+                port: u16::try_from(grpc.port).ok()?,
+                service: grpc.service.clone().unwrap_or_default(),
+            });
         }
         probe
             .tcp_socket
@@ -144,6 +155,7 @@ impl Action {
                 format!("tcp-socket {}:{port}", host.as_deref().unwrap_or(""))
             }
             Self::Sleep { seconds } => format!("sleep {seconds}s"),
+            Self::Grpc { port, service } => format!("grpc :{port} service {service:?}"),
         }
     }
 }

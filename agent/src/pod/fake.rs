@@ -28,6 +28,7 @@ use super::host::{
     Images, Networks, Origin, PodRecords, Probes, Repaired, Sandboxes, StatusSink,
 };
 use super::state::PodState;
+use super::update::{Lock, UpdateLocks};
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
 use crate::image::meta::ImageRecord;
@@ -98,6 +99,10 @@ pub struct World {
     pub storage: crate::pod::storage::Usage,
     /// Free bytes for pods (`None`: plenty).
     pub free_space: Option<u64>,
+    /// PIDs of containers that hold their update lock.
+    pub update_locks: BTreeSet<i32>,
+    /// A `berth update --force` waits to be consumed.
+    pub forced: bool,
     next_pid: i32,
 }
 
@@ -184,6 +189,7 @@ impl FakeHost {
             events: me.clone(),
             status: me.clone(),
             clock: Arc::new(self.clock.clone()),
+            locks: me.clone(),
             config,
             node: Arc::new(crate::node::Node::fixed("node1", Default::default())),
         }
@@ -516,6 +522,26 @@ impl Images for FakeHost {
 
     fn held(&self) -> BoxFuture<'_, HostResult<Vec<String>>> {
         boxed(Ok(self.world().held.iter().cloned().collect()))
+    }
+
+    fn delete_unused<'a>(&'a self, image: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        let mut world = self.world();
+        world.log.push(format!("delete image {image}"));
+        boxed(Ok(world.images.remove(image)))
+    }
+}
+
+impl UpdateLocks for FakeHost {
+    fn take(&self, pid: i32) -> BoxFuture<'_, Lock> {
+        boxed(if self.world().update_locks.contains(&pid) {
+            Lock::Held
+        } else {
+            Lock::Absent
+        })
+    }
+
+    fn take_force<'a>(&'a self, _: &'a ObjectKey) -> BoxFuture<'a, bool> {
+        boxed(std::mem::take(&mut self.world().forced))
     }
 }
 

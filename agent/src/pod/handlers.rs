@@ -3,7 +3,8 @@
 //! container (its namespaces, user, capabilities, seccomp profile),
 //! `httpGet` from the host to the pod (success is a status in 200..=399;
 //! HTTPS certificates are not verified, as kubelet does not), `tcpSocket`
-//! (a connect), and a hook's `sleep`.
+//! (a connect), `grpc` (the standard health check, [`super::grpc_health`])
+//! and a hook's `sleep`.
 //!
 //! Results carry text a user can act on: an exec's output (its own, never
 //! the container's environment), an HTTP status, a connection error.
@@ -100,6 +101,10 @@ impl Action {
             Self::Sleep { seconds } => {
                 tokio::time::sleep(Duration::from_secs(*seconds)).await;
                 Ok(String::new())
+            }
+            Self::Grpc { port, service } => {
+                let addr = std::net::SocketAddr::new(target.default_host, *port);
+                super::grpc_health::check(addr, service).await
             }
         };
         Outcome::from(result)

@@ -195,6 +195,11 @@ pub trait Images: Send + Sync {
 
     /// Ids of every container holding an image.
     fn held(&self) -> BoxFuture<'_, HostResult<Vec<String>>>;
+
+    /// Deletes image `image` and frees its content, unless a container
+    /// uses it or an Image object pins it (then false; an update's
+    /// `delete-then-download` strategy).
+    fn delete_unused<'a>(&'a self, image: &'a str) -> BoxFuture<'a, HostResult<bool>>;
 }
 
 /// A pod network the driver found broken and set up again.
@@ -318,6 +323,31 @@ pub trait StatusSink: Send + Sync {
     fn remove(&self, key: &ObjectKey);
 }
 
+/// A lock taken on behalf of an update: released when dropped (after the
+/// container stopped, or when the update gives up).
+pub struct TakenLock(#[allow(dead_code, reason = "held for its Drop")] pub std::fs::File);
+
+/// A container's update lock, as berth tried to take it.
+pub enum Lock {
+    /// No lock file (or not a regular file, or the container is gone).
+    Absent,
+    Taken(TakenLock),
+    /// Someone in the container holds it.
+    Held,
+}
+
+/// The update locks of running containers (`super::update`), and the
+/// one-time overrides `berth update --force` leaves.
+pub trait UpdateLocks: Send + Sync {
+    /// Tries to take the update lock of the container whose first process
+    /// is `pid`, without waiting.
+    fn take(&self, pid: i32) -> BoxFuture<'_, Lock>;
+
+    /// Consumes a `berth update --force` for pod `key`: true once per
+    /// override.
+    fn take_force<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, bool>;
+}
+
 /// Everything the pod layer acts through. Cheap to clone.
 #[derive(Clone)]
 pub struct Host {
@@ -332,6 +362,8 @@ pub struct Host {
     pub events: Arc<dyn Events>,
     pub status: Arc<dyn StatusSink>,
     pub clock: Arc<dyn Clock>,
+    /// Containers' update locks.
+    pub locks: Arc<dyn UpdateLocks>,
     pub config: PodsConfig,
     /// The node's name (the `spec.nodeName` field pods see) and labels
     /// (which pods it runs).

@@ -36,6 +36,7 @@ pub mod executor;
 pub mod exits;
 #[cfg(test)]
 mod fake;
+pub mod grpc_health;
 pub mod handlers;
 pub mod hash;
 pub mod hooks;
@@ -55,6 +56,7 @@ pub mod sync;
 pub mod teardown;
 #[cfg(test)]
 mod tests;
+pub mod update;
 pub mod workers;
 
 pub use config::PodsConfig;

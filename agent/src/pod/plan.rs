@@ -92,7 +92,13 @@ pub fn decide(
     match observed {
         Observed::Absent => after_backoff(Step::Start),
         Observed::Creating => Step::Wait,
-        Observed::Running if outdated => Step::Replace,
+        // Its replacement failed (the new image could not be had: a pull
+        // refused for disk space, a registry error): the old instance runs
+        // on until the back-off ends, rather than retrying at once.
+        Observed::Running if outdated => match slot.restart_at_ms {
+            Some(at_ms) if at_ms > now_ms => Step::Backoff { at_ms },
+            _ => Step::Replace,
+        },
         Observed::Running => Step::Keep,
         // A new spec deserves a fresh start, whatever the old one did.
         Observed::Exited(_) if outdated => Step::Restart,
@@ -591,6 +597,25 @@ mod tests {
         assert!(!restarts(Always, true, 0));
         assert!(restarts(Always, true, 1));
         assert!(!restarts(Never, true, 1));
+    }
+
+    #[test]
+    fn a_failed_replacement_waits_for_its_back_off_while_the_old_one_runs() {
+        let mut s = slot("h1", false);
+        s.restart_at_ms = Some(5_000);
+        let always = RestartPolicy::Always;
+        assert_eq!(
+            decide(&s, "h2", &Observed::Running, always, 1_000),
+            Step::Backoff { at_ms: 5_000 }
+        );
+        assert_eq!(
+            decide(&s, "h2", &Observed::Running, always, 5_000),
+            Step::Replace
+        );
+        assert_eq!(
+            decide(&s, "h1", &Observed::Running, always, 1_000),
+            Step::Keep
+        );
     }
 
     #[test]

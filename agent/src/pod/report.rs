@@ -159,7 +159,17 @@ impl Report {
                 .map(|exit| super::plan::terminated(exit, None))
                 .unwrap_or_else(|| waiting("Completed", String::new())),
             Step::Blocked { reason } => waiting(reason, String::new()),
-            Step::Backoff { at_ms } => self.backoff(container, slot, *at_ms, now_ms),
+            Step::Backoff { at_ms } => {
+                let waiting = self.backoff(container, slot, *at_ms, now_ms);
+                // A replacement that failed: the old instance still runs.
+                match (&view.observed, slot.and_then(|s| s.current.as_ref())) {
+                    (Observed::Running, Some(instance)) => ContainerState::Running {
+                        started_at: instance.started_at.clone().unwrap_or_default(),
+                        pid: instance.pid.unwrap_or(0),
+                    },
+                    _ => waiting,
+                }
+            }
             Step::Start | Step::Restart => match slot.and_then(|s| s.waiting.clone()) {
                 Some((reason, message)) => {
                     self.problem(format!("{}: {reason}: {message}", container.name));

@@ -68,6 +68,10 @@ pub struct PodState {
     /// first log never overwrites the previous pod's.
     #[serde(default)]
     pub next_instance: BTreeMap<String, u32>,
+    /// Unix ms since when an update waits for a container's update lock
+    /// (`super::update`): the wait's timeout survives an agent restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_held_since_ms: Option<u64>,
     /// The pod was evicted (its ephemeral storage went over a limit): it
     /// stays down until its manifest changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,7 @@ impl PodState {
             incarnation,
             retired: Vec::new(),
             next_instance: BTreeMap::new(),
+            update_held_since_ms: None,
             evicted: None,
         }
     }

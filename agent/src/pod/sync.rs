@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use manifests::Object;
+use manifests::annotations::UpdateStrategy;
 use manifests::types as api;
 
 use super::action::Action;
@@ -30,6 +31,7 @@ use super::report::{self, PodReport};
 use super::sandbox::{self, Ready};
 use super::state::{ContainerSlot, Incarnation, Instance, PodState, grace_seconds};
 use super::teardown;
+use super::update::{self, Gate, TakenLock};
 use crate::desired::{DesiredObject, DesiredState};
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
@@ -110,6 +112,9 @@ pub async fn sync(
         ready: None,
         unsaved: false,
         rechecked: false,
+        update: update::Settings::of(&pod.metadata),
+        held: None,
+        locks: Vec::new(),
     };
     let outcome = run.rounds(&mut state, &desired_pod).await;
     if run.unsaved {
@@ -262,6 +267,14 @@ struct Run<'a> {
     unsaved: bool,
     /// An offline re-check changed a record in this round.
     rechecked: bool,
+    /// The pod's update strategy and lock timeout.
+    update: update::Settings,
+    /// An update waits for a container's update lock: the status message
+    /// and when to try again.
+    held: Option<(String, u64)>,
+    /// Update locks taken for a pod-level change, kept until the old
+    /// incarnation is torn down (the end of the sync at the latest).
+    locks: Vec<TakenLock>,
 }
 
 impl<'a> Run<'a> {
@@ -336,6 +349,12 @@ impl<'a> Run<'a> {
                 return Ok(report);
             }
             self.act(state, &actions).await?;
+            if let Some((message, retry_at_ms)) = self.held.take() {
+                let mut report = report::build(state, self.spec, &actions, &views, now_ms);
+                report.message = message;
+                report.wake_at_ms = earliest(report.wake_at_ms, Some(retry_at_ms));
+                return Ok(report);
+            }
             last = Some((actions, views));
         }
         let (actions, views) = last.expect("at least one round acted");
@@ -501,7 +520,33 @@ impl<'a> Run<'a> {
         state: &mut PodState,
         why: &str,
     ) -> Result<Option<PodReport>, PodError> {
-        if let Some(pending) = self.ensure_images(state).await {
+        let running: Vec<(String, Instance)> = state
+            .incarnation
+            .containers
+            .iter()
+            .filter_map(|(name, slot)| {
+                let instance = slot.current.clone().filter(|i| i.created)?;
+                Some((name.clone(), instance))
+            })
+            .collect();
+        let stopping: Vec<(&str, &Instance)> =
+            running.iter().map(|(n, i)| (n.as_str(), i)).collect();
+        match self.may_stop(state, &stopping, None).await? {
+            Some(locks) => self.locks = locks,
+            None => {
+                let (message, retry_at_ms) = self.held.take().expect("set when held");
+                return Ok(Some(report::blocked(
+                    Some(state),
+                    message,
+                    Some(retry_at_ms),
+                )));
+            }
+        }
+        // Other strategies pull once the old pod is torn down (the next
+        // rounds: its sandbox is new, so images come first).
+        if self.update.strategy.downloads_first()
+            && let Some(pending) = self.ensure_images(state).await
+        {
             return Ok(Some(pending));
         }
         let fresh = Incarnation::new(self.spec, self.pod_hash, time::now());
@@ -597,8 +642,84 @@ impl<'a> Run<'a> {
                 .into_result(format!("removing the previous pod {}", old.uid))?;
             state.retired.remove(0);
             self.save(state).await?;
+            let images = old
+                .containers
+                .values()
+                .filter_map(|slot| slot.current.as_ref().map(|i| i.image.clone()));
+            self.delete_old_images(images.collect()).await;
         }
+        self.locks.clear();
         Ok(())
+    }
+
+    /// Whether the running containers `stopping` may be stopped for an
+    /// update now (their update locks, [`update::gate`]): the locks taken,
+    /// to hold until they have stopped; or `None` with `self.held` set and
+    /// the record saved. When the wait begins under `download-then-kill`,
+    /// the new image (`container`'s, or every image of the pod) is pulled
+    /// meanwhile.
+    async fn may_stop(
+        &mut self,
+        state: &mut PodState,
+        stopping: &[(&str, &Instance)],
+        container: Option<&api::Container>,
+    ) -> Result<Option<Vec<TakenLock>>, PodError> {
+        let (message, retry_at_ms, began) =
+            match update::gate(self.ex, state, stopping, self.update).await {
+                Gate::Go(locks) => return Ok(Some(locks)),
+                Gate::Held {
+                    message,
+                    retry_at_ms,
+                    began,
+                } => (message, retry_at_ms, began),
+            };
+        if began && self.update.strategy.downloads_first() {
+            // Ready for when the lock is released; a failure shows then.
+            if let Some(container) = container {
+                let _ = self.ensure_image(container, state).await;
+            } else {
+                let _ = self.ensure_images(state).await;
+            }
+        }
+        self.save(state).await?;
+        self.held = Some((message, retry_at_ms));
+        Ok(None)
+    }
+
+    /// `delete-then-download`: the images the old version ran that the new
+    /// one does not name are deleted before the new ones are pulled
+    /// (unless something else uses them).
+    async fn delete_old_images(&self, mut images: Vec<String>) {
+        if self.update.strategy != UpdateStrategy::DeleteThenDownload {
+            return;
+        }
+        images.sort();
+        images.dedup();
+        let spec = self.spec;
+        for image in images {
+            if spec
+                .init_containers
+                .iter()
+                .chain(&spec.containers)
+                .any(|c| c.image == image)
+            {
+                continue;
+            }
+            match self.ex.host.images.delete_unused(&image).await {
+                Ok(true) => self.ex.event(
+                    EventType::Normal,
+                    "ImageDeleted",
+                    format!(
+                        "deleted image {image} before pulling the new version (update strategy {})",
+                        self.update.strategy.as_str()
+                    ),
+                ),
+                Ok(false) => tracing::info!(%image, "the old image is still in use: kept"),
+                Err(err) => {
+                    tracing::warn!(%image, error = %crate::status::chain(&*err), "could not delete the old image")
+                }
+            }
+        }
     }
 
     /// Every image of the pod; a report of the first that cannot be had
@@ -735,16 +856,30 @@ impl<'a> Run<'a> {
         let Some(wanted) = all.iter().find(|w| w.name == start.name) else {
             return Ok(());
         };
-        let ensured = match self.ensure_image(container, state).await {
-            Ok(ensured) => ensured,
-            Err(err) => return self.fail_start(state, container, err).await,
-        };
         let old = state
             .incarnation
             .containers
             .get(&start.name)
             .and_then(|slot| slot.current.clone())
             .filter(|instance| instance.created);
+        let replacing = start.kind == StartKind::Replace && old.is_some();
+        let mut locks = Vec::new();
+        if let Some(old) = old.as_ref().filter(|_| replacing) {
+            match self
+                .may_stop(state, &[(&start.name, old)], Some(container))
+                .await?
+            {
+                Some(taken) => locks = taken,
+                None => return Ok(()),
+            }
+        }
+        let mut ensured = None;
+        if !replacing || self.update.strategy.downloads_first() {
+            match self.ensure_image(container, state).await {
+                Ok(image) => ensured = Some(image),
+                Err(err) => return self.fail_start(state, container, err).await,
+            }
+        }
         let restart = old.is_some();
         if let Some(old) = old {
             if start.kind == StartKind::Replace {
@@ -757,6 +892,7 @@ impl<'a> Run<'a> {
                 };
                 self.stop(state, &stop).await?;
             }
+            drop(locks);
             containers::remove(self.ex, &old.id).await?;
             if let Some(slot) = state.incarnation.containers.get_mut(&start.name) {
                 if start.kind == StartKind::Replace && slot.last_state.is_none() {
@@ -772,7 +908,17 @@ impl<'a> Run<'a> {
                 slot.current = None;
             }
             self.save(state).await?;
+            if replacing {
+                self.delete_old_images(vec![old.image.clone()]).await;
+            }
         }
+        let ensured = match ensured {
+            Some(ensured) => ensured,
+            None => match self.ensure_image(container, state).await {
+                Ok(ensured) => ensured,
+                Err(err) => return self.fail_start(state, container, err).await,
+            },
+        };
         self.launch(state, container, wanted, &ensured, restart)
             .await
     }

@@ -108,6 +108,15 @@ impl Pod {
             .expect("a record")
     }
 
+    /// The PID of container `name`'s current instance.
+    fn pid(&self, name: &str) -> i32 {
+        self.record().incarnation.containers[name]
+            .current
+            .as_ref()
+            .and_then(|i| i.pid)
+            .expect("a pid")
+    }
+
     /// The id of container `name`'s current instance.
     fn id(&self, name: &str) -> String {
         self.record().incarnation.containers[name]
@@ -829,4 +838,173 @@ async fn a_new_pod_requesting_more_ephemeral_storage_than_is_free_waits() {
 
     fake.world().free_space = Some(4 << 20);
     assert_eq!(pod.sync(&state).await.phase, Phase::Running);
+}
+
+/// `pod_yaml` with `berth.dev/` annotations.
+fn annotated(yaml: &str, annotations: &[(&str, &str)]) -> String {
+    let mut lines = String::from("metadata:\n  annotations:\n");
+    for (name, value) in annotations {
+        lines.push_str(&format!("    {name}: {value:?}\n"));
+    }
+    yaml.replacen("metadata:\n", &lines, 1)
+}
+
+/// The first version of pod `web` (app on IMAGE), then an edit to
+/// `app:2` under `strategy`; returns the old app's id.
+async fn update_with_strategy(fake: &FakeHost, pod: &Pod, strategy: &str) -> String {
+    let annotations = [("berth.dev/update-strategy", strategy)];
+    let first = desired(&[(
+        "web.yaml",
+        &annotated(&pod_yaml("web", &[("app", IMAGE)], ""), &annotations),
+    )]);
+    pod.sync(&first).await;
+    let app = pod.id("app");
+    fake.world().log.clear();
+    let edited = desired(&[(
+        "web.yaml",
+        &annotated(
+            &pod_yaml("web", &[("app", "registry.test/app:2")], ""),
+            &annotations,
+        ),
+    )]);
+    let report = pod.sync(&edited).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    app
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_strategies_order_the_pull_against_the_stop() {
+    for (strategy, deleted) in [
+        ("kill-then-download", false),
+        ("delete-then-download", true),
+    ] {
+        let fake = fake_with_image();
+        let pod = Pod::new(&fake, "web");
+        let app = update_with_strategy(&fake, &pod, strategy).await;
+        let world = fake.world();
+        let stopped = world.first(&format!("stop {app}")).expect("stopped");
+        let removed = world.first(&format!("remove {app}")).expect("removed");
+        let pulled = world.first("pulled registry.test/app:2").expect("pulled");
+        assert!(
+            stopped < removed && removed < pulled,
+            "{strategy}: {:#?}",
+            world.log
+        );
+        let delete = world.first(&format!("delete image {IMAGE}"));
+        assert_eq!(delete.is_some(), deleted, "{strategy}: {:#?}", world.log);
+        if let Some(delete) = delete {
+            assert!(removed < delete && delete < pulled, "{:#?}", world.log);
+            assert!(world.reasons().contains(&"ImageDeleted".to_string()));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_update_lock_defers_the_update_until_forced() {
+    let fake = fake_with_image();
+    let pod = Pod::new(&fake, "web");
+    let first = desired(&[("web.yaml", &pod_yaml("web", &[("app", IMAGE)], ""))]);
+    pod.sync(&first).await;
+    let app = pod.id("app");
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
+    let edited = desired(&[(
+        "web.yaml",
+        &pod_yaml("web", &[("app", "registry.test/app:2")], ""),
+    )]);
+    let report = pod.sync(&edited).await;
+    assert!(
+        report.message.starts_with("UpdateHeldByLock: app holds"),
+        "{report:?}"
+    );
+    assert!(report.wake_at_ms.is_some(), "tried again later");
+    assert_eq!(pod.id("app"), app, "the old container runs on");
+    {
+        let world = fake.world();
+        assert!(
+            world.first(&format!("stop {app}")).is_none(),
+            "{:#?}",
+            world.log
+        );
+        assert!(
+            world.first("pulled registry.test/app:2").is_some(),
+            "download-then-kill pulls while it waits"
+        );
+        assert!(world.reasons().contains(&"UpdateHeldByLock".to_string()));
+    }
+    // Still held: still waiting, and the event is not repeated.
+    pod.sync(&edited).await;
+    assert_eq!(pod.id("app"), app);
+    let held_events = fake
+        .world()
+        .reasons()
+        .iter()
+        .filter(|r| *r == "UpdateHeldByLock")
+        .count();
+    assert_eq!(held_events, 1);
+    fake.world().forced = true;
+    pod.sync(&edited).await;
+    assert_ne!(pod.id("app"), app, "--force overrides the lock");
+    assert!(
+        fake.world()
+            .reasons()
+            .contains(&"UpdateLockOverridden".to_string())
+    );
+    assert_eq!(pod.record().update_held_since_ms, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_lock_is_waited_for_at_most_its_timeout() {
+    let fake = fake_with_image();
+    let pod = Pod::new(&fake, "web");
+    let annotations = [("berth.dev/update-lock-timeout", "20s")];
+    let yaml = |image| annotated(&pod_yaml("web", &[("app", image)], ""), &annotations);
+    pod.sync(&desired(&[("web.yaml", &yaml(IMAGE))])).await;
+    let app = pod.id("app");
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
+    let edited = desired(&[("web.yaml", &yaml("registry.test/app:2"))]);
+    pod.sync(&edited).await;
+    assert_eq!(pod.id("app"), app);
+    tokio::time::advance(Duration::from_secs(21)).await;
+    pod.sync(&edited).await;
+    assert_ne!(pod.id("app"), app, "the timeout ended the wait");
+    assert!(
+        fake.world()
+            .reasons()
+            .contains(&"UpdateLockTimeout".to_string())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recreated_pod_follows_its_strategy_and_its_update_locks() {
+    let fake = fake_with_image();
+    let pod = Pod::new(&fake, "web");
+    let annotations = [("berth.dev/update-strategy", "delete-then-download")];
+    let yaml = |image: &str, extra: &str| {
+        annotated(&pod_yaml("web", &[("app", image)], extra), &annotations)
+    };
+    pod.sync(&desired(&[("web.yaml", &yaml(IMAGE, ""))])).await;
+    let old_id = pod.id("app");
+    let pid = pod.pid("app");
+    fake.world().update_locks.insert(pid);
+    // A pod-level change with a new image.
+    let edited = desired(&[(
+        "web.yaml",
+        &yaml("registry.test/app:2", "  hostNetwork: true\n"),
+    )]);
+    let report = pod.sync(&edited).await;
+    assert!(report.message.starts_with("UpdateHeldByLock"), "{report:?}");
+    assert_eq!(pod.id("app"), old_id, "held: the old pod runs on");
+    fake.world().update_locks.clear();
+    fake.world().log.clear();
+    let report = pod.sync(&edited).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    let world = fake.world();
+    let stopped = world.first(&format!("stop {old_id}")).expect("stopped");
+    let deleted = world
+        .first(&format!("delete image {IMAGE}"))
+        .expect("the old image deleted");
+    let pulled = world.first("pulled registry.test/app:2").expect("pulled");
+    assert!(stopped < deleted && deleted < pulled, "{:#?}", world.log);
 }

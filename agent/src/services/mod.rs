@@ -74,7 +74,9 @@ impl Services {
             .context("applying the registry host configuration")?
             .with_stall_timeout(config.images.stall_timeout)
             .with_parallel_pulls(config.images.parallel_pulls)
-            .with_offline_fallback(config.images.offline_fallback);
+            .with_offline_fallback(config.images.offline_fallback)
+            .with_max_download_rate(config.images.max_download_rate)
+            .with_min_free(config.store.min_free);
         let runtime_paths = paths.clone();
         let runtime_config = config.runtime.clone();
         let runtime =

@@ -32,6 +32,7 @@ use crate::pod::host::{
 };
 use crate::pod::probes::ProbeManager;
 use crate::pod::state::PodState;
+use crate::pod::update::HostUpdateLocks;
 use crate::runtime::volumes::{FileOptions, VolumeFile};
 use crate::runtime::{
     ContainerState, CreateContainer, CreatedContainer, EtcFiles, ExecRequest, PodInfo, PodSandbox,
@@ -69,6 +70,7 @@ pub fn build(
         events: event_log,
         status: Arc::new(Reporter::new(status, events)),
         clock: Arc::new(SystemClock),
+        locks: Arc::new(HostUpdateLocks(services.paths.clone())),
         config: services.pods,
         node,
     }
@@ -398,6 +400,24 @@ impl Images for ImagesHost {
     fn held(&self) -> BoxFuture<'_, HostResult<Vec<String>>> {
         let images = self.0.images.service().clone();
         Box::pin(blocking(move || Ok(images.held_containers()?)))
+    }
+
+    fn delete_unused<'a>(&'a self, image: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        let images = self.0.images.service().clone();
+        let image = image.to_string();
+        Box::pin(blocking(move || {
+            use crate::image::service::ServiceError;
+            let reference: ImageReference = image.parse()?;
+            match images.remove(&reference, false) {
+                Ok(_) => {}
+                Err(ServiceError::InUse { .. } | ServiceError::NotFound { .. }) => {
+                    return Ok(false);
+                }
+                Err(err) => return Err(err.into()),
+            }
+            images.gc()?;
+            Ok(true)
+        }))
     }
 }
 

@@ -44,12 +44,6 @@ pub(crate) fn treatment(path: &str, node: &Node) -> Treatment {
                 Some("no API server: raw block devices come from PersistentVolumeClaims")
             }
             "resources.claims" => Some(NO_DRA),
-            "env[].valueFrom.resourceFieldRef" => {
-                Some("not implemented: resource fields are not resolved into env")
-            }
-            "livenessProbe.grpc" | "readinessProbe.grpc" | "startupProbe.grpc" => {
-                Some("not implemented: gRPC health checks are not run")
-            }
             "securityContext.seLinuxOptions" => Some(NO_SELINUX),
             "securityContext.windowsOptions" => Some(WINDOWS),
             _ => None,

@@ -591,7 +591,7 @@ pub struct PodSecurityContext {
     pub sysctls: Vec<Sysctl>,
 }
 
-/// A health check: exactly one of `exec`, `httpGet`, `tcpSocket`.
+/// A health check: exactly one of `exec`, `httpGet`, `tcpSocket`, `grpc`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Probe {
@@ -601,6 +601,8 @@ pub struct Probe {
     pub http_get: Option<HttpGetAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<i32>,
     /// Default 10.
@@ -661,6 +663,19 @@ pub struct TcpSocketAction {
     pub port: IntOrString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`) on the
+/// pod's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcAction {
+    /// A number (1 to 65535); names are not allowed, as in Kubernetes.
+    pub port: i32,
+    /// The `service` of the HealthCheckRequest; default "" (the server as a
+    /// whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

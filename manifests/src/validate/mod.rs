@@ -141,6 +141,10 @@ fn validate_metadata(meta: &ObjectMeta, what: &str, namespaced: bool, issues: &m
             issues.error_at_key(path, format!("annotation key `{key}` is not valid: {why}"));
         }
     }
+    for (key, message) in crate::annotations::check(meta) {
+        let path = crate::parse::tree::join_key("metadata.annotations", &key);
+        issues.error(path, message);
+    }
 }
 
 fn absolute_path(path: &str, what: &str, value: &str, issues: &mut Issues) {

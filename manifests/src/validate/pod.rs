@@ -680,11 +680,20 @@ fn validate_probe(
         probe.exec.is_some(),
         probe.http_get.is_some(),
         probe.tcp_socket.is_some(),
+        probe.grpc.is_some(),
     ];
     if handlers.iter().filter(|h| **h).count() != 1 {
         issues.error_at_key(
             path,
-            format!("{name} needs exactly one of exec, httpGet, tcpSocket (grpc is not supported)"),
+            format!("{name} needs exactly one of exec, httpGet, tcpSocket, grpc"),
+        );
+    }
+    if let Some(grpc) = &probe.grpc
+        && !(1..=65535).contains(&grpc.port)
+    {
+        issues.error(
+            format!("{path}.grpc.port"),
+            format!("grpc port {} is not between 1 and 65535", grpc.port),
         );
     }
     if let Some(exec) = &probe.exec

@@ -263,6 +263,9 @@ async fn transfer(
                         reason: format!("blob {digest} is longer than its {size} bytes"),
                     });
                 }
+                if let Some(rate) = session.rate() {
+                    rate.take(chunk.len()).await;
+                }
                 if sender.send(chunk).await.is_err() {
                     break Ok(()); // the writer failed; its error is reported below
                 }

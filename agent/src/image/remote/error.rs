@@ -77,6 +77,9 @@ pub enum RemoteError {
     Guard { digest: String, reason: String },
     #[error("internal error: {reason}")]
     Internal { reason: String },
+    /// The pull's pre-flight refused it before anything was downloaded.
+    #[error("image {reference}: {reason}")]
+    Refused { reference: String, reason: String },
 }
 
 /// One host tried and why it failed.

@@ -40,7 +40,7 @@ pub use manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFES
 use manifest::{Document, ManifestBlob, fetch_manifest, oci_layer};
 pub use platform::Platform;
 pub use progress::{
-    BlobGuard, FetchOptions, LayerTee, NoProgress, Progress, TeeSink, TracingProgress,
+    BlobGuard, FetchOptions, LayerTee, NoProgress, Preflight, Progress, TeeSink, TracingProgress,
 };
 pub use reference::ImageReference;
 use session::{AuthCache, Session};
@@ -94,6 +94,7 @@ pub struct Puller {
     concurrency: usize,
     stall_timeout: Duration,
     auth_cache: AuthCache,
+    rate: Option<Arc<crate::image::rate::RateLimit>>,
 }
 
 impl Puller {
@@ -105,7 +106,15 @@ impl Puller {
             concurrency: DEFAULT_CONCURRENCY,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             auth_cache: AuthCache::default(),
+            rate: None,
         }
+    }
+
+    /// Every blob download of this puller together at most
+    /// `bytes_per_second` (0: no limit).
+    pub fn with_max_download_rate(mut self, bytes_per_second: u64) -> Self {
+        self.rate = crate::image::rate::RateLimit::new(bytes_per_second).map(Arc::new);
+        self
     }
 
     /// How long a registry may send nothing before its host is given up
@@ -224,6 +233,15 @@ impl Puller {
                 blobs.push(layer.clone());
             }
         }
+        if let Some(preflight) = options.preflight {
+            preflight
+                .check(&blobs)
+                .await
+                .map_err(|reason| RemoteError::Refused {
+                    reference: reference.to_string(),
+                    reason,
+                })?;
+        }
         // Every blob joins the GC guard before any is written, in one go.
         let digests: Vec<&Digest> = blobs.iter().map(Descriptor::digest).collect();
         options.protect_all(&digests)?;
@@ -301,14 +319,17 @@ impl Puller {
         for endpoint in self.resolver.endpoints(reference.domain())? {
             let client = self.resolver.client(&endpoint)?;
             let credential = credentials.for_host(endpoint.authority()).cloned();
-            sessions.push(Session::new(
-                endpoint,
-                reference.repository(),
-                client,
-                credential,
-                &self.auth_cache,
-                self.stall_timeout,
-            )?);
+            sessions.push(
+                Session::new(
+                    endpoint,
+                    reference.repository(),
+                    client,
+                    credential,
+                    &self.auth_cache,
+                    self.stall_timeout,
+                )?
+                .with_rate(self.rate.clone()),
+            );
         }
         Ok(sessions)
     }

@@ -99,6 +99,18 @@ pub struct FetchOptions<'a> {
     /// is fetched again (`berth pull` repairs what `berth images --check`
     /// found).
     pub verify_stored: bool,
+    /// Asked, once the blobs are known, whether they fit
+    /// (`crate::image::preflight`).
+    pub preflight: Option<&'a dyn Preflight>,
+}
+
+/// A check before a pull downloads its blobs (every blob of the chosen
+/// manifest, config first); an error refuses the pull.
+pub trait Preflight: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        blobs: &'a [oci_spec::image::Descriptor],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
 }
 
 impl<'a> FetchOptions<'a> {
@@ -109,6 +121,7 @@ impl<'a> FetchOptions<'a> {
             guard: None,
             tee: None,
             verify_stored: false,
+            preflight: None,
         }
     }
 

@@ -77,6 +77,8 @@ pub struct Session<'a> {
     stall: Duration,
     /// What this session sent that must not come back in a message.
     redactor: Mutex<Redactor>,
+    /// `[images] max-download-rate`, shared by every download.
+    rate: Option<std::sync::Arc<crate::image::rate::RateLimit>>,
 }
 
 impl<'a> Session<'a> {
@@ -103,7 +105,21 @@ impl<'a> Session<'a> {
             headers,
             stall,
             redactor,
+            rate: None,
         })
+    }
+
+    /// Blob bodies read through this session take their bytes from `rate`.
+    pub fn with_rate(
+        mut self,
+        rate: Option<std::sync::Arc<crate::image::rate::RateLimit>>,
+    ) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    pub fn rate(&self) -> Option<&crate::image::rate::RateLimit> {
+        self.rate.as_deref()
     }
 
     /// How long a response may send nothing.
