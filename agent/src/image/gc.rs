@@ -278,11 +278,11 @@ mod tests {
         let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
         let no_age = GcOptions {
             leftover_age: Duration::ZERO,
-            ..GcOptions::default()
         };
         let (held, claim) = snapshots.new_staging("held-").expect("staging");
         // Another process's: this one's own are always skipped.
-        let foreign = held.with_file_name(format!("held-{}-x", std::os::unix::process::parent_id()));
+        let foreign =
+            held.with_file_name(format!("held-{}-x", std::os::unix::process::parent_id()));
         fs::rename(&held, &foreign).expect("rename");
         sweep_leftovers(&content, &snapshots, &no_age).expect("sweep");
         assert!(foreign.is_dir(), "a claimed directory stays");

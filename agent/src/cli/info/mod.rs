@@ -5,7 +5,6 @@
 //! the agent's files; works with or without a running agent. A section
 //! that cannot be read is left out and its problem listed.
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,8 +18,8 @@ use crate::config::AgentConfig;
 use crate::image::service::ImageService;
 use crate::metrics::endpoint::measure_store;
 use crate::runtime::{CgroupLayout, CgroupMode};
-use crate::status::{ContainerState, StatusDocument};
 use crate::runtime::{DefaultChoice, HandlerReport, Runtime};
+use crate::status::{ContainerState, StatusDocument};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
