@@ -60,6 +60,7 @@
 //! - Relative paths in `Image.spec.source` and a Registry's `ca`/`client`
 //!   are made absolute against the manifest file's directory when parsed.
 
+pub mod annotations;
 pub mod conflicts;
 pub mod diag;
 pub mod duration;
