@@ -50,6 +50,11 @@ pub struct ImagesConfig {
     /// the tag again later. `false` is the kubelet's strict behaviour: the
     /// pod waits for its registry. Default true.
     pub offline_fallback: bool,
+    /// How often pods annotated `berth.dev/auto-update: registry` resolve
+    /// their tags again (each check jittered by ±20%, so a fleet started
+    /// together does not ask its registry at once). Default 1h.
+    #[serde(with = "manifests::duration::config")]
+    pub auto_update_interval: std::time::Duration,
 }
 
 impl Default for ImagesConfig {
@@ -61,6 +66,7 @@ impl Default for ImagesConfig {
             stall_timeout: crate::image::remote::DEFAULT_STALL_TIMEOUT,
             parallel_pulls: crate::image::manager::DEFAULT_PARALLEL_PULLS,
             offline_fallback: true,
+            auto_update_interval: crate::pod::config::DEFAULT_AUTO_UPDATE_INTERVAL,
         }
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// `[images] auto-update-interval` when not set.
+pub const DEFAULT_AUTO_UPDATE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// `[pods]` in the agent config.
 ///
 /// ```toml
@@ -20,6 +23,8 @@ use serde::Deserialize;
 ///                           # of reach) checks its registry again this often
 /// parallel-starts = 8       # pods making sandboxes and starting containers at once
 /// parallel-stops = 32       # containers in their grace period at once
+/// probation = "0s"          # health-gated rollout for every pod (berth.dev/probation
+///                           # overrides per pod); 0s: off
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -41,6 +46,14 @@ pub struct PodsConfig {
     /// Containers that may be stopping (preStop hook, grace period) at the
     /// same time. High by default: a stop mostly waits.
     pub parallel_stops: usize,
+    /// How long an update is on probation when its pod has no
+    /// `berth.dev/probation` annotation (`pod::rollout`); zero is off.
+    #[serde(with = "manifests::duration::config")]
+    pub probation: Duration,
+    /// How often pods with `berth.dev/auto-update` re-resolve their tags
+    /// (`[images] auto-update-interval`, jittered per check).
+    #[serde(skip)]
+    pub auto_update_interval: Duration,
 }
 
 impl Default for PodsConfig {
@@ -52,6 +65,8 @@ impl Default for PodsConfig {
             image_recheck: Duration::from_secs(30),
             parallel_starts: 8,
             parallel_stops: 32,
+            probation: Duration::ZERO,
+            auto_update_interval: DEFAULT_AUTO_UPDATE_INTERVAL,
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod plan;
 pub mod probes;
 pub mod recover;
 pub mod report;
+pub mod rollout;
 pub mod sandbox;
 pub mod state;
 pub mod sync;

@@ -26,6 +26,7 @@ use super::plan::{
     self, ContainerView, DesiredPod, Observed, PodActions, PodStep, Start, StartKind,
 };
 use super::report::{self, PodReport};
+use super::rollout::{self, Choice, Verdict};
 use super::sandbox::{self, Ready};
 use super::state::{ContainerSlot, Incarnation, Instance, PodState, grace_seconds};
 use super::teardown;
@@ -47,15 +48,38 @@ pub async fn sync(
     object: &DesiredObject,
     desired: &DesiredState,
 ) -> Result<PodReport, PodError> {
-    let Object::Pod(pod) = object.object.as_ref() else {
+    let Object::Pod(manifest_pod) = object.object.as_ref() else {
         return Err(PodError::new(
             Reason::CreateContainerConfigError,
             format!("{} does not hold a Pod", object.key),
         ));
     };
     let (namespace, name) = (ex.key.namespace.as_str(), ex.key.name.as_str());
-    let spec = &pod.spec;
     let record = load(ex).await?;
+    // Which version runs: the desired one, or the stable one while the
+    // desired one is refused (`rollout`).
+    let version = rollout::Desired {
+        generation: object.generation,
+        content: &object.content_hash,
+        pod: manifest_pod,
+    };
+    let probation = rollout::probation_of(&manifest_pod.metadata, ex.host.config.probation);
+    let mut versions = record
+        .as_ref()
+        .map(|s| s.rollout.clone())
+        .unwrap_or_default();
+    let (choice, versions_changed) = rollout::prepare(
+        &mut versions,
+        &version,
+        probation,
+        record.as_ref().map(|s| &s.incarnation),
+    );
+    let stable_pod = match choice {
+        Choice::Stable => versions.stable.as_ref().and_then(rollout::pinned),
+        Choice::Desired => None,
+    };
+    let pod = stable_pod.as_ref().unwrap_or(manifest_pod);
+    let spec = &pod.spec;
     let (pod_hash, wanted) = match hash::wanted(namespace, name, spec, desired) {
         Ok(wanted) => wanted,
         // Running containers keep running; a fixed manifest or a new
@@ -75,6 +99,18 @@ pub async fn sync(
     });
     // Applies to the next stop without recreating anything.
     state.incarnation.grace_seconds = grace_seconds(spec);
+    state.rollout = versions;
+    if let Some(candidate) = state.rollout.probation.as_mut()
+        && candidate.containers.is_none()
+        && choice == Choice::Desired
+    {
+        candidate.containers = Some(rollout::replaced(
+            &state.incarnation,
+            &pod_hash,
+            &wanted,
+            &candidate.digests,
+        ));
+    }
     let desired_pod = DesiredPod {
         pod_hash: &pod_hash,
         containers: &wanted,
@@ -96,14 +132,36 @@ pub async fn sync(
         secrets,
         ensured: BTreeMap::new(),
         ready: None,
-        unsaved: false,
+        unsaved: versions_changed,
         rechecked: false,
+        choice,
+        version,
+        probation,
+        auto_update: rollout::auto_update_of(&manifest_pod.metadata),
+        tags: manifest_pod
+            .spec
+            .init_containers
+            .iter()
+            .chain(&manifest_pod.spec.containers)
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect(),
+        auto_moved: Vec::new(),
     };
     let outcome = run.rounds(&mut state, &desired_pod).await;
     if run.unsaved {
         sandbox::save(ex.host, &state).await?;
     }
-    outcome
+    let mut report = outcome?;
+    if choice == Choice::Stable
+        && report.phase == crate::status::Phase::Running
+        && let Some(message) = rollout::rolled_back_message(&state.rollout)
+    {
+        report.message = message;
+    }
+    if let Some(details) = report.details.as_mut() {
+        details.rollout = rollout::details(&state.rollout);
+    }
+    Ok(report)
 }
 
 /// Removes pod `ex.key` and everything it had (every incarnation, its logs
@@ -231,6 +289,20 @@ struct Run<'a> {
     unsaved: bool,
     /// An offline re-check changed a record in this round.
     rechecked: bool,
+    /// The version this sync runs (`rollout`).
+    choice: Choice,
+    /// The desired version (what a probation that passes makes stable).
+    version: rollout::Desired<'a>,
+    /// The desired version's probation.
+    probation: Duration,
+    /// `berth.dev/auto-update`: tags are checked again periodically.
+    auto_update: bool,
+    /// Each container's image as the manifest names it (the stable version
+    /// may run it pinned to a digest; auto-update checks the tag).
+    tags: BTreeMap<String, String>,
+    /// Containers whose tag an auto-update check found at a new digest in
+    /// this round.
+    auto_moved: Vec<(String, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -241,7 +313,13 @@ impl<'a> Run<'a> {
     ) -> Result<PodReport, PodError> {
         let mut last: Option<(PodActions, BTreeMap<String, ContainerView>)> = None;
         for _ in 0..MAX_ROUNDS {
-            let views = self.observe(state, desired.policy).await?;
+            let mut views = self.observe(state, desired.policy).await?;
+            if let Some(report) = self.auto_updates(state, &mut views).await? {
+                return Ok(report);
+            }
+            if let Some(report) = self.judge(state, &views).await? {
+                return Ok(report);
+            }
             let alive = sandbox::alive(self.ex.host, state).await;
             let deadlines = self.ex.stops.deadlines();
             let now_ms = self.ex.now_ms();
@@ -296,6 +374,8 @@ impl<'a> Run<'a> {
             if actions.is_idle() {
                 let mut report = report::build(state, self.spec, &actions, &views, now_ms);
                 report.wake_at_ms = earliest(report.wake_at_ms, next_recheck(state));
+                let probation_ends = state.rollout.probation.as_ref().and_then(|p| p.until_ms);
+                report.wake_at_ms = earliest(report.wake_at_ms, probation_ends);
                 return Ok(report);
             }
             self.act(state, &actions).await?;
@@ -398,18 +478,32 @@ impl<'a> Run<'a> {
             _ => return false,
         }
         let policy = ImagePullPolicy::Always;
+        let tag = self
+            .tags
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| instance.image.clone());
         let checked = self
             .ex
             .host
             .images
-            .ensure(&instance.image, policy, self.secrets.clone())
+            .ensure(&tag, policy, self.secrets.clone())
             .await;
         self.rechecked = true;
+        let interval = self.ex.host.config.auto_update_interval;
         match checked {
             Ok(ensured) if ensured.offline.is_none() => {
-                instance.recheck_at_ms = None;
+                instance.recheck_at_ms = self
+                    .auto_update
+                    .then(|| rollout::next_check_ms(now_ms, interval));
                 let digest = ensured.record.manifest_digest.to_string();
                 let moved = instance.image_digest.as_deref() != Some(digest.as_str());
+                if moved && self.auto_update {
+                    // `auto_updates` decides, with the pod's versions.
+                    self.ensured.insert(tag, ensured);
+                    self.auto_moved.push((name.to_owned(), digest));
+                    return false;
+                }
                 if moved {
                     self.ex.event(
                         EventType::Normal,
@@ -424,10 +518,173 @@ impl<'a> Run<'a> {
                 }
                 moved
             }
-            _ => {
+            Ok(_) => {
                 instance.recheck_at_ms =
                     Some(now_ms + plan::millis(self.ex.host.config.image_recheck));
                 false
+            }
+            Err(err) => {
+                if self.auto_update {
+                    self.ex.event(
+                        EventType::Warning,
+                        "AutoUpdateFailed",
+                        format!(
+                            "container {name}: checking image {tag}: {}",
+                            one_line(&err.message())
+                        ),
+                    );
+                }
+                instance.recheck_at_ms =
+                    Some(now_ms + plan::millis(self.ex.host.config.image_recheck));
+                false
+            }
+        }
+    }
+
+    /// What the auto-update checks of this round found: a tag at a digest
+    /// refused before stays where it is; another new digest rolls forward
+    /// (replacing the container as an edit does), on probation when the
+    /// pod has one. A rolled-back pod whose tag moved on syncs again at
+    /// once, to run the desired version.
+    async fn auto_updates(
+        &mut self,
+        state: &mut PodState,
+        views: &mut BTreeMap<String, ContainerView>,
+    ) -> Result<Option<PodReport>, PodError> {
+        let moved = std::mem::take(&mut self.auto_moved);
+        if moved.is_empty() {
+            return Ok(None);
+        }
+        let mut resync = false;
+        for (name, digest) in moved {
+            let refused = state.rollout.refused.as_ref().filter(|r| r.auto_update);
+            if refused.is_some_and(|r| r.digests.get(&name) == Some(&digest)) {
+                continue;
+            }
+            if self.choice == Choice::Stable && refused.is_none() {
+                // An edit is refused: the stable version stays until the
+                // manifest changes.
+                continue;
+            }
+            let tag = self.tags.get(&name).cloned().unwrap_or_default();
+            let running = state
+                .incarnation
+                .containers
+                .get(&name)
+                .and_then(|slot| slot.current.as_ref())
+                .and_then(|i| i.image_digest.clone())
+                .unwrap_or_else(|| "an unknown digest".into());
+            let on_probation = !self.probation.is_zero()
+                && rollout::begin_auto_update(
+                    &mut state.rollout,
+                    &state.incarnation,
+                    &name,
+                    &digest,
+                    self.probation,
+                );
+            if !on_probation {
+                state.rollout.refused = None;
+            }
+            self.ex.event(
+                EventType::Normal,
+                "AutoUpdated",
+                format!(
+                    "container {name}: image {tag} now points to {digest} (it runs {running}): rolling forward{}",
+                    if on_probation {
+                        format!(
+                            ", on probation for {}",
+                            manifests::duration::format(self.probation)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            if self.choice == Choice::Stable {
+                resync = true;
+            } else if let Some(view) = views.get_mut(&name) {
+                view.superseded = true;
+            }
+        }
+        self.save(state).await?;
+        if resync {
+            let now_ms = self.ex.now_ms();
+            return Ok(Some(report::blocked(
+                Some(state),
+                "auto-update: rolling forward".into(),
+                Some(now_ms),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Judges the update on probation, if any (`rollout::judge`): starts its
+    /// clock, makes it stable when it passed, or refuses it and syncs again
+    /// at once to roll back.
+    async fn judge(
+        &mut self,
+        state: &mut PodState,
+        views: &BTreeMap<String, ContainerView>,
+    ) -> Result<Option<PodReport>, PodError> {
+        if self.choice != Choice::Desired {
+            return Ok(None);
+        }
+        let Some(probation) = state.rollout.probation.as_ref() else {
+            return Ok(None);
+        };
+        let now_ms = self.ex.now_ms();
+        match rollout::judge(probation, &state.incarnation, views, self.wanted, now_ms) {
+            Verdict::Switching | Verdict::Watching { .. } => Ok(None),
+            Verdict::Start { until_ms } => {
+                let generation = probation.generation;
+                let duration = Duration::from_millis(probation.duration_ms);
+                if let Some(probation) = state.rollout.probation.as_mut() {
+                    probation.until_ms = Some(until_ms);
+                }
+                self.save(state).await?;
+                self.ex.event(
+                    EventType::Normal,
+                    "Probation",
+                    format!(
+                        "generation {generation} runs: on probation for {}",
+                        manifests::duration::format(duration)
+                    ),
+                );
+                Ok(None)
+            }
+            Verdict::Passed => {
+                let generation = probation.generation;
+                state.rollout.stable = Some(rollout::passed(&self.version, &state.incarnation));
+                state.rollout.probation = None;
+                self.save(state).await?;
+                self.ex.event(
+                    EventType::Normal,
+                    "ProbationPassed",
+                    format!("generation {generation} passed its probation: it is the version to come back to"),
+                );
+                Ok(None)
+            }
+            Verdict::Failed(reason) => {
+                let refused = rollout::refuse(probation, reason, time::now());
+                let target = state.rollout.stable.as_ref().map_or(0, |s| s.generation);
+                let (event, what) = if refused.auto_update {
+                    ("AutoUpdateRolledBack", "the auto-update")
+                } else {
+                    ("RolledBack", "the update")
+                };
+                self.ex.event(
+                    EventType::Warning,
+                    event,
+                    format!(
+                        "{what} to generation {} failed its probation: {}; rolling back to generation {target}",
+                        refused.generation, refused.reason
+                    ),
+                );
+                state.rollout.refused = Some(refused);
+                state.rollout.probation = None;
+                self.save(state).await?;
+                let message = rollout::rolled_back_message(&state.rollout).unwrap_or_default();
+                Ok(Some(report::blocked(Some(state), message, Some(now_ms))))
             }
         }
     }
@@ -833,10 +1090,12 @@ impl<'a> Run<'a> {
                 .as_ref()
                 .and_then(|l| l.pre_stop.as_ref())
                 .and_then(|hook| Action::of_hook(hook, container)),
-            recheck_at_ms: ensured
-                .offline
-                .as_ref()
-                .map(|_| ex.now_ms() + plan::millis(ex.host.config.image_recheck)),
+            recheck_at_ms: match &ensured.offline {
+                Some(_) => Some(ex.now_ms() + plan::millis(ex.host.config.image_recheck)),
+                None => self.auto_update.then(|| {
+                    rollout::next_check_ms(ex.now_ms(), ex.host.config.auto_update_interval)
+                }),
+            },
         };
         {
             let slot = state
