@@ -352,3 +352,54 @@ fn auto_update_rolls_forward_to_a_new_digest_and_back_from_a_bad_one() {
         running(p) && container(p, "web").is_some_and(|c| c["imageDigest"] == v4.digest.as_str())
     });
 }
+
+/// `berth auto-update --dry-run` lists a new digest without acting; `berth
+/// auto-update` makes the agent check now (the interval is an hour).
+#[test]
+fn berth_auto_update_lists_then_rolls_forward_now() {
+    let mut world = PodWorld::new("runc");
+    let v1 = push_app(&world, "v1", false);
+    world.start_agent();
+    let data = world.data_dir("data");
+    world.write_manifest("web.yaml", &app_pod(&world, &data, &v1.reference));
+    world.wait_pod("web", "v1 running", running);
+    wait_served(&world, &data, "v1");
+    let config = world.config.to_str().expect("utf-8").to_owned();
+
+    let current = world
+        .dirs
+        .berth_json(&["auto-update", "--dry-run", "--config", &config]);
+    assert_eq!(
+        current["containers"][0]["action"], "up-to-date",
+        "{current:#}"
+    );
+
+    let v2 = push_app(&world, "v2", false);
+    let listed = world
+        .dirs
+        .berth_json(&["auto-update", "--dry-run", "--config", &config]);
+    let row = &listed["containers"][0];
+    assert_eq!(row["pod"], "default/web", "{listed:#}");
+    assert_eq!(row["action"], "update", "{listed:#}");
+    assert_eq!(row["running"], v1.digest.as_str());
+    assert_eq!(row["latest"], v2.digest.as_str());
+    assert_eq!(listed["requested"], false);
+    assert!(
+        events_with(&world, "AutoUpdated").is_empty(),
+        "a dry run acts"
+    );
+    assert_eq!(image_digest(&world), v1.digest);
+
+    let now = world.dirs.berth_json(&["auto-update", "--config", &config]);
+    assert_eq!(now["requested"], true, "{now:#}");
+    let updated = wait_event(&world, "AutoUpdated");
+    assert!(updated.contains(&v2.digest), "{updated}");
+    wait_served(&world, &data, "v2");
+    world.wait_pod("web", "running v2", |p| {
+        running(p) && container(p, "web").is_some_and(|c| c["imageDigest"] == v2.digest.as_str())
+    });
+    let after = world
+        .dirs
+        .berth_json(&["auto-update", "--dry-run", "--config", &config]);
+    assert_eq!(after["containers"][0]["action"], "up-to-date", "{after:#}");
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::paths::Paths;
 
+mod auto_update;
 mod events;
 mod exec;
 mod images;
@@ -104,6 +105,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Remove unused images, blobs and snapshots.
     Prune(prune::Args),
+    /// Check the tags of pods with berth.dev/auto-update now; list what changes.
+    AutoUpdate(auto_update::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,5 +126,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::run(&global, args),
         Command::Rmi(args) => rmi::run(&global, args),
         Command::Prune(args) => prune::run(&global, args),
+        Command::AutoUpdate(args) => auto_update::run(&global, args),
     }
 }

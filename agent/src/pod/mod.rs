@@ -28,6 +28,7 @@
 //! ([`error`]).
 
 pub mod action;
+pub mod autoupdate;
 pub mod config;
 pub mod containers;
 pub mod error;

@@ -48,6 +48,18 @@ pub struct Rollout {
     pub probation: Option<Probation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refused>,
+    /// `berth.dev/auto-update`: the tag each container's checks resolve
+    /// (`berth auto-update` reads them here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auto_update: BTreeMap<String, String>,
+    /// The last `berth auto-update` request (Unix ms) this pod's checks
+    /// served (`pod::autoupdate`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checked_request_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One version of the pod.

@@ -15,6 +15,7 @@ use manifests::Object;
 use manifests::types as api;
 
 use super::action::Action;
+use super::autoupdate;
 use super::containers::{self, PodEnvironment, Stopping};
 use super::error::{Failures, PodError, Reason};
 use super::executor::Executor;
@@ -100,6 +101,25 @@ pub async fn sync(
     // Applies to the next stop without recreating anything.
     state.incarnation.grace_seconds = grace_seconds(spec);
     state.rollout = versions;
+    let auto_update = rollout::auto_update_of(&manifest_pod.metadata);
+    let tags: BTreeMap<String, String> = manifest_pod
+        .spec
+        .init_containers
+        .iter()
+        .chain(&manifest_pod.spec.containers)
+        .map(|c| (c.name.clone(), c.image.clone()))
+        .collect();
+    let checked_tags = if auto_update {
+        tags.clone()
+    } else {
+        BTreeMap::new()
+    };
+    let mut unsaved = versions_changed;
+    if state.rollout.auto_update != checked_tags {
+        state.rollout.auto_update = checked_tags;
+        unsaved = true;
+    }
+    let check_now = auto_update && autoupdate::requested_ms() > state.rollout.checked_request_ms;
     if let Some(candidate) = state.rollout.probation.as_mut()
         && candidate.containers.is_none()
         && choice == Choice::Desired
@@ -132,20 +152,15 @@ pub async fn sync(
         secrets,
         ensured: BTreeMap::new(),
         ready: None,
-        unsaved: versions_changed,
+        unsaved,
         rechecked: false,
         choice,
         version,
         probation,
-        auto_update: rollout::auto_update_of(&manifest_pod.metadata),
-        tags: manifest_pod
-            .spec
-            .init_containers
-            .iter()
-            .chain(&manifest_pod.spec.containers)
-            .map(|c| (c.name.clone(), c.image.clone()))
-            .collect(),
+        auto_update,
+        tags,
         auto_moved: Vec::new(),
+        check_now,
     };
     let outcome = run.rounds(&mut state, &desired_pod).await;
     if run.unsaved {
@@ -303,6 +318,9 @@ struct Run<'a> {
     /// Containers whose tag an auto-update check found at a new digest in
     /// this round.
     auto_moved: Vec<(String, String)>,
+    /// `berth auto-update` asked for a check the pod has not made yet: the
+    /// first round checks every tag.
+    check_now: bool,
 }
 
 impl<'a> Run<'a> {
@@ -457,6 +475,11 @@ impl<'a> Run<'a> {
                 },
             );
         }
+        if self.check_now {
+            self.check_now = false;
+            state.rollout.checked_request_ms = autoupdate::requested_ms();
+            self.rechecked = true;
+        }
         if exited || self.rechecked {
             self.rechecked = false;
             self.save(state).await?;
@@ -473,9 +496,13 @@ impl<'a> Run<'a> {
         let Some(instance) = slot.current.as_mut() else {
             return false;
         };
-        match instance.recheck_at_ms {
-            Some(at) if at <= now_ms => {}
-            _ => return false,
+        let due = match instance.recheck_at_ms {
+            Some(at) => at <= now_ms,
+            // Started before the pod asked for auto-updates.
+            None => self.auto_update,
+        };
+        if !due && !self.check_now {
+            return false;
         }
         let policy = ImagePullPolicy::Always;
         let tag = self
