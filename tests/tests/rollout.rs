@@ -403,3 +403,45 @@ fn berth_auto_update_lists_then_rolls_forward_now() {
         .berth_json(&["auto-update", "--dry-run", "--config", &config]);
     assert_eq!(after["containers"][0]["action"], "up-to-date", "{after:#}");
 }
+
+/// `berth validate` knows berth's annotations: a typo gets a suggestion, a
+/// bad duration an error naming file, line and field.
+#[test]
+fn validate_knows_the_update_annotations() {
+    let dirs = berth_e2e::TestDirs::new();
+    dirs.write_manifest(
+        "web.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    \
+         berth.dev/probation: 5 minutes\n    berth.dev/auto-updte: registry\n    \
+         berth.dev/update-strategy: kill-then-download\nspec:\n  containers:\n  \
+         - name: web\n    image: localhost/berth/busybox:1\n",
+    );
+    let output = dirs.berth(&["validate"]);
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let file = dirs.manifests.join("web.yaml");
+    assert!(
+        text.contains(&format!("{}:6:", file.display()))
+            && text.contains("berth.dev/probation")
+            && text.contains("\"5 minutes\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}:7:", file.display()))
+            && text.contains("did you mean `berth.dev/auto-update`"),
+        "{text}"
+    );
+    assert!(!text.contains("update-strategy"), "a known value: {text}");
+    let output = dirs.berth(&["validate", "-o", "json"]);
+    let json: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let fields: Vec<&str> = json["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter_map(|d| d["field"].as_str())
+        .collect();
+    assert!(
+        fields.contains(&"metadata.annotations[\"berth.dev/probation\"]"),
+        "{json:#}"
+    );
+}
