@@ -487,6 +487,40 @@ pub fn rolled_back_message(rollout: &Rollout) -> Option<String> {
     ))
 }
 
+/// The event of a rollback: `RolledBack`, or `AutoUpdateRolledBack` for an
+/// auto-update, with a message naming what failed, why, and the target.
+pub fn rolled_back_event(rollout: &Rollout, refused: &Refused) -> (&'static str, String) {
+    let stable = rollout.stable.as_ref();
+    if refused.auto_update {
+        let list = |digests: &BTreeMap<String, String>| {
+            digests
+                .iter()
+                .map(|(name, digest)| format!("{name} {digest}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let back = stable.map(|s| list(&s.digests)).unwrap_or_default();
+        (
+            "AutoUpdateRolledBack",
+            format!(
+                "the auto-update to {} failed its probation: {}; rolling back to {back}",
+                list(&refused.digests),
+                refused.reason
+            ),
+        )
+    } else {
+        (
+            "RolledBack",
+            format!(
+                "generation {} failed its probation: {}; rolling back to generation {}",
+                refused.generation,
+                refused.reason,
+                stable.map_or(0, |s| s.generation)
+            ),
+        )
+    }
+}
+
 /// What `berth status` and `berth inspect` show; `None` for a pod with
 /// nothing on probation and nothing refused.
 pub fn details(rollout: &Rollout) -> Option<RolloutDetails> {

@@ -693,20 +693,8 @@ impl<'a> Run<'a> {
             }
             Verdict::Failed(reason) => {
                 let refused = rollout::refuse(probation, reason, time::now());
-                let target = state.rollout.stable.as_ref().map_or(0, |s| s.generation);
-                let (event, what) = if refused.auto_update {
-                    ("AutoUpdateRolledBack", "the auto-update")
-                } else {
-                    ("RolledBack", "the update")
-                };
-                self.ex.event(
-                    EventType::Warning,
-                    event,
-                    format!(
-                        "{what} to generation {} failed its probation: {}; rolling back to generation {target}",
-                        refused.generation, refused.reason
-                    ),
-                );
+                let (event, message) = rollout::rolled_back_event(&state.rollout, &refused);
+                self.ex.event(EventType::Warning, event, message);
                 state.rollout.refused = Some(refused);
                 state.rollout.probation = None;
                 self.save(state).await?;
