@@ -48,6 +48,17 @@ fn web_with(
     )
 }
 
+/// Edits pod `web` to `version` (see [`web`]).
+fn edit(world: &PodWorld, data: &DataDir, probation: &str, version: &str, then: &str) {
+    world.write_manifest("web.yaml", &web(world, data, probation, version, then));
+}
+
+/// Waits until generation 2's probation clock started.
+fn wait_probation_of_2(world: &PodWorld) {
+    let started = wait_event(world, "Probation");
+    assert!(started.contains("generation 2"), "{started}");
+}
+
 fn served(data: &DataDir) -> String {
     std::fs::read_to_string(data.path.join(SERVED))
         .unwrap_or_default()
@@ -124,10 +135,7 @@ fn assert_rolled_back(world: &PodWorld, data: &DataDir, why: &str) {
 
 /// The refused generation is not tried again; a new edit is, and passes.
 fn assert_next_edit_rolls_on(world: &PodWorld, data: &DataDir, probation: &str) {
-    world.write_manifest(
-        "web.yaml",
-        &web(world, data, probation, "v3", "exec sleep 1000"),
-    );
+    edit(world, data, probation, "v3", "exec sleep 1000");
     let passed = wait_until(POD_WAIT, "generation 3 passed", || {
         events_with(world, "ProbationPassed")
             .into_iter()
@@ -154,12 +162,8 @@ fn assert_next_edit_rolls_on(world: &PodWorld, data: &DataDir, probation: &str) 
 fn a_good_update_passes_its_probation() {
     let mut world = PodWorld::new("runc");
     let data = running_v1(&mut world, "3s");
-    world.write_manifest(
-        "web.yaml",
-        &web(&world, &data, "3s", "v2", "exec sleep 1000"),
-    );
-    let started = wait_event(&world, "Probation");
-    assert!(started.contains("generation 2"), "{started}");
+    edit(&world, &data, "3s", "v2", "exec sleep 1000");
+    wait_probation_of_2(&world);
     wait_served(&world, &data, "v2");
     let passed = wait_event(&world, "ProbationPassed");
     assert!(passed.contains("generation 2"), "{passed}");
@@ -173,45 +177,39 @@ fn a_good_update_passes_its_probation() {
 fn a_crash_looping_update_is_rolled_back() {
     let mut world = PodWorld::new("runc");
     let data = running_v1(&mut world, "3s");
-    world.write_manifest("web.yaml", &web(&world, &data, "3s", "v2", "exit 3"));
+    edit(&world, &data, "3s", "v2", "exit 3");
     wait_served(&world, &data, "v2");
     assert_rolled_back(&world, &data, "exited with code 3");
     assert_next_edit_rolls_on(&world, &data, "3s");
 }
 
+/// An update to v2 whose container has `probe` (one that never passes)
+/// is rolled back for `why`.
+fn an_update_whose_probe_fails_is_rolled_back(probation: &str, probe: &str, why: &str) {
+    let mut world = PodWorld::new("runc");
+    let data = running_v1(&mut world, probation);
+    let v2 = web_with(&world, &data, probation, "v2", "exec sleep 1000", probe, "");
+    world.write_manifest("web.yaml", &v2);
+    wait_served(&world, &data, "v2");
+    assert_rolled_back(&world, &data, why);
+}
+
 #[test]
 fn an_update_that_never_becomes_ready_is_rolled_back() {
-    let mut world = PodWorld::new("runc");
-    let data = running_v1(&mut world, "3s");
-    let never_ready =
-        "    readinessProbe:\n      exec:\n        command: [\"false\"]\n      periodSeconds: 1\n";
-    world.write_manifest(
-        "web.yaml",
-        &web_with(
-            &world,
-            &data,
-            "3s",
-            "v2",
-            "exec sleep 1000",
-            never_ready,
-            "",
-        ),
+    an_update_whose_probe_fails_is_rolled_back(
+        "3s",
+        "    readinessProbe:\n      exec:\n        command: [\"false\"]\n      periodSeconds: 1\n",
+        "not ready after 3s",
     );
-    wait_served(&world, &data, "v2");
-    assert_rolled_back(&world, &data, "not ready after 3s");
 }
 
 #[test]
 fn an_update_that_fails_its_startup_probe_is_rolled_back() {
-    let mut world = PodWorld::new("runc");
-    let data = running_v1(&mut world, "30s");
-    let startup = "    startupProbe:\n      exec:\n        command: [\"false\"]\n      periodSeconds: 1\n      failureThreshold: 2\n";
-    world.write_manifest(
-        "web.yaml",
-        &web_with(&world, &data, "30s", "v2", "exec sleep 1000", startup, ""),
+    an_update_whose_probe_fails_is_rolled_back(
+        "30s",
+        "    startupProbe:\n      exec:\n        command: [\"false\"]\n      periodSeconds: 1\n      failureThreshold: 2\n",
+        "startup probe",
     );
-    wait_served(&world, &data, "v2");
-    assert_rolled_back(&world, &data, "startup probe");
 }
 
 /// A pod-level edit (here hostAliases) makes a new pod; its rollback makes
@@ -241,12 +239,8 @@ fn a_pod_level_update_is_rolled_back_to_the_previous_pod() {
 fn a_rollback_survives_an_agent_kill_during_probation() {
     let mut world = PodWorld::new("runc");
     let data = running_v1(&mut world, "20s");
-    world.write_manifest(
-        "web.yaml",
-        &web(&world, &data, "20s", "v2", "sleep 3; exit 5"),
-    );
-    let started = wait_event(&world, "Probation");
-    assert!(started.contains("generation 2"), "{started}");
+    edit(&world, &data, "20s", "v2", "sleep 3; exit 5");
+    wait_probation_of_2(&world);
     world.kill_agent();
     assert_eq!(served(&data), "v2");
     world.start_agent();
@@ -334,6 +328,29 @@ fn auto_update_rolls_forward_to_a_new_digest_and_back_from_a_bad_one() {
     assert_eq!(
         pod["details"]["pod"]["rollout"]["refusedDigests"]["web"],
         v3.digest.as_str()
+    );
+    // The rollback target was kept by its digest while v3 was on
+    // probation: rolling back needed no pull. It stays while v3 is
+    // refused, even after a prune.
+    let pulled_v2_again = events_with(&world, "Pulled")
+        .into_iter()
+        .find(|m| m.contains(&format!("@{}", v2.digest)));
+    assert_eq!(pulled_v2_again, None);
+    let pruned = world.dirs.berth(&["prune"]);
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    let images = world.dirs.berth_json(&["images"]);
+    let kept = format!("{}@{}", v1.reference, v2.digest);
+    assert!(
+        images
+            .as_array()
+            .expect("images")
+            .iter()
+            .any(|i| i["name"] == kept.as_str()),
+        "{kept} is not kept: {images:#}"
     );
     // The refused digest is not tried again while the tag stays on it:
     // later checks find it and leave v2 running.

@@ -495,6 +495,14 @@ impl Images for FakeHost {
         boxed(())
     }
 
+    fn keep<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        boxed(Ok(true))
+    }
+
+    fn unkeep<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ()> {
+        boxed(())
+    }
+
     fn config<'a>(&'a self, _: &'a ImageRecord) -> BoxFuture<'a, HostResult<ImageConfiguration>> {
         boxed(Ok(ImageConfiguration::default()))
     }

@@ -167,6 +167,14 @@ pub trait Images: Send + Sync {
     /// Gives up container `id`'s hold. Failures are logged.
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
 
+    /// Keeps the stored image `image` (`repo:tag@sha256:…`) by that name for
+    /// `owner` — a pod's rollback target — so neither GC nor prune takes it
+    /// while its tag moves on; false when it is not stored.
+    fn keep<'a>(&'a self, owner: &'a str, image: &'a str) -> BoxFuture<'a, HostResult<bool>>;
+
+    /// Drops what `owner` kept. Failures are logged.
+    fn unkeep<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, ()>;
+
     /// The image's configuration (entrypoint, env, user, …).
     fn config<'a>(
         &'a self,

@@ -56,6 +56,36 @@ pub struct Rollout {
     /// served (`pod::autoupdate`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub checked_request_ms: u64,
+    /// The stable version's images kept by digest in the store while it is
+    /// the rollback target (`Images::keep`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+}
+
+/// The owner of a pod's kept images in the store.
+pub fn keeper(namespace: &str, name: &str) -> String {
+    format!("Pod/{namespace}/{name} rollback")
+}
+
+/// Whether the stable version's images must stay stored: an update is on
+/// probation, or the stable version runs because one was refused.
+pub fn keeps_target(rollout: &Rollout) -> bool {
+    rollout.probation.is_some() || rollout.refused.is_some()
+}
+
+/// The images to keep for the rollback target: the stable version's, by
+/// digest.
+pub fn target_images(rollout: &Rollout) -> Vec<String> {
+    let Some(pod) = rollout.stable.as_ref().and_then(pinned) else {
+        return Vec::new();
+    };
+    pod.spec
+        .init_containers
+        .iter()
+        .chain(&pod.spec.containers)
+        .map(|c| c.image.clone())
+        .filter(|image| image.contains('@'))
+        .collect()
 }
 
 fn is_zero(value: &u64) -> bool {

@@ -205,6 +205,11 @@ pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
     }
     failures.into_result(format!("removing pod {}", ex.key))?;
     let host = ex.host;
+    if !state.rollout.kept.is_empty() {
+        host.images
+            .unkeep(&rollout::keeper(&state.namespace, &state.name))
+            .await;
+    }
     if let Err(err) = host
         .runtime
         .remove_pod_logs(&state.namespace, &state.name)
@@ -338,6 +343,7 @@ impl<'a> Run<'a> {
             if let Some(report) = self.judge(state, &views).await? {
                 return Ok(report);
             }
+            self.keep_target(state).await;
             let alive = sandbox::alive(self.ex.host, state).await;
             let deadlines = self.ex.stops.deadlines();
             let now_ms = self.ex.now_ms();
@@ -701,6 +707,35 @@ impl<'a> Run<'a> {
                 let message = rollout::rolled_back_message(&state.rollout).unwrap_or_default();
                 Ok(Some(report::blocked(Some(state), message, Some(now_ms))))
             }
+        }
+    }
+
+    /// While an update is on probation or refused, the stable version's
+    /// images stay in the store by digest (pinned until probation ends and
+    /// while the stable version runs instead); once neither, they go.
+    async fn keep_target(&mut self, state: &mut PodState) {
+        let images = &self.ex.host.images;
+        let owner = rollout::keeper(&state.namespace, &state.name);
+        if rollout::keeps_target(&state.rollout) {
+            if !state.rollout.kept.is_empty() {
+                return;
+            }
+            for image in rollout::target_images(&state.rollout) {
+                match images.keep(&owner, &image).await {
+                    Ok(true) => state.rollout.kept.push(image),
+                    Ok(false) => {
+                        tracing::info!(%image, "the rollback target is not stored; a rollback pulls it by digest");
+                    }
+                    Err(err) => {
+                        tracing::warn!(%image, error = %crate::status::chain(&*err), "could not keep the rollback target");
+                    }
+                }
+            }
+            self.unsaved |= !state.rollout.kept.is_empty();
+        } else if !state.rollout.kept.is_empty() {
+            images.unkeep(&owner).await;
+            state.rollout.kept.clear();
+            self.unsaved = true;
         }
     }
 

@@ -338,6 +338,25 @@ impl Images for ImagesHost {
         })
     }
 
+    fn keep<'a>(&'a self, owner: &'a str, image: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        let images = self.0.images.service().clone();
+        let (owner, image) = (owner.to_string(), image.to_string());
+        Box::pin(blocking(move || {
+            let reference = ImageReference::parse(&image)?;
+            Ok(images.keep(&owner, &reference)?)
+        }))
+    }
+
+    fn unkeep<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, ()> {
+        let images = self.0.images.service().clone();
+        let owner = owner.to_string();
+        Box::pin(async move {
+            if let Err(err) = blocking(move || Ok(images.unkeep(&owner)?)).await {
+                tracing::warn!(error = %crate::status::chain(&*err), "could not drop a kept rollback image");
+            }
+        })
+    }
+
     fn config<'a>(
         &'a self,
         record: &'a ImageRecord,

@@ -22,21 +22,15 @@ fn pod(image: &str) -> api::Pod {
 }
 
 fn instance(hash: &str, digest: &str) -> Instance {
-    Instance {
-        id: format!("u1-web-{hash}"),
-        instance: 0,
-        spec_hash: hash.into(),
-        image: "r/web:1".into(),
-        image_digest: Some(digest.into()),
-        handler: None,
-        created: true,
-        pid: Some(1),
-        started_at: None,
-        warnings: vec![],
-        exit: None,
-        pre_stop: None,
-        recheck_at_ms: None,
-    }
+    serde_json::from_value(serde_json::json!({
+        "id": format!("u1-web-{hash}"),
+        "instance": 0,
+        "specHash": hash,
+        "image": "r/web:1",
+        "imageDigest": digest,
+        "created": true,
+    }))
+    .expect("an instance")
 }
 
 /// An incarnation whose container `web` runs `hash` from `digest` (or has
@@ -74,17 +68,13 @@ fn view(observed: Observed, ready: bool) -> BTreeMap<String, ContainerView> {
 }
 
 fn exit(code: i32) -> ExitStatus {
-    ExitStatus {
-        pid: Some(1),
-        exit_code: code,
-        signal: None,
-        oom_killed: false,
-        started_at: None,
-        started_at_ns: None,
-        finished_at: "f".into(),
-        finished_at_ns: NOW * 1_000_000,
-        start_error: None,
-    }
+    serde_json::from_value(serde_json::json!({
+        "exit_code": code,
+        "oom_killed": false,
+        "finished_at": "f",
+        "finished_at_ns": NOW * 1_000_000,
+    }))
+    .expect("an exit")
 }
 
 fn candidate(until_ms: Option<u64>) -> Probation {
@@ -110,18 +100,25 @@ fn stable(content: &str) -> Version {
 
 type Case = (&'static str, Box<dyn Fn()>);
 
+/// Judges `probation` of a pod that wants `web` at spec `h2`, at [`NOW`].
+fn verdict(
+    probation: &Probation,
+    incarnation: &Incarnation,
+    views: &BTreeMap<String, ContainerView>,
+) -> Verdict {
+    judge(probation, incarnation, views, &wanted("h2"), NOW)
+}
+
 fn judge_cases() -> Vec<Case> {
     let secs = |s: u64| s * 1_000;
     vec![
         (
             "the old instance still runs: switching",
             Box::new(|| {
-                let v = judge(
+                let v = verdict(
                     &candidate(None),
                     &incarnation("h1", "d1"),
                     &view(Observed::Running, true),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert_eq!(v, Verdict::Switching);
             }),
@@ -129,12 +126,10 @@ fn judge_cases() -> Vec<Case> {
         (
             "the new instance runs: the clock starts",
             Box::new(move || {
-                let v = judge(
+                let v = verdict(
                     &candidate(None),
                     &incarnation("h2", "d2"),
                     &view(Observed::Running, false),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert_eq!(
                     v,
@@ -147,12 +142,10 @@ fn judge_cases() -> Vec<Case> {
         (
             "inside the probation: watching",
             Box::new(move || {
-                let v = judge(
+                let v = verdict(
                     &candidate(Some(NOW + 1)),
                     &incarnation("h2", "d2"),
                     &view(Observed::Running, false),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert_eq!(v, Verdict::Watching { until_ms: NOW + 1 });
             }),
@@ -160,12 +153,10 @@ fn judge_cases() -> Vec<Case> {
         (
             "running and ready at the end: passed",
             Box::new(|| {
-                let v = judge(
+                let v = verdict(
                     &candidate(Some(NOW)),
                     &incarnation("h2", "d2"),
                     &view(Observed::Running, true),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert_eq!(v, Verdict::Passed);
             }),
@@ -173,12 +164,10 @@ fn judge_cases() -> Vec<Case> {
         (
             "not ready at the end: failed, naming the container and the time",
             Box::new(|| {
-                let v = judge(
+                let v = verdict(
                     &candidate(Some(NOW)),
                     &incarnation("h2", "d2"),
                     &view(Observed::Running, false),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert_eq!(
                     v,
@@ -189,12 +178,10 @@ fn judge_cases() -> Vec<Case> {
         (
             "an exit during probation fails it at once",
             Box::new(|| {
-                let v = judge(
+                let v = verdict(
                     &candidate(Some(NOW + 5)),
                     &incarnation("h2", "d2"),
                     &view(Observed::Exited(exit(3)), false),
-                    &wanted("h2"),
-                    NOW,
                 );
                 let Verdict::Failed(why) = v else {
                     panic!("{v:?}")
@@ -211,12 +198,10 @@ fn judge_cases() -> Vec<Case> {
                     .and_then(|s| s.current.as_mut())
                     .expect("instance")
                     .exit = Some(exit(1));
-                let v = judge(
+                let v = verdict(
                     &candidate(None),
                     &inc,
                     &view(Observed::Exited(exit(1)), false),
-                    &wanted("h2"),
-                    NOW,
                 );
                 assert!(matches!(v, Verdict::Failed(_)), "{v:?}");
             }),
@@ -229,13 +214,7 @@ fn judge_cases() -> Vec<Case> {
                     why: "it failed its startup probe".into(),
                     grace: None,
                 });
-                let v = judge(
-                    &candidate(Some(NOW + 5)),
-                    &incarnation("h2", "d2"),
-                    &views,
-                    &wanted("h2"),
-                    NOW,
-                );
+                let v = verdict(&candidate(Some(NOW + 5)), &incarnation("h2", "d2"), &views);
                 assert_eq!(
                     v,
                     Verdict::Failed("container web: it failed its startup probe".into())
@@ -249,7 +228,7 @@ fn judge_cases() -> Vec<Case> {
                 let slot = inc.containers.get_mut("web").expect("slot");
                 slot.failures = 1;
                 slot.waiting = Some(("CreateContainerError".into(), "no such file".into()));
-                let v = judge(&candidate(None), &inc, &BTreeMap::new(), &wanted("h2"), NOW);
+                let v = verdict(&candidate(None), &inc, &BTreeMap::new());
                 let Verdict::Failed(why) = v else {
                     panic!("{v:?}")
                 };
@@ -262,13 +241,7 @@ fn judge_cases() -> Vec<Case> {
         (
             "no instance and no failure yet: still switching",
             Box::new(|| {
-                let v = judge(
-                    &candidate(None),
-                    &incarnation("", ""),
-                    &BTreeMap::new(),
-                    &wanted("h2"),
-                    NOW,
-                );
+                let v = verdict(&candidate(None), &incarnation("", ""), &BTreeMap::new());
                 assert_eq!(v, Verdict::Switching);
             }),
         ),
@@ -277,21 +250,9 @@ fn judge_cases() -> Vec<Case> {
             Box::new(move || {
                 let mut p = candidate(None);
                 p.digests.insert("web".into(), "d9".into());
-                let old = judge(
-                    &p,
-                    &incarnation("h2", "d2"),
-                    &view(Observed::Running, true),
-                    &wanted("h2"),
-                    NOW,
-                );
+                let old = verdict(&p, &incarnation("h2", "d2"), &view(Observed::Running, true));
                 assert_eq!(old, Verdict::Switching);
-                let new = judge(
-                    &p,
-                    &incarnation("h2", "d9"),
-                    &view(Observed::Running, true),
-                    &wanted("h2"),
-                    NOW,
-                );
+                let new = verdict(&p, &incarnation("h2", "d9"), &view(Observed::Running, true));
                 assert_eq!(
                     new,
                     Verdict::Start {
@@ -320,17 +281,27 @@ fn judge_cases() -> Vec<Case> {
             Box::new(|| {
                 let mut p = candidate(None);
                 p.containers = None;
-                let v = judge(
-                    &p,
-                    &incarnation("h2", "d2"),
-                    &view(Observed::Running, true),
-                    &wanted("h2"),
-                    NOW,
-                );
+                let v = verdict(&p, &incarnation("h2", "d2"), &view(Observed::Running, true));
                 assert_eq!(v, Verdict::Switching);
             }),
         ),
     ]
+}
+
+fn desired<'a>(generation: u64, content: &'a str, pod: &'a api::Pod) -> Desired<'a> {
+    Desired {
+        generation,
+        content,
+        pod,
+    }
+}
+
+/// A pod whose stable version is generation 1 (`c1`), nothing else.
+fn on_stable() -> Rollout {
+    Rollout {
+        stable: Some(stable("c1")),
+        ..Default::default()
+    }
 }
 
 fn prepare_cases() -> Vec<Case> {
@@ -341,11 +312,7 @@ fn prepare_cases() -> Vec<Case> {
             Box::new(move || {
                 let p = pod("r/web:1");
                 let mut r = Rollout::default();
-                let d = Desired {
-                    generation: 1,
-                    content: "c1",
-                    pod: &p,
-                };
+                let d = desired(1, "c1", &p);
                 assert_eq!(prepare(&mut r, &d, ten, None), (Choice::Desired, true));
                 assert_eq!(r.stable.as_ref().map(|s| s.generation), Some(1));
                 assert!(r.probation.is_none());
@@ -355,15 +322,8 @@ fn prepare_cases() -> Vec<Case> {
             "an edit with a probation begins one, pinning what runs",
             Box::new(move || {
                 let p = pod("r/web:2");
-                let mut r = Rollout {
-                    stable: Some(stable("c1")),
-                    ..Default::default()
-                };
-                let d = Desired {
-                    generation: 2,
-                    content: "c2",
-                    pod: &p,
-                };
+                let mut r = on_stable();
+                let d = desired(2, "c2", &p);
                 let inc = incarnation("h1", "d1");
                 assert_eq!(
                     prepare(&mut r, &d, ten, Some(&inc)),
@@ -385,15 +345,8 @@ fn prepare_cases() -> Vec<Case> {
             "an edit without a probation becomes stable at once",
             Box::new(|| {
                 let p = pod("r/web:2");
-                let mut r = Rollout {
-                    stable: Some(stable("c1")),
-                    ..Default::default()
-                };
-                let d = Desired {
-                    generation: 2,
-                    content: "c2",
-                    pod: &p,
-                };
+                let mut r = on_stable();
+                let d = desired(2, "c2", &p);
                 prepare(&mut r, &d, Duration::ZERO, None);
                 assert_eq!(r.stable.as_ref().map(|s| s.generation), Some(2));
                 assert!(r.probation.is_none());
@@ -408,18 +361,10 @@ fn prepare_cases() -> Vec<Case> {
                     refused: Some(refuse(&candidate(None), "crashed".into(), "t".into())),
                     ..Default::default()
                 };
-                let d = Desired {
-                    generation: 2,
-                    content: "c2",
-                    pod: &p,
-                };
+                let d = desired(2, "c2", &p);
                 assert_eq!(prepare(&mut r, &d, ten, None).0, Choice::Stable);
                 let p3 = pod("r/web:3");
-                let d3 = Desired {
-                    generation: 3,
-                    content: "c3",
-                    pod: &p3,
-                };
+                let d3 = desired(3, "c3", &p3);
                 assert_eq!(prepare(&mut r, &d3, ten, None).0, Choice::Desired);
                 assert!(r.refused.is_none());
                 assert_eq!(r.probation.as_ref().map(|p| p.generation), Some(3));
@@ -439,11 +384,7 @@ fn prepare_cases() -> Vec<Case> {
                     probation: Some(candidate(Some(NOW))),
                     ..Default::default()
                 };
-                let d = Desired {
-                    generation: 3,
-                    content: "c1",
-                    pod: &p,
-                };
+                let d = desired(3, "c1", &p);
                 assert_eq!(prepare(&mut r, &d, ten, None).0, Choice::Desired);
                 assert!(r.probation.is_none());
             }),
@@ -459,11 +400,7 @@ fn prepare_cases() -> Vec<Case> {
                     probation: Some(candidate(Some(NOW))),
                     ..Default::default()
                 };
-                let d = Desired {
-                    generation: 3,
-                    content: "c3",
-                    pod: &p,
-                };
+                let d = desired(3, "c3", &p);
                 let candidate_runs = incarnation("h2", "d2");
                 prepare(&mut r, &d, ten, Some(&candidate_runs));
                 assert_eq!(r.probation.as_ref().map(|p| p.generation), Some(3));
@@ -475,17 +412,10 @@ fn prepare_cases() -> Vec<Case> {
             "an auto-update of the stable version stays on probation",
             Box::new(move || {
                 let p = pod("r/web:1");
-                let mut r = Rollout {
-                    stable: Some(stable("c1")),
-                    ..Default::default()
-                };
+                let mut r = on_stable();
                 let inc = incarnation("h1", "d1");
                 assert!(begin_auto_update(&mut r, &inc, "web", "d9", ten));
-                let d = Desired {
-                    generation: 1,
-                    content: "c1",
-                    pod: &p,
-                };
+                let d = desired(1, "c1", &p);
                 assert_eq!(prepare(&mut r, &d, ten, Some(&inc)).0, Choice::Desired);
                 let probation = r.probation.as_ref().expect("kept");
                 assert!(probation.auto_update);
