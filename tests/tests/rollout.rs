@@ -131,6 +131,15 @@ fn assert_rolled_back(world: &PodWorld, data: &DataDir, why: &str) {
     let rollout = &pod["details"]["pod"]["rollout"];
     assert_eq!(rollout["runningGeneration"], 1, "{pod:#}");
     assert_eq!(rollout["refusedGeneration"], 2, "{pod:#}");
+    let inspected = world.dirs.berth_json(&["inspect", "web"]);
+    let rollout = &inspected["status"]["details"]["pod"]["rollout"];
+    assert_eq!(rollout["refusedGeneration"], 2, "{inspected:#}");
+    assert!(
+        rollout["refusedReason"]
+            .as_str()
+            .is_some_and(|r| r.contains(why)),
+        "{inspected:#}"
+    );
 }
 
 /// The refused generation is not tried again; a new edit is, and passes.
@@ -151,11 +160,10 @@ fn assert_next_edit_rolls_on(world: &PodWorld, data: &DataDir, probation: &str) 
         tries_of_2 <= 1,
         "the refused generation 2 was tried {tries_of_2} times"
     );
-    let pod = world.wait_pod("web", "v3 running", running);
-    assert!(
-        pod["details"]["pod"]["rollout"].is_null(),
-        "nothing on probation or refused: {pod:#}"
-    );
+    let pod = world.wait_pod("web", "v3 running, nothing on probation or refused", |p| {
+        running(p) && p["details"]["pod"]["rollout"].is_null()
+    });
+    assert!(!message(&pod).contains("rolled back"), "{}", message(&pod));
 }
 
 #[test]
