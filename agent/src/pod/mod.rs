@@ -54,6 +54,7 @@ pub mod sync;
 pub mod teardown;
 #[cfg(test)]
 mod tests;
+pub mod versions;
 pub mod workers;
 
 pub use config::PodsConfig;

@@ -20,7 +20,7 @@ use netplugins::driver::{NetworkStatus, PodNetwork};
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
-use super::rollout::Rollout;
+use super::versions::Rollout;
 use crate::paths::Paths;
 use crate::runtime::ExitStatus;
 use crate::status::ContainerState;
