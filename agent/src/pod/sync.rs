@@ -205,11 +205,11 @@ pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
     }
     failures.into_result(format!("removing pod {}", ex.key))?;
     let host = ex.host;
-    if !state.rollout.kept.is_empty() {
-        host.images
-            .unkeep(&rollout::keeper(&state.namespace, &state.name))
-            .await;
-    }
+    // Unconditionally: an agent killed between keeping and recording
+    // leaves a kept image the record does not list.
+    host.images
+        .unkeep(&rollout::keeper(&state.namespace, &state.name))
+        .await;
     if let Err(err) = host
         .runtime
         .remove_pod_logs(&state.namespace, &state.name)
