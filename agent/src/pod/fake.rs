@@ -495,6 +495,14 @@ impl Images for FakeHost {
         boxed(())
     }
 
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
+        self.ensure(image, ImagePullPolicy::Always, secrets)
+    }
+
     fn keep<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, HostResult<bool>> {
         boxed(Ok(true))
     }

@@ -155,6 +155,15 @@ pub trait Images: Send + Sync {
         secrets: Option<Credentials>,
     ) -> BoxFuture<'a, Result<EnsuredImage, PodError>>;
 
+    /// Where `image`'s tag points now, pulling what is new
+    /// (`ImageManager::refresh`: no earlier pull answers it): the tag
+    /// re-checks of offline fallback and auto-update.
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>>;
+
     /// Whether [`Images::ensure`] would download `image` (for a status
     /// that says so while it runs).
     fn would_pull<'a>(&'a self, image: &'a str, policy: ImagePullPolicy) -> BoxFuture<'a, bool>;

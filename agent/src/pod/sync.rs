@@ -34,7 +34,6 @@ use super::teardown;
 use crate::desired::{DesiredObject, DesiredState};
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
-use crate::image::policy::ImagePullPolicy;
 use crate::runtime::from_pod;
 use crate::status::{ContainerState, EventType, time};
 
@@ -510,7 +509,6 @@ impl<'a> Run<'a> {
         if !due && !self.check_now {
             return false;
         }
-        let policy = ImagePullPolicy::Always;
         let tag = self
             .tags
             .get(name)
@@ -520,7 +518,7 @@ impl<'a> Run<'a> {
             .ex
             .host
             .images
-            .ensure(&tag, policy, self.secrets.clone())
+            .refresh(&tag, self.secrets.clone())
             .await;
         self.rechecked = true;
         let interval = self.ex.host.config.auto_update_interval;

@@ -276,6 +276,19 @@ impl Sandboxes for RuntimeHost {
 /// Images through the image manager.
 struct ImagesHost(Arc<Services>);
 
+fn parse_image(image: &str) -> Result<ImageReference, PodError> {
+    ImageReference::parse(image)
+        .map_err(|err| PodError::caused(Reason::InvalidImageName, format!("image {image:?}"), err))
+}
+
+fn pull_error(image: &str, err: EnsureError) -> PodError {
+    match err {
+        EnsureError::NeverPull(message) => PodError::new(Reason::ErrImageNeverPull, message),
+        // Its chain carries every host's failure.
+        other => PodError::caused(Reason::ImagePullBackOff, format!("image {image}"), other),
+    }
+}
+
 impl Images for ImagesHost {
     fn ensure<'a>(
         &'a self,
@@ -284,22 +297,21 @@ impl Images for ImagesHost {
         secrets: Option<Credentials>,
     ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
         Box::pin(async move {
-            let reference = ImageReference::parse(image).map_err(|err| {
-                PodError::caused(Reason::InvalidImageName, format!("image {image:?}"), err)
-            })?;
-            self.0
-                .images
-                .ensure(&reference, policy, secrets)
-                .await
-                .map_err(|err| match err {
-                    EnsureError::NeverPull(message) => {
-                        PodError::new(Reason::ErrImageNeverPull, message)
-                    }
-                    // Its chain carries every host's failure.
-                    other => {
-                        PodError::caused(Reason::ImagePullBackOff, format!("image {image}"), other)
-                    }
-                })
+            let reference = parse_image(image)?;
+            let ensured = self.0.images.ensure(&reference, policy, secrets).await;
+            ensured.map_err(|err| pull_error(image, err))
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
+        Box::pin(async move {
+            let reference = parse_image(image)?;
+            let refreshed = self.0.images.refresh(&reference, secrets).await;
+            refreshed.map_err(|err| pull_error(image, err))
         })
     }
 
