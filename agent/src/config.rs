@@ -58,6 +58,11 @@ pub struct ImagesConfig {
     /// unit (`"2MiB"`): for metered or shared links. Default 0: no limit.
     #[serde(with = "size")]
     pub max_download_rate: u64,
+    /// How often pods annotated `berth.dev/auto-update: registry` resolve
+    /// their tags again (each check jittered by ±20%, so a fleet started
+    /// together does not ask its registry at once). Default 1h.
+    #[serde(with = "manifests::duration::config")]
+    pub auto_update_interval: std::time::Duration,
 }
 
 impl Default for ImagesConfig {
@@ -70,6 +75,7 @@ impl Default for ImagesConfig {
             parallel_pulls: crate::image::manager::DEFAULT_PARALLEL_PULLS,
             offline_fallback: true,
             max_download_rate: 0,
+            auto_update_interval: crate::pod::config::DEFAULT_AUTO_UPDATE_INTERVAL,
         }
     }
 }

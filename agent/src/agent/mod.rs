@@ -153,6 +153,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     recover_pods(&host, &events, &observed_tx).await;
     let pods = PodWorkers::new(host, config.controller.backoff);
+    let auto_update_requests = observed_tx.clone();
     let ctx = Context {
         desired,
         status: status.clone(),
@@ -173,6 +174,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             _ = sighup.recv() => {
                 events.record(Event::new(EventType::Normal, "agent", "Resync", "SIGHUP: rescanning the manifest directory"));
                 resync.notify_one();
+                if crate::pod::autoupdate::take(&paths, time::unix_ms()) {
+                    events.record(Event::new(EventType::Normal, "agent", "AutoUpdateRequested", "berth auto-update: every pod with berth.dev/auto-update checks its tags now"));
+                    tokio::spawn(queue_every_pod(paths.clone(), auto_update_requests.clone()));
+                }
             }
         }
     };
@@ -206,6 +211,24 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     ));
     events.flush();
     Ok(())
+}
+
+/// Queues every pod on record (`berth auto-update` asked for a check).
+async fn queue_every_pod(paths: Paths, observed: mpsc::Sender<ObservedEvent>) {
+    let listed =
+        tokio::task::spawn_blocking(move || crate::pod::state::PodState::list(&paths)).await;
+    let Ok((states, _unreadable)) = listed else {
+        return;
+    };
+    for state in states {
+        let key = manifests::ObjectKey::new(manifests::Kind::Pod, state.namespace, state.name);
+        let _ = observed
+            .send(ObservedEvent {
+                key,
+                reason: "berth auto-update".into(),
+            })
+            .await;
+    }
 }
 
 /// Crash recovery before the first reconcile: adopt the containers that

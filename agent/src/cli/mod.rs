@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::paths::Paths;
 
+mod auto_update;
 mod diff;
 mod events;
 mod exec;
@@ -126,6 +127,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Override, once, the update lock that holds a pod's update back.
     Update(update::Args),
+    /// Check the tags of pods with berth.dev/auto-update now; list what changes.
+    AutoUpdate(auto_update::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -152,5 +155,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runtimes(args) => runtimes::run(&global, args),
         Command::Update(args) => update::run(&global, args),
         Command::Diff(args) => diff::run(&global, args),
+        Command::AutoUpdate(args) => auto_update::run(&global, args),
     }
 }

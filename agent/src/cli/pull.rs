@@ -114,7 +114,10 @@ fn pull_failed(reference: &ImageReference, err: RemoteError) -> anyhow::Error {
     anyhow::Error::new(err).context(format!("pulling {reference}"))
 }
 
-fn hosts_config(manifests: &Path, hosts_dir: Option<&Path>) -> anyhow::Result<HostsConfig> {
+pub(super) fn hosts_config(
+    manifests: &Path,
+    hosts_dir: Option<&Path>,
+) -> anyhow::Result<HostsConfig> {
     let mut config = HostsConfig::new();
     if manifests.is_dir() {
         config.overlay(load_manifest_dir(manifests).with_context(|| {

@@ -226,6 +226,32 @@ impl ImageManager {
         pull_policy: ImagePullPolicy,
         pull_secrets: Option<Credentials>,
     ) -> Result<EnsuredImage, EnsureError> {
+        self.ensure_with(reference, platform, pull_policy, pull_secrets, false)
+            .await
+    }
+
+    /// Asks the registry where the tag points now and pulls what is new:
+    /// [`ImageManager::ensure`] with `Always`, except that a pull that
+    /// ended before this call does not answer it (an auto-update check,
+    /// `berth auto-update`, must see a tag pushed a moment ago). A pull in
+    /// flight is still joined.
+    pub async fn refresh(
+        &self,
+        reference: &ImageReference,
+        pull_secrets: Option<Credentials>,
+    ) -> Result<EnsuredImage, EnsureError> {
+        self.ensure_with(reference, None, ImagePullPolicy::Always, pull_secrets, true)
+            .await
+    }
+
+    async fn ensure_with(
+        &self,
+        reference: &ImageReference,
+        platform: Option<&Platform>,
+        pull_policy: ImagePullPolicy,
+        pull_secrets: Option<Credentials>,
+        fresh: bool,
+    ) -> Result<EnsuredImage, EnsureError> {
         let present = self.resolve_for(reference, platform).await?;
         match policy::decide(pull_policy, reference, present.is_some()) {
             PullDecision::UseLocal => {
@@ -249,7 +275,7 @@ impl ImageManager {
         if let Some(ended) = pull.last() {
             match ended.outcome {
                 Outcome::Pulled(record)
-                    if ended.at >= asked || ended.at.elapsed() < RECENT_PULL =>
+                    if ended.at >= asked || (!fresh && ended.at.elapsed() < RECENT_PULL) =>
                 {
                     return Ok(EnsuredImage::stored(record));
                 }

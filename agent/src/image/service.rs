@@ -333,6 +333,35 @@ impl ImageService {
         Ok(self.meta.held_containers()?)
     }
 
+    /// Keeps the stored image `reference` names by its digest (`repo:tag@
+    /// sha256:…`) under that name, pinned by `owner`, so neither GC nor
+    /// prune takes it while the tag moves on: a pod's rollback target
+    /// (`pod::rollout`). False when that manifest is not stored.
+    pub fn keep(&self, owner: &str, reference: &ImageReference) -> Result<bool> {
+        let Some(digest) = reference.digest() else {
+            return Ok(false);
+        };
+        let name = reference.to_string();
+        if !self.meta.name_manifest(&name, digest)? {
+            return Ok(false);
+        }
+        self.meta.pin(owner, &name)?;
+        Ok(true)
+    }
+
+    /// Drops what `owner` kept ([`ImageService::keep`]): its pins, and the
+    /// names unless something else pins them.
+    pub fn unkeep(&self, owner: &str) -> Result<()> {
+        let names = self.meta.pins_of(owner)?;
+        self.meta.unpin_owner(owner)?;
+        for name in names {
+            if !self.meta.is_pinned(&name)? {
+                self.meta.remove_image(&name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The Image object `owner` (its key, e.g. `Image/busybox`) pins
     /// `reference`, replacing what it pinned before (in one transaction).
     pub fn pin(&self, owner: &str, reference: &ImageReference) -> Result<()> {

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// `[images] auto-update-interval` when not set.
+pub const DEFAULT_AUTO_UPDATE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// `[pods]` in the agent config.
 ///
 /// ```toml
@@ -22,6 +25,8 @@ use serde::Deserialize;
 /// parallel-stops = 32       # containers in their grace period at once
 /// storage-check-interval = "10s"  # ephemeral-storage limits and emptyDir
 ///                           # sizeLimit measured this often (eviction)
+/// probation = "0s"          # health-gated rollout for every pod (berth.dev/probation
+///                           # overrides per pod); 0s: off
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -48,6 +53,14 @@ pub struct PodsConfig {
     /// eviction manager checks every 10 s).
     #[serde(with = "manifests::duration::config")]
     pub storage_check_interval: Duration,
+    /// How long an update is on probation when its pod has no
+    /// `berth.dev/probation` annotation (`pod::rollout`); zero is off.
+    #[serde(with = "manifests::duration::config")]
+    pub probation: Duration,
+    /// How often pods with `berth.dev/auto-update` re-resolve their tags
+    /// (`[images] auto-update-interval`, jittered per check).
+    #[serde(skip)]
+    pub auto_update_interval: Duration,
 }
 
 impl Default for PodsConfig {
@@ -60,6 +73,8 @@ impl Default for PodsConfig {
             parallel_starts: 8,
             parallel_stops: 32,
             storage_check_interval: Duration::from_secs(10),
+            probation: Duration::ZERO,
+            auto_update_interval: DEFAULT_AUTO_UPDATE_INTERVAL,
         }
     }
 }

@@ -516,6 +516,22 @@ impl Images for FakeHost {
         boxed(())
     }
 
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
+        self.ensure(image, ImagePullPolicy::Always, secrets)
+    }
+
+    fn keep<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        boxed(Ok(true))
+    }
+
+    fn unkeep<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ()> {
+        boxed(())
+    }
+
     fn config<'a>(&'a self, _: &'a ImageRecord) -> BoxFuture<'a, HostResult<ImageConfiguration>> {
         boxed(Ok(ImageConfiguration::default()))
     }

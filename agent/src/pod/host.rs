@@ -175,6 +175,15 @@ pub trait Images: Send + Sync {
         secrets: Option<Credentials>,
     ) -> BoxFuture<'a, Result<EnsuredImage, PodError>>;
 
+    /// Where `image`'s tag points now, pulling what is new
+    /// (`ImageManager::refresh`: no earlier pull answers it): the tag
+    /// re-checks of offline fallback and auto-update.
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>>;
+
     /// Whether [`Images::ensure`] would download `image` (for a status
     /// that says so while it runs).
     fn would_pull<'a>(&'a self, image: &'a str, policy: ImagePullPolicy) -> BoxFuture<'a, bool>;
@@ -186,6 +195,14 @@ pub trait Images: Send + Sync {
 
     /// Gives up container `id`'s hold. Failures are logged.
     fn release<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Keeps the stored image `image` (`repo:tag@sha256:…`) by that name for
+    /// `owner` — a pod's rollback target — so neither GC nor prune takes it
+    /// while its tag moves on; false when it is not stored.
+    fn keep<'a>(&'a self, owner: &'a str, image: &'a str) -> BoxFuture<'a, HostResult<bool>>;
+
+    /// Drops what `owner` kept. Failures are logged.
+    fn unkeep<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, ()>;
 
     /// The image's configuration (entrypoint, env, user, …).
     fn config<'a>(

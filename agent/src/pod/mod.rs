@@ -28,6 +28,7 @@
 //! ([`error`]).
 
 pub mod action;
+pub mod autoupdate;
 pub mod config;
 pub mod containers;
 pub mod error;
@@ -49,6 +50,7 @@ pub mod probes;
 pub mod projection;
 pub mod recover;
 pub mod report;
+pub mod rollout;
 pub mod sandbox;
 pub mod state;
 pub mod storage;
@@ -57,6 +59,7 @@ pub mod teardown;
 #[cfg(test)]
 mod tests;
 pub mod update;
+pub mod versions;
 pub mod workers;
 
 pub use config::PodsConfig;

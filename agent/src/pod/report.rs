@@ -303,6 +303,7 @@ fn pod_details(state: &PodState, report: Report) -> PodDetails {
         init_containers: report.init_containers,
         containers: report.containers,
         warnings,
+        rollout: None,
     }
 }
 

@@ -20,6 +20,7 @@ use netplugins::driver::{NetworkStatus, PodNetwork};
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
+use super::versions::Rollout;
 use crate::paths::Paths;
 use crate::runtime::ExitStatus;
 use crate::status::ContainerState;
@@ -68,6 +69,10 @@ pub struct PodState {
     /// first log never overwrites the previous pod's.
     #[serde(default)]
     pub next_instance: BTreeMap<String, u32>,
+    /// The stable version, an update on probation, a refused one
+    /// (`pod::rollout`).
+    #[serde(default, skip_serializing_if = "Rollout::is_empty")]
+    pub rollout: Rollout,
     /// Unix ms since when an update waits for a container's update lock
     /// (`super::update`): the wait's timeout survives an agent restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +207,7 @@ impl PodState {
             incarnation,
             retired: Vec::new(),
             next_instance: BTreeMap::new(),
+            rollout: Rollout::default(),
             update_held_since_ms: None,
             evicted: None,
         }

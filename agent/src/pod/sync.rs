@@ -16,6 +16,7 @@ use manifests::annotations::UpdateStrategy;
 use manifests::types as api;
 
 use super::action::Action;
+use super::autoupdate;
 use super::containers::{self, PodEnvironment, Stopping};
 use super::error::{Failures, PodError, Reason};
 use super::eviction;
@@ -28,6 +29,7 @@ use super::plan::{
     self, ContainerView, DesiredPod, Observed, PodActions, PodStep, Start, StartKind,
 };
 use super::report::{self, PodReport};
+use super::rollout::{self, Choice, Verdict};
 use super::sandbox::{self, Ready};
 use super::state::{ContainerSlot, Incarnation, Instance, PodState, grace_seconds};
 use super::teardown;
@@ -35,7 +37,6 @@ use super::update::{self, Gate, TakenLock};
 use crate::desired::{DesiredObject, DesiredState};
 use crate::image::auth::Credentials;
 use crate::image::manager::EnsuredImage;
-use crate::image::policy::ImagePullPolicy;
 use crate::runtime::from_pod;
 use crate::status::{ContainerState, EventType, time};
 
@@ -50,18 +51,41 @@ pub async fn sync(
     object: &DesiredObject,
     desired: &DesiredState,
 ) -> Result<PodReport, PodError> {
-    let Object::Pod(pod) = object.object.as_ref() else {
+    let Object::Pod(manifest_pod) = object.object.as_ref() else {
         return Err(PodError::new(
             Reason::CreateContainerConfigError,
             format!("{} does not hold a Pod", object.key),
         ));
     };
     let (namespace, name) = (ex.key.namespace.as_str(), ex.key.name.as_str());
+    let record = load(ex).await?;
+    // Which version runs: the desired one, or the stable one while the
+    // desired one is refused (`rollout`).
+    let version = rollout::Desired {
+        generation: object.generation,
+        content: &object.content_hash,
+        pod: manifest_pod,
+    };
+    let probation = rollout::probation_of(&manifest_pod.metadata, ex.host.config.probation);
+    let mut versions = record
+        .as_ref()
+        .map(|s| s.rollout.clone())
+        .unwrap_or_default();
+    let (choice, versions_changed) = rollout::prepare(
+        &mut versions,
+        &version,
+        probation,
+        record.as_ref().map(|s| &s.incarnation),
+    );
+    let stable_pod = match choice {
+        Choice::Stable => versions.stable.as_ref().and_then(rollout::pinned),
+        Choice::Desired => None,
+    };
+    let pod = stable_pod.as_ref().unwrap_or(manifest_pod);
     let spec = &pod.spec;
     if let crate::node::Selection::NotSelected(why) = ex.host.node.select(spec) {
         return not_selected(ex, &why).await;
     }
-    let record = load(ex).await?;
     if record.is_none()
         && let Some(waiting) = eviction::admit(ex, spec).await
     {
@@ -89,6 +113,37 @@ pub async fn sync(
     }
     // Applies to the next stop without recreating anything.
     state.incarnation.grace_seconds = grace_seconds(spec);
+    state.rollout = versions;
+    let auto_update = rollout::auto_update_of(&manifest_pod.metadata);
+    let tags: BTreeMap<String, String> = manifest_pod
+        .spec
+        .init_containers
+        .iter()
+        .chain(&manifest_pod.spec.containers)
+        .map(|c| (c.name.clone(), c.image.clone()))
+        .collect();
+    let checked_tags = if auto_update {
+        tags.clone()
+    } else {
+        BTreeMap::new()
+    };
+    let mut unsaved = versions_changed;
+    if state.rollout.auto_update != checked_tags {
+        state.rollout.auto_update = checked_tags;
+        unsaved = true;
+    }
+    let check_now = auto_update && autoupdate::requested_ms() > state.rollout.checked_request_ms;
+    if let Some(candidate) = state.rollout.probation.as_mut()
+        && candidate.containers.is_none()
+        && choice == Choice::Desired
+    {
+        candidate.containers = Some(rollout::replaced(
+            &state.incarnation,
+            &pod_hash,
+            &wanted,
+            &candidate.digests,
+        ));
+    }
     let desired_pod = DesiredPod {
         pod_hash: &pod_hash,
         containers: &wanted,
@@ -110,17 +165,34 @@ pub async fn sync(
         secrets,
         ensured: BTreeMap::new(),
         ready: None,
-        unsaved: false,
+        unsaved,
         rechecked: false,
         update: update::Settings::of(&pod.metadata),
         held: None,
         locks: Vec::new(),
+        choice,
+        version,
+        probation,
+        auto_update,
+        tags,
+        auto_moved: Vec::new(),
+        check_now,
     };
     let outcome = run.rounds(&mut state, &desired_pod).await;
     if run.unsaved {
         sandbox::save(ex.host, &state).await?;
     }
-    eviction::check(ex, &mut state, spec, object.generation, outcome?).await
+    let mut report = eviction::check(ex, &mut state, spec, object.generation, outcome?).await?;
+    if choice == Choice::Stable
+        && report.phase == crate::status::Phase::Running
+        && let Some(message) = rollout::rolled_back_message(&state.rollout)
+    {
+        report.message = message;
+    }
+    if let Some(details) = report.details.as_mut() {
+        details.rollout = rollout::details(&state.rollout);
+    }
+    Ok(report)
 }
 
 /// Removes pod `ex.key` and everything it had (every incarnation, its logs
@@ -149,6 +221,11 @@ pub async fn terminate(ex: &Executor<'_>) -> Result<(), PodError> {
     }
     failures.into_result(format!("removing pod {}", ex.key))?;
     let host = ex.host;
+    // Unconditionally: an agent killed between keeping and recording
+    // leaves a kept image the record does not list.
+    host.images
+        .unkeep(&rollout::keeper(&state.namespace, &state.name))
+        .await;
     if let Err(err) = host
         .runtime
         .remove_pod_logs(&state.namespace, &state.name)
@@ -275,6 +352,23 @@ struct Run<'a> {
     /// Update locks taken for a pod-level change, kept until the old
     /// incarnation is torn down (the end of the sync at the latest).
     locks: Vec<TakenLock>,
+    /// The version this sync runs (`rollout`).
+    choice: Choice,
+    /// The desired version (what a probation that passes makes stable).
+    version: rollout::Desired<'a>,
+    /// The desired version's probation.
+    probation: Duration,
+    /// `berth.dev/auto-update`: tags are checked again periodically.
+    auto_update: bool,
+    /// Each container's image as the manifest names it (the stable version
+    /// may run it pinned to a digest; auto-update checks the tag).
+    tags: BTreeMap<String, String>,
+    /// Containers whose tag an auto-update check found at a new digest in
+    /// this round.
+    auto_moved: Vec<(String, String)>,
+    /// `berth auto-update` asked for a check the pod has not made yet: the
+    /// first round checks every tag.
+    check_now: bool,
 }
 
 impl<'a> Run<'a> {
@@ -285,7 +379,14 @@ impl<'a> Run<'a> {
     ) -> Result<PodReport, PodError> {
         let mut last: Option<(PodActions, BTreeMap<String, ContainerView>)> = None;
         for _ in 0..MAX_ROUNDS {
-            let views = self.observe(state, desired.policy).await?;
+            let mut views = self.observe(state, desired.policy).await?;
+            if let Some(report) = self.auto_updates(state, &mut views).await? {
+                return Ok(report);
+            }
+            if let Some(report) = self.judge(state, &views).await? {
+                return Ok(report);
+            }
+            self.keep_target(state).await;
             let alive = sandbox::alive(self.ex.host, state).await;
             let deadlines = self.ex.stops.deadlines();
             let now_ms = self.ex.now_ms();
@@ -346,6 +447,8 @@ impl<'a> Run<'a> {
             if actions.is_idle() {
                 let mut report = report::build(state, self.spec, &actions, &views, now_ms);
                 report.wake_at_ms = earliest(report.wake_at_ms, next_recheck(state));
+                let probation_ends = state.rollout.probation.as_ref().and_then(|p| p.until_ms);
+                report.wake_at_ms = earliest(report.wake_at_ms, probation_ends);
                 return Ok(report);
             }
             self.act(state, &actions).await?;
@@ -433,6 +536,11 @@ impl<'a> Run<'a> {
                 },
             );
         }
+        if self.check_now {
+            self.check_now = false;
+            state.rollout.checked_request_ms = autoupdate::requested_ms();
+            self.rechecked = true;
+        }
         if exited || self.rechecked {
             self.rechecked = false;
             self.save(state).await?;
@@ -449,23 +557,40 @@ impl<'a> Run<'a> {
         let Some(instance) = slot.current.as_mut() else {
             return false;
         };
-        match instance.recheck_at_ms {
-            Some(at) if at <= now_ms => {}
-            _ => return false,
+        let due = match instance.recheck_at_ms {
+            Some(at) => at <= now_ms,
+            // Started before the pod asked for auto-updates.
+            None => self.auto_update,
+        };
+        if !due && !self.check_now {
+            return false;
         }
-        let policy = ImagePullPolicy::Always;
+        let tag = self
+            .tags
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| instance.image.clone());
         let checked = self
             .ex
             .host
             .images
-            .ensure(&instance.image, policy, self.secrets.clone())
+            .refresh(&tag, self.secrets.clone())
             .await;
         self.rechecked = true;
+        let interval = self.ex.host.config.auto_update_interval;
         match checked {
             Ok(ensured) if ensured.offline.is_none() => {
-                instance.recheck_at_ms = None;
+                instance.recheck_at_ms = self
+                    .auto_update
+                    .then(|| rollout::next_check_ms(now_ms, interval));
                 let digest = ensured.record.manifest_digest.to_string();
                 let moved = instance.image_digest.as_deref() != Some(digest.as_str());
+                if moved && self.auto_update {
+                    // `auto_updates` decides, with the pod's versions.
+                    self.ensured.insert(tag, ensured);
+                    self.auto_moved.push((name.to_owned(), digest));
+                    return false;
+                }
                 if moved {
                     self.ex.event(
                         EventType::Normal,
@@ -480,11 +605,191 @@ impl<'a> Run<'a> {
                 }
                 moved
             }
-            _ => {
+            Ok(_) => {
                 instance.recheck_at_ms =
                     Some(now_ms + plan::millis(self.ex.host.config.image_recheck));
                 false
             }
+            Err(err) => {
+                if self.auto_update {
+                    self.ex.event(
+                        EventType::Warning,
+                        "AutoUpdateFailed",
+                        format!(
+                            "container {name}: checking image {tag}: {}",
+                            one_line(&err.message())
+                        ),
+                    );
+                }
+                instance.recheck_at_ms =
+                    Some(now_ms + plan::millis(self.ex.host.config.image_recheck));
+                false
+            }
+        }
+    }
+
+    /// What the auto-update checks of this round found: a tag at a digest
+    /// refused before stays where it is; another new digest rolls forward
+    /// (replacing the container as an edit does), on probation when the
+    /// pod has one. A rolled-back pod whose tag moved on syncs again at
+    /// once, to run the desired version.
+    async fn auto_updates(
+        &mut self,
+        state: &mut PodState,
+        views: &mut BTreeMap<String, ContainerView>,
+    ) -> Result<Option<PodReport>, PodError> {
+        let moved = std::mem::take(&mut self.auto_moved);
+        if moved.is_empty() {
+            return Ok(None);
+        }
+        let mut resync = false;
+        for (name, digest) in moved {
+            let refused = state.rollout.refused.as_ref().filter(|r| r.auto_update);
+            if refused.is_some_and(|r| r.digests.get(&name) == Some(&digest)) {
+                continue;
+            }
+            if self.choice == Choice::Stable && refused.is_none() {
+                // An edit is refused: the stable version stays until the
+                // manifest changes.
+                continue;
+            }
+            let tag = self.tags.get(&name).cloned().unwrap_or_default();
+            let running = state
+                .incarnation
+                .containers
+                .get(&name)
+                .and_then(|slot| slot.current.as_ref())
+                .and_then(|i| i.image_digest.clone())
+                .unwrap_or_else(|| "an unknown digest".into());
+            let on_probation = !self.probation.is_zero()
+                && rollout::begin_auto_update(
+                    &mut state.rollout,
+                    &state.incarnation,
+                    &name,
+                    &digest,
+                    self.probation,
+                );
+            if !on_probation {
+                state.rollout.refused = None;
+            }
+            self.ex.event(
+                EventType::Normal,
+                "AutoUpdated",
+                format!(
+                    "container {name}: image {tag} now points to {digest} (it runs {running}): rolling forward{}",
+                    if on_probation {
+                        format!(
+                            ", on probation for {}",
+                            manifests::duration::format(self.probation)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+            if self.choice == Choice::Stable {
+                resync = true;
+            } else if let Some(view) = views.get_mut(&name) {
+                view.superseded = true;
+            }
+        }
+        self.save(state).await?;
+        if resync {
+            let now_ms = self.ex.now_ms();
+            return Ok(Some(report::blocked(
+                Some(state),
+                "auto-update: rolling forward".into(),
+                Some(now_ms),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Judges the update on probation, if any (`rollout::judge`): starts its
+    /// clock, makes it stable when it passed, or refuses it and syncs again
+    /// at once to roll back.
+    async fn judge(
+        &mut self,
+        state: &mut PodState,
+        views: &BTreeMap<String, ContainerView>,
+    ) -> Result<Option<PodReport>, PodError> {
+        if self.choice != Choice::Desired {
+            return Ok(None);
+        }
+        let Some(probation) = state.rollout.probation.as_ref() else {
+            return Ok(None);
+        };
+        let now_ms = self.ex.now_ms();
+        match rollout::judge(probation, &state.incarnation, views, self.wanted, now_ms) {
+            Verdict::Switching | Verdict::Watching { .. } => Ok(None),
+            Verdict::Start { until_ms } => {
+                let generation = probation.generation;
+                let duration = Duration::from_millis(probation.duration_ms);
+                if let Some(probation) = state.rollout.probation.as_mut() {
+                    probation.until_ms = Some(until_ms);
+                }
+                self.save(state).await?;
+                self.ex.event(
+                    EventType::Normal,
+                    "Probation",
+                    format!(
+                        "generation {generation} runs: on probation for {}",
+                        manifests::duration::format(duration)
+                    ),
+                );
+                Ok(None)
+            }
+            Verdict::Passed => {
+                let generation = probation.generation;
+                state.rollout.stable = Some(rollout::passed(&self.version, &state.incarnation));
+                state.rollout.probation = None;
+                self.save(state).await?;
+                self.ex.event(
+                    EventType::Normal,
+                    "ProbationPassed",
+                    format!("generation {generation} passed its probation: it is the version to come back to"),
+                );
+                Ok(None)
+            }
+            Verdict::Failed(reason) => {
+                let refused = rollout::refuse(probation, reason, time::now());
+                let (event, message) = rollout::rolled_back_event(&state.rollout, &refused);
+                self.ex.event(EventType::Warning, event, message);
+                state.rollout.refused = Some(refused);
+                state.rollout.probation = None;
+                self.save(state).await?;
+                let message = rollout::rolled_back_message(&state.rollout).unwrap_or_default();
+                Ok(Some(report::blocked(Some(state), message, Some(now_ms))))
+            }
+        }
+    }
+
+    /// While an update is on probation or refused, the stable version's
+    /// images stay in the store by digest (pinned until probation ends and
+    /// while the stable version runs instead); once neither, they go.
+    async fn keep_target(&mut self, state: &mut PodState) {
+        let images = &self.ex.host.images;
+        let owner = rollout::keeper(&state.namespace, &state.name);
+        if rollout::keeps_target(&state.rollout) {
+            if !state.rollout.kept.is_empty() {
+                return;
+            }
+            for image in rollout::target_images(&state.rollout) {
+                match images.keep(&owner, &image).await {
+                    Ok(true) => state.rollout.kept.push(image),
+                    Ok(false) => {
+                        tracing::info!(%image, "the rollback target is not stored; a rollback pulls it by digest");
+                    }
+                    Err(err) => {
+                        tracing::warn!(%image, error = %crate::status::chain(&*err), "could not keep the rollback target");
+                    }
+                }
+            }
+            self.unsaved |= !state.rollout.kept.is_empty();
+        } else if !state.rollout.kept.is_empty() {
+            images.unkeep(&owner).await;
+            state.rollout.kept.clear();
+            self.unsaved = true;
         }
     }
 
@@ -1016,10 +1321,12 @@ impl<'a> Run<'a> {
                 .as_ref()
                 .and_then(|l| l.pre_stop.as_ref())
                 .and_then(|hook| Action::of_hook(hook, container)),
-            recheck_at_ms: ensured
-                .offline
-                .as_ref()
-                .map(|_| ex.now_ms() + plan::millis(ex.host.config.image_recheck)),
+            recheck_at_ms: match &ensured.offline {
+                Some(_) => Some(ex.now_ms() + plan::millis(ex.host.config.image_recheck)),
+                None => self.auto_update.then(|| {
+                    rollout::next_check_ms(ex.now_ms(), ex.host.config.auto_update_interval)
+                }),
+            },
         };
         {
             let slot = state

@@ -1008,3 +1008,86 @@ async fn a_recreated_pod_follows_its_strategy_and_its_update_locks() {
     let pulled = world.first("pulled registry.test/app:2").expect("pulled");
     assert!(stopped < deleted && deleted < pulled, "{:#?}", world.log);
 }
+
+/// `pod::rollout` through the sync: an update on probation whose container
+/// exits is refused, the stable version runs again pinned to its digest,
+/// and the refused generation is not tried again while it stays desired.
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_probation_rolls_back_to_the_pinned_stable_version() {
+    const V2: &str = "registry.test/app:2";
+    let fake = fake_with_image();
+    fake.world().images.insert(V2.into());
+    let pod = Pod::new(&fake, "web");
+    let on_probation = |image: &str| {
+        pod_yaml("web", &[("app", image)], "").replacen(
+            "  name: web\n",
+            "  name: web\n  annotations:\n    berth.dev/probation: 10s\n",
+            1,
+        )
+    };
+    let v1 = on_probation(IMAGE);
+    let v2 = on_probation(V2);
+    let first = desired(&[("web.yaml", &v1)]);
+    pod.sync(&first).await;
+    let v1_digest = pod.record().incarnation.containers["app"]
+        .current
+        .as_ref()
+        .and_then(|i| i.image_digest.clone())
+        .expect("a digest");
+
+    let mut store = testing::store();
+    store.update(vec![testing::file("web.yaml", &v1)]);
+    let edited = store
+        .update(vec![testing::file("web.yaml", &v2)])
+        .expect("an edit");
+    let report = pod.sync(&edited).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    let probation = pod.record().rollout.probation.expect("on probation");
+    assert_eq!(
+        probation.containers.as_deref(),
+        Some(&["app".to_string()][..])
+    );
+    assert!(probation.until_ms.is_some(), "the clock started");
+    assert!(
+        pod.record()
+            .rollout
+            .stable
+            .is_some_and(|s| s.digests["app"] == v1_digest),
+        "the stable version's digest is pinned"
+    );
+
+    let crashed = pod.id("app");
+    let now = fake.now_ms();
+    fake.world().exit(&crashed, 1, now);
+    let report = pod.sync(&edited).await;
+    assert!(
+        report.message.starts_with("rolled back from generation"),
+        "{}",
+        report.message
+    );
+    assert_eq!(report.wake_at_ms, Some(fake.now_ms()), "rolls back at once");
+    assert!(fake.world().reasons().contains(&"RolledBack".to_string()));
+
+    let report = pod.sync(&edited).await;
+    assert_eq!(report.phase, Phase::Running, "{report:?}");
+    assert!(
+        report.message.contains("exited with code 1"),
+        "{}",
+        report.message
+    );
+    let record = pod.record();
+    let instance = record.incarnation.containers["app"]
+        .current
+        .clone()
+        .expect("an instance");
+    assert!(
+        instance.image.ends_with(&format!("app:1@{v1_digest}")),
+        "{}",
+        instance.image
+    );
+    assert!(record.rollout.probation.is_none() && record.rollout.refused.is_some());
+    // Synced again with generation 2 still desired: nothing is tried.
+    let before = fake.world().log.len();
+    pod.sync(&edited).await;
+    assert_eq!(fake.world().log.len(), before, "{:#?}", fake.world().log);
+}

@@ -95,7 +95,10 @@ impl Services {
             registries: RegistrySet::new(config.images.hosts_dir.clone(), hosts),
             runtime,
             network,
-            pods: config.pods,
+            pods: crate::pod::PodsConfig {
+                auto_update_interval: config.images.auto_update_interval,
+                ..config.pods
+            },
             store: config.store.clone(),
         })
     }

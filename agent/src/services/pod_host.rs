@@ -328,6 +328,19 @@ impl Sandboxes for RuntimeHost {
 /// Images through the image manager.
 struct ImagesHost(Arc<Services>);
 
+fn parse_image(image: &str) -> Result<ImageReference, PodError> {
+    ImageReference::parse(image)
+        .map_err(|err| PodError::caused(Reason::InvalidImageName, format!("image {image:?}"), err))
+}
+
+fn pull_error(image: &str, err: EnsureError) -> PodError {
+    match err {
+        EnsureError::NeverPull(message) => PodError::new(Reason::ErrImageNeverPull, message),
+        // Its chain carries every host's failure.
+        other => PodError::caused(Reason::ImagePullBackOff, format!("image {image}"), other),
+    }
+}
+
 impl Images for ImagesHost {
     fn ensure<'a>(
         &'a self,
@@ -336,22 +349,21 @@ impl Images for ImagesHost {
         secrets: Option<Credentials>,
     ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
         Box::pin(async move {
-            let reference = ImageReference::parse(image).map_err(|err| {
-                PodError::caused(Reason::InvalidImageName, format!("image {image:?}"), err)
-            })?;
-            self.0
-                .images
-                .ensure(&reference, policy, secrets)
-                .await
-                .map_err(|err| match err {
-                    EnsureError::NeverPull(message) => {
-                        PodError::new(Reason::ErrImageNeverPull, message)
-                    }
-                    // Its chain carries every host's failure.
-                    other => {
-                        PodError::caused(Reason::ImagePullBackOff, format!("image {image}"), other)
-                    }
-                })
+            let reference = parse_image(image)?;
+            let ensured = self.0.images.ensure(&reference, policy, secrets).await;
+            ensured.map_err(|err| pull_error(image, err))
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        image: &'a str,
+        secrets: Option<Credentials>,
+    ) -> BoxFuture<'a, Result<EnsuredImage, PodError>> {
+        Box::pin(async move {
+            let reference = parse_image(image)?;
+            let refreshed = self.0.images.refresh(&reference, secrets).await;
+            refreshed.map_err(|err| pull_error(image, err))
         })
     }
 
@@ -386,6 +398,25 @@ impl Images for ImagesHost {
         Box::pin(async move {
             if let Err(err) = blocking(move || Ok(images.release_container(&id)?)).await {
                 tracing::warn!(error = %crate::status::chain(&*err), "could not release a container's image hold");
+            }
+        })
+    }
+
+    fn keep<'a>(&'a self, owner: &'a str, image: &'a str) -> BoxFuture<'a, HostResult<bool>> {
+        let images = self.0.images.service().clone();
+        let (owner, image) = (owner.to_string(), image.to_string());
+        Box::pin(blocking(move || {
+            let reference = ImageReference::parse(&image)?;
+            Ok(images.keep(&owner, &reference)?)
+        }))
+    }
+
+    fn unkeep<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, ()> {
+        let images = self.0.images.service().clone();
+        let owner = owner.to_string();
+        Box::pin(async move {
+            if let Err(err) = blocking(move || Ok(images.unkeep(&owner)?)).await {
+                tracing::warn!(error = %crate::status::chain(&*err), "could not drop a kept rollback image");
             }
         })
     }

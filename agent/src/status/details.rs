@@ -47,6 +47,32 @@ pub struct PodDetails {
     /// firewall policy, ignored fields).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Which generation runs, one on probation, one refused
+    /// (`berth.dev/probation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutDetails>,
+}
+
+/// A pod's versions under health-gated rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutDetails {
+    /// The generation known good (the rollback target).
+    pub stable_generation: u64,
+    /// The generation that runs now.
+    pub running_generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_generation: Option<u64>,
+    /// When its probation ends (RFC 3339), once its clock started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_reason: Option<String>,
+    /// The image digests refused (an auto-update), by container.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refused_digests: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use manifests::{Diagnostic, Kind, ObjectKey};
 use serde::{Deserialize, Serialize};
 
-pub use details::{ContainerDetails, ContainerState, Details, PodDetails};
+pub use details::{ContainerDetails, ContainerState, Details, PodDetails, RolloutDetails};
 pub use events::{Event, EventLog, EventType};
 pub use reporter::Reporter;
 pub use store::{ReportOutcome, StatusStore};

@@ -141,9 +141,17 @@ fn validate_metadata(meta: &ObjectMeta, what: &str, namespaced: bool, issues: &m
             issues.error_at_key(path, format!("annotation key `{key}` is not valid: {why}"));
         }
     }
-    for (key, message) in crate::annotations::check(meta) {
-        let path = crate::parse::tree::join_key("metadata.annotations", &key);
-        issues.error(path, message);
+    for finding in crate::annotations::check(meta, what, what == "pod") {
+        issues.list.push(Issue {
+            severity: if finding.is_error {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+            path: crate::parse::tree::join_key("metadata.annotations", &finding.key),
+            at_key: finding.at_key,
+            message: finding.message,
+        });
     }
 }
 

@@ -98,6 +98,31 @@ impl MetaStore {
         })
     }
 
+    /// Points the new name `name` at the stored manifest `digest` (a
+    /// rollback target kept by its digest); false when that manifest is not
+    /// stored. An existing name is left as it is.
+    pub fn name_manifest(&self, name: &str, digest: &str) -> Result<bool> {
+        self.write(|tx| -> Result<bool> {
+            let now = now();
+            tx.execute(
+                "INSERT INTO images (name, manifest_digest, index_digest, recorded_at, last_used)
+                 SELECT ?1, digest, NULL, ?3, ?3 FROM image_manifests WHERE digest = ?2
+                 ON CONFLICT(name) DO NOTHING",
+                params![name, digest, now],
+            )
+            .map_err(sql("naming a kept image"))?;
+            let named: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM images WHERE name = ?1",
+                    params![name],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql("naming a kept image"))?;
+            Ok(named.is_some())
+        })
+    }
+
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         let conn = self.lock();
         let row = conn

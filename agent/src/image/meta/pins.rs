@@ -14,6 +14,16 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Whether any owner pins `name`.
+    pub fn is_pinned(&self, name: &str) -> Result<bool> {
+        Ok(!strings(
+            &self.lock(),
+            "SELECT owner FROM image_pins WHERE name = ?1",
+            name,
+        )?
+        .is_empty())
+    }
+
     /// Drops every pin `owner` holds (its Image object was deleted or now
     /// names another image).
     pub fn unpin_owner(&self, owner: &str) -> Result<()> {

@@ -153,59 +153,11 @@ impl Puller {
         let credentials = options.credentials.unwrap_or(&self.credentials);
         let sessions = self.sessions(reference, credentials)?;
         let mut stats = FetchStats::default();
-
-        let (capability, name): (fn(&Capabilities) -> bool, _) = match reference.digest() {
-            Some(_) => (|c| c.pull, "pull"),
-            None => (|c| c.resolve, "resolve"),
-        };
-        let resolvers = self.hosts_with(&sessions, capability, reference, name)?;
         let pullers = self.hosts_with(&sessions, |c| c.pull, reference, "pull")?;
-        let expected = reference
-            .digest()
-            .map(|d| parse_digest(d, &reference.to_string()))
-            .transpose()?;
-        let top = fetch_manifest_any(
-            &resolvers,
-            reference.object(),
-            expected.as_ref(),
-            &self.store,
-            &options,
-            &format!("manifest of {reference}"),
-        )
-        .await?;
-        stats.bytes_transferred += top.transferred;
-
-        let (index_digest, chosen, chosen_platform) = match top.document {
-            Document::Manifest(_) => (None, top, platform.clone()),
-            Document::Index(index) => {
-                let entry =
-                    platform
-                        .select(index.manifests())
-                        .ok_or_else(|| RemoteError::NoPlatform {
-                            reference: reference.to_string(),
-                            platform: platform.to_string(),
-                            available: index
-                                .manifests()
-                                .iter()
-                                .filter_map(Platform::of_descriptor)
-                                .map(|p| p.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        })?;
-                let chosen_platform = Platform::of_descriptor(entry).unwrap_or(platform.clone());
-                let child = fetch_manifest_any(
-                    &pullers,
-                    entry.digest().as_ref(),
-                    Some(entry.digest()),
-                    &self.store,
-                    &options,
-                    &format!("manifest for {chosen_platform} of {reference}"),
-                )
-                .await?;
-                stats.bytes_transferred += child.transferred;
-                (Some(top.digest), child, chosen_platform)
-            }
-        };
+        let (index_digest, chosen, chosen_platform, transferred) = self
+            .choose_manifest(&sessions, &pullers, reference, platform, &options)
+            .await?;
+        stats.bytes_transferred += transferred;
         let Document::Manifest(manifest) = chosen.document else {
             return Err(RemoteError::Protocol {
                 url: reference.to_string(),
@@ -293,6 +245,90 @@ impl Puller {
             layers,
             stats,
         })
+    }
+
+    /// What `reference` points to now, for `platform`, without downloading
+    /// the image's blobs: (index digest, manifest digest). `berth
+    /// auto-update --dry-run` asks this.
+    pub async fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        progress: &dyn Progress,
+    ) -> Result<(Option<Digest>, Digest), RemoteError> {
+        let options = FetchOptions::new(progress);
+        let sessions = self.sessions(reference, &self.credentials)?;
+        let pullers = self.hosts_with(&sessions, |c| c.pull, reference, "pull")?;
+        let (index_digest, chosen, _, _) = self
+            .choose_manifest(&sessions, &pullers, reference, platform, &options)
+            .await?;
+        Ok((index_digest, chosen.digest))
+    }
+
+    /// The manifest `reference` names (through an index: the entry for
+    /// `platform`), stored: (index digest, manifest, its platform, bytes
+    /// received).
+    async fn choose_manifest(
+        &self,
+        sessions: &[Session<'_>],
+        pullers: &[&Session<'_>],
+        reference: &ImageReference,
+        platform: &Platform,
+        options: &FetchOptions<'_>,
+    ) -> Result<(Option<Digest>, ManifestBlob, Platform, u64), RemoteError> {
+        let mut transferred = 0;
+        let (capability, name): (fn(&Capabilities) -> bool, _) = match reference.digest() {
+            Some(_) => (|c| c.pull, "pull"),
+            None => (|c| c.resolve, "resolve"),
+        };
+        let resolvers = self.hosts_with(sessions, capability, reference, name)?;
+        let expected = reference
+            .digest()
+            .map(|d| parse_digest(d, &reference.to_string()))
+            .transpose()?;
+        let top = fetch_manifest_any(
+            &resolvers,
+            reference.object(),
+            expected.as_ref(),
+            &self.store,
+            options,
+            &format!("manifest of {reference}"),
+        )
+        .await?;
+        transferred += top.transferred;
+
+        let (index_digest, chosen, chosen_platform) = match top.document {
+            Document::Manifest(_) => (None, top, platform.clone()),
+            Document::Index(index) => {
+                let entry =
+                    platform
+                        .select(index.manifests())
+                        .ok_or_else(|| RemoteError::NoPlatform {
+                            reference: reference.to_string(),
+                            platform: platform.to_string(),
+                            available: index
+                                .manifests()
+                                .iter()
+                                .filter_map(Platform::of_descriptor)
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })?;
+                let chosen_platform = Platform::of_descriptor(entry).unwrap_or(platform.clone());
+                let child = fetch_manifest_any(
+                    pullers,
+                    entry.digest().as_ref(),
+                    Some(entry.digest()),
+                    &self.store,
+                    options,
+                    &format!("manifest for {chosen_platform} of {reference}"),
+                )
+                .await?;
+                transferred += child.transferred;
+                (Some(top.digest), child, chosen_platform)
+            }
+        };
+        Ok((index_digest, chosen, chosen_platform, transferred))
     }
 
     fn read_config(
