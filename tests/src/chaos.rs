@@ -122,7 +122,13 @@ pub fn table(title: &str) -> Table {
 }
 
 /// One row: round `n` did `action` (`detail`: how), checked `findings`.
-pub fn row(n: u64, action: &'static str, detail: String, findings: Findings, began: Instant) -> RunResult {
+pub fn row(
+    n: u64,
+    action: &'static str,
+    detail: String,
+    findings: Findings,
+    began: Instant,
+) -> RunResult {
     RunResult {
         asked: n,
         crashed_at: Some(CrashPoint {
@@ -150,7 +156,10 @@ pub fn finish(table: Table, tried: &str) -> usize {
             format!("{kind} {n}")
         })
         .collect();
-    let failed = runs.iter().filter(|r| !r.findings.failures.is_empty()).count();
+    let failed = runs
+        .iter()
+        .filter(|r| !r.findings.failures.is_empty())
+        .count();
     println!(
         "tried: {tried} in {} rounds, {} checks, {:.0} s\nleft: {}; failed rounds {failed}",
         runs.len(),
@@ -325,10 +334,9 @@ impl Churn {
     }
 
     fn yaml(world: &NetWorld, name: &str, generation: u32) -> String {
-        let container = world.world.shell_container(
-            "app",
-            &format!("exec sleep {}", SLEEP_BASE + generation),
-        );
+        let container = world
+            .world
+            .shell_container("app", &format!("exec sleep {}", SLEEP_BASE + generation));
         world.pod_yaml(name, "", &container)
     }
 
@@ -340,7 +348,12 @@ impl Churn {
                 .world
                 .write_manifest(&format!("{name}.yaml"), &Self::yaml(world, name, 0));
         }
-        let pods = world.wait_pods(&self.steady, "steady pods running", POD_WAIT, running_with_ip);
+        let pods = world.wait_pods(
+            &self.steady,
+            "steady pods running",
+            POD_WAIT,
+            running_with_ip,
+        );
         for (name, pod) in self.steady.iter().zip(pods) {
             let pid = running_pid(&pod, "app").expect("running");
             self.steady_pids.insert(name.clone(), pid);
@@ -355,7 +368,9 @@ impl Churn {
         let file = format!("{name}.yaml");
         match self.desired.get(&name).copied() {
             None => {
-                world.world.write_manifest(&file, &Self::yaml(world, &name, 0));
+                world
+                    .world
+                    .write_manifest(&file, &Self::yaml(world, &name, 0));
                 self.desired.insert(name.clone(), 0);
                 self.ops[0] += 1;
                 format!("create {name}")
@@ -452,14 +467,21 @@ impl Churn {
 
     /// Removes every manifest and waits for the pods to go; records what
     /// is left.
-    pub fn remove_all(&mut self, findings: &mut Findings, world: &NetWorld, own_mounts: &[PathBuf]) {
+    pub fn remove_all(
+        &mut self,
+        findings: &mut Findings,
+        world: &NetWorld,
+        own_mounts: &[PathBuf],
+    ) {
         for name in self.steady.iter().chain(&self.churn) {
             let _ = std::fs::remove_file(world.world.dirs.manifests.join(format!("{name}.yaml")));
         }
         self.desired.clear();
         let gone = poll_until(POD_WAIT, || {
             let status = crate::agent::status_json(&world.world.dirs)?;
-            crate::agent::names_of(&status, "Pod").is_empty().then_some(())
+            crate::agent::names_of(&status, "Pod")
+                .is_empty()
+                .then_some(())
         });
         findings.check("removal", gone.is_some(), || {
             "the pods were not removed within a minute".to_string()
@@ -487,7 +509,10 @@ fn instance_problems(uids: &BTreeMap<String, String>, run_root: &Path) -> Vec<St
     let shims: Vec<String> = shims(run_root).into_iter().map(|(_, id)| id).collect();
     for (what, ids) in [("runtime state", &runtime), ("shim", &shims)] {
         for (uid, name) in uids {
-            let n = ids.iter().filter(|id| id.starts_with(&format!("{uid}-"))).count();
+            let n = ids
+                .iter()
+                .filter(|id| id.starts_with(&format!("{uid}-")))
+                .count();
             if n != 1 {
                 problems.push(format!("pod {name} has {n} {what} instances"));
             }
