@@ -77,7 +77,7 @@ impl Rng {
 /// The kinds of thing a scenario can leave behind, in the order the
 /// totals list them. A failure recorded under one of these names (see
 /// [`left`]) counts as one object of that kind left.
-pub const LEFT_KINDS: [&str; 12] = [
+pub const LEFT_KINDS: [&str; 13] = [
     "mount",
     "veth",
     "netns",
@@ -88,6 +88,7 @@ pub const LEFT_KINDS: [&str; 12] = [
     "runtime state",
     "bundle or shim dir",
     "container layer",
+    "pod dir",
     "wrong instance count",
     "invariant",
 ];
@@ -263,6 +264,11 @@ pub fn leftovers(world: &NetWorld, own_mounts: &[PathBuf]) -> Vec<(&'static str,
                 .map(move |id| format!("{d}/{id}"))
         })
         .collect();
+    // Volatile sandbox state, and disk-backed emptyDirs.
+    let pod_dirs = [&dirs.run_root, &dirs.root]
+        .iter()
+        .flat_map(|root| show(dir_names(&root.join("pods")).iter().map(|d| root.join("pods").join(d)).collect()))
+        .collect();
     vec![
         ("mount", show(mounts)),
         ("veth", world.net.prefixed_links()),
@@ -283,6 +289,7 @@ pub fn leftovers(world: &NetWorld, own_mounts: &[PathBuf]) -> Vec<(&'static str,
         ("runtime state", runtime_instances(&dirs.run_root)),
         ("bundle or shim dir", bundles),
         ("container layer", dir_names(&dirs.root.join("containers"))),
+        ("pod dir", pod_dirs),
     ]
 }
 
