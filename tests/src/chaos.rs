@@ -267,7 +267,14 @@ pub fn leftovers(world: &NetWorld, own_mounts: &[PathBuf]) -> Vec<(&'static str,
     // Volatile sandbox state, and disk-backed emptyDirs.
     let pod_dirs = [&dirs.run_root, &dirs.root]
         .iter()
-        .flat_map(|root| show(dir_names(&root.join("pods")).iter().map(|d| root.join("pods").join(d)).collect()))
+        .flat_map(|root| {
+            show(
+                dir_names(&root.join("pods"))
+                    .iter()
+                    .map(|d| root.join("pods").join(d))
+                    .collect(),
+            )
+        })
         .collect();
     vec![
         ("mount", show(mounts)),

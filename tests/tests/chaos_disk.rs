@@ -59,8 +59,14 @@ impl LoopDisk {
     fn mount_at(mount: &Path, image: &Path) -> Self {
         let file = std::fs::File::create(image).expect("creating the disk image");
         file.set_len(DISK).expect("sizing the disk image");
-        run("mkfs.ext4", &["-q", "-F", "-m", "0", image.to_str().expect("utf-8")]);
-        let device = run("losetup", &["--find", "--show", image.to_str().expect("utf-8")]);
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", image.to_str().expect("utf-8")],
+        );
+        let device = run(
+            "losetup",
+            &["--find", "--show", image.to_str().expect("utf-8")],
+        );
         let disk = Self {
             device,
             mount: mount.to_path_buf(),
@@ -120,7 +126,12 @@ impl DiskWorld {
 
     /// Whether pod `name`'s status or events say the disk is full.
     fn reports_no_space(&self, name: &str) -> bool {
-        let status = self.net.world.pod(name).map(|p| p.to_string()).unwrap_or_default();
+        let status = self
+            .net
+            .world
+            .pod(name)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         says_no_space(&status)
             || self
                 .net
@@ -136,25 +147,42 @@ impl DiskWorld {
         );
         let mut spec = String::new();
         if volume {
-            container.push_str("    volumeMounts:\n    - name: scratch\n      mountPath: /scratch\n");
+            container
+                .push_str("    volumeMounts:\n    - name: scratch\n      mountPath: /scratch\n");
             spec.push_str("  volumes:\n  - name: scratch\n    emptyDir: {}\n");
         }
         self.net.pod_yaml(name, &spec, &container)
     }
 
-    /// Waits for `what`; records a failure (with the agent's log tail)
-    /// when it does not come.
-    fn expect(&self, findings: &mut Findings, what: &str, mut probe: impl FnMut() -> bool) {
+    /// Waits for `what` about pod `name`; records a failure (with the
+    /// pod's status and events, and the agent's warnings) when it does not
+    /// come.
+    fn expect(
+        &self,
+        findings: &mut Findings,
+        name: &str,
+        what: &str,
+        mut probe: impl FnMut() -> bool,
+    ) {
         let came = poll_until(REACT, || probe().then_some(())).is_some();
         findings.check(what, came, || {
             let log = self.net.world.agent().log();
             let lines: Vec<&str> = log
                 .lines()
-                .filter(|l| !l.contains("DEBUG") && !l.contains("garbage collection finished"))
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            let events: Vec<String> = self
+                .net
+                .world
+                .events(name)
+                .iter()
+                .map(|e| e.to_string())
                 .collect();
             format!(
-                "not within {REACT:?}; agent log:\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                "not within {REACT:?}; pod {name}: {:#}\nevents:\n{}\nagent warnings:\n{}",
+                self.net.world.pod(name).unwrap_or_default(),
+                events[events.len().saturating_sub(10)..].join("\n"),
+                lines[lines.len().saturating_sub(20)..].join("\n")
             )
         });
     }
@@ -169,8 +197,12 @@ impl DiskWorld {
     /// Removes pod `name` and waits for it to go.
     fn remove_pod(&self, findings: &mut Findings, name: &str) {
         self.net.world.remove_manifest(&format!("{name}.yaml"));
-        let record = self.net.root().join("pod-state").join(format!("default_{name}.json"));
-        self.expect(findings, &format!("pod {name} removed"), || {
+        let record = self
+            .net
+            .root()
+            .join("pod-state")
+            .join(format!("default_{name}.json"));
+        self.expect(findings, name, &format!("pod {name} removed"), || {
             !record.exists() && self.net.world.pod(name).is_none()
         });
     }
@@ -184,14 +216,26 @@ fn pull_round(world: &mut DiskWorld, rng: &mut Rng) -> (String, Findings) {
     let filler = world.disk.fill(leave);
     let yaml = world.pod("puller", &world.big.reference, "exec sleep 1000000", false);
     world.net.world.write_manifest("puller.yaml", &yaml);
-    world.expect(&mut findings, "the pull's failure reported", || {
-        world.reports_no_space("puller")
-    });
+    world.expect(
+        &mut findings,
+        "puller",
+        "the pull's failure reported",
+        || world.reports_no_space("puller"),
+    );
     world.agent_alive(&mut findings);
     std::fs::remove_file(&filler).expect("removing the filler");
-    world.expect(&mut findings, "the pod runs once space is freed", || {
-        world.net.world.pod("puller").is_some_and(|p| running_with_ip(&p))
-    });
+    world.expect(
+        &mut findings,
+        "puller",
+        "the pod runs once space is freed",
+        || {
+            world
+                .net
+                .world
+                .pod("puller")
+                .is_some_and(|p| running_with_ip(&p))
+        },
+    );
     chaos::check_durable(&mut findings, world.net.root());
     world.remove_pod(&mut findings, "puller");
     // The next pull round pulls again.
@@ -207,7 +251,12 @@ fn pull_round(world: &mut DiskWorld, rng: &mut Rng) -> (String, Findings) {
         .root()
         .join("content/sha256")
         .join(layer.trim_start_matches("sha256:"));
-    world.expect(&mut findings, "the image's blobs collected", || !blob.exists());
+    world.expect(
+        &mut findings,
+        "puller",
+        "the image's blobs collected",
+        || !blob.exists(),
+    );
     world.agent_alive(&mut findings);
     (format!("pull with {} KiB free", leave >> 10), findings)
 }
@@ -222,19 +271,31 @@ fn write_round(world: &mut DiskWorld, rng: &mut Rng) -> (String, Findings) {
     let image = world.net.world.image.reference.clone();
     let yaml = world.pod("writer", &image, &script, volume);
     world.net.world.write_manifest("writer.yaml", &yaml);
-    world.expect(&mut findings, "the writer fills the disk", || {
+    world.expect(&mut findings, "writer", "the writer fills the disk", || {
         world.disk.available() < (64 << 10)
     });
     let yaml = world.pod("victim", &image, "exec sleep 1000000", false);
     world.net.world.write_manifest("victim.yaml", &yaml);
-    world.expect(&mut findings, "the victim's failure reported", || {
-        world.reports_no_space("victim")
-    });
+    world.expect(
+        &mut findings,
+        "victim",
+        "the victim's failure reported",
+        || world.reports_no_space("victim"),
+    );
     world.agent_alive(&mut findings);
     world.remove_pod(&mut findings, "writer");
-    world.expect(&mut findings, "the victim runs once space is freed", || {
-        world.net.world.pod("victim").is_some_and(|p| running_with_ip(&p))
-    });
+    world.expect(
+        &mut findings,
+        "victim",
+        "the victim runs once space is freed",
+        || {
+            world
+                .net
+                .world
+                .pod("victim")
+                .is_some_and(|p| running_with_ip(&p))
+        },
+    );
     chaos::check_durable(&mut findings, world.net.root());
     world.remove_pod(&mut findings, "victim");
     world.agent_alive(&mut findings);
@@ -281,4 +342,31 @@ fn a_full_disk_is_reported_and_the_agent_recovers_once_space_is_freed() {
     ));
     let failed = chaos::finish(table, &format!("{fills} disk fills"));
     assert_eq!(failed, 0, "rounds left something (table above)");
+}
+
+/// Found by this scenario: a pull that failed before the pod's sandbox
+/// was made (a new pod's images come first) only set the pod's status, and
+/// the next try set it back to "pulling image" — no event said why. On a
+/// full disk (unpacking refused), the status showed the reason for the
+/// back-off's 200 ms out of every pull's second, and `berth events` never.
+#[test]
+fn a_pull_that_fails_before_the_sandbox_exists_is_reported_in_an_event() {
+    let mut world = berth_e2e::pods::PodWorld::new("runc");
+    world.start_agent();
+    let missing = format!("{}/chaos/missing:1", world.registry.host());
+    let container = format!(
+        "  - name: app\n    image: {missing}\n    command: [\"/bin/sh\", \"-c\", \"exec sleep 100000\"]\n"
+    );
+    world.write_manifest("web.yaml", &world.pod_yaml("web", "", &container));
+    let event = berth_e2e::wait_until(berth_e2e::agent::REACT, "an event about the pull", || {
+        world
+            .events("web")
+            .into_iter()
+            .find(|e| e["reason"] == "ImagePullBackOff")
+    });
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("container app") && message.contains(&missing),
+        "the event names the container and the image: {message}"
+    );
 }
