@@ -389,7 +389,7 @@ fn agent_run(images: &Images, n: u64) -> RunResult {
         Ended::Completed => None,
     };
     // Every other point: a power cut instead of a plain kill.
-    let power_cut = n % 2 == 0;
+    let power_cut = n.is_multiple_of(2);
     let findings = recover_agent(&mut net, images, &pods, power_cut);
     drop(net);
     RunResult {

@@ -126,7 +126,7 @@ mod tests {
             fs::write(dir.path().join(name), "keep").expect("write");
         }
         let removed = remove_stale_temps(dir.path()).expect("sweep");
-        assert_eq!(removed, [dead.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&dead));
         assert!(!dead.exists() && alive.exists());
         for name in others {
             assert!(dir.path().join(name).exists(), "{name} is kept");
