@@ -34,10 +34,10 @@ demo: deps
 # scenarios (tests/tests/chaos_*.rs): kill -9 of the agent at random
 # moments during pod churn, registry faults through a proxy, a full disk
 # under --root, a runtime that fails at random. `make test` runs a short
-# version of each. Tables of every run are printed as they end; a chaos
-# run prints its seed (BERTH_CHAOS_SEED=N replays it).
+# version of each. Two tests run at a time, each test's tables printed as
+# it ends; a chaos run prints its seed (BERTH_CHAOS_SEED=N replays it).
 chaos: deps build
-	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos --no-capture \
+	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos \
 		-E 'binary(crash_consistency) | binary(/^chaos_/)'
 
 # Benchmarks against podman and containerd (root; installs them; minutes).

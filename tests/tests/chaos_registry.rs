@@ -8,7 +8,7 @@
 //! store keeps its invariants, and a healthy pull leaves no leftovers.
 //!
 //! Short version: every fault in both modes once (offsets from the seeded
-//! `Rng`); `BERTH_CHAOS=full` (`make chaos`): five times each.
+//! `Rng`); `BERTH_CHAOS=full` (`make chaos`): three times each.
 
 use std::time::Instant;
 
@@ -256,7 +256,7 @@ fn registry_faults_end_in_the_next_host_or_a_clear_error_and_never_in_a_broken_s
         vec![Entry::dir("etc"), Entry::file("etc/chaos", "registry\n")],
     ]);
     let image = push_image(&registry, "chaos/registry", &[spec], PushFormat::Oci);
-    let repeats = chaos::rounds(1, 5);
+    let repeats = chaos::rounds(1, 3);
     let mut table = chaos::table("chaos: registry faults");
     let mut n = 0;
     for _ in 0..repeats {
