@@ -467,6 +467,25 @@ impl Churn {
         let wrong = || instance_problems(&uids, &dirs.run_root);
         let _ = poll_until(POD_WAIT, || wrong().is_empty().then_some(()));
         left(findings, "wrong instance count", wrong());
+        // A removed or replaced pod's sandbox goes with it.
+        let stray = || -> Vec<String> {
+            dir_names(&world.netns_dir())
+                .into_iter()
+                .filter(|uid| !uids.contains_key(uid))
+                .collect()
+        };
+        let _ = poll_until(POD_WAIT, || stray().is_empty().then_some(()));
+        let stray = stray();
+        if !stray.is_empty() {
+            let log = world.world.agent().log();
+            for uid in &stray {
+                println!("--- agent log about the sandbox {uid}:");
+                for line in log.lines().filter(|l| l.contains(uid.as_str())).take(80) {
+                    println!("{line}");
+                }
+            }
+        }
+        left(findings, "netns", stray);
         let moved: Vec<String> = self
             .steady_pids
             .iter()

@@ -223,3 +223,43 @@ fn a_container_whose_runtime_delete_failed_is_deleted_from_the_runtime_on_retry(
         net.world.agent().log()
     );
 }
+
+/// The scenario once left two runtime instances for one pod after a
+/// failed `delete` of a replaced container: the removal now keeps the
+/// container's state directory (the record naming its runtime) until the
+/// runtime forgot it, so the old instance stays known and its delete is
+/// tried again. This pins the end state: one instance, the new one.
+#[test]
+fn a_replaced_container_whose_runtime_delete_failed_ends_as_one_instance() {
+    require_root();
+    let (mut net, flaky) = flaky_world();
+    net.world.start_agent();
+    let yaml = |sleep: u32| {
+        let container = net
+            .world
+            .shell_container("app", &format!("exec sleep {sleep}"));
+        net.pod_yaml("web", "", &container)
+    };
+    net.world.write_manifest("web.yaml", &yaml(100_001));
+    net.wait_running_ip("web");
+    flaky.fail_always("delete");
+    net.world.write_manifest("web.yaml", &yaml(100_002));
+    berth_e2e::wait_until(POD_WAIT, "a delete to fail", || {
+        (!flaky.injected().is_empty()).then_some(())
+    });
+    flaky.set(0, 0);
+    let one = berth_e2e::poll_until(POD_WAIT, || {
+        let pod = net.world.pod("web")?;
+        let pid = berth_e2e::pods::running_pid(&pod, "app")?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let new = String::from_utf8_lossy(&cmdline).contains("100002");
+        let instances = chaos::runtime_instances(&net.world.dirs.run_root);
+        (new && instances.len() == 1).then_some(())
+    });
+    assert!(
+        one.is_some(),
+        "runtime instances: {:?}\nagent log:\n{}",
+        chaos::runtime_instances(&net.world.dirs.run_root),
+        net.world.agent().log()
+    );
+}
