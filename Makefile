@@ -28,14 +28,18 @@ test: deps check build
 demo: deps
 	scripts/demo.sh
 
-# Crash consistency, the full sweep (root; about 20 minutes): the agent
-# and the CLI are killed at every point where berth makes state durable
-# (BERTH_TEST_CRASH_AT=N, debug builds only), and the state they leave and
-# the state the next start recovers are checked. `make test` runs a short
-# sample of the same points. Tables of every run are printed as they end.
+# Crash consistency and chaos, the full runs (root; under 30 minutes):
+# the agent and the CLI are killed at every point where berth makes state
+# durable (BERTH_TEST_CRASH_AT=N, debug builds only), and the state they
+# leave and the state the next start recovers are checked; then the chaos
+# scenarios (tests/tests/chaos_*.rs): kill -9 of the agent at random
+# moments during pod churn, registry faults through a proxy, a full disk
+# under --root, a runtime that fails at random. `make test` runs a short
+# version of each. Two tests run at a time, each test's tables printed as
+# it ends; a chaos run prints its seed (BERTH_CHAOS_SEED=N replays it).
 chaos: deps build
-	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos --no-capture \
-		-E 'binary(crash_consistency)'
+	BERTH_CHAOS=full $(CARGO) nextest run -p berth-e2e --profile chaos \
+		-E 'binary(crash_consistency) | binary(/^chaos_/)'
 
 # Benchmarks against podman and containerd (root; installs them; about 25
 # minutes): writes bench/RESULTS.md and README.md's performance table.

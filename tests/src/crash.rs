@@ -435,10 +435,16 @@ pub struct Table {
 
 impl Table {
     pub fn new(title: &str) -> Self {
+        Self::with_columns(title, ["point", "recovery", "crashed at"])
+    }
+
+    /// A table whose first three columns have other names: a chaos
+    /// scenario's round, what it did and how (see `crate::chaos`).
+    pub fn with_columns(title: &str, [n, how, what]: [&str; 3]) -> Self {
         println!("\n{title}");
         println!(
-            "{:>5}  {:<10}  {:<30}  {:>7}  {:>8}  {:>6}",
-            "point", "recovery", "crashed at", "checked", "failures", "secs"
+            "{n:>5}  {how:<10}  {what:<30}  {:>7}  {:>8}  {:>6}",
+            "checked", "failures", "secs"
         );
         Self {
             title: title.to_string(),
@@ -464,6 +470,11 @@ impl Table {
             println!("       ! {failure}");
         }
         self.runs.push(run);
+    }
+
+    /// The rows so far, for totals of another kind than [`Self::finish`]'s.
+    pub fn runs(&self) -> &[RunResult] {
+        &self.runs
     }
 
     /// Prints the totals; returns the number of runs with failures.

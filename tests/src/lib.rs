@@ -5,6 +5,7 @@
 //! The binaries are built once per test run (`make test` runs
 //! `cargo build --workspace --bins` before `cargo nextest run`).
 
+pub mod chaos;
 pub mod crash;
 pub mod crun;
 pub mod grpc;

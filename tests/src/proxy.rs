@@ -3,9 +3,9 @@
 //! forwards to an upstream registry and records every request (target,
 //! every header in order, status, body bytes sent), and can misbehave on
 //! request: corrupt a body, cut or stall it after N body bytes, answer with
-//! a fixed status, a flood of bytes, a redirect or an echo of its credentials,
-//! demand a token (from itself or another proxy) or basic auth, or rewrite a
-//! path prefix (for `override_path`).
+//! a fixed status (with `Retry-After`), a flood of bytes, a redirect or an
+//! echo of its credentials, demand a token (from itself or another proxy)
+//! or basic auth, or rewrite a path prefix (for `override_path`).
 //!
 //! ```ignore
 //! let proxy = Proxy::start(&registry.host());
@@ -34,6 +34,9 @@ pub enum Fault {
     StallAfter(u64),
     /// Answer with this status and an empty body, without asking upstream.
     Status(u16),
+    /// Answer with this status and `Retry-After: seconds` (an overloaded
+    /// or restarting registry), without asking upstream.
+    RetryAfter { status: u16, seconds: u64 },
     /// Pass the body on at about this many bytes per second: a slow link,
     /// so a test can act while a download is in progress.
     Throttle(u64),
@@ -513,6 +516,10 @@ fn handle(client: Conn, upstream: &str, shared: &Shared) -> std::io::Result<()> 
     record.fault = take_fault(shared, &method, &target);
     match record.fault.clone() {
         Some(Fault::Status(status)) => return answer(&mut reader, shared, record, status, "", ""),
+        Some(Fault::RetryAfter { status, seconds }) => {
+            let retry = format!("Retry-After: {seconds}\r\n");
+            return answer(&mut reader, shared, record, status, &retry, "");
+        }
         Some(Fault::RedirectTo(origin)) => {
             let location = format!("Location: {origin}{target}\r\n");
             return answer(&mut reader, shared, record, 307, &location, "");

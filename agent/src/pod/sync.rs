@@ -1034,14 +1034,17 @@ impl<'a> Run<'a> {
         for container in spec.init_containers.iter().chain(&spec.containers) {
             if let Err(err) = self.ensure_image(container, state).await {
                 let retry = self.ex.now_ms() + plan::millis(self.ex.host.config.backoff_initial);
+                let message = one_line(&err.message());
+                // The status shows it only until the next try says
+                // "pulling image" again: the event keeps why.
+                self.ex.event(
+                    EventType::Warning,
+                    err.reason.as_str(),
+                    format!("container {}: {message}", container.name),
+                );
                 return Some(report::blocked(
                     Some(state),
-                    format!(
-                        "{}: {}: {}",
-                        container.name,
-                        err.reason,
-                        one_line(&err.message())
-                    ),
+                    format!("{}: {}: {message}", container.name, err.reason),
                     Some(retry),
                 ));
             }

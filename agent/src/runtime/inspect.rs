@@ -106,9 +106,21 @@ impl Runtime {
             .await?
     }
 
-    /// The handler that runs container `id`, from its record.
+    /// The handler that runs container `id`, from its record; without
+    /// one, the handler that still knows the container. A removal whose
+    /// runtime `delete` failed goes on to remove the record with the rest
+    /// of the container's files: its retry must still find the runtime
+    /// that holds the container's state, or that state is left for good.
     pub(super) async fn handler_of_container(&self, id: &str) -> Result<Handler, RuntimeError> {
-        let record = self.record_async(id).await?;
-        self.handler_of(&record).cloned()
+        let missing = match self.record_async(id).await {
+            Ok(record) => return self.handler_of(&record).cloned(),
+            Err(err) => err,
+        };
+        for handler in self.inner.handlers.values() {
+            if handler.knows(id).await {
+                return Ok(handler.clone());
+            }
+        }
+        Err(missing)
     }
 }

@@ -70,15 +70,17 @@ impl Runtime {
                 errors.push(format!("shim {} of container {id} does not exit", shim.pid));
             }
         }
+        let mut runtime_forgot = true;
         if let Some(handler) = handler
             && let Err(err) = handler.delete(id).await
         {
             errors.push(chain(&err));
+            runtime_forgot = false;
         }
         let id = id.to_string();
         match self
             .blocking("removing the container's files", move |rt| {
-                rt.remove_files(&id, record.as_ref())
+                rt.remove_files(&id, record.as_ref(), runtime_forgot)
             })
             .await
         {
@@ -89,8 +91,16 @@ impl Runtime {
     }
 
     /// The container's mounts, writable layer, cgroup, bundle and state
-    /// directory. Blocking.
-    fn remove_files(&self, id: &str, record: Option<&ContainerRecord>) -> Vec<String> {
+    /// directory; the state directory only once the runtime forgot the
+    /// container (`runtime_forgot`): its record names the runtime that
+    /// still holds it, and keeps the container known, so the removal is
+    /// tried again rather than the container taken as gone. Blocking.
+    fn remove_files(
+        &self,
+        id: &str,
+        record: Option<&ContainerRecord>,
+        runtime_forgot: bool,
+    ) -> Vec<String> {
         let mut errors = Vec::new();
         let dir = self.inner.paths.shim_dir(id);
         let bundle_dir = self.inner.paths.bundle(id);
@@ -118,7 +128,7 @@ impl Runtime {
         // bundle (a hostPath subPath): it stays for a later cleanup.
         let unmounted = errors.len() == before_unmount;
         for path in [&bundle_dir, &dir] {
-            if path == &bundle_dir && !unmounted {
+            if (path == &bundle_dir && !unmounted) || (path == &dir && !runtime_forgot) {
                 continue;
             }
             if let Err(err) = crate::fsutil::remove_dir_all_if_exists(path) {
