@@ -103,6 +103,8 @@ pub struct World {
     pub update_locks: BTreeSet<i32>,
     /// A `berth update --force` waits to be consumed.
     pub forced: bool,
+    /// Sandbox creation never finishes (a sync to be cancelled there).
+    pub sandbox_create_stalls: bool,
     next_pid: i32,
 }
 
@@ -362,6 +364,9 @@ impl Sandboxes for FakeHost {
         world.log.push(format!("sandbox create {}", pod.uid));
         world.sandboxes.insert(pod.uid.clone());
         world.dead_sandboxes.remove(&pod.uid);
+        if world.sandbox_create_stalls {
+            return Box::pin(futures::future::pending());
+        }
         drop(world);
         boxed(Ok(Sandboxes::locate(self, pod, netns)))
     }

@@ -103,12 +103,22 @@ pub async fn ensure(
     let (namespace, name) = (state.namespace.clone(), state.name.clone());
     let pod = pod_info(&namespace, &name, &state.incarnation.uid, spec)?;
 
-    // Neither the network nor the sandbox is recorded before it is made: a
-    // crash in between leaves them to recovery, which removes the network
-    // state and sandboxes of pods it has no record of (by enumerating
-    // them). Both are recorded together with the first container's intent,
-    // in one write (`unsaved`).
+    // The network request (and so the incarnation's uid) is recorded before
+    // anything is made: a sync cancelled during the setup (a newer version
+    // of the pod arrived) or a failed one leaves a record whose next sync
+    // sets up the same network again (setup is idempotent per pod) and
+    // whose removal tears it down and removes the sandbox by its uid. A
+    // crash before that write leaves what was made to recovery, which
+    // removes the network state and sandboxes of pods it has no record of.
+    // What was made is recorded with the first container's intent, in one
+    // write (`unsaved`).
     if state.incarnation.network.is_none() {
+        let request = network::request(&namespace, &name, &pod.uid, spec)
+            .map_err(|err| sandbox_error("the pod's network request", err))?;
+        if state.incarnation.network_request.as_ref() != Some(&request) {
+            state.incarnation.network_request = Some(request.clone());
+            save(host, state).await?;
+        }
         if pod.namespaces.user {
             // The driver adopts the network namespace made with it.
             host.sandboxes
@@ -116,15 +126,12 @@ pub async fn ensure(
                 .await
                 .map_err(|err| sandbox_error("creating the pod's user namespace", err))?;
         }
-        let request = network::request(&namespace, &name, &pod.uid, spec)
-            .map_err(|err| sandbox_error("the pod's network request", err))?;
         // A failed setup undoes itself.
         let status = host
             .networks
             .setup(&request, spec.host_network)
             .await
             .map_err(|err| sandbox_error("setting up the pod's network", err))?;
-        state.incarnation.network_request = Some(request);
         state.incarnation.network = Some(status);
         *unsaved = true;
     } else if let Some(request) = state.incarnation.network_request.clone()

@@ -1091,3 +1091,27 @@ async fn a_crash_during_probation_rolls_back_to_the_pinned_stable_version() {
     pod.sync(&edited).await;
     assert_eq!(fake.world().log.len(), before, "{:#?}", fake.world().log);
 }
+
+/// A newer version of a pod (here its deletion) cancels the sync in
+/// flight by dropping it: one dropped after the pod's network was set up,
+/// before anything was recorded, left the network (netns, veth, lease) and
+/// the sandbox behind when the pod was then removed.
+#[tokio::test(start_paused = true)]
+async fn a_sync_cancelled_while_its_sandbox_is_made_leaves_nothing_once_the_pod_goes() {
+    let fake = fake_with_image();
+    fake.world().sandbox_create_stalls = true;
+    let pod = Pod::new(&fake, "web");
+    let state = desired(&[("web.yaml", &pod_yaml("web", &[("app", IMAGE)], ""))]);
+    let cancelled = tokio::time::timeout(Duration::from_secs(5), pod.sync(&state)).await;
+    assert!(
+        cancelled.is_err(),
+        "the sync stalls in the sandbox's creation"
+    );
+    assert_eq!(fake.world().networks.len(), 1, "the network was set up");
+    fake.world().sandbox_create_stalls = false;
+    pod.terminate().await;
+    let world = fake.world();
+    assert!(world.networks.is_empty(), "network left: {:#?}", world.log);
+    assert!(world.sandboxes.is_empty(), "sandbox left: {:#?}", world.log);
+    assert!(world.records.is_empty());
+}
