@@ -2,13 +2,15 @@
 //! loop device of the test's own (no reserved blocks: root cannot write
 //! past full either), and it runs full
 //! - during a pull: a filler file leaves less room than the image needs
-//!   (how much, from the seeded `Rng`, so the pull fails while downloading
-//!   or while unpacking);
+//!   (how much, from the seeded `Rng`): berth's disk pre-flight refuses the
+//!   pull before it writes anything (`InsufficientDisk`), or, where the
+//!   image database cannot grow first, SQLite reports the full disk;
 //! - during a container's writes: a pod fills its emptyDir or its rootfs,
 //!   then another pod is created.
 //!
 //! Each time the agent must keep running, report the condition (the
-//! pod's status or events say "No space left on device"), and recover once
+//! pod's status or events say "No space left on device", or the
+//! pre-flight's `InsufficientDisk`), and recover once
 //! space is freed (the filler deleted, the filling pod removed): the pull
 //! succeeds and the pod runs. The store keeps its invariants throughout,
 //! and once every manifest is removed nothing is left.
@@ -26,8 +28,11 @@ use berth_e2e::images::{Entry, ImageSpec, PushFormat, PushedImage, busybox_entri
 use berth_e2e::net::{NetWorld, running_with_ip};
 use berth_e2e::{poll_until, require_root};
 
-/// The loop file system's size.
-const DISK: u64 = 40 << 20;
+/// The loop file system's size: once the filler is gone, room for the
+/// big image as the pre-flight estimates it (its noise layer does not
+/// compress, so it unpacks to its own size, not the 2.5 times estimated)
+/// beside the image database's write-ahead log.
+const DISK: u64 = 64 << 20;
 /// The big image's incompressible layer.
 const BIG: usize = 6 << 20;
 /// How long a reaction may take: a report, a recovery.
@@ -36,9 +41,14 @@ const REACT: Duration = Duration::from_secs(90);
 /// cleared, and a freed disk is used, within the test's patience.
 const CONFIG: &str = "[controller.backoff]\ninitial = \"200ms\"\nmax = \"2s\"\n\
                       [store]\ngc-interval = \"1s\"\nleftover-age = \"1s\"\n";
-/// How a full disk is reported: the kernel's ENOSPC, or SQLite's
-/// SQLITE_FULL when the image database could not grow.
-const NO_SPACE: [&str; 2] = ["No space left on device", "database or disk is full"];
+/// How a full disk is reported: the kernel's ENOSPC, SQLite's SQLITE_FULL
+/// when the image database could not grow, or the pull's disk pre-flight
+/// refusing a pull that would not fit.
+const NO_SPACE: [&str; 3] = [
+    "No space left on device",
+    "database or disk is full",
+    "InsufficientDisk",
+];
 
 fn says_no_space(text: &str) -> bool {
     NO_SPACE.iter().any(|words| text.contains(words))

@@ -17,6 +17,7 @@ for_each_runtime!(
     init_containers_gate_app_containers,
     sigterm_then_sigkill_after_the_grace_period,
     editing_one_container_replaces_only_that_container,
+    a_fix_is_not_held_by_the_back_off_of_the_broken_version,
     deleting_a_pod_leaves_nothing_behind,
     resource_limits_are_applied_or_refused_clearly,
     reconciling_an_unchanged_pod_touches_nothing,
@@ -403,6 +404,72 @@ fn editing_one_container_replaces_only_that_container(runtime: &str) {
                 .is_some_and(|m| m.contains("container side"))),
         "the sibling was never stopped: {events:#?}"
     );
+}
+
+/// An edit to an image that cannot be pulled keeps the old container
+/// running and backs off; the edit that fixes it is started at once, not
+/// after the broken version's back-off (the kubelet keys back-off by the
+/// container's spec hash). The back-off here is 10 minutes, so waiting it
+/// out would fail the test.
+fn a_fix_is_not_held_by_the_back_off_of_the_broken_version(runtime: &str) {
+    let mut world = PodWorld::new(runtime);
+    let config = std::fs::read_to_string(&world.config).expect("reading the agent config");
+    let long_backoff = config.replace(
+        "backoff-initial = \"200ms\"\nbackoff-max = \"1600ms\"",
+        "backoff-initial = \"10m\"\nbackoff-max = \"10m\"",
+    );
+    assert_ne!(config, long_backoff, "the pod back-off is in the config");
+    std::fs::write(&world.config, long_backoff).expect("writing the agent config");
+    world.start_agent();
+    let missing = format!("{}/berth/missing:1", world.registry.host());
+    let app = |image: &str, script: &str| {
+        world
+            .shell_container("app", script)
+            .replace(&world.image.reference, image)
+    };
+    let good = &world.image.reference;
+    world.write_manifest(
+        "fix.yaml",
+        &world.pod_yaml("fix", "", &app(good, "exec sleep 1000")),
+    );
+    let first = world.wait_pod("fix", "app running", |p| running_pid(p, "app").is_some());
+    world.write_manifest(
+        "fix.yaml",
+        &world.pod_yaml("fix", "", &app(&missing, "exec sleep 1000")),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the pull of the broken edit to fail",
+        || {
+            world
+                .events("fix")
+                .iter()
+                .any(|e| {
+                    e["type"] == "Warning"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("berth/missing"))
+                })
+                .then_some(())
+        },
+    );
+    let held = world.pod("fix").expect("the pod's status");
+    assert_eq!(
+        running_pid(&held, "app"),
+        running_pid(&first, "app"),
+        "the old container runs on while the broken edit backs off: {held:#}"
+    );
+    world.write_manifest(
+        "fix.yaml",
+        &world.pod_yaml("fix", "", &app(good, "exec sleep 1001")),
+    );
+    let fixed = world.wait_pod("fix", "the fixed version running", |p| {
+        running_pid(p, "app").is_some_and(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"1001"))
+        })
+    });
+    assert_ne!(running_pid(&fixed, "app"), running_pid(&first, "app"));
 }
 
 /// Deleting the manifest stops the containers and removes every mount,

@@ -85,8 +85,12 @@ pub fn decide(
         .current
         .as_ref()
         .is_some_and(|i| i.spec_hash != wanted_hash);
+    let backoff_applies = slot
+        .backoff_hash
+        .as_deref()
+        .is_none_or(|hash| hash == wanted_hash);
     let after_backoff = |step: Step| match slot.restart_at_ms {
-        Some(at_ms) if at_ms > now_ms => Step::Backoff { at_ms },
+        Some(at_ms) if at_ms > now_ms && backoff_applies => Step::Backoff { at_ms },
         _ => step,
     };
     match observed {
@@ -95,10 +99,7 @@ pub fn decide(
         // Its replacement failed (the new image could not be had: a pull
         // refused for disk space, a registry error): the old instance runs
         // on until the back-off ends, rather than retrying at once.
-        Observed::Running if outdated => match slot.restart_at_ms {
-            Some(at_ms) if at_ms > now_ms => Step::Backoff { at_ms },
-            _ => Step::Replace,
-        },
+        Observed::Running if outdated => after_backoff(Step::Replace),
         Observed::Running => Step::Keep,
         // A new spec deserves a fresh start, whatever the old one did.
         Observed::Exited(_) if outdated => Step::Restart,
@@ -126,6 +127,10 @@ pub fn record_exit(
         return None;
     }
     instance.exit = Some(exit.clone());
+    if slot.backoff_hash.as_deref() != Some(instance.spec_hash.as_str()) {
+        slot.crash_count = 0;
+        slot.backoff_hash = Some(instance.spec_hash.clone());
+    }
     let ran_for = exit
         .started_at_ns
         .map(|started| Duration::from_nanos(exit.finished_at_ns.saturating_sub(started)));
@@ -137,15 +142,21 @@ pub fn record_exit(
     Some(delay)
 }
 
-/// Records a failure to make an instance (image pull, config, runtime):
-/// retried after a back-off like a crash. Returns the delay.
+/// Records a failure to make an instance of spec `spec_hash` (image pull,
+/// config, runtime): retried after a back-off like a crash. Returns the
+/// delay.
 pub fn record_failure(
     slot: &mut ContainerSlot,
+    spec_hash: &str,
     reason: &str,
     message: String,
     config: &PodsConfig,
     now_ms: u64,
 ) -> Duration {
+    if slot.backoff_hash.as_deref() != Some(spec_hash) {
+        slot.failures = 0;
+        slot.backoff_hash = Some(spec_hash.to_string());
+    }
     slot.failures = slot.failures.saturating_add(1);
     let delay = config.delay(slot.failures);
     slot.restart_at_ms = Some(now_ms + millis(delay));
@@ -707,7 +718,7 @@ mod tests {
     fn start_failures_are_retried_after_a_back_off() {
         let c = config();
         let mut s = ContainerSlot::default();
-        let delay = record_failure(&mut s, "ImagePullBackOff", "boom".into(), &c, 1000);
+        let delay = record_failure(&mut s, "h", "ImagePullBackOff", "boom".into(), &c, 1000);
         assert_eq!(millis(delay), 200);
         assert_eq!(
             decide(&s, "h", &Observed::Absent, RestartPolicy::Always, 1100),
@@ -717,7 +728,57 @@ mod tests {
             decide(&s, "h", &Observed::Absent, RestartPolicy::Always, 1200),
             Step::Start
         );
-        assert_eq!(millis(record_failure(&mut s, "x", "y".into(), &c, 0)), 400);
+        assert_eq!(
+            millis(record_failure(&mut s, "h", "x", "y".into(), &c, 0)),
+            400
+        );
+    }
+
+    #[test]
+    fn a_new_spec_is_not_held_by_the_back_off_an_older_one_earned() {
+        let c = config();
+        let always = RestartPolicy::Always;
+        // Spec h1 failed to start four times (a typo in its image name).
+        let mut failed = ContainerSlot::default();
+        for _ in 0..4 {
+            record_failure(&mut failed, "h1", "ErrImagePull", "not found".into(), &c, 0);
+        }
+        assert_eq!(failed.backoff_ms, Some(1600));
+        assert_eq!(
+            decide(&failed, "h1", &Observed::Absent, always, 100),
+            Step::Backoff { at_ms: 1600 }
+        );
+        // The fix (h2) starts at once; its own first failure waits the
+        // initial delay, not the fifth.
+        assert_eq!(
+            decide(&failed, "h2", &Observed::Absent, always, 100),
+            Step::Start
+        );
+        let delay = record_failure(&mut failed, "h2", "ErrImagePull", "x".into(), &c, 100);
+        assert_eq!(millis(delay), 200);
+
+        // A replacement (h2) that failed holds h2, not the next edit (h3),
+        // while the old instance runs on.
+        let mut replacing = slot("h1", false);
+        record_failure(&mut replacing, "h2", "ErrImagePull", "x".into(), &c, 0);
+        let running = Observed::Running;
+        assert_eq!(
+            decide(&replacing, "h2", &running, always, 100),
+            Step::Backoff { at_ms: 200 }
+        );
+        assert_eq!(
+            decide(&replacing, "h3", &running, always, 100),
+            Step::Replace
+        );
+
+        // Crashes of h1 do not count against h2's first crash.
+        let mut crashed = slot("h1", false);
+        crashed.crash_count = 4;
+        crashed.backoff_hash = Some("h1".into());
+        crashed.current.as_mut().expect("an instance").spec_hash = "h2".into();
+        let delay = record_exit(&mut crashed, &exit(1, 0, 1), None, &c).expect("new exit");
+        assert_eq!(millis(delay), 200);
+        assert_eq!(crashed.backoff_hash.as_deref(), Some("h2"));
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub struct ContainerSlot {
     /// retries like crashes.
     #[serde(default)]
     pub failures: u32,
+    /// The container spec (hash) whose crashes or failures set the
+    /// back-off: a new spec starts afresh, as the kubelet keys its back-off
+    /// by the container's spec hash (a fixed typo is not held by the
+    /// minutes the broken version earned). `None` in older records: the
+    /// back-off applies to any spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_hash: Option<String>,
 }
 
 /// One container instance: a runtime container.

@@ -925,6 +925,7 @@ impl<'a> Run<'a> {
                 slot.backoff_ms = None;
                 slot.crash_count = 0;
                 slot.failures = 0;
+                slot.backoff_hash = None;
                 slot.waiting = None;
             }
         }
@@ -1242,12 +1243,24 @@ impl<'a> Run<'a> {
         let message = one_line(&err.message());
         let now_ms = self.ex.now_ms();
         let config = self.ex.host.config;
+        let spec_hash = self
+            .wanted
+            .iter()
+            .find(|wanted| wanted.name == container.name)
+            .map_or("", |wanted| wanted.hash.as_str());
         let slot = state
             .incarnation
             .containers
             .entry(container.name.clone())
             .or_default();
-        plan::record_failure(slot, err.reason.as_str(), message.clone(), &config, now_ms);
+        plan::record_failure(
+            slot,
+            spec_hash,
+            err.reason.as_str(),
+            message.clone(),
+            &config,
+            now_ms,
+        );
         self.save(state).await?;
         self.ex.event(
             EventType::Warning,
