@@ -21,6 +21,7 @@ import ctypes.util
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -482,6 +485,7 @@ class Results:
         lines = ["| section | tool | figure | unit | median | min | max | n | notes |",
                  "|---|---|---|---|---:|---:|---:|---:|---|"]
         for s, t, f, u, v, n in self.rows:
+            s, t, f, u, n = (names.cell_text(c) for c in (s, t, f, u, n))
             lines.append(f"| {s} | {t} | {f} | {u} | **{statistics.median(v):.1f}** | "
                          f"{min(v):.1f} | {max(v):.1f} | {len(v)} | {n} |")
         return "\n".join(lines)

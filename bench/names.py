@@ -1,6 +1,9 @@
 """The names of the figures bench.py records, shared with readme.py, which
 looks them up in bench/RESULTS.md."""
 
+import re
+
+
 BERTH_PULL = "berth pull (download+unpack)"
 PODMAN_PULL = "podman pull"
 CTR_PULL_RESTARTED = "ctr image pull, daemon restarted before each pull"
@@ -55,3 +58,15 @@ def react_figure(n):
 
 
 scale_figures = (converge_figure, react_figure)
+
+
+# How RESULTS.md's table cells are written and read back.
+def cell_text(text):
+    """A Markdown table cell: a `|` in it (`curl | tar`) is escaped, or it would split the row."""
+    return str(text).replace("|", "\\|")
+
+
+def cells_of(line):
+    """The cells of a Markdown table row, `\\|` read back as `|`."""
+    parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+    return [p.strip().replace("\\|", "|") for p in parts]

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from names import (  # noqa: E402
     BERTH_EXIT, BERTH_PULL, CTR_EXIT, CTR_PULL_RESTARTED, CTR_PULL_WARM, CTR_START, FLOOR_EXIT,
     FLOOR_PIPELINED, FLOOR_START, MEM_COUNTS, PODMAN_EXIT, PODMAN_PULL, berth_start, outage_figure,
-    podman_start, scale_figures, start_figure, total_figure)
+    cells_of, podman_start, scale_figures, start_figure, total_figure)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "RESULTS.md")
@@ -32,7 +32,7 @@ def parse(text):
     """(section, tool, figure) -> (median, unit) of RESULTS.md's rows, and its header lines."""
     figures = {}
     for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = cells_of(line)
         if len(cells) == 9 and cells[4].startswith("**"):
             section, tool, figure, unit = cells[:4]
             figures[(section, tool, figure)] = (float(cells[4].strip("*")), unit)

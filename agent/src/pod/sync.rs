@@ -1029,12 +1029,11 @@ impl<'a> Run<'a> {
     }
 
     /// Every image of the pod; a report of the first that cannot be had
-    /// (retried after the first back-off step).
+    /// (`pull_failed`: the pod worker retries after a growing back-off).
     async fn ensure_images(&mut self, state: &PodState) -> Option<PodReport> {
         let spec: &'a api::PodSpec = self.spec;
         for container in spec.init_containers.iter().chain(&spec.containers) {
             if let Err(err) = self.ensure_image(container, state).await {
-                let retry = self.ex.now_ms() + plan::millis(self.ex.host.config.backoff_initial);
                 let message = one_line(&err.message());
                 // The status shows it only until the next try says
                 // "pulling image" again: the event keeps why.
@@ -1043,11 +1042,13 @@ impl<'a> Run<'a> {
                     err.reason.as_str(),
                     format!("container {}: {message}", container.name),
                 );
-                return Some(report::blocked(
+                let mut report = report::blocked(
                     Some(state),
                     format!("{}: {}: {message}", container.name, err.reason),
-                    Some(retry),
-                ));
+                    None,
+                );
+                report.pull_failed = true;
+                return Some(report);
             }
         }
         None

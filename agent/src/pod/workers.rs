@@ -120,6 +120,7 @@ impl PodWorkers {
             updates: receiver,
             stops: StopTracker::default(),
             errors: Backoff::new(self.inner.errors),
+            pull_failures: 0,
         };
         let span = tracing::info_span!("pod-worker", pod = %key);
         self.inner.tasks.spawn(worker.run().instrument(span));
@@ -168,6 +169,9 @@ struct Worker {
     updates: watch::Receiver<PodUpdate>,
     stops: StopTracker,
     errors: Backoff,
+    /// Syncs in a row that found an image of a pod without a sandbox
+    /// could not be had: each waits longer ([`super::report::PodReport::pull_failed`]).
+    pull_failures: u32,
 }
 
 /// How one sync of a wanted pod ended.
@@ -275,8 +279,16 @@ impl Worker {
                     report.details.map(crate::status::Details::Pod),
                 );
                 let now_ms = self.inner.host.clock.now_ms();
+                let wake_at_ms = if report.pull_failed {
+                    self.pull_failures = self.pull_failures.saturating_add(1);
+                    let delay = self.inner.host.config.delay(self.pull_failures);
+                    Some(now_ms.saturating_add(super::plan::millis(delay)))
+                } else {
+                    self.pull_failures = 0;
+                    report.wake_at_ms
+                };
                 Synced::Done {
-                    wake: report.wake_at_ms.map(|at| {
+                    wake: wake_at_ms.map(|at| {
                         Instant::now() + Duration::from_millis(at.saturating_sub(now_ms).max(10))
                     }),
                 }
