@@ -63,6 +63,13 @@ pub enum Step {
     },
 }
 
+/// How often a container a shim is still making is looked at again. Its
+/// maker may be gone (a sync cut short by a newer version of the pod
+/// while the runtime created it): no one then waits on that shim, and no
+/// exit watch is set for an instance not known to be made, so the pod
+/// polls, as the kubelet's PLEG relists every second.
+pub const CREATING_RECHECK_MS: u64 = 1_000;
+
 /// Whether a container that exited with `exit_code` is started again.
 pub fn restarts(policy: RestartPolicy, init: bool, exit_code: i32) -> bool {
     match policy {
@@ -485,6 +492,10 @@ pub fn compute(desired: Option<&DesiredPod<'_>>, view: &PodView<'_>) -> PodActio
             }
             Step::Backoff { at_ms } => {
                 actions.wake_at_ms = Some(actions.wake_at_ms.map_or(*at_ms, |t| t.min(*at_ms)));
+            }
+            Step::Wait => {
+                let at_ms = view.now_ms + CREATING_RECHECK_MS;
+                actions.wake_at_ms = Some(actions.wake_at_ms.map_or(at_ms, |t| t.min(at_ms)));
             }
             _ => {}
         }
@@ -1058,6 +1069,8 @@ mod compute_tests {
                     assert!(a.is_idle());
                     assert_eq!(step_of(&a, "web"), Step::Wait);
                     assert_eq!(a.phase, Phase::Running);
+                    // Nothing else wakes the pod when that shim is done.
+                    assert_eq!(a.wake_at_ms, Some(NOW + CREATING_RECHECK_MS));
                 }),
             ),
             (
