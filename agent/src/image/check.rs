@@ -162,10 +162,12 @@ mod tests {
 
     #[test]
     fn a_corrupt_blob_and_a_missing_snapshot_are_reported_for_each_image_using_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let content = ContentStore::open(dir.path().join("content")).expect("content");
-        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
-        let meta = MetaStore::open(&dir.path().join("berth.db")).expect("meta");
+        let crate::image::TestStore {
+            content,
+            snapshots,
+            meta,
+            dir: _dir,
+        } = crate::image::TestStore::new();
         let blob = |bytes: &[u8]| content.write_blob(bytes).expect("blob");
         let (base, top, config, manifest) = (blob(b"base"), blob(b"top"), blob(b"{}"), blob(b"m"));
         let layer = |blob: &Digest| LayerRecord {

@@ -245,10 +245,12 @@ mod tests {
 
     #[test]
     fn a_gc_killed_before_its_commit_leaves_no_record_of_a_snapshot_it_removed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let content = ContentStore::open(dir.path().join("content")).expect("content");
-        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
-        let meta = MetaStore::open(&dir.path().join("berth.db")).expect("meta");
+        let crate::image::TestStore {
+            content,
+            snapshots,
+            meta,
+            dir: _dir,
+        } = crate::image::TestStore::new();
         let gone: oci_spec::image::Digest = format!("sha256:{}", "a".repeat(64))
             .parse()
             .expect("digest");
@@ -273,9 +275,12 @@ mod tests {
     /// directory under it: the pull failed renaming it into place.
     #[test]
     fn a_staging_directory_an_unpack_holds_is_kept_however_old() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let content = ContentStore::open(dir.path().join("content")).expect("content");
-        let snapshots = Snapshotter::open(dir.path().join("snapshots")).expect("snapshots");
+        let crate::image::TestStore {
+            content,
+            snapshots,
+            dir: _dir,
+            ..
+        } = crate::image::TestStore::new();
         let no_age = GcOptions {
             leftover_age: Duration::ZERO,
         };

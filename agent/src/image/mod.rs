@@ -23,3 +23,28 @@ pub mod snapshot;
 pub mod streaming;
 pub mod unpack;
 pub mod writeback;
+
+/// A store's parts in a temporary directory, for the unit tests of what
+/// works across them (checks, garbage collection).
+#[cfg(test)]
+pub(crate) struct TestStore {
+    pub content: content::ContentStore,
+    pub snapshots: snapshot::Snapshotter,
+    pub meta: meta::MetaStore,
+    /// Removed on drop, so it goes last.
+    pub dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl TestStore {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            content: content::ContentStore::open(dir.path().join("content")).expect("content"),
+            snapshots: snapshot::Snapshotter::open(dir.path().join("snapshots"))
+                .expect("snapshots"),
+            meta: meta::MetaStore::open(&dir.path().join("berth.db")).expect("meta"),
+            dir,
+        }
+    }
+}

@@ -149,7 +149,7 @@ pub async fn admit(ex: &Executor<'_>, spec: &api::PodSpec) -> Option<PodReport> 
         ),
         details: None,
         wake_at_ms: Some(next),
-        pull_failed: false,
+        pull_failed: None,
     })
 }
 
@@ -159,6 +159,6 @@ fn report(message: &str) -> PodReport {
         message: format!("Evicted: {message}"),
         details: Some(Default::default()),
         wake_at_ms: None,
-        pull_failed: false,
+        pull_failed: None,
     }
 }

@@ -22,11 +22,12 @@ pub struct PodReport {
     pub details: Option<PodDetails>,
     /// Unix ms of the earliest scheduled restart: sync again then.
     pub wake_at_ms: Option<u64>,
-    /// The sync stopped because an image could not be had before the pod
-    /// has a sandbox to run in: the pod worker retries after a back-off
-    /// that grows with each such failure (the kubelet's ImagePullBackOff),
-    /// not after `wake_at_ms`.
-    pub pull_failed: bool,
+    /// The image that stopped the sync because it could not be had before
+    /// the pod has a sandbox to run in: the pod worker retries after a
+    /// back-off that grows while the same image keeps failing (the
+    /// kubelet's ImagePullBackOff, keyed by pod and image), not after
+    /// `wake_at_ms`.
+    pub pull_failed: Option<String>,
 }
 
 /// Container states gathered from a plan.
@@ -129,7 +130,7 @@ pub fn build(
         message,
         details: Some(pod_details(state, report)),
         wake_at_ms: actions.wake_at_ms,
-        pull_failed: false,
+        pull_failed: None,
     }
 }
 
@@ -333,6 +334,6 @@ pub fn blocked(state: Option<&PodState>, message: String, wake_at_ms: Option<u64
         message,
         details: None,
         wake_at_ms,
-        pull_failed: false,
+        pull_failed: None,
     }
 }

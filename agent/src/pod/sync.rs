@@ -1047,7 +1047,7 @@ impl<'a> Run<'a> {
                     format!("{}: {}: {message}", container.name, err.reason),
                     None,
                 );
-                report.pull_failed = true;
+                report.pull_failed = Some(container.image.clone());
                 return Some(report);
             }
         }
@@ -1187,7 +1187,7 @@ impl<'a> Run<'a> {
         if !replacing || self.update.strategy.downloads_first() {
             match self.ensure_image(container, state).await {
                 Ok(image) => ensured = Some(image),
-                Err(err) => return self.fail_start(state, container, err).await,
+                Err(err) => return self.fail_start(state, wanted, err).await,
             }
         }
         let restart = old.is_some();
@@ -1226,7 +1226,7 @@ impl<'a> Run<'a> {
             Some(ensured) => ensured,
             None => match self.ensure_image(container, state).await {
                 Ok(ensured) => ensured,
-                Err(err) => return self.fail_start(state, container, err).await,
+                Err(err) => return self.fail_start(state, wanted, err).await,
             },
         };
         self.launch(state, container, wanted, &ensured, restart)
@@ -1238,25 +1238,20 @@ impl<'a> Run<'a> {
     async fn fail_start(
         &mut self,
         state: &mut PodState,
-        container: &api::Container,
+        wanted: &plan::Wanted,
         err: PodError,
     ) -> Result<(), PodError> {
         let message = one_line(&err.message());
         let now_ms = self.ex.now_ms();
         let config = self.ex.host.config;
-        let spec_hash = self
-            .wanted
-            .iter()
-            .find(|wanted| wanted.name == container.name)
-            .map_or("", |wanted| wanted.hash.as_str());
         let slot = state
             .incarnation
             .containers
-            .entry(container.name.clone())
+            .entry(wanted.name.clone())
             .or_default();
         plan::record_failure(
             slot,
-            spec_hash,
+            &wanted.hash,
             err.reason.as_str(),
             message.clone(),
             &config,
@@ -1266,7 +1261,7 @@ impl<'a> Run<'a> {
         self.ex.event(
             EventType::Warning,
             err.reason.as_str(),
-            format!("container {}: {message}", container.name),
+            format!("container {}: {message}", wanted.name),
         );
         Ok(())
     }
@@ -1318,7 +1313,7 @@ impl<'a> Run<'a> {
             });
         let spec = match resolved {
             Ok(spec) => spec,
-            Err(err) => return self.fail_start(state, container, err).await,
+            Err(err) => return self.fail_start(state, wanted, err).await,
         };
         let number = state.take_instance(&container.name);
         let mut instance = Instance {
@@ -1401,7 +1396,7 @@ impl<'a> Run<'a> {
             if let Some(slot) = state.incarnation.containers.get_mut(&container.name) {
                 slot.current = None;
             }
-            return self.fail_start(state, container, err).await;
+            return self.fail_start(state, wanted, err).await;
         }
         {
             let slot = state

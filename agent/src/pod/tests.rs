@@ -191,7 +191,7 @@ async fn a_pod_whose_image_cannot_be_pulled_gets_no_network_and_retries_later() 
         report.message
     );
     assert!(
-        report.pull_failed,
+        report.pull_failed.as_deref() == Some(IMAGE),
         "retried after the worker's back-off: {report:?}"
     );
     let world = fake.world();
@@ -706,6 +706,25 @@ async fn a_pod_whose_image_cannot_be_pulled_retries_after_a_growing_back_off() {
     }
     let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0] + 50) / 1_000).collect();
     assert_eq!(gaps, [1, 2, 4, 8, 8], "seconds between pulls: {at:?}");
+    // An edit to another image that fails too starts its own back-off.
+    let other = "registry.test/other:1";
+    fake.world()
+        .pull_failures
+        .insert(other.into(), "manifest unknown".into());
+    let edited = desired(&[("web.yaml", &pod_yaml("web", &[("app", other)], ""))]);
+    workers.update(&key("web"), update(&edited, "web"));
+    let pull_other = format!("pull {other}");
+    let other_attempts =
+        |w: &super::fake::World| w.log.iter().filter(|l| **l == pull_other).count();
+    until(&fake, "the edit's pull", |w| other_attempts(w) == 1).await;
+    let first = fake.now_ms();
+    until(&fake, "the edit's retry", |w| other_attempts(w) == 2).await;
+    assert_eq!(
+        (fake.now_ms() - first + 50) / 1_000,
+        1,
+        "the other image's first back-off"
+    );
+    workers.update(&key("web"), update(&state, "web"));
     fake.world().pull_failures.clear();
     until(&fake, "running once the pull works", |w| {
         w.running().len() == 1

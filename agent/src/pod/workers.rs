@@ -120,7 +120,7 @@ impl PodWorkers {
             updates: receiver,
             stops: StopTracker::default(),
             errors: Backoff::new(self.inner.errors),
-            pull_failures: 0,
+            pull_failures: None,
         };
         let span = tracing::info_span!("pod-worker", pod = %key);
         self.inner.tasks.spawn(worker.run().instrument(span));
@@ -169,9 +169,10 @@ struct Worker {
     updates: watch::Receiver<PodUpdate>,
     stops: StopTracker,
     errors: Backoff,
-    /// Syncs in a row that found an image of a pod without a sandbox
-    /// could not be had: each waits longer ([`super::report::PodReport::pull_failed`]).
-    pull_failures: u32,
+    /// The image that could not be had in the syncs before this one, and
+    /// how many in a row: each retry waits longer
+    /// ([`super::report::PodReport::pull_failed`]).
+    pull_failures: Option<(String, u32)>,
 }
 
 /// How one sync of a wanted pod ended.
@@ -279,13 +280,20 @@ impl Worker {
                     report.details.map(crate::status::Details::Pod),
                 );
                 let now_ms = self.inner.host.clock.now_ms();
-                let wake_at_ms = if report.pull_failed {
-                    self.pull_failures = self.pull_failures.saturating_add(1);
-                    let delay = self.inner.host.config.delay(self.pull_failures);
-                    Some(now_ms.saturating_add(super::plan::millis(delay)))
-                } else {
-                    self.pull_failures = 0;
-                    report.wake_at_ms
+                let wake_at_ms = match report.pull_failed {
+                    Some(image) => {
+                        let failures = match self.pull_failures.take() {
+                            Some((last, failures)) if last == image => failures.saturating_add(1),
+                            _ => 1,
+                        };
+                        let delay = self.inner.host.config.delay(failures);
+                        self.pull_failures = Some((image, failures));
+                        Some(now_ms.saturating_add(super::plan::millis(delay)))
+                    }
+                    None => {
+                        self.pull_failures = None;
+                        report.wake_at_ms
+                    }
                 };
                 Synced::Done {
                     wake: wake_at_ms.map(|at| {
